@@ -1,0 +1,42 @@
+//! # colony-runtime
+//!
+//! The node runtime under Colony's cluster primitives: settings, home directories, the wire
+//! envelope, authenticated sessions between processes, gossip membership with failure detection,
+//! placement, quorum, a local event bus and component lifecycle.
+//!
+//! One node is one OS process. A process started without seeds is a one-node cluster and runs
+//! the same code paths, serialization included.
+//!
+//! ## Not here
+//! The primitives themselves (locks, caches, scheduler, buckets) live in `colony-actors`. This
+//! crate gives no consensus log: exclusivity comes from quorum plus leases in the primitives.
+//!
+//! ## Layout
+//! - [`config`]: settings and their layering (file < environment < flags).
+//! - [`homes`]: the local and shared home directories.
+//! - [`wire`]: the versioned envelope and its size-checked codec.
+//! - [`membership`]: SWIM gossip (foca) with authentication; sans-IO core plus a UDP shell.
+//! - [`transport`]: ractor_cluster sessions that follow membership, gateways, requests.
+//! - [`placement`], [`quorum`]: who owns a key, and who may act.
+//! - [`events`]: the bounded local event bus.
+//! - [`lifecycle`]: components started after join and stopped before leave.
+//! - [`Node`]: the handle that ties them together, and the admin endpoint.
+//! - `testkit` (feature `testkit`): multi-process clusters with fault injection.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod events;
+pub mod homes;
+pub mod lifecycle;
+pub mod membership;
+mod node;
+pub mod placement;
+pub mod quorum;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+pub mod transport;
+pub mod wire;
+
+pub use membership::{Member, MemberEvent, MemberState, NodeId};
+pub use node::admin_types::{ClusterStatus, Faults};
+pub use node::{Node, NodeBuilder, NodeStats, StartError};

@@ -1,0 +1,553 @@
+//! The membership core: SWIM (foca) plus Colony's member table, with no IO.
+//!
+//! Drive it like this: feed one input (`handle_packet`, `handle_timeout`, `join`, `leave`,
+//! `set_blocked`) with the current [`Instant`], then drain [`MembershipCore::poll_output`] until
+//! it returns `None`, then sleep until [`MembershipCore::poll_timeout`]. Outputs are packets to
+//! send, membership events, and facts the shell should persist or log.
+//!
+//! ```
+//! use std::time::Instant;
+//! use colony_runtime::config::MembershipTimings;
+//! use colony_runtime::membership::{MembershipCore, NodeIdentity, Output, GossipKey};
+//! use colony_runtime::NodeId;
+//!
+//! let ident = |n: u128, port| NodeIdentity {
+//!     id: NodeId::from_u128(n), name: format!("n{n}"),
+//!     addr: format!("127.0.0.1:{port}").parse().unwrap(), incarnation: 1,
+//! };
+//! let key = GossipKey::from_cookie("secret");
+//! let mut a = MembershipCore::new(ident(1, 7001), MembershipTimings::default(), 2, key.clone(), 1);
+//! let mut b = MembershipCore::new(ident(2, 7002), MembershipTimings::default(), 2, key, 2);
+//! let now = Instant::now();
+//! b.join(now, &["127.0.0.1:7001".parse().unwrap()]);
+//! // Carry packets between the two cores until both are quiet.
+//! fn pump(from: &mut MembershipCore, to: &mut MembershipCore, now: Instant) -> bool {
+//!     let mut moved = false;
+//!     while let Some(out) = from.poll_output() {
+//!         if let Output::Send { packet, .. } = out {
+//!             to.handle_packet(now, from.local().addr, &packet);
+//!             moved = true;
+//!         }
+//!     }
+//!     moved
+//! }
+//! while pump(&mut b, &mut a, now) | pump(&mut a, &mut b, now) {}
+//! assert_eq!(a.up_count(), 2);
+//! assert_eq!(b.up_count(), 2);
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
+use std::time::{Duration, Instant};
+
+use foca::{Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::event::{Member, MemberEvent, MemberState};
+use super::packet::{self, GossipKey, Kind, PacketError};
+use super::{MembershipStats, NodeIdentity};
+use crate::NodeId;
+use crate::config::MembershipTimings;
+
+/// How often a node that lacks members re-announces itself to its seeds.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+/// How long down and left members stay listed before they are forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// The largest UDP datagram we send (a safe size under the usual 1500-byte MTU).
+pub const MAX_DATAGRAM: usize = 1400;
+/// Cap on the refusal rate-limit table, so junk from many addresses cannot grow it.
+const MAX_REFUSAL_ENTRIES: usize = 1024;
+
+/// Something the shell must do or know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Output {
+    /// Send this datagram.
+    Send {
+        /// Destination.
+        to: SocketAddr,
+        /// A sealed packet.
+        packet: Vec<u8>,
+    },
+    /// Tell local subscribers.
+    Event(MemberEvent),
+    /// The local identity was renewed after being declared down: persist its incarnation.
+    Renewed(NodeIdentity),
+    /// A packet failed authentication (rate-limited to one report per sender per second).
+    Rejected {
+        /// Who sent it.
+        from: SocketAddr,
+        /// Why.
+        error: PacketError,
+    },
+    /// A peer refused our packet: our cookie differs from the cluster's.
+    RefusedBy(SocketAddr),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Announce,
+}
+
+#[derive(Debug)]
+enum Timer {
+    Foca(foca::Timer<NodeIdentity>),
+    Own(TimerKind),
+}
+
+#[derive(Debug)]
+struct Record {
+    identity: NodeIdentity,
+    state: MemberState,
+    since: Instant,
+}
+
+type Swim = Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>;
+
+/// SWIM membership with Colony's states, authentication and fault filter. See the module doc.
+pub struct MembershipCore {
+    foca: Swim,
+    runtime: foca::AccumulatingRuntime<NodeIdentity>,
+    key: GossipKey,
+    cluster_size: usize,
+    seeds: Vec<SocketAddr>,
+    local_state: MemberState,
+    members: HashMap<NodeId, Record>,
+    /// New id to the id it replaced, for a `Rename` waiting for its `MemberUp`.
+    renamed: HashMap<NodeId, NodeId>,
+    timers: BTreeMap<(Instant, u64), Timer>,
+    next_timer: u64,
+    outputs: VecDeque<Output>,
+    blocked: HashSet<SocketAddr>,
+    last_refusal: HashMap<SocketAddr, Instant>,
+    stats: MembershipStats,
+    version: u64,
+}
+
+impl MembershipCore {
+    /// A core for `identity` in a cluster meant to hold `cluster_size` nodes; `seed` seeds the
+    /// random choices of SWIM so that simulations replay.
+    pub fn new(
+        identity: NodeIdentity,
+        timings: MembershipTimings,
+        cluster_size: usize,
+        key: GossipKey,
+        seed: u64,
+    ) -> Self {
+        let foca = Foca::new(
+            identity,
+            swim_config(&timings, cluster_size),
+            StdRng::seed_from_u64(seed),
+            PostcardCodec,
+        );
+        MembershipCore {
+            foca,
+            runtime: foca::AccumulatingRuntime::new(),
+            key,
+            cluster_size,
+            seeds: Vec::new(),
+            local_state: MemberState::Up,
+            members: HashMap::new(),
+            renamed: HashMap::new(),
+            timers: BTreeMap::new(),
+            next_timer: 0,
+            outputs: VecDeque::new(),
+            blocked: HashSet::new(),
+            last_refusal: HashMap::new(),
+            stats: MembershipStats::default(),
+            version: 0,
+        }
+    }
+
+    // ---- getters ----
+
+    /// The local node as a member.
+    pub fn local(&self) -> Member {
+        Member::from_identity(self.foca.identity(), self.local_state)
+    }
+
+    /// Every known member, the local node first, then by name.
+    pub fn members(&self) -> Vec<Member> {
+        let mut others: Vec<Member> = self
+            .members
+            .values()
+            .map(|r| Member::from_identity(&r.identity, r.state))
+            .collect();
+        others.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+        let mut all = vec![self.local()];
+        all.extend(others);
+        all
+    }
+
+    /// Nodes that are up, the local one included if it is.
+    pub fn up_count(&self) -> usize {
+        usize::from(self.local_state.is_up())
+            + self.members.values().filter(|r| r.state.is_up()).count()
+    }
+
+    /// Ids of the nodes that are up, the local one included if it is.
+    pub fn up_ids(&self) -> Vec<NodeId> {
+        let local = self.local_state.is_up().then(|| self.foca.identity().id);
+        local
+            .into_iter()
+            .chain(
+                self.members
+                    .values()
+                    .filter(|r| r.state.is_up())
+                    .map(|r| r.identity.id),
+            )
+            .collect()
+    }
+
+    /// Packet counters.
+    pub fn stats(&self) -> MembershipStats {
+        self.stats
+    }
+
+    /// Grows whenever the member table changes; lets a shell skip republishing views.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The earliest deadline at which [`Self::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// The next output to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    // ---- commands ----
+
+    /// Starts joining through `seeds` (its own address is skipped). With no seeds, the node is a
+    /// cluster of one and up at once.
+    pub fn join(&mut self, now: Instant, seeds: &[SocketAddr]) {
+        let own = self.foca.identity().addr;
+        self.seeds = seeds.iter().copied().filter(|s| *s != own).collect();
+        if !self.seeds.is_empty() {
+            self.local_state = MemberState::Joining;
+            self.announce_to_seeds();
+        }
+        self.schedule(now + ANNOUNCE_EVERY, Timer::Own(TimerKind::Announce));
+        self.drain(now);
+    }
+
+    /// Leaves on purpose: tells every member directly, then gossips the departure.
+    pub fn leave(&mut self, now: Instant) {
+        self.local_state = MemberState::Leaving;
+        self.version += 1;
+        let body = crate::wire::encode_payload(self.foca.identity()).unwrap_or_default();
+        let packet = self.key.seal(Kind::Leave, &body);
+        let targets: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|r| matches!(r.state, MemberState::Up | MemberState::Suspect))
+            .map(|r| r.identity.addr)
+            .collect();
+        for to in targets {
+            self.send(to, packet.clone());
+        }
+        if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing::debug!(error = %e, "leave_cluster");
+        }
+        self.drain(now);
+        self.local_state = MemberState::Left;
+    }
+
+    /// Replaces the fault filter: packets from and to these addresses are dropped (tests only).
+    pub fn set_blocked(&mut self, blocked: HashSet<SocketAddr>) {
+        self.blocked = blocked;
+    }
+
+    /// Whether `addr` is cut off by the fault filter.
+    pub fn is_blocked(&self, addr: &SocketAddr) -> bool {
+        self.blocked.contains(addr)
+    }
+
+    // ---- inputs ----
+
+    /// A datagram arrived from `from`.
+    pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.stats.packets_in += 1;
+        if self.blocked.contains(&from) {
+            self.stats.dropped_by_fault += 1;
+            return;
+        }
+        match self.key.open(bytes) {
+            Err(error) => {
+                match error {
+                    PacketError::Malformed => self.stats.malformed += 1,
+                    PacketError::BadTag => self.stats.bad_tag += 1,
+                }
+                self.report_rejection(now, from, error);
+            }
+            Ok((Kind::Gossip, body)) => {
+                if let Err(e) = self.foca.handle_data(body, &mut self.runtime) {
+                    self.stats.swim_errors += 1;
+                    tracing::debug!(%from, error = %e, "gossip packet not accepted");
+                }
+            }
+            Ok((Kind::Leave, body)) => match crate::wire::decode_payload::<NodeIdentity>(body) {
+                Ok(who) => self.mark_left(now, &who),
+                Err(_) => self.stats.malformed += 1,
+            },
+            Ok((Kind::Refused, _)) => {
+                self.stats.refusals_received += 1;
+                self.outputs.push_back(Output::RefusedBy(from));
+            }
+        }
+        self.drain(now);
+    }
+
+    /// Fires every timer due at `now`, in deadline order.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            match entry.remove() {
+                Timer::Foca(t) => {
+                    if let Err(e) = self.foca.handle_timer(t, &mut self.runtime) {
+                        tracing::debug!(error = %e, "swim timer");
+                    }
+                }
+                Timer::Own(TimerKind::Announce) => {
+                    // Joining, or missing members after a partition: ask the seeds again.
+                    if self.local_state == MemberState::Joining
+                        || self.up_count() < self.cluster_size
+                    {
+                        self.announce_to_seeds();
+                    }
+                    self.forget_old(now);
+                    self.schedule(now + ANNOUNCE_EVERY, Timer::Own(TimerKind::Announce));
+                }
+            }
+        }
+        self.drain(now);
+    }
+
+    // ---- internals ----
+
+    fn announce_to_seeds(&mut self) {
+        for seed in self.seeds.clone() {
+            if self.blocked.contains(&seed) {
+                continue;
+            }
+            // Only the address of an announce target is used; the seed's real identity comes back.
+            let target = NodeIdentity {
+                id: NodeId::from_u128(0),
+                name: String::new(),
+                addr: seed,
+                incarnation: 0,
+            };
+            if let Err(e) = self.foca.announce(target, &mut self.runtime) {
+                tracing::debug!(error = %e, "announce");
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.next_timer += 1;
+        self.timers.insert((at, self.next_timer), timer);
+    }
+
+    fn send(&mut self, to: SocketAddr, packet: Vec<u8>) {
+        if self.blocked.contains(&to) {
+            self.stats.dropped_by_fault += 1;
+            return;
+        }
+        self.stats.packets_out += 1;
+        self.outputs.push_back(Output::Send { to, packet });
+    }
+
+    fn report_rejection(&mut self, now: Instant, from: SocketAddr, error: PacketError) {
+        if self.last_refusal.len() >= MAX_REFUSAL_ENTRIES {
+            self.last_refusal
+                .retain(|_, at| now.saturating_duration_since(*at) < Duration::from_secs(1));
+            if self.last_refusal.len() >= MAX_REFUSAL_ENTRIES {
+                return;
+            }
+        }
+        let due = self
+            .last_refusal
+            .get(&from)
+            .is_none_or(|at| now.saturating_duration_since(*at) >= Duration::from_secs(1));
+        if !due {
+            return;
+        }
+        self.last_refusal.insert(from, now);
+        self.outputs.push_back(Output::Rejected { from, error });
+        if error == PacketError::BadTag {
+            // Tell a misconfigured node why it cannot join; junk gets no answer.
+            self.send(from, packet::refusal());
+        }
+    }
+
+    /// Moves what foca produced into outputs and the member table.
+    fn drain(&mut self, now: Instant) {
+        while let Some((to, data)) = self.runtime.to_send() {
+            let packet = self.key.seal(Kind::Gossip, &data);
+            self.send(to.addr, packet);
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.schedule(now + after, Timer::Foca(timer));
+        }
+        while let Some(note) = self.runtime.to_notify() {
+            self.apply(now, note);
+        }
+        self.reconcile_suspects(now);
+    }
+
+    fn apply(&mut self, now: Instant, note: OwnedNotification<NodeIdentity>) {
+        match note {
+            OwnedNotification::MemberUp(id) => {
+                let previous = self.renamed.remove(&id.id).or_else(|| {
+                    self.members
+                        .get(&id.id)
+                        .filter(|r| matches!(r.state, MemberState::Down | MemberState::Left))
+                        .map(|_| id.id)
+                });
+                let member = self.set(now, &id, MemberState::Up);
+                self.outputs.push_back(Output::Event(match previous {
+                    Some(previous) => MemberEvent::NodeRejoined { member, previous },
+                    None => MemberEvent::NodeUp(member),
+                }));
+            }
+            OwnedNotification::MemberDown(id) => {
+                let left = self
+                    .members
+                    .get(&id.id)
+                    .is_some_and(|r| r.state == MemberState::Left);
+                if !left {
+                    let member = self.set(now, &id, MemberState::Down);
+                    self.outputs
+                        .push_back(Output::Event(MemberEvent::NodeDown(member)));
+                }
+            }
+            OwnedNotification::Rename(old, new) => {
+                let old_state = self
+                    .members
+                    .remove(&old.id)
+                    .map_or(MemberState::Down, |r| r.state);
+                self.version += 1;
+                if matches!(old_state, MemberState::Up | MemberState::Suspect) {
+                    // No liveness change follows: the swap is the whole event.
+                    let member = self.set(now, &new, MemberState::Up);
+                    self.outputs
+                        .push_back(Output::Event(MemberEvent::NodeRejoined {
+                            member,
+                            previous: old.id,
+                        }));
+                } else {
+                    self.set(now, &new, old_state);
+                    self.renamed.insert(new.id, old.id);
+                }
+            }
+            OwnedNotification::Active => {
+                if self.local_state == MemberState::Joining {
+                    self.local_state = MemberState::Up;
+                    self.version += 1;
+                }
+            }
+            OwnedNotification::Rejoin(new) => {
+                if matches!(self.local_state, MemberState::Joining | MemberState::Up) {
+                    self.local_state = MemberState::Up;
+                }
+                self.version += 1;
+                self.outputs.push_back(Output::Renewed(new));
+            }
+            OwnedNotification::Idle | OwnedNotification::Defunct => {}
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+
+    fn set(&mut self, now: Instant, id: &NodeIdentity, state: MemberState) -> Member {
+        self.version += 1;
+        let record = self.members.entry(id.id).or_insert_with(|| Record {
+            identity: id.clone(),
+            state,
+            since: now,
+        });
+        record.identity = id.clone();
+        record.state = state;
+        record.since = now;
+        Member::from_identity(id, state)
+    }
+
+    fn mark_left(&mut self, now: Instant, who: &NodeIdentity) {
+        let known = self.members.get(&who.id).is_some_and(|r| {
+            r.identity.incarnation <= who.incarnation && r.state != MemberState::Left
+        });
+        if known {
+            let member = self.set(now, who, MemberState::Left);
+            self.outputs
+                .push_back(Output::Event(MemberEvent::NodeLeft(member)));
+        }
+    }
+
+    /// foca has no suspicion notifications: read them off its member list.
+    fn reconcile_suspects(&mut self, now: Instant) {
+        let mut changes = Vec::new();
+        for m in self.foca.iter_membership_state() {
+            let Some(record) = self.members.get(&m.id().id) else {
+                continue;
+            };
+            if record.identity != *m.id() {
+                continue;
+            }
+            match (m.state(), record.state) {
+                (foca::State::Suspect, MemberState::Up) => {
+                    changes.push((m.id().clone(), MemberState::Suspect))
+                }
+                (foca::State::Alive, MemberState::Suspect) => {
+                    changes.push((m.id().clone(), MemberState::Up))
+                }
+                _ => {}
+            }
+        }
+        for (id, state) in changes {
+            let member = self.set(now, &id, state);
+            self.outputs.push_back(Output::Event(match state {
+                MemberState::Suspect => MemberEvent::NodeSuspect(member),
+                _ => MemberEvent::NodeUp(member),
+            }));
+        }
+    }
+
+    fn forget_old(&mut self, now: Instant) {
+        let before = self.members.len();
+        self.members.retain(|_, r| {
+            !matches!(r.state, MemberState::Down | MemberState::Left)
+                || now.saturating_duration_since(r.since) < FORGET_AFTER
+        });
+        if self.members.len() != before {
+            self.version += 1;
+        }
+    }
+}
+
+/// SWIM settings from Colony's timings.
+fn swim_config(timings: &MembershipTimings, cluster_size: usize) -> foca::Config {
+    let size =
+        NonZeroU32::new(cluster_size.clamp(1, u32::MAX as usize) as u32).unwrap_or(NonZeroU32::MIN);
+    let mut c = foca::Config::new_lan(size);
+    c.probe_period = timings.probe_period;
+    c.probe_rtt = timings.probe_rtt;
+    c.suspect_to_down_after = timings.suspect_to_down;
+    // More retransmissions than LAN defaults: a missed Down update costs a whole suspicion cycle.
+    c.max_transmissions = c
+        .max_transmissions
+        .max(NonZeroU8::new(6).expect("non-zero"));
+    c.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - packet::OVERHEAD).expect("non-zero");
+    // After a partition heals, each side must hear from the other soon.
+    c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(1),
+        num_members: NonZeroUsize::new(2).expect("non-zero"),
+    });
+    c
+}

@@ -1,0 +1,114 @@
+//! The admin HTTP endpoint: `/health`, `/cluster`, `/stats`, and `/faults` for tests.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{Node, NodeStats};
+use crate::membership::Member;
+
+/// The body of `GET /cluster`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub id: String,
+    /// This node's name.
+    pub name: String,
+    /// Whether this node sees a quorum of the cluster up.
+    pub has_quorum: bool,
+    /// Nodes needed for quorum.
+    pub quorum: usize,
+    /// The configured cluster size.
+    pub cluster_size: usize,
+    /// Every known member, this node first.
+    pub members: Vec<Member>,
+}
+
+impl ClusterStatus {
+    /// The status of `node` now.
+    pub fn of(node: &Node) -> Self {
+        ClusterStatus {
+            id: node.id().to_string(),
+            name: node.name().to_owned(),
+            has_quorum: node.has_quorum(),
+            quorum: node.config().quorum,
+            cluster_size: node.config().cluster_size,
+            members: node.members(),
+        }
+    }
+}
+
+/// The body of `POST /faults`: the addresses to cut this node off from; empty heals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Faults {
+    /// `host:port` addresses of the nodes to cut off.
+    pub blocked: Vec<SocketAddr>,
+}
+
+pub(crate) struct AdminServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl AdminServer {
+    pub(crate) async fn serve(addr: SocketAddr, node: Node) -> std::io::Result<AdminServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let router = Router::new()
+            .route("/health", get(health))
+            .route("/cluster", get(cluster))
+            .route("/stats", get(stats))
+            .route("/faults", post(faults))
+            .with_state(node);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tracing::info!(%addr, "admin endpoint listening");
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin endpoint failed");
+            }
+        });
+        Ok(AdminServer { stop })
+    }
+
+    pub(crate) fn stop(self) {
+        let _ = self.stop.send(());
+    }
+}
+
+async fn health(State(node): State<Node>) -> impl IntoResponse {
+    let state = node.local().state;
+    if state.is_up() {
+        (StatusCode::OK, format!("up\n"))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{state}\n"))
+    }
+}
+
+async fn cluster(State(node): State<Node>) -> Json<ClusterStatus> {
+    Json(ClusterStatus::of(&node))
+}
+
+async fn stats(State(node): State<Node>) -> Json<NodeStats> {
+    Json(node.stats())
+}
+
+async fn faults(State(node): State<Node>, Json(faults): Json<Faults>) -> impl IntoResponse {
+    let blocked: HashSet<SocketAddr> = faults.blocked.into_iter().collect();
+    if node.set_blocked(blocked).await {
+        (StatusCode::OK, "fault filter set\n")
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            "fault injection is off on this node (start it with --fault-injection)\n",
+        )
+    }
+}

@@ -1,0 +1,296 @@
+//! Building and starting a node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::UdpSocket;
+
+use super::{Inner, Node, admin, builtin};
+use crate::NodeId;
+use crate::config::{ConfigError, ConfigLayer, MembershipTimings, NodeConfig};
+use crate::events::Events;
+use crate::homes::{HomeError, LocalHome, SharedHome};
+use crate::lifecycle::{Component, ComponentError};
+use crate::membership::{GossipKey, MembershipCore, NodeIdentity, driver, next_incarnation};
+use crate::transport::{Transport, TransportError};
+
+/// Why a node did not start. Whatever had started was stopped again.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The settings are incomplete or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A home directory cannot be used.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// The incarnation could not be recorded in the local home's `state/`.
+    #[error("cannot record node state in {path}: {source}")]
+    State {
+        /// The state directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The gossip socket could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another process using this port?)")]
+    Bind {
+        /// The bind address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The TCP transport could not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The admin endpoint could not listen.
+    #[error("cannot serve the admin endpoint on {addr}: {source}")]
+    Admin {
+        /// The admin address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A component's `on_start` failed.
+    #[error(transparent)]
+    Component(#[from] ComponentError),
+}
+
+/// Settings for a node, then [`NodeBuilder::start`].
+///
+/// Values set here beat a layer passed with [`NodeBuilder::layer`]; unset ones fall back to the
+/// defaults of [`ConfigLayer::resolve`].
+#[derive(Default)]
+pub struct NodeBuilder {
+    layer: ConfigLayer,
+    lower: ConfigLayer,
+    timings: Option<MembershipTimings>,
+    components: Vec<Arc<dyn Component>>,
+}
+
+impl NodeBuilder {
+    /// The node's name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.layer.name = Some(name.into());
+        self
+    }
+
+    /// The local home directory.
+    pub fn home(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.layer.home = Some(dir.into());
+        self
+    }
+
+    /// The shared home directory.
+    pub fn shared_home(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.layer.shared_home = Some(dir.into());
+        self
+    }
+
+    /// `host:port` for TCP and UDP; port 0 picks a free one.
+    pub fn bind(mut self, addr: impl ToString) -> Self {
+        self.layer.bind = Some(addr.to_string());
+        self
+    }
+
+    /// Nodes to join through.
+    pub fn seeds<S: ToString>(mut self, seeds: impl IntoIterator<Item = S>) -> Self {
+        self.layer.seeds = Some(seeds.into_iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    /// The cluster cookie.
+    pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
+        self.layer.cookie = Some(cookie.into());
+        self
+    }
+
+    /// The expected number of nodes.
+    pub fn cluster_size(mut self, n: usize) -> Self {
+        self.layer.cluster_size = Some(n);
+        self
+    }
+
+    /// An explicit quorum instead of a majority.
+    pub fn quorum(mut self, n: usize) -> Self {
+        self.layer.quorum = Some(n);
+        self
+    }
+
+    /// Failure-detection timings.
+    pub fn timings(mut self, timings: MembershipTimings) -> Self {
+        self.timings = Some(timings);
+        self
+    }
+
+    /// The largest request or response, in bytes.
+    pub fn max_message_bytes(mut self, n: usize) -> Self {
+        self.layer.max_message_bytes = Some(n);
+        self
+    }
+
+    /// Serve the admin endpoint on `addr`.
+    pub fn admin(mut self, addr: impl ToString) -> Self {
+        self.layer.admin = Some(addr.to_string());
+        self
+    }
+
+    /// Accept fault-injection commands (tests only).
+    pub fn fault_injection(mut self, on: bool) -> Self {
+        self.layer.fault_injection = Some(on);
+        self
+    }
+
+    /// Settings from another source (file, environment, flags), below the values set here.
+    pub fn layer(mut self, layer: ConfigLayer) -> Self {
+        self.lower = layer.over(self.lower);
+        self
+    }
+
+    /// Adds a component; see [`Component`] for the order of calls.
+    pub fn component(mut self, component: impl Component) -> Self {
+        self.components.push(Arc::new(component));
+        self
+    }
+
+    /// The settings the node would run with.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for missing or invalid values.
+    pub fn resolve(&self) -> Result<NodeConfig, ConfigError> {
+        let mut config = self.layer.clone().over(self.lower.clone()).resolve()?;
+        if let Some(t) = self.timings {
+            config.timings = t;
+            config.validate()?;
+        }
+        Ok(config)
+    }
+
+    /// Creates the homes, binds the port, joins the cluster and starts the components.
+    /// Returns once the node is up; while no seed answers it keeps trying (and logs why).
+    ///
+    /// # Errors
+    /// [`StartError`]; nothing is left running.
+    pub async fn start(self) -> Result<Node, StartError> {
+        let config = self.resolve()?;
+        start(config, self.components).await
+    }
+}
+
+async fn start(
+    config: NodeConfig,
+    components: Vec<Arc<dyn Component>>,
+) -> Result<Node, StartError> {
+    if config.bind.ip().is_unspecified() {
+        return Err(ConfigError::Invalid {
+            setting: "bind",
+            reason: "must be an address peers can reach, not 0.0.0.0 or [::]".into(),
+        }
+        .into());
+    }
+    let local_home = LocalHome::open(&config.home)?;
+    let shared_home = SharedHome::open(&config.shared_home)?;
+    let now_micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_micros() as u64;
+    let incarnation =
+        next_incarnation(&local_home.state(), now_micros).map_err(|source| StartError::State {
+            path: local_home.state(),
+            source,
+        })?;
+    let socket = UdpSocket::bind(config.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = socket.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let id = NodeId::random();
+    let identity = NodeIdentity {
+        id,
+        name: config.name.clone(),
+        addr,
+        incarnation,
+    };
+    let seed = u64::from_le_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"));
+    let core = MembershipCore::new(
+        identity,
+        config.timings,
+        config.cluster_size,
+        GossipKey::from_cookie(config.cookie.expose()),
+        seed,
+    );
+    let events = Events::default();
+    let (membership, pending) = driver::prepare(core, socket, events.clone(), local_home.state());
+    // The listener comes first, so that peers who see this node up can dial it at once.
+    let transport = Transport::start(
+        id,
+        addr,
+        config.cookie.expose(),
+        config.max_message_bytes,
+        membership.watch(),
+    )
+    .await?;
+    if let Err(e) = transport
+        .register(
+            builtin::SERVICE,
+            Arc::new(builtin::NodeService::new(membership.clone())),
+        )
+        .await
+    {
+        transport.stop();
+        return Err(e.into());
+    }
+    pending.start(&config.seeds);
+    tracing::info!(node = %config.name, %id, %addr, incarnation, "node started");
+    let node = Node {
+        inner: Arc::new(Inner {
+            config,
+            id,
+            addr,
+            local_home,
+            shared_home,
+            events,
+            membership,
+            transport,
+            components,
+            started: tokio::sync::Mutex::new(0),
+            stopping: AtomicBool::new(false),
+            admin: std::sync::Mutex::new(None),
+        }),
+    };
+    if let Some(admin_addr) = node.inner.config.admin {
+        match admin::AdminServer::serve(admin_addr, node.clone()).await {
+            Ok(server) => *node.inner.admin.lock().expect("admin lock") = Some(server),
+            Err(source) => {
+                node.shutdown().await;
+                return Err(StartError::Admin {
+                    addr: admin_addr,
+                    source,
+                });
+            }
+        }
+    }
+    node.joined().await;
+    tracing::info!(node = %node.name(), members = node.members().len(), "joined the cluster");
+    if let Err(e) = start_components(&node).await {
+        node.shutdown().await;
+        return Err(e.into());
+    }
+    Ok(node)
+}
+
+async fn start_components(node: &Node) -> Result<(), ComponentError> {
+    for component in &node.inner.components {
+        tracing::info!(component = component.name(), "starting component");
+        component.on_start(node).await?;
+        *node.inner.started.lock().await += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! The node: one process's membership in a Colony cluster, and the handle applications hold.
+
+mod admin;
+/// The JSON bodies of the admin endpoint.
+pub mod admin_types {
+    pub use super::admin::{ClusterStatus, Faults};
+}
+mod builder;
+mod builtin;
+
+pub use builder::{NodeBuilder, StartError};
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+use crate::config::NodeConfig;
+use crate::events::{Events, Subscription};
+use crate::homes::{LocalHome, SharedHome};
+use crate::lifecycle::Component;
+use crate::membership::driver::MembershipHandle;
+use crate::membership::{Member, MemberEvent, MembershipStats};
+use crate::transport::{RequestError, Service, Transport, TransportCounters, TransportError};
+use crate::{NodeId, placement, quorum, wire};
+
+/// A running node. Cheap to clone; every clone is the same node.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use colony_runtime::Node;
+/// let node = Node::builder()
+///     .name("alpha")
+///     .home("/var/lib/colony/alpha")
+///     .bind("127.0.0.1:7401")
+///     .seeds(["127.0.0.1:7400"])
+///     .cookie("change-me")
+///     .cluster_size(3)
+///     .start()
+///     .await?;
+/// println!("{} members, quorum: {}", node.members().len(), node.has_quorum());
+/// node.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NodeConfig,
+    id: NodeId,
+    addr: SocketAddr,
+    local_home: LocalHome,
+    shared_home: SharedHome,
+    events: Events,
+    membership: MembershipHandle,
+    transport: Transport,
+    components: Vec<Arc<dyn Component>>,
+    started: Mutex<usize>,
+    stopping: AtomicBool,
+    admin: std::sync::Mutex<Option<admin::AdminServer>>,
+}
+
+/// Counters from every layer of the node, as served by the admin endpoint's `/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStats {
+    /// Gossip packets.
+    pub membership: MembershipStats,
+    /// Sessions and requests.
+    pub transport: TransportCounters,
+    /// Events published on the local bus.
+    pub events_published: u64,
+    /// Events dropped for full listener queues.
+    pub events_dropped: u64,
+}
+
+impl Node {
+    /// Starts configuring a node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// This process's node id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// The address the node listens on (TCP and UDP), with the real port if 0 was asked.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The settings the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// The node's local home.
+    pub fn local_home(&self) -> &LocalHome {
+        &self.inner.local_home
+    }
+
+    /// The cluster's shared home, as mounted on this node.
+    pub fn shared_home(&self) -> &SharedHome {
+        &self.inner.shared_home
+    }
+
+    /// The node's event bus (membership events and the application's own).
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    /// Subscribes to membership events with a queue of `capacity`; see [`Events`].
+    pub fn subscribe(&self, capacity: usize) -> Subscription<MemberEvent> {
+        self.inner.events.subscribe(capacity)
+    }
+
+    /// The local node as a member.
+    pub fn local(&self) -> Member {
+        self.inner.membership.view().local().clone()
+    }
+
+    /// Every known member, this node first.
+    pub fn members(&self) -> Vec<Member> {
+        self.inner.membership.view().members.clone()
+    }
+
+    /// Ids of the members that are up, this node included.
+    pub fn up_members(&self) -> Vec<NodeId> {
+        self.inner.membership.view().up.clone()
+    }
+
+    /// Whether the members this node sees up reach the quorum.
+    pub fn has_quorum(&self) -> bool {
+        quorum::has_quorum(
+            self.inner.membership.view().up.len(),
+            self.inner.config.quorum,
+        )
+    }
+
+    /// The up member that owns `key` by rendezvous hashing.
+    pub fn owner_of(&self, key: &[u8]) -> Option<NodeId> {
+        placement::owner_of(key, self.inner.membership.view().up.iter().copied())
+    }
+
+    /// Counters from every layer.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            membership: self.inner.membership.stats(),
+            transport: self.inner.transport.counters(),
+            events_published: self.inner.events.published(),
+            events_dropped: self.inner.events.dropped(),
+        }
+    }
+
+    /// Makes `service` reachable under `name` from every node, this one included.
+    ///
+    /// # Errors
+    /// [`TransportError::DuplicateService`] if the name is taken.
+    pub async fn register_service(
+        &self,
+        name: &str,
+        service: Arc<dyn Service>,
+    ) -> Result<(), TransportError> {
+        self.inner.transport.register(name, service).await
+    }
+
+    /// Sends a typed request to `service` on `node` and decodes the typed answer. The request
+    /// goes through the wire encoding even when `node` is this one.
+    ///
+    /// # Errors
+    /// See [`RequestError`]; each variant says whether the request may have run.
+    pub async fn request<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        node: NodeId,
+        service: &str,
+        kind: &str,
+        request: &Q,
+        timeout: Option<Duration>,
+    ) -> Result<A, RequestError> {
+        let payload = wire::encode_payload(request).map_err(RequestError::Encode)?;
+        let answer = self
+            .request_raw(node, service, kind, payload, timeout)
+            .await?;
+        wire::decode_payload(&answer).map_err(|error| RequestError::BadReply { node, error })
+    }
+
+    /// Sends an already encoded payload; see [`Node::request`].
+    ///
+    /// # Errors
+    /// See [`RequestError`].
+    pub async fn request_raw(
+        &self,
+        node: NodeId,
+        service: &str,
+        kind: &str,
+        payload: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, RequestError> {
+        let view = self.inner.membership.view();
+        if let Some(m) = view.members.iter().find(|m| m.id == node)
+            && self.inner.transport.is_blocked(&m.addr)
+        {
+            return Err(RequestError::Unreachable(node));
+        }
+        let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
+        self.inner
+            .transport
+            .request(node, service, kind, payload, timeout)
+            .await
+    }
+
+    /// Whether a ready session to `node` exists (always true for this node).
+    pub fn is_connected(&self, node: NodeId) -> bool {
+        node == self.inner.id || self.inner.transport.has_session(node)
+    }
+
+    /// Cuts this node off from `addrs`, both gossip and sessions, or heals it with an empty set.
+    /// Only for tests: refused unless the node was started with `fault_injection`.
+    ///
+    /// # Errors
+    /// `false` when fault injection is off.
+    pub async fn set_blocked(&self, addrs: HashSet<SocketAddr>) -> bool {
+        if !self.inner.config.fault_injection {
+            return false;
+        }
+        tracing::warn!(?addrs, "fault filter set");
+        self.inner.transport.set_blocked(addrs.clone());
+        self.inner.membership.set_blocked(addrs).await;
+        true
+    }
+
+    /// Resolves once the node has joined (at once for a node without seeds).
+    pub async fn joined(&self) {
+        let mut watch = self.inner.membership.watch();
+        while !watch.borrow_and_update().local().state.is_up() {
+            if watch.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Leaves the cluster gracefully: stops components in reverse order, tells every member this
+    /// node is leaving (they see it *left*, not *down*), then closes sessions and the listener.
+    /// Calling it again does nothing.
+    pub async fn shutdown(&self) {
+        if self.inner.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!(node = %self.name(), "leaving the cluster");
+        self.stop_components().await;
+        self.inner.membership.leave().await;
+        self.inner.transport.stop();
+        if let Some(admin) = self.inner.admin.lock().expect("admin lock").take() {
+            admin.stop();
+        }
+    }
+
+    async fn stop_components(&self) {
+        let mut started = self.inner.started.lock().await;
+        while *started > 0 {
+            *started -= 1;
+            let component = self.inner.components[*started].clone();
+            tracing::info!(component = component.name(), "stopping component");
+            component.on_stop(self).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .field("name", &self.inner.config.name)
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}

@@ -1,0 +1,5 @@
+//! Placement: which node owns a key.
+
+mod rendezvous;
+
+pub use rendezvous::owner_of;

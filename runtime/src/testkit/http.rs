@@ -1,0 +1,94 @@
+//! A small client for a node's admin endpoint.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::node::admin_types::{ClusterStatus, Faults};
+
+/// Why the admin endpoint could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("admin endpoint {addr}: {reason}")]
+pub struct AdminError {
+    /// The endpoint.
+    pub addr: SocketAddr,
+    /// What failed.
+    pub reason: String,
+}
+
+/// Talks to one node's admin endpoint.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    addr: SocketAddr,
+    agent: ureq::Agent,
+}
+
+impl AdminClient {
+    /// A client for the endpoint at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(2)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        AdminClient { addr, agent }
+    }
+
+    fn err(&self, reason: impl ToString) -> AdminError {
+        AdminError {
+            addr: self.addr,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// `GET /health`: whether the node says it is up.
+    pub fn healthy(&self) -> bool {
+        self.agent
+            .get(format!("http://{}/health", self.addr))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    }
+
+    /// `GET /cluster`.
+    ///
+    /// # Errors
+    /// The endpoint is unreachable or answered something else.
+    pub fn cluster(&self) -> Result<ClusterStatus, AdminError> {
+        self.get_json("cluster")
+    }
+
+    /// `GET /stats` as loose JSON.
+    ///
+    /// # Errors
+    /// The endpoint is unreachable or answered something else.
+    pub fn stats(&self) -> Result<serde_json::Value, AdminError> {
+        self.get_json("stats")
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, AdminError> {
+        let mut response = self
+            .agent
+            .get(format!("http://{}/{path}", self.addr))
+            .call()
+            .map_err(|e| self.err(e))?;
+        if response.status() != 200 {
+            return Err(self.err(format!("status {}", response.status())));
+        }
+        response.body_mut().read_json().map_err(|e| self.err(e))
+    }
+
+    /// `POST /faults`: cut the node off from `blocked` (empty heals).
+    ///
+    /// # Errors
+    /// The endpoint is unreachable or refused (fault injection off).
+    pub fn set_faults(&self, blocked: Vec<SocketAddr>) -> Result<(), AdminError> {
+        let response = self
+            .agent
+            .post(format!("http://{}/faults", self.addr))
+            .send_json(Faults { blocked })
+            .map_err(|e| self.err(e))?;
+        if response.status() != 200 {
+            return Err(self.err(format!("status {}", response.status())));
+        }
+        Ok(())
+    }
+}

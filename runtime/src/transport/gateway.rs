@@ -1,0 +1,185 @@
+//! The gateway: the one remotable actor per service and node.
+//!
+//! Its only message carries encoded bytes: an [`Envelope`] in, a [`Reply`] out. Decoding happens
+//! here, inside Colony, so that a bad payload is counted and answered instead of being dropped
+//! silently by ractor's own decoder.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use tokio::sync::Semaphore;
+
+use crate::NodeId;
+use crate::wire::{self, Envelope, ErrorCode, MIN_PROTOCOL_VERSION, Reply};
+
+/// Requests one gateway handles at once; beyond that callers get [`ErrorCode::Busy`].
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// The gateway's message: encoded envelope in, encoded reply out.
+#[derive(RactorClusterMessage)]
+pub enum GatewayMsg {
+    /// One request.
+    #[rpc]
+    Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
+}
+
+/// A decoded request handed to a [`Service`].
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The node that sent it.
+    pub from: NodeId,
+    /// The sender's protocol version.
+    pub version: u16,
+    /// What is asked.
+    pub kind: String,
+    /// The kind's payload.
+    pub payload: Vec<u8>,
+}
+
+/// Why a service could not answer; sent back to the caller as a remote error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The service has no such request kind.
+    #[error("unknown request kind `{0}`")]
+    UnknownKind(String),
+    /// The payload did not decode as the kind's type.
+    #[error("bad payload: {0}")]
+    BadPayload(#[from] wire::WireError),
+    /// The service tried and failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A boxed future returned by [`Service::call`].
+pub type ServiceFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, ServiceError>> + Send>>;
+
+/// What a node's gateway dispatches requests to.
+///
+/// Implementors must answer every request (the future must complete) and must treat the payload
+/// as untrusted: decode with [`wire::decode_payload`] and return [`ServiceError::BadPayload`]
+/// on failure. Handlers should be idempotent: a caller that timed out may retry.
+pub trait Service: Send + Sync + 'static {
+    /// Handles one request.
+    fn call(&self, request: Request) -> ServiceFuture;
+}
+
+/// Counters shared by every gateway of a node.
+#[derive(Debug, Default)]
+pub(crate) struct GatewayStats {
+    pub handled: AtomicU64,
+    pub bad_requests: AtomicU64,
+    pub busy: AtomicU64,
+}
+
+pub(crate) struct Gateway {
+    pub service_name: String,
+    pub service: Arc<dyn Service>,
+    pub max_message_bytes: usize,
+    pub stats: Arc<GatewayStats>,
+}
+
+pub(crate) struct GatewayState {
+    slots: Arc<Semaphore>,
+}
+
+impl Actor for Gateway {
+    type Msg = GatewayMsg;
+    type State = GatewayState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<GatewayMsg>,
+        _: (),
+    ) -> Result<GatewayState, ActorProcessingErr> {
+        Ok(GatewayState {
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<GatewayMsg>,
+        message: GatewayMsg,
+        state: &mut GatewayState,
+    ) -> Result<(), ActorProcessingErr> {
+        let GatewayMsg::Call(bytes, reply) = message;
+        let limit = self.max_message_bytes;
+        let envelope = match wire::decode::<Envelope>(&bytes, limit) {
+            Ok(e) => e,
+            Err(e) => {
+                self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(service = %self.service_name, error = %e, "undecodable request answered with an error");
+                send(
+                    reply,
+                    Reply::error(0, ErrorCode::BadRequest, e.to_string()),
+                    limit,
+                );
+                return Ok(());
+            }
+        };
+        if envelope.version < MIN_PROTOCOL_VERSION {
+            let msg = format!(
+                "protocol version {} is older than the oldest this node answers ({MIN_PROTOCOL_VERSION})",
+                envelope.version
+            );
+            send(
+                reply,
+                Reply::error(envelope.request_id, ErrorCode::UnsupportedVersion, msg),
+                limit,
+            );
+            return Ok(());
+        }
+        let Ok(permit) = state.slots.clone().try_acquire_owned() else {
+            self.stats.busy.fetch_add(1, Ordering::Relaxed);
+            let msg = format!("{MAX_IN_FLIGHT} requests already in flight");
+            send(
+                reply,
+                Reply::error(envelope.request_id, ErrorCode::Busy, msg),
+                limit,
+            );
+            return Ok(());
+        };
+        self.stats.handled.fetch_add(1, Ordering::Relaxed);
+        let id = envelope.request_id;
+        let future = self.service.call(Request {
+            from: envelope.from,
+            version: envelope.version,
+            kind: envelope.kind,
+            payload: envelope.payload,
+        });
+        // Answer from a task so that one slow request does not hold up the others.
+        tokio::spawn(async move {
+            let answer = match future.await {
+                Ok(payload) => Reply::ok(id, payload),
+                Err(ServiceError::UnknownKind(k)) => Reply::error(
+                    id,
+                    ErrorCode::UnknownKind,
+                    format!("unknown request kind `{k}`"),
+                ),
+                Err(e @ ServiceError::BadPayload(_)) => {
+                    Reply::error(id, ErrorCode::BadRequest, e.to_string())
+                }
+                Err(ServiceError::Failed(m)) => Reply::error(id, ErrorCode::Failed, m),
+            };
+            send(reply, answer, limit);
+            drop(permit);
+        });
+        Ok(())
+    }
+}
+
+/// Encodes and sends a reply; an answer over the limit becomes a `TooLarge` error.
+fn send(port: RpcReplyPort<Vec<u8>>, reply: Reply, limit: usize) {
+    let id = reply.request_id;
+    let bytes = wire::encode(&reply, limit).unwrap_or_else(|e| {
+        let fallback = Reply::error(id, ErrorCode::TooLarge, e.to_string());
+        wire::encode(&fallback, usize::MAX).unwrap_or_default()
+    });
+    // The caller may have timed out and gone; nothing to do then.
+    let _ = port.send(bytes);
+}

@@ -1,0 +1,250 @@
+//! The transport: authenticated TCP sessions between nodes (ractor_cluster), one gateway actor
+//! per service, and a request/response helper with ids, timeouts and size limits.
+//!
+//! Sessions follow membership rather than the other way round: ractor_cluster has no failure
+//! detector and no reconnect, so [`sessions`] dials members that gossip reports up, drops those
+//! it reports down, and redials with backoff. Remote actor references are looked up for each
+//! request (through the process group of the target's gateway), never kept across sessions.
+
+mod gateway;
+mod request;
+mod sessions;
+
+pub use gateway::{GatewayMsg, Request, Service, ServiceError, ServiceFuture};
+pub use request::RequestError;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorRef};
+use ractor_cluster::{NodeServer, NodeServerMessage};
+use tokio::sync::{mpsc, watch};
+
+use crate::NodeId;
+use crate::membership::View;
+use gateway::{Gateway, GatewayStats};
+use sessions::{Forwarder, Session, SessionTask};
+
+/// Frame room for the envelope and ractor's own framing on top of `max_message_bytes`.
+const FRAME_SLACK: usize = 64 * 1024;
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The TCP listener or an actor could not be started (often: the port is taken).
+    #[error("cannot start the TCP transport on {addr}: {reason}")]
+    Start {
+        /// The bind address.
+        addr: SocketAddr,
+        /// What failed.
+        reason: String,
+    },
+    /// A service of that name is already registered on this node.
+    #[error("a service named `{0}` is already registered on this node")]
+    DuplicateService(String),
+}
+
+/// Transport counters.
+#[derive(Debug, Default)]
+pub(crate) struct TransportStats {
+    pub handshake_failures: AtomicU64,
+    pub dials: AtomicU64,
+    pub requests: AtomicU64,
+    pub request_failures: AtomicU64,
+}
+
+/// A snapshot of the transport counters.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct TransportCounters {
+    /// Connections closed before authenticating (wrong cookie, junk, timeouts).
+    pub handshake_failures: u64,
+    /// Dial attempts.
+    pub dials: u64,
+    /// Requests sent by this node.
+    pub requests: u64,
+    /// Requests that failed at this node (timeouts, no session, remote errors).
+    pub request_failures: u64,
+    /// Requests handled by this node's gateways.
+    pub handled: u64,
+    /// Incoming requests that did not decode.
+    pub bad_requests: u64,
+    /// Incoming requests refused because too many were in flight.
+    pub busy: u64,
+    /// Peers with a ready session.
+    pub sessions: usize,
+}
+
+/// The node's transport.
+#[derive(Clone)]
+pub(crate) struct Transport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    local: NodeId,
+    server: ActorRef<NodeServerMessage>,
+    sessions: Arc<DashMap<NodeId, Session>>,
+    gateways: DashMap<String, ActorRef<GatewayMsg>>,
+    blocked: watch::Sender<HashSet<SocketAddr>>,
+    max_message_bytes: usize,
+    next_request: AtomicU64,
+    stats: Arc<TransportStats>,
+    gateway_stats: Arc<GatewayStats>,
+}
+
+impl Transport {
+    /// Starts the TCP listener on `bind` and the session task.
+    pub(crate) async fn start(
+        local: NodeId,
+        bind: SocketAddr,
+        cookie: &str,
+        max_message_bytes: usize,
+        view: watch::Receiver<Arc<View>>,
+    ) -> Result<Transport, TransportError> {
+        let fail = |reason: String| TransportError::Start { addr: bind, reason };
+        let server = NodeServer::new(
+            bind.port(),
+            cookie.to_owned(),
+            local.to_string(),
+            bind.ip().to_string(),
+            None,
+            Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+        )
+        .with_listen_addr(bind.ip())
+        .with_max_inbound_frame_size((max_message_bytes + FRAME_SLACK) as u64);
+        let (server, _) = Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        server
+            .cast(NodeServerMessage::SubscribeToEvents {
+                id: "colony-sessions".into(),
+                subscription: Box::new(Forwarder(tx)),
+            })
+            .map_err(|e| fail(e.to_string()))?;
+        let sessions = Arc::new(DashMap::new());
+        let stats = Arc::new(TransportStats::default());
+        let (blocked, blocked_rx) = watch::channel(HashSet::new());
+        tokio::spawn(
+            SessionTask {
+                local,
+                server: server.clone(),
+                sessions: sessions.clone(),
+                blocked: blocked_rx,
+                view,
+                stats: stats.clone(),
+            }
+            .run(rx),
+        );
+        Ok(Transport {
+            inner: Arc::new(Inner {
+                local,
+                server,
+                sessions,
+                gateways: DashMap::new(),
+                blocked,
+                max_message_bytes,
+                next_request: AtomicU64::new(1),
+                stats,
+                gateway_stats: Arc::default(),
+            }),
+        })
+    }
+
+    /// Starts the gateway of `name` and makes it reachable from every peer.
+    pub(crate) async fn register(
+        &self,
+        name: &str,
+        service: Arc<dyn Service>,
+    ) -> Result<(), TransportError> {
+        if self.inner.gateways.contains_key(name) {
+            return Err(TransportError::DuplicateService(name.into()));
+        }
+        let gateway = Gateway {
+            service_name: name.into(),
+            service,
+            max_message_bytes: self.inner.max_message_bytes,
+            stats: self.inner.gateway_stats.clone(),
+        };
+        let (actor, _) =
+            Actor::spawn(None, gateway, ())
+                .await
+                .map_err(|e| TransportError::Start {
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    reason: e.to_string(),
+                })?;
+        ractor::pg::join(group(name, self.inner.local), vec![actor.get_cell()]);
+        self.inner.gateways.insert(name.into(), actor);
+        Ok(())
+    }
+
+    pub(crate) fn local(&self) -> NodeId {
+        self.inner.local
+    }
+
+    pub(crate) fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes
+    }
+
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.inner.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn has_session(&self, peer: NodeId) -> bool {
+        self.inner.sessions.contains_key(&peer)
+    }
+
+    /// Replaces the fault filter (tests only).
+    pub(crate) fn set_blocked(&self, blocked: HashSet<SocketAddr>) {
+        self.inner.blocked.send_replace(blocked);
+    }
+
+    pub(crate) fn is_blocked(&self, addr: &SocketAddr) -> bool {
+        self.inner.blocked.borrow().contains(addr)
+    }
+
+    pub(crate) fn counters(&self) -> TransportCounters {
+        let s = &self.inner.stats;
+        let g = &self.inner.gateway_stats;
+        TransportCounters {
+            handshake_failures: s.handshake_failures.load(Ordering::Relaxed),
+            dials: s.dials.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            request_failures: s.request_failures.load(Ordering::Relaxed),
+            handled: g.handled.load(Ordering::Relaxed),
+            bad_requests: g.bad_requests.load(Ordering::Relaxed),
+            busy: g.busy.load(Ordering::Relaxed),
+            sessions: self.inner.sessions.len(),
+        }
+    }
+
+    /// The gateway of `service` on `node`, looked up afresh: proxies die with their session.
+    pub(crate) fn gateway(&self, service: &str, node: NodeId) -> Option<ActorRef<GatewayMsg>> {
+        if node == self.inner.local {
+            return self.inner.gateways.get(service).map(|g| g.clone());
+        }
+        if !self.inner.sessions.contains_key(&node) {
+            return None;
+        }
+        ractor::pg::get_members(&group(service, node))
+            .into_iter()
+            .next()
+            .map(ActorRef::<GatewayMsg>::from)
+    }
+
+    /// Stops the listener, every session and every gateway.
+    pub(crate) fn stop(&self) {
+        for g in self.inner.gateways.iter() {
+            g.stop(None);
+        }
+        self.inner.server.stop(Some("node shutting down".into()));
+    }
+}
+
+/// The process group holding `node`'s gateway for `service`.
+fn group(service: &str, node: NodeId) -> String {
+    format!("colony.gw.{service}.{node}")
+}

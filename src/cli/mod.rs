@@ -1,0 +1,102 @@
+//! Command-line parsing and dispatch.
+
+mod demo;
+mod node;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Colony: cluster primitives for Rust applications.
+#[derive(Debug, Parser)]
+#[command(name = "colony", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one node until SIGINT or SIGTERM, then leave the cluster gracefully.
+    Node(NodeArgs),
+    /// Print a node's view of the cluster, from its admin endpoint.
+    Status {
+        /// The node's admin endpoint.
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: SocketAddr,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a local 3-node cluster, kill a node, restart it, and clean up.
+    Demo,
+}
+
+/// Flags of `colony node`. Flags beat the environment, which beats the config file.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// A TOML config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The node's name.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// The local home directory [env: COLONY_HOME].
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// The shared home directory [env: COLONY_SHARED_HOME] (default: <home>/shared).
+    #[arg(long, value_name = "DIR")]
+    shared_home: Option<PathBuf>,
+    /// Address for both the TCP transport and UDP gossip.
+    #[arg(long, value_name = "HOST:PORT")]
+    bind: Option<String>,
+    /// Nodes to join through.
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]", value_delimiter = ',')]
+    seeds: Option<Vec<String>>,
+    /// The cluster cookie [env: COLONY_COOKIE]; prefer the environment, flags show in `ps`.
+    #[arg(long, value_name = "SECRET")]
+    cookie: Option<String>,
+    /// The expected number of nodes; quorum is a majority of it.
+    #[arg(long, value_name = "N")]
+    cluster_size: Option<usize>,
+    /// An explicit quorum instead of a majority.
+    #[arg(long, value_name = "N")]
+    quorum: Option<usize>,
+    /// Serve the admin endpoint (/health, /cluster, /stats) here.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<String>,
+    /// SWIM probe period in milliseconds.
+    #[arg(long, value_name = "MS")]
+    probe_period_ms: Option<u64>,
+    /// SWIM direct-probe timeout in milliseconds.
+    #[arg(long, value_name = "MS")]
+    probe_rtt_ms: Option<u64>,
+    /// How long a member stays suspect before it is down, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    suspect_to_down_ms: Option<u64>,
+    /// The largest request or response, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Accept fault-injection commands on the admin endpoint. For tests only.
+    #[arg(long, hide = true)]
+    fault_injection: bool,
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Node(args) => node::run(args).await,
+        Command::Status { admin, json } => status::run(admin, json),
+        Command::Demo => tokio::task::spawn_blocking(demo::run).await?,
+    }
+}

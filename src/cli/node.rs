@@ -1,0 +1,53 @@
+//! `colony node`.
+
+use anyhow::Context;
+use colony_runtime::Node;
+use colony_runtime::config::{ConfigLayer, from_env};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::NodeArgs;
+
+impl NodeArgs {
+    fn layer(&self) -> ConfigLayer {
+        ConfigLayer {
+            name: self.name.clone(),
+            home: self.home.clone(),
+            shared_home: self.shared_home.clone(),
+            bind: self.bind.clone(),
+            seeds: self.seeds.clone(),
+            cookie: self.cookie.clone(),
+            cluster_size: self.cluster_size,
+            quorum: self.quorum,
+            probe_period_ms: self.probe_period_ms,
+            probe_rtt_ms: self.probe_rtt_ms,
+            suspect_to_down_ms: self.suspect_to_down_ms,
+            max_message_bytes: self.max_message_bytes,
+            request_timeout_ms: None,
+            admin: self.admin.clone(),
+            fault_injection: self.fault_injection.then_some(true),
+        }
+    }
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ConfigLayer::from_file(path)?,
+        None => ConfigLayer::default(),
+    };
+    let env = from_env(|k| std::env::var(k).ok());
+    let layer = args.layer().over(env.over(file));
+    let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let node = tokio::select! {
+        node = Node::builder().layer(layer).start() => node?,
+        _ = interrupt.recv() => return Ok(()),
+        _ = terminate.recv() => return Ok(()),
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    node.shutdown().await;
+    tracing::info!("node stopped");
+    Ok(())
+}
