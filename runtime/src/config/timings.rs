@@ -6,8 +6,8 @@ use super::ConfigError;
 
 /// How often members probe each other and how long a silent member stays suspect.
 ///
-/// The defaults detect a killed node on every survivor in about 2.5 s on loopback (see
-/// `docs/benchmarks.md`). Lower values detect faster but risk false suspicion under CPU
+/// With the defaults every survivor sees a killed node down within [`Self::detection_bound`]
+/// (2.7 s); `docs/benchmarks.md` has the measured times. Lower values detect faster but risk false suspicion under CPU
 /// starvation; `probe_rtt` must stay below `probe_period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MembershipTimings {
@@ -25,18 +25,19 @@ pub struct MembershipTimings {
 impl Default for MembershipTimings {
     fn default() -> Self {
         MembershipTimings {
-            probe_period: Duration::from_millis(500),
-            probe_rtt: Duration::from_millis(200),
-            suspect_to_down: Duration::from_millis(1500),
+            probe_period: Duration::from_millis(400),
+            probe_rtt: Duration::from_millis(150),
+            suspect_to_down: Duration::from_millis(1200),
         }
     }
 }
 
 impl MembershipTimings {
-    /// The longest time from a crash to every survivor seeing the member down, roughly:
-    /// one probe period to notice, the suspicion, and a probe period of gossip.
+    /// The time within which every survivor sees a crashed member down: up to two probe
+    /// periods until someone probes it, a direct and an indirect probe timeout, the suspicion,
+    /// and a probe period for the verdict to spread.
     pub fn detection_bound(&self) -> Duration {
-        self.probe_period * 2 + self.probe_rtt + self.suspect_to_down
+        self.probe_period * 3 + self.probe_rtt * 2 + self.suspect_to_down
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {

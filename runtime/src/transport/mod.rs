@@ -176,7 +176,7 @@ impl Transport {
                     addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                     reason: e.to_string(),
                 })?;
-        ractor::pg::join(group(name, self.inner.local), vec![actor.get_cell()]);
+        ractor::pg::join(gateway_group(name, self.inner.local), vec![actor.get_cell()]);
         self.inner.gateways.insert(name.into(), actor);
         Ok(())
     }
@@ -229,7 +229,7 @@ impl Transport {
         if !self.inner.sessions.contains_key(&node) {
             return None;
         }
-        ractor::pg::get_members(&group(service, node))
+        ractor::pg::get_members(&gateway_group(service, node))
             .into_iter()
             .next()
             .map(ActorRef::<GatewayMsg>::from)
@@ -245,6 +245,8 @@ impl Transport {
 }
 
 /// The process group holding `node`'s gateway for `service`.
-fn group(service: &str, node: NodeId) -> String {
+///
+/// Colony looks gateways up here for every request; tests use it to send raw bytes to a gateway.
+pub fn gateway_group(service: &str, node: NodeId) -> String {
     format!("colony.gw.{service}.{node}")
 }
