@@ -176,7 +176,10 @@ impl Transport {
                     addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                     reason: e.to_string(),
                 })?;
-        ractor::pg::join(gateway_group(name, self.inner.local), vec![actor.get_cell()]);
+        ractor::pg::join(
+            gateway_group(name, self.inner.local),
+            vec![actor.get_cell()],
+        );
         self.inner.gateways.insert(name.into(), actor);
         Ok(())
     }
@@ -222,17 +225,25 @@ impl Transport {
     }
 
     /// The gateway of `service` on `node`, looked up afresh: proxies die with their session.
-    pub(crate) fn gateway(&self, service: &str, node: NodeId) -> Option<ActorRef<GatewayMsg>> {
-        if node == self.inner.local {
-            return self.inner.gateways.get(service).map(|g| g.clone());
-        }
-        if !self.inner.sessions.contains_key(&node) {
-            return None;
-        }
-        ractor::pg::get_members(&gateway_group(service, node))
-            .into_iter()
-            .next()
-            .map(ActorRef::<GatewayMsg>::from)
+    pub(crate) fn gateway(
+        &self,
+        service: &str,
+        node: NodeId,
+    ) -> Result<ActorRef<GatewayMsg>, RequestError> {
+        let found = if node == self.inner.local {
+            self.inner.gateways.get(service).map(|g| g.clone())
+        } else if self.inner.sessions.contains_key(&node) {
+            ractor::pg::get_members(&gateway_group(service, node))
+                .into_iter()
+                .next()
+                .map(ActorRef::<GatewayMsg>::from)
+        } else {
+            return Err(RequestError::NoSession(node));
+        };
+        found.ok_or_else(|| RequestError::UnknownService {
+            node,
+            service: service.to_owned(),
+        })
     }
 
     /// Stops the listener, every session and every gateway.

@@ -29,6 +29,15 @@ pub enum RequestError {
     /// after the node appears up.
     #[error("no session to node {0}: it is not up or not connected yet")]
     NoSession(NodeId),
+    /// The node runs no service of that name (or its gateway is not yet known here). Nothing
+    /// was sent.
+    #[error("node {node} runs no service named `{service}`")]
+    UnknownService {
+        /// The node asked.
+        node: NodeId,
+        /// The service named.
+        service: String,
+    },
     /// The node is cut off by the test fault filter. Nothing was sent.
     #[error("node {0} is unreachable (fault injection)")]
     Unreachable(NodeId),

@@ -1,0 +1,50 @@
+//! Helpers shared by the multi-process tests.
+#![allow(dead_code)]
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use colony_runtime::config::MembershipTimings;
+use colony_runtime::testkit::{ClusterSpec, TestCluster};
+
+/// Multi-process tests share two cores: one cluster at a time keeps failure detection honest.
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn spec(nodes: usize) -> ClusterSpec {
+    ClusterSpec::new(env!("CARGO_BIN_EXE_colony"), nodes)
+}
+
+/// Starts `nodes` processes and waits until they all see each other up.
+pub fn converged_cluster(nodes: usize) -> TestCluster {
+    let cluster = TestCluster::start(spec(nodes)).expect("spawn nodes");
+    let all = cluster.all();
+    assert!(
+        cluster
+            .wait_converged(&all, Duration::from_secs(30))
+            .is_some(),
+        "cluster did not converge:\n{}",
+        logs(&cluster)
+    );
+    cluster
+}
+
+/// Time the test allows itself to observe a state over HTTP, on top of a promised bound.
+pub const OBSERVATION_SLACK: Duration = Duration::from_millis(1000);
+
+pub fn detection_bound() -> Duration {
+    MembershipTimings::default().detection_bound()
+}
+
+pub fn logs(cluster: &TestCluster) -> String {
+    cluster
+        .all()
+        .into_iter()
+        .map(|i| format!("----- {} -----\n{}\n", cluster.name(i), cluster.log(i)))
+        .collect()
+}

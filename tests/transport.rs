@@ -1,0 +1,168 @@
+//! Requests between a node in this test process and node processes: the envelope, size limits,
+//! damaged payloads and a newer protocol version. DESIGN principle 3 and "Every remote request
+//! has a timeout, an id".
+
+mod common;
+
+use std::time::Duration;
+
+use colony_runtime::transport::{GatewayMsg, RequestError, gateway_group};
+use colony_runtime::wire::{self, ErrorCode, Reply};
+use colony_runtime::{Node, NodeId};
+use common::{converged_cluster, logs, serial};
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+
+const LIMIT: usize = 64 * 1024;
+
+/// The test process joins the cluster as one more node: a process holds one node.
+async fn join(cluster: &colony_runtime::testkit::TestCluster, home: &std::path::Path) -> Node {
+    let node = Node::builder()
+        .name("tester")
+        .home(home)
+        .bind("127.0.0.1:0")
+        .seeds([cluster.addr(0)])
+        .cookie("colony-test-cookie")
+        .cluster_size(cluster.len() + 1)
+        .max_message_bytes(LIMIT)
+        .start()
+        .await
+        .expect("start the in-process node");
+    node
+}
+
+async fn peer_id(node: &Node, cluster: &colony_runtime::testkit::TestCluster, i: usize) -> NodeId {
+    for _ in 0..400 {
+        if let Some(m) = node
+            .members()
+            .into_iter()
+            .find(|m| m.name == cluster.name(i) && m.state.is_up())
+            && node.is_connected(m.id)
+        {
+            return m.id;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no session to {}:\n{}", cluster.name(i), logs(cluster));
+}
+
+async fn raw_call(node: NodeId, bytes: Vec<u8>) -> Reply {
+    let cell = ractor::pg::get_members(&gateway_group("node", node))
+        .into_iter()
+        .next()
+        .expect("gateway proxy");
+    let gateway = ActorRef::<GatewayMsg>::from(cell);
+    match ractor::rpc::call(
+        &gateway.get_cell(),
+        |port| GatewayMsg::Call(bytes, port),
+        Some(Duration::from_secs(5)),
+    )
+    .await
+    {
+        Ok(CallResult::Success(bytes)) => wire::decode(&bytes, LIMIT).expect("reply decodes"),
+        other => panic!(
+            "no reply: {:?}",
+            other.map(|r| matches!(r, CallResult::Timeout))
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cross_processes_through_the_envelope_and_survive_bad_input() {
+    let _serial = serial();
+    let cluster = tokio::task::block_in_place(|| converged_cluster(2));
+    let home = tempfile::tempdir().unwrap();
+    let node = join(&cluster, home.path()).await;
+    let peer = peer_id(&node, &cluster, 1).await;
+
+    // A round trip, and the same through the local gateway (serialization included).
+    let echo: Vec<u8> = node
+        .request_raw(peer, "node", "echo", b"ping".to_vec(), None)
+        .await
+        .expect("echo");
+    assert_eq!(echo, b"ping");
+    let local: Vec<u8> = node
+        .request_raw(node.id(), "node", "echo", b"me".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(local, b"me");
+    let info: colony_runtime::Member = node.request(peer, "node", "info", &(), None).await.unwrap();
+    assert_eq!(info.name, cluster.name(1));
+
+    // Too large: refused at the caller, nothing sent, the session stays up.
+    let err = node
+        .request_raw(peer, "node", "echo", vec![7; LIMIT + 1], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RequestError::TooLarge { limit: LIMIT, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nothing was sent"), "{err}");
+    assert!(node.is_connected(peer));
+    let again = node
+        .request_raw(peer, "node", "echo", b"still".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(again, b"still");
+
+    // Unknown kinds and services are errors, not silence.
+    let err = node
+        .request_raw(peer, "node", "nope", vec![], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RequestError::Remote { ref error, .. } if error.code() == ErrorCode::UnknownKind),
+        "{err}"
+    );
+    let err = node
+        .request_raw(peer, "no-such-service", "x", vec![], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RequestError::UnknownService { .. }), "{err}");
+
+    // Bytes that are no envelope: counted, logged, answered with an error.
+    let before = cluster.admin(1).stats().unwrap()["transport"]["bad_requests"]
+        .as_u64()
+        .unwrap();
+    let reply = raw_call(peer, b"\xc1 definitely not an envelope".to_vec()).await;
+    assert_eq!(reply.error.map(|e| e.code()), Some(ErrorCode::BadRequest));
+    let after = cluster.admin(1).stats().unwrap()["transport"]["bad_requests"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after, before + 1);
+    assert!(
+        cluster.log(1).contains("undecodable request"),
+        "{}",
+        cluster.log(1)
+    );
+
+    // A newer protocol version that adds fields is understood by this (older) node.
+    #[derive(serde::Serialize)]
+    struct EnvelopeV2 {
+        version: u16,
+        request_id: u64,
+        from: NodeId,
+        kind: String,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+        trace_parent: String,
+    }
+    let newer = EnvelopeV2 {
+        version: wire::PROTOCOL_VERSION + 1,
+        request_id: 42,
+        from: node.id(),
+        kind: "echo".into(),
+        payload: b"from the future".to_vec(),
+        trace_parent: "00-abc-def-01".into(),
+    };
+    let reply = raw_call(peer, wire::encode(&newer, LIMIT).unwrap()).await;
+    assert_eq!(reply.error, None);
+    assert_eq!(reply.request_id, 42);
+    assert_eq!(reply.ok.as_deref(), Some(&b"from the future"[..]));
+
+    // The node is still healthy and the cluster still one.
+    assert!(cluster.admin(1).healthy());
+    assert!(!cluster.log(1).contains("panicked"));
+    node.shutdown().await;
+}
