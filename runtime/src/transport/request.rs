@@ -114,9 +114,7 @@ impl Transport {
             WireError::TooLarge { size, limit } => RequestError::TooLarge { size, limit },
             other => RequestError::Encode(other),
         })?;
-        let gateway = self
-            .gateway(service, node)
-            .ok_or(RequestError::NoSession(node))?;
+        let gateway = self.gateway(service, node)?;
         let answer = ractor::rpc::call(
             &gateway.get_cell(),
             |port| GatewayMsg::Call(bytes, port),
