@@ -87,7 +87,7 @@ impl AdminServer {
 async fn health(State(node): State<Node>) -> impl IntoResponse {
     let state = node.local().state;
     if state.is_up() {
-        (StatusCode::OK, format!("up\n"))
+        (StatusCode::OK, "up\n".to_string())
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{state}\n"))
     }

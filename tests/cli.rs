@@ -1,0 +1,185 @@
+//! The `colony` command as operators use it: settings precedence, start-up errors, `status`.
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use colony_runtime::testkit::{AdminClient, free_port};
+use common::serial;
+
+const BIN: &str = env!("CARGO_BIN_EXE_colony");
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Running {
+    Running(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn colony"),
+    )
+}
+
+fn wait_healthy(admin: &AdminClient) {
+    for _ in 0..400 {
+        if admin.healthy() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("node never became healthy");
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run colony")
+}
+
+#[test]
+fn flags_beat_environment_which_beats_the_config_file() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    let config = dir.path().join("colony.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"from-file\"\ncookie = \"file-cookie\"\ncluster_size = 3\nbind = \"127.0.0.1:{port}\"\n\
+             admin = \"127.0.0.1:{admin_port}\"\nhome = \"{}\"\n",
+            dir.path().join("file-home").display()
+        ),
+    )
+    .unwrap();
+    let _a = spawn(
+        Command::new(BIN)
+            .arg("node")
+            .arg("--config")
+            .arg(&config)
+            .args(["--name", "from-flag"])
+            .env("COLONY_COOKIE", "env-cookie")
+            .env("COLONY_HOME", dir.path().join("env-home")),
+    );
+    let admin = AdminClient::new(format!("127.0.0.1:{admin_port}").parse().unwrap());
+    wait_healthy(&admin);
+    let status = admin.cluster().unwrap();
+    assert_eq!(status.name, "from-flag", "the flag wins over the file");
+    assert_eq!(
+        status.cluster_size, 3,
+        "the file fills what flags and environment leave unset"
+    );
+    assert_eq!(status.quorum, 2);
+    assert!(
+        dir.path().join("env-home/state").is_dir(),
+        "COLONY_HOME wins over the file"
+    );
+    assert!(!dir.path().join("file-home").exists());
+    assert!(
+        dir.path().join("env-home/shared/config").is_dir(),
+        "shared home defaults under home"
+    );
+
+    // The environment's cookie is the one in force: a node holding it joins.
+    let b_admin = free_port();
+    let _b = spawn(
+        Command::new(BIN)
+            .arg("node")
+            .args([
+                "--name",
+                "b",
+                "--cookie",
+                "env-cookie",
+                "--cluster-size",
+                "3",
+            ])
+            .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+            .args(["--seeds", &format!("127.0.0.1:{port}")])
+            .args(["--admin", &format!("127.0.0.1:{b_admin}")])
+            .arg("--home")
+            .arg(dir.path().join("b")),
+    );
+    let joined = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        admin
+            .cluster()
+            .is_ok_and(|s| s.members.iter().filter(|m| m.state.is_up()).count() == 2)
+    });
+    assert!(
+        joined,
+        "a node with the environment's cookie could not join"
+    );
+
+    // `colony status` prints the same view as a table and as JSON.
+    let table =
+        run(Command::new(BIN).args(["status", "--admin", &format!("127.0.0.1:{admin_port}")]));
+    assert!(table.status.success());
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.contains("NAME") && text.contains("from-flag") && text.contains("INCARNATION"),
+        "{text}"
+    );
+    let json = run(Command::new(BIN).args([
+        "status",
+        "--json",
+        "--admin",
+        &format!("127.0.0.1:{admin_port}"),
+    ]));
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&json.stdout).expect("status --json is JSON");
+    assert_eq!(parsed["name"], "from-flag");
+    assert_eq!(parsed["members"].as_array().unwrap().len(), 2);
+    assert!(parsed["has_quorum"].as_bool().unwrap());
+}
+
+#[test]
+fn an_unusable_home_stops_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let out = run(Command::new(BIN)
+        .arg("node")
+        .arg("--home")
+        .arg(file.join("home"))
+        .args([
+            "--cookie",
+            "c",
+            "--bind",
+            &format!("127.0.0.1:{}", free_port()),
+        ]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("local home") && err.contains("not usable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_cookie_is_named_with_where_to_set_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(Command::new(BIN)
+        .arg("node")
+        .arg("--home")
+        .arg(dir.path())
+        .env_remove("COLONY_COOKIE"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cookie") && err.contains("COLONY_COOKIE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_against_a_dead_endpoint_fails_cleanly() {
+    let out =
+        run(Command::new(BIN).args(["status", "--admin", &format!("127.0.0.1:{}", free_port())]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin endpoint"));
+}

@@ -1,0 +1,143 @@
+//! Components start after the node joined, in order, and stop in reverse before it leaves.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use colony_runtime::lifecycle::{Component, ComponentError, HookFuture};
+use colony_runtime::{MemberState, Node, StartError};
+use common::serial;
+
+#[derive(Clone)]
+struct Recorder {
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+    fail: bool,
+}
+
+impl Component for Recorder {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn on_start<'a>(&'a self, node: &'a Node) -> HookFuture<'a, Result<(), ComponentError>> {
+        Box::pin(async move {
+            let state = node.local().state;
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("start {} ({state})", self.name));
+            if self.fail {
+                return Err(ComponentError {
+                    component: self.name.into(),
+                    reason: "refused on purpose".into(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn on_stop<'a>(&'a self, node: &'a Node) -> HookFuture<'a, ()> {
+        Box::pin(async move {
+            let state = node.local().state;
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("stop {} ({state})", self.name));
+        })
+    }
+}
+
+fn recorder(name: &'static str, log: &Arc<Mutex<Vec<String>>>, fail: bool) -> Recorder {
+    Recorder {
+        name,
+        log: log.clone(),
+        fail,
+    }
+}
+
+fn builder(home: &std::path::Path) -> colony_runtime::NodeBuilder {
+    Node::builder()
+        .name("solo")
+        .home(home)
+        .bind("127.0.0.1:0")
+        .cookie("c")
+}
+
+#[tokio::test]
+async fn components_start_in_order_once_up_and_stop_in_reverse_before_leaving() {
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let node = builder(home.path())
+        .component(recorder("db", &log, false))
+        .component(recorder("web", &log, false))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(node.local().state, MemberState::Up);
+    node.shutdown().await;
+    node.shutdown().await; // a second call does nothing
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "start db (up)",
+            "start web (up)",
+            "stop web (up)",
+            "stop db (up)"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_component_stops_those_started_before_it_and_fails_the_start() {
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let err = builder(home.path())
+        .component(recorder("db", &log, false))
+        .component(recorder("broken", &log, true))
+        .component(recorder("never", &log, false))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StartError::Component(_)), "{err}");
+    assert!(err.to_string().contains("broken"), "{err}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["start db (up)", "start broken (up)", "stop db (up)"]
+    );
+}
+
+#[tokio::test]
+async fn a_standalone_node_serves_its_own_requests_through_the_wire() {
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let node = builder(home.path())
+        .max_message_bytes(4096)
+        .start()
+        .await
+        .unwrap();
+    assert!(node.has_quorum());
+    assert_eq!(node.owner_of(b"any key"), Some(node.id()));
+    let echoed = node
+        .request_raw(node.id(), "node", "echo", b"x".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(echoed, b"x");
+    // Standalone still encodes: an oversized request fails exactly as it would remotely.
+    let err = node
+        .request_raw(node.id(), "node", "echo", vec![0; 8192], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            colony_runtime::transport::RequestError::TooLarge { .. }
+        ),
+        "{err}"
+    );
+    assert!(node.local_home().state().is_dir());
+    assert!(node.shared_home().plugins().is_dir());
+    node.shutdown().await;
+}
