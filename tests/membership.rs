@@ -78,10 +78,19 @@ fn a_paused_node_is_declared_down_and_rejoins_after_it_resumes() {
     let down = cluster.wait_until(allowed, |c| {
         c.sees(0, victim, MemberState::Down) && c.sees(1, victim, MemberState::Down)
     });
-    cluster.resume(victim);
     assert!(
         down.is_some(),
         "paused node not declared down within {allowed:?}:\n{}",
+        logs(&cluster)
+    );
+    // Sessions follow membership: the survivors drop theirs to the node declared down.
+    let dropped = cluster.wait_until(Duration::from_secs(5), |c| {
+        sessions(c, 0) == 1 && sessions(c, 1) == 1
+    });
+    cluster.resume(victim);
+    assert!(
+        dropped.is_some(),
+        "sessions to a down node were kept:\n{}",
         logs(&cluster)
     );
     let all = cluster.all();
@@ -90,6 +99,15 @@ fn a_paused_node_is_declared_down_and_rejoins_after_it_resumes() {
             .wait_converged(&all, Duration::from_secs(20))
             .is_some(),
         "resumed node did not rejoin:\n{}",
+        logs(&cluster)
+    );
+    // ...and redial once it is back.
+    let redialled = cluster.wait_until(Duration::from_secs(10), |c| {
+        all.iter().all(|&i| sessions(c, i) == 2)
+    });
+    assert!(
+        redialled.is_some(),
+        "sessions not re-established:\n{}",
         logs(&cluster)
     );
     assert!(
@@ -123,6 +141,15 @@ fn a_two_three_partition_leaves_quorum_only_on_the_three_side_and_heals_to_one_v
             cluster.name(i)
         );
     }
+    let cut = cluster.wait_until(Duration::from_secs(5), |c| {
+        minority.iter().all(|&i| sessions(c, i) == 1)
+            && majority.iter().all(|&i| sessions(c, i) == 2)
+    });
+    assert!(
+        cut.is_some(),
+        "sessions crossed the partition:\n{}",
+        logs(&cluster)
+    );
 
     cluster.heal().unwrap();
     let all = cluster.all();
@@ -175,6 +202,15 @@ fn a_node_without_seeds_is_a_one_node_cluster_with_quorum() {
     assert!(status.has_quorum);
     assert_eq!(status.members.len(), 1);
     assert_eq!(status.members[0].state, MemberState::Up);
+}
+
+fn sessions(cluster: &TestCluster, i: usize) -> u64 {
+    cluster
+        .admin(i)
+        .stats()
+        .ok()
+        .and_then(|s| s["transport"]["sessions"].as_u64())
+        .unwrap_or(u64::MAX)
 }
 
 fn incarnation_seen_by(cluster: &TestCluster, observer: usize, target: usize) -> u64 {

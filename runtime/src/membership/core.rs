@@ -112,6 +112,8 @@ pub struct MembershipCore {
     runtime: foca::AccumulatingRuntime<NodeIdentity>,
     key: GossipKey,
     cluster_size: usize,
+    /// A suspicion older than this is settled by the core itself (see `settle_stale_suspicions`).
+    stale_suspicion: Duration,
     seeds: Vec<SocketAddr>,
     local_state: MemberState,
     members: HashMap<NodeId, Record>,
@@ -147,6 +149,7 @@ impl MembershipCore {
             runtime: foca::AccumulatingRuntime::new(),
             key,
             cluster_size,
+            stale_suspicion: timings.suspect_to_down + timings.probe_period * 2,
             seeds: Vec::new(),
             local_state: MemberState::Up,
             members: HashMap::new(),
@@ -322,6 +325,7 @@ impl MembershipCore {
                     {
                         self.announce_to_seeds();
                     }
+                    self.settle_stale_suspicions(now);
                     self.forget_old(now);
                     self.schedule(now + ANNOUNCE_EVERY, Timer::Own(TimerKind::Announce));
                 }
@@ -516,6 +520,34 @@ impl MembershipCore {
                 MemberState::Suspect => MemberEvent::NodeSuspect(member),
                 _ => MemberEvent::NodeUp(member),
             }));
+        }
+    }
+
+    /// Declares down the members suspected for longer than foca itself would have allowed.
+    ///
+    /// foca drops its pending suspicion timers whenever the local identity is renewed (after this
+    /// node was declared down, e.g. across a healed partition), so a member suspected just before
+    /// would stay suspect forever: never probed down, never refuted. The verdict foca's timer
+    /// would have given is applied here instead, and gossiped like any other.
+    fn settle_stale_suspicions(&mut self, now: Instant) {
+        let stale: Vec<foca::Member<NodeIdentity>> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .filter(|m| {
+                self.members.get(&m.id().id).is_some_and(|r| {
+                    r.state == MemberState::Suspect
+                        && now.saturating_duration_since(r.since) >= self.stale_suspicion
+                })
+            })
+            .map(|m| foca::Member::new(m.id().clone(), m.incarnation(), foca::State::Down))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        tracing::debug!(count = stale.len(), "settling suspicions foca forgot");
+        if let Err(e) = self.foca.apply_many(stale.into_iter(), true, &mut self.runtime) {
+            tracing::debug!(error = %e, "settling stale suspicions");
         }
     }
 
