@@ -201,16 +201,7 @@ async fn start(
             path: local_home.state(),
             source,
         })?;
-    let socket = UdpSocket::bind(config.bind)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-    let addr = socket.local_addr().map_err(|source| StartError::Bind {
-        addr: config.bind,
-        source,
-    })?;
+    let (socket, addr) = bind_gossip(config.bind).await?;
     let id = NodeId::random();
     let identity = NodeIdentity {
         id,
@@ -284,6 +275,23 @@ async fn start(
         return Err(e.into());
     }
     Ok(node)
+}
+
+/// Binds the UDP gossip socket. For port 0 it picks a port whose TCP twin is free as well, since
+/// the transport listens on the same number.
+async fn bind_gossip(bind: SocketAddr) -> Result<(UdpSocket, SocketAddr), StartError> {
+    let fail = |source| StartError::Bind { addr: bind, source };
+    for _ in 0..32 {
+        let socket = UdpSocket::bind(bind).await.map_err(fail)?;
+        let addr = socket.local_addr().map_err(fail)?;
+        if bind.port() != 0 || std::net::TcpListener::bind(addr).is_ok() {
+            return Ok((socket, addr));
+        }
+    }
+    Err(fail(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no port free for both UDP and TCP",
+    )))
 }
 
 async fn start_components(node: &Node) -> Result<(), ComponentError> {

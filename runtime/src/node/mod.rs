@@ -228,10 +228,8 @@ impl Node {
     }
 
     /// Cuts this node off from `addrs`, both gossip and sessions, or heals it with an empty set.
-    /// Only for tests: refused unless the node was started with `fault_injection`.
-    ///
-    /// # Errors
-    /// `false` when fault injection is off.
+    /// Only for tests: refused (returns `false`) unless the node was started with
+    /// `fault_injection`.
     pub async fn set_blocked(&self, addrs: HashSet<SocketAddr>) -> bool {
         if !self.inner.config.fault_injection {
             return false;
