@@ -8,7 +8,11 @@ use colony_runtime::events::Subscription;
 use colony_runtime::{MemberEvent, Node};
 use common::{converged_cluster, serial};
 
-async fn next_about(sub: &mut Subscription<MemberEvent>, name: &str, want: fn(&MemberEvent) -> bool) -> MemberEvent {
+async fn next_about(
+    sub: &mut Subscription<MemberEvent>,
+    name: &str,
+    want: fn(&MemberEvent) -> bool,
+) -> MemberEvent {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let event = tokio::time::timeout_at(deadline, sub.recv())
@@ -49,11 +53,18 @@ async fn subscribers_see_down_rejoined_and_left() {
     let old_id = node.members().iter().find(|m| m.name == victim).unwrap().id;
 
     tokio::task::block_in_place(|| cluster.kill(1));
-    next_about(&mut sub, &victim, |e| matches!(e, MemberEvent::NodeSuspect(_))).await;
+    next_about(&mut sub, &victim, |e| {
+        matches!(e, MemberEvent::NodeSuspect(_))
+    })
+    .await;
     next_about(&mut sub, &victim, |e| matches!(e, MemberEvent::NodeDown(_))).await;
 
     tokio::task::block_in_place(|| cluster.restart(1)).unwrap();
-    match next_about(&mut sub, &victim, |e| matches!(e, MemberEvent::NodeRejoined { .. })).await {
+    match next_about(&mut sub, &victim, |e| {
+        matches!(e, MemberEvent::NodeRejoined { .. })
+    })
+    .await
+    {
         MemberEvent::NodeRejoined { member, previous } => {
             assert_eq!(previous, old_id);
             assert_ne!(member.id, old_id, "a restarted process has a new id");
