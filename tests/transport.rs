@@ -2,6 +2,9 @@
 //! damaged payloads and a newer protocol version. DESIGN principle 3 and "Every remote request
 //! has a timeout, an id".
 
+// Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
+#![allow(clippy::await_holding_lock)]
+
 mod common;
 
 use std::time::Duration;
@@ -17,7 +20,7 @@ const LIMIT: usize = 64 * 1024;
 
 /// The test process joins the cluster as one more node: a process holds one node.
 async fn join(cluster: &colony_runtime::testkit::TestCluster, home: &std::path::Path) -> Node {
-    let node = Node::builder()
+    Node::builder()
         .name("tester")
         .home(home)
         .bind("127.0.0.1:0")
@@ -27,8 +30,7 @@ async fn join(cluster: &colony_runtime::testkit::TestCluster, home: &std::path::
         .max_message_bytes(LIMIT)
         .start()
         .await
-        .expect("start the in-process node");
-    node
+        .expect("start the in-process node")
 }
 
 async fn peer_id(node: &Node, cluster: &colony_runtime::testkit::TestCluster, i: usize) -> NodeId {

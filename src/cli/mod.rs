@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one node until SIGINT or SIGTERM, then leave the cluster gracefully.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Print a node's view of the cluster, from its admin endpoint.
     Status {
         /// The node's admin endpoint.
@@ -96,7 +96,7 @@ pub fn init_tracing() {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Node(args) => node::run(args).await,
+        Command::Node(args) => node::run(*args).await,
         Command::Status { admin, json } => status::run(admin, json),
         Command::Demo => tokio::task::spawn_blocking(demo::run).await?,
     }
