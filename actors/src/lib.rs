@@ -8,4 +8,6 @@
 //! they are built on, so that applications can depend on it already.
 #![warn(missing_docs)]
 
+pub mod locks;
+
 pub use colony_runtime::{Node, NodeId};

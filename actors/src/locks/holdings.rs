@@ -1,0 +1,282 @@
+//! The locks held by this node's guards, with no IO: when to renew, and when a lease is lost.
+//!
+//! A lease is counted from the moment its request left this node, so it ends here no later
+//! than on the owner, which counts from when the request arrived. It is declared lost at
+//! `valid_until - margin`, before it ends, whenever a renewal has not succeeded by then; at
+//! once when the owner says the guard no longer holds it; and at once when this node loses
+//! quorum.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Timing of renewals.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldingsConfig {
+    /// The lease the owner grants.
+    pub lease: Duration,
+    /// How long before the lease ends it is declared lost if not renewed.
+    pub margin: Duration,
+}
+
+impl HoldingsConfig {
+    /// Renew three times per lease, as etcd's keep-alive does.
+    pub fn renew_every(&self) -> Duration {
+        self.lease / 3
+    }
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Output {
+    /// Ask the owner to renew `guard`'s lease on `name`; report back with
+    /// [`Holdings::renewed`] or [`Holdings::renew_failed`] passing `sent_at`.
+    Renew {
+        /// The guard.
+        guard: u64,
+        /// The lock name.
+        name: String,
+        /// Its token.
+        token: u64,
+    },
+    /// The guard's lease can no longer be trusted: signal its holder.
+    Lost {
+        /// The guard.
+        guard: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Holding {
+    name: String,
+    token: u64,
+    valid_until: Instant,
+    next_renew: Instant,
+    in_flight: bool,
+}
+
+/// Why a renewal failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewFailure {
+    /// The owner says the guard does not hold the lock: lost now.
+    NotHeld,
+    /// No answer, or no quorum there, or the owner moved: try again until the lease runs out.
+    Unreachable,
+}
+
+/// This node's held locks.
+#[derive(Debug)]
+pub struct Holdings {
+    config: HoldingsConfig,
+    held: HashMap<u64, Holding>,
+    outputs: VecDeque<Output>,
+}
+
+impl Holdings {
+    /// No holdings yet.
+    pub fn new(config: HoldingsConfig) -> Self {
+        Holdings {
+            config,
+            held: HashMap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// Guards holding a lock.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether no guard holds a lock.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Until when `guard`'s lease is valid here, if it is held.
+    pub fn valid_until(&self, guard: u64) -> Option<Instant> {
+        self.held.get(&guard).map(|h| h.valid_until)
+    }
+
+    /// The next output.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next renewal or lost deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.held
+            .values()
+            .map(|h| {
+                let lost_at = h.valid_until - self.config.margin;
+                if h.in_flight {
+                    lost_at
+                } else {
+                    h.next_renew.min(lost_at)
+                }
+            })
+            .min()
+    }
+
+    /// `guard` was granted `name` with `token`; the request left at `sent_at`.
+    pub fn granted(
+        &mut self,
+        now: Instant,
+        guard: u64,
+        name: String,
+        token: u64,
+        sent_at: Instant,
+    ) {
+        self.held.insert(
+            guard,
+            Holding {
+                name,
+                token,
+                valid_until: sent_at + self.config.lease,
+                next_renew: now + self.config.renew_every(),
+                in_flight: false,
+            },
+        );
+    }
+
+    /// A renewal sent at `sent_at` succeeded.
+    pub fn renewed(&mut self, now: Instant, guard: u64, sent_at: Instant) {
+        if let Some(h) = self.held.get_mut(&guard) {
+            h.valid_until = h.valid_until.max(sent_at + self.config.lease);
+            h.next_renew = now + self.config.renew_every();
+            h.in_flight = false;
+        }
+    }
+
+    /// A renewal failed.
+    pub fn renew_failed(&mut self, now: Instant, guard: u64, why: RenewFailure) {
+        match why {
+            RenewFailure::NotHeld => self.lose(guard),
+            RenewFailure::Unreachable => {
+                if let Some(h) = self.held.get_mut(&guard) {
+                    h.in_flight = false;
+                    // Retry soon: the lease is running out.
+                    h.next_renew =
+                        now + (self.config.renew_every() / 4).max(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// `guard` released its lock (or gave it up): forget it.
+    pub fn released(&mut self, guard: u64) {
+        self.held.remove(&guard);
+    }
+
+    /// This node lost quorum: no lease can be renewed, every guard is told now.
+    pub fn quorum_lost(&mut self) {
+        let guards: Vec<u64> = self.held.keys().copied().collect();
+        for guard in guards {
+            self.lose(guard);
+        }
+    }
+
+    /// Sends due renewals and declares lost the leases about to end.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let margin = self.config.margin;
+        let mut lost = Vec::new();
+        for (guard, h) in &mut self.held {
+            if now + margin >= h.valid_until {
+                lost.push(*guard);
+            } else if !h.in_flight && now >= h.next_renew {
+                h.in_flight = true;
+                self.outputs.push_back(Output::Renew {
+                    guard: *guard,
+                    name: h.name.clone(),
+                    token: h.token,
+                });
+            }
+        }
+        for guard in lost {
+            self.lose(guard);
+        }
+    }
+
+    fn lose(&mut self, guard: u64) {
+        if self.held.remove(&guard).is_some() {
+            self.outputs.push_back(Output::Lost { guard });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> HoldingsConfig {
+        HoldingsConfig {
+            lease: Duration::from_secs(3),
+            margin: Duration::from_millis(500),
+        }
+    }
+
+    fn drain(h: &mut Holdings) -> Vec<Output> {
+        std::iter::from_fn(|| h.poll_output()).collect()
+    }
+
+    #[test]
+    fn renews_every_third_of_a_lease() {
+        let t0 = Instant::now();
+        let mut h = Holdings::new(config());
+        h.granted(t0, 1, "a".into(), 7, t0);
+        assert_eq!(h.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        h.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(
+            drain(&mut h),
+            [Output::Renew {
+                guard: 1,
+                name: "a".into(),
+                token: 7
+            }]
+        );
+        h.renewed(
+            t0 + Duration::from_millis(1010),
+            1,
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(h.valid_until(1), Some(t0 + Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn a_lease_that_cannot_be_renewed_is_lost_before_it_ends() {
+        let t0 = Instant::now();
+        let mut h = Holdings::new(config());
+        h.granted(t0, 1, "a".into(), 7, t0);
+        let mut lost_at = None;
+        while lost_at.is_none() {
+            let now = h.poll_timeout().unwrap();
+            h.handle_timeout(now);
+            for out in drain(&mut h) {
+                match out {
+                    Output::Renew { guard, .. } => {
+                        h.renew_failed(now, guard, RenewFailure::Unreachable)
+                    }
+                    Output::Lost { .. } => lost_at = Some(now),
+                }
+            }
+        }
+        let lost_at = lost_at.unwrap();
+        assert!(
+            lost_at < t0 + config().lease,
+            "lost signalled at or after the lease end"
+        );
+        assert_eq!(lost_at, t0 + config().lease - config().margin);
+    }
+
+    #[test]
+    fn quorum_loss_and_not_held_are_lost_at_once() {
+        let t0 = Instant::now();
+        let mut h = Holdings::new(config());
+        h.granted(t0, 1, "a".into(), 7, t0);
+        h.granted(t0, 2, "b".into(), 8, t0);
+        h.renew_failed(t0, 1, RenewFailure::NotHeld);
+        assert_eq!(drain(&mut h), [Output::Lost { guard: 1 }]);
+        h.quorum_lost();
+        assert_eq!(drain(&mut h), [Output::Lost { guard: 2 }]);
+        assert!(h.is_empty());
+    }
+}
