@@ -39,4 +39,4 @@ pub mod wire;
 
 pub use membership::{Member, MemberEvent, MemberState, NodeId};
 pub use node::admin_types::{ClusterStatus, Faults};
-pub use node::{Node, NodeBuilder, NodeStats, StartError};
+pub use node::{Node, NodeBuilder, NodeStats, StartError, StartHook};

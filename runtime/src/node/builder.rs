@@ -68,7 +68,14 @@ pub struct NodeBuilder {
     lower: ConfigLayer,
     timings: Option<MembershipTimings>,
     components: Vec<Arc<dyn Component>>,
+    hooks: Vec<StartHook>,
 }
+
+/// A hook run while the node starts, before it joins: see [`NodeBuilder::on_start`].
+pub type StartHook = Box<
+    dyn FnOnce(Node) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ComponentError>> + Send>>
+        + Send,
+>;
 
 impl NodeBuilder {
     /// The node's name.
@@ -149,6 +156,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Runs `hook` once the transport is up and before the node joins, in the order added. Services
+    /// that every node must offer before peers see it up (the primitives) register here.
+    pub fn on_start(mut self, hook: StartHook) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+
     /// Adds a component; see [`Component`] for the order of calls.
     pub fn component(mut self, component: impl Component) -> Self {
         self.components.push(Arc::new(component));
@@ -175,13 +189,14 @@ impl NodeBuilder {
     /// [`StartError`]; nothing is left running.
     pub async fn start(self) -> Result<Node, StartError> {
         let config = self.resolve()?;
-        start(config, self.components).await
+        start(config, self.components, self.hooks).await
     }
 }
 
 async fn start(
     config: NodeConfig,
     components: Vec<Arc<dyn Component>>,
+    hooks: Vec<StartHook>,
 ) -> Result<Node, StartError> {
     if config.bind.ip().is_unspecified() {
         return Err(ConfigError::Invalid {
@@ -252,6 +267,7 @@ async fn start(
             transport,
             components,
             started: tokio::sync::Mutex::new(0),
+            extensions: Default::default(),
             stopping: AtomicBool::new(false),
             admin: std::sync::Mutex::new(None),
         }),
@@ -266,6 +282,12 @@ async fn start(
                     source,
                 });
             }
+        }
+    }
+    for hook in hooks {
+        if let Err(e) = hook(node.clone()).await {
+            node.shutdown().await;
+            return Err(e.into());
         }
     }
     node.joined().await;

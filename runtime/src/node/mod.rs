@@ -8,7 +8,7 @@ pub mod admin_types {
 mod builder;
 mod builtin;
 
-pub use builder::{NodeBuilder, StartError};
+pub use builder::{NodeBuilder, StartError, StartHook};
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -64,6 +64,7 @@ struct Inner {
     transport: Transport,
     components: Vec<Arc<dyn Component>>,
     started: Mutex<usize>,
+    extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
     stopping: AtomicBool,
     admin: std::sync::Mutex<Option<admin::AdminServer>>,
 }
@@ -120,6 +121,30 @@ impl Node {
     /// The node's event bus (membership events and the application's own).
     pub fn events(&self) -> &Events {
         &self.inner.events
+    }
+
+    /// Watches the membership view: the receiver wakes on every change of the member table.
+    pub fn watch_members(&self) -> tokio::sync::watch::Receiver<Arc<crate::membership::View>> {
+        self.inner.membership.watch()
+    }
+
+    /// Whether `up` nodes reach this node's quorum.
+    pub fn is_quorum(&self, up: usize) -> bool {
+        quorum::has_quorum(up, self.inner.config.quorum)
+    }
+
+    /// The value of type `T` attached to this node, if any (see [`Node::set_extension`]).
+    pub fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let value = self.inner.extensions.get(&std::any::TypeId::of::<T>())?.clone();
+        value.downcast::<T>().ok()
+    }
+
+    /// Attaches `value` to this node, one per type: how services built on the runtime (the
+    /// primitives of `colony-actors`) keep their per-node state. Replaces an earlier value.
+    pub fn set_extension<T: std::any::Any + Send + Sync>(&self, value: Arc<T>) {
+        self.inner
+            .extensions
+            .insert(std::any::TypeId::of::<T>(), value);
     }
 
     /// Subscribes to membership events with a queue of `capacity`; see [`Events`].
