@@ -1,13 +1,41 @@
 //! # colony-actors
 //!
-//! The home of Colony's cluster primitives (cluster locks, cluster caches, the job scheduler
-//! and the bucketed executor), each a sans-IO core inside an actor shell, built on
+//! Colony's cluster primitives, each a sans-IO core inside an actor shell, built on
 //! `colony-runtime`'s membership, placement, quorum and transport.
 //!
-//! The primitives arrive one by one; until then this crate only re-exports the runtime types
-//! they are built on, so that applications can depend on it already.
+//! - [`locks`]: named and entity locks with fencing tokens, leases, lost-lock signals and quorum.
+//!
+//! Every node of a cluster must run the same primitives, since any node may own a lock name:
+//! build nodes with [`with_primitives`] (the `colony` crate's `colony::node()` does).
 #![warn(missing_docs)]
 
 pub mod locks;
 
-pub use colony_runtime::{Node, NodeId};
+pub use colony_runtime::{Node, NodeBuilder, NodeId};
+
+/// Settings of every primitive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Primitives {
+    /// The lock service.
+    pub locks: locks::LockSettings,
+}
+
+/// Installs the primitives on every node `builder` starts, before the node joins.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> Result<(), colony_runtime::StartError> {
+/// use colony_actors::locks::LocksExt;
+/// let node = colony_actors::with_primitives(colony_runtime::Node::builder(), Default::default())
+///     .home("/tmp/colony-doc")
+///     .cookie("change-me")
+///     .start()
+///     .await?;
+/// let _lock = node.locks().lock_for_name("example").unwrap();
+/// # Ok(()) }
+/// ```
+pub fn with_primitives(builder: NodeBuilder, settings: Primitives) -> NodeBuilder {
+    builder.on_start(Box::new(move |node| {
+        Box::pin(async move { locks::install(&node, settings.locks).await })
+    }))
+}

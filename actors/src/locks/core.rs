@@ -50,10 +50,13 @@ pub enum Wait {
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
-    /// The lock is held with this token for one lease from the request.
+    /// The lock is held with this token for one lease from the grant.
     Granted {
         /// The fencing token.
         token: u64,
+        /// How long the request waited in the queue before the grant, in microseconds: the
+        /// holder's lease runs from its send time plus this.
+        waited_us: u64,
     },
     /// Someone else holds it (or it cannot be granted yet) and the caller did not wait.
     Busy,
@@ -101,6 +104,7 @@ struct Waiter {
     holder: Holder,
     request: RequestId,
     deadline: Instant,
+    since: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -140,8 +144,8 @@ pub struct LockTable {
     outputs: VecDeque<Output>,
 }
 
-/// The key a name is placed by.
-fn key(name: &str) -> Vec<u8> {
+/// The placement key of a lock name: every node must compute the same owner from it.
+pub fn key(name: &str) -> Vec<u8> {
     let mut k = b"lock/".to_vec();
     k.extend_from_slice(name.as_bytes());
     k
@@ -263,12 +267,20 @@ impl LockTable {
             hold.expires = now + self.config.lease;
             let token = hold.token;
             self.rearm(name);
-            self.reply(request, Answer::Granted { token });
+            self.reply(
+                request,
+                Answer::Granted {
+                    token,
+                    waited_us: 0,
+                },
+            );
             return;
         }
         if let Some(pos) = entry.waiters.iter().position(|w| w.holder == holder) {
             // The caller re-sent its wait (a long poll renewed): keep its place in the queue.
             let old = std::mem::replace(&mut entry.waiters[pos].request, request);
+            // The caller's lease will be counted from this request: so is the wait.
+            entry.waiters[pos].since = now;
             if let Wait::Until(deadline) = wait {
                 entry.waiters[pos].deadline = deadline;
             }
@@ -281,7 +293,13 @@ impl LockTable {
                 let free = entry.hold.is_none() && entry.waiters.is_empty();
                 if free && self.views.owned_throughout(self.me, &key(name), now) {
                     let token = self.grant(now, name, holder);
-                    self.reply(request, Answer::Granted { token });
+                    self.reply(
+                        request,
+                        Answer::Granted {
+                            token,
+                            waited_us: 0,
+                        },
+                    );
                 } else {
                     self.reply(request, Answer::Busy);
                 }
@@ -292,6 +310,7 @@ impl LockTable {
                     holder,
                     request,
                     deadline,
+                    since: now,
                 });
                 self.promote(now, name);
                 self.rearm(name);
@@ -455,7 +474,8 @@ impl LockTable {
                 continue;
             }
             let token = self.grant(now, name, w.holder);
-            self.reply(w.request, Answer::Granted { token });
+            let waited_us = now.saturating_duration_since(w.since).as_micros() as u64;
+            self.reply(w.request, Answer::Granted { token, waited_us });
             return;
         }
     }

@@ -44,7 +44,17 @@ fn drain(t: &mut LockTable) -> Vec<(u64, Answer)> {
 }
 
 fn granted(token: u64) -> Answer {
-    Answer::Granted { token }
+    Answer::Granted {
+        token,
+        waited_us: 0,
+    }
+}
+
+fn granted_after(token: u64, waited: Duration) -> Answer {
+    Answer::Granted {
+        token,
+        waited_us: waited.as_micros() as u64,
+    }
 }
 
 fn first_token() -> u64 {
@@ -119,7 +129,10 @@ fn an_unrenewed_lease_ends_and_the_next_waiter_gets_the_lock() {
     drain(&mut t);
     assert_eq!(t.poll_timeout(), Some(t0 + LEASE));
     t.handle_timeout(t0 + LEASE);
-    assert_eq!(drain(&mut t), [(2, granted(first_token() + 1))]);
+    assert_eq!(
+        drain(&mut t),
+        [(2, granted_after(first_token() + 1, LEASE))]
+    );
     // The crashed holder's late renewal is refused.
     t.renew(t0 + LEASE, "a", holder(1, 1), first_token(), 3);
     assert_eq!(drain(&mut t), [(3, Answer::NotHeld)]);
@@ -257,7 +270,7 @@ fn a_new_owner_grants_nothing_until_the_takeover_delay_has_passed() {
     assert_eq!(drain(&mut t), [(1, Answer::Busy)]);
     assert_eq!(t.poll_timeout(), Some(t0 + delay));
     t.handle_timeout(t0 + delay);
-    assert_eq!(drain(&mut t), [(2, granted(first_token()))]);
+    assert_eq!(drain(&mut t), [(2, granted_after(first_token(), delay))]);
 }
 
 #[test]
@@ -292,7 +305,10 @@ fn a_holder_re_asserting_during_the_takeover_delay_keeps_its_lock_and_raises_the
     );
     assert_eq!(
         drain(&mut t),
-        [(3, Answer::Released), (2, granted(old_token + 1))]
+        [
+            (3, Answer::Released),
+            (2, granted_after(old_token + 1, Duration::from_secs(6)))
+        ]
     );
 }
 
@@ -357,7 +373,7 @@ fn ten_thousand_distinct_names_leave_no_residue() {
         let name = format!("entity-{i}");
         t.acquire(t0, &name, holder(1, i), i, Wait::No);
         let Some(Output::Reply {
-            answer: Answer::Granted { token },
+            answer: Answer::Granted { token, .. },
             ..
         }) = t.poll_output()
         else {
@@ -450,7 +466,8 @@ proptest! {
             while let Some(Output::Reply { request, answer }) = t.poll_output() {
                 let Some((name, h, sent)) = pending.remove(&request) else { continue };
                 match answer {
-                    Answer::Granted { token } => {
+                    Answer::Granted { token, waited_us } => {
+                        let sent = sent + Duration::from_micros(waited_us);
                         if let Some((other, other_token, end)) = holds.get(&name)
                             && *other != h
                         {

@@ -1,0 +1,353 @@
+//! The lock actor: the shell around this node's [`LockTable`] and [`Holdings`].
+//!
+//! Each message becomes one core call with the current time, then one `flush` carries out the
+//! outputs in a fixed order (table replies, renewals to send, lost signals) and re-arms the
+//! single timer at the earliest deadline of both cores.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use colony_runtime::membership::View;
+use colony_runtime::{Node, NodeId};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{oneshot, watch};
+
+use super::core::{self, Answer, Holder, LockTable, RequestId, TableConfig, Wait};
+use super::holdings::{self, Holdings, HoldingsConfig, RenewFailure};
+use super::msg::{LeaseMsg, SERVICE};
+
+/// An operation on the lock table of the owner.
+#[derive(Debug, Clone)]
+pub(crate) enum TableOp {
+    Acquire {
+        name: String,
+        holder: Holder,
+        wait: Option<Duration>,
+    },
+    Renew {
+        name: String,
+        holder: Holder,
+        token: u64,
+    },
+    Release {
+        name: String,
+        holder: Holder,
+        token: u64,
+    },
+    Cancel {
+        name: String,
+        holder: Holder,
+    },
+}
+
+/// The actor's messages. Local only: remote requests arrive through the `locks` gateway.
+pub(crate) enum LockMsg {
+    /// An owner-side operation; the answer goes to `reply`.
+    Table(TableOp, oneshot::Sender<Answer>),
+    /// A guard of this node was granted `name`; renew it and signal `lost` if it lapses.
+    Held {
+        guard: u64,
+        name: String,
+        token: u64,
+        sent_at: Instant,
+        lost: watch::Sender<bool>,
+    },
+    /// A guard released or gave up its lock.
+    Forget(u64),
+    /// A renewal came back.
+    Renewed {
+        guard: u64,
+        sent_at: Instant,
+        outcome: Result<(), RenewFailure>,
+    },
+    /// Membership changed.
+    View(Arc<View>),
+    /// The timer of generation `.0` fired.
+    Tick(u64),
+}
+
+impl ractor::Message for LockMsg {}
+
+pub(crate) struct LockActor {
+    pub node: Node,
+    pub table: TableConfig,
+    pub holdings: HoldingsConfig,
+}
+
+pub(crate) struct LockState {
+    table: LockTable,
+    holdings: Holdings,
+    pending: HashMap<RequestId, oneshot::Sender<Answer>>,
+    next_request: RequestId,
+    lost: HashMap<u64, watch::Sender<bool>>,
+    timer: u64,
+    armed: Option<Instant>,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Actor for LockActor {
+    type Msg = LockMsg;
+    type State = LockState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<LockMsg>,
+        _: (),
+    ) -> Result<LockState, ActorProcessingErr> {
+        // Feed every membership change to the actor, the current view first.
+        let mut views = self.node.watch_members();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            loop {
+                let view = views.borrow_and_update().clone();
+                if me.cast(LockMsg::View(view)).is_err() {
+                    return;
+                }
+                if views.changed().await.is_err() {
+                    // The node left the cluster: the lock service ends with it.
+                    me.stop(None);
+                    return;
+                }
+            }
+        });
+        Ok(LockState {
+            table: LockTable::new(self.node.id(), self.table),
+            holdings: Holdings::new(self.holdings),
+            pending: HashMap::new(),
+            next_request: 0,
+            lost: HashMap::new(),
+            timer: 0,
+            armed: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<LockMsg>,
+        message: LockMsg,
+        state: &mut LockState,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        match message {
+            LockMsg::Table(op, reply) => {
+                state.next_request += 1;
+                let request = state.next_request;
+                state.pending.insert(request, reply);
+                apply(&mut state.table, now, op, request);
+            }
+            LockMsg::Held {
+                guard,
+                name,
+                token,
+                sent_at,
+                lost,
+            } => {
+                state.holdings.granted(now, guard, name, token, sent_at);
+                state.lost.insert(guard, lost);
+            }
+            LockMsg::Forget(guard) => {
+                state.holdings.released(guard);
+                state.lost.remove(&guard);
+            }
+            LockMsg::Renewed {
+                guard,
+                sent_at,
+                outcome,
+            } => match outcome {
+                Ok(()) => state.holdings.renewed(now, guard, sent_at),
+                Err(why) => state.holdings.renew_failed(now, guard, why),
+            },
+            LockMsg::View(view) => {
+                let has_quorum = self.node.is_quorum(view.up.len());
+                state
+                    .table
+                    .set_view(now, wall_ms(), view.up.clone(), has_quorum);
+                if !has_quorum {
+                    state.holdings.quorum_lost();
+                }
+            }
+            LockMsg::Tick(generation) => {
+                if generation == state.timer {
+                    state.armed = None;
+                    state.table.handle_timeout(now);
+                    state.holdings.handle_timeout(now);
+                }
+            }
+        }
+        self.flush(&myself, state);
+        Ok(())
+    }
+}
+
+fn apply(table: &mut LockTable, now: Instant, op: TableOp, request: RequestId) {
+    match op {
+        TableOp::Acquire { name, holder, wait } => {
+            let wait = wait.map_or(Wait::No, |w| Wait::Until(now + w));
+            table.acquire(now, &name, holder, request, wait);
+        }
+        TableOp::Renew {
+            name,
+            holder,
+            token,
+        } => table.renew(now, &name, holder, token, request),
+        TableOp::Release {
+            name,
+            holder,
+            token,
+        } => table.release(now, &name, holder, token, request),
+        TableOp::Cancel { name, holder } => table.cancel(now, &name, holder, request),
+    }
+}
+
+impl LockActor {
+    fn flush(&self, myself: &ActorRef<LockMsg>, state: &mut LockState) {
+        while let Some(core::Output::Reply { request, answer }) = state.table.poll_output() {
+            if let Some(reply) = state.pending.remove(&request) {
+                // The caller may have given up; its cancel will follow.
+                let _ = reply.send(answer);
+            }
+        }
+        while let Some(output) = state.holdings.poll_output() {
+            match output {
+                holdings::Output::Renew { guard, name, token } => {
+                    let holder = Holder {
+                        node: self.node.id(),
+                        guard,
+                    };
+                    let timeout = self.holdings.renew_every();
+                    tokio::spawn(renew(
+                        self.node.clone(),
+                        myself.clone(),
+                        holder,
+                        name,
+                        token,
+                        timeout,
+                    ));
+                }
+                holdings::Output::Lost { guard } => {
+                    if let Some(lost) = state.lost.remove(&guard) {
+                        lost.send_replace(true);
+                    }
+                }
+            }
+        }
+        let next = [state.table.poll_timeout(), state.holdings.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = next
+            && state.armed != Some(at)
+        {
+            state.timer += 1;
+            state.armed = Some(at);
+            let generation = state.timer;
+            myself.send_after(at.saturating_duration_since(Instant::now()), move || {
+                LockMsg::Tick(generation)
+            });
+        }
+    }
+}
+
+/// Sends one renewal to the name's current owner and reports back to the actor.
+async fn renew(
+    node: Node,
+    actor: ActorRef<LockMsg>,
+    holder: Holder,
+    name: String,
+    token: u64,
+    timeout: Duration,
+) {
+    let sent_at = Instant::now();
+    let answer = ask(
+        &node,
+        &actor,
+        TableOp::Renew {
+            name,
+            holder,
+            token,
+        },
+        timeout,
+    )
+    .await;
+    let outcome = match answer {
+        Some(Answer::Renewed) => Ok(()),
+        Some(Answer::NotHeld) => Err(RenewFailure::NotHeld),
+        _ => Err(RenewFailure::Unreachable),
+    };
+    let _ = actor.cast(LockMsg::Renewed {
+        guard: holder.guard,
+        sent_at,
+        outcome,
+    });
+}
+
+/// Sends `op` to the owner of its name, this node or another; `None` when no answer came.
+pub(crate) async fn ask(
+    node: &Node,
+    actor: &ActorRef<LockMsg>,
+    op: TableOp,
+    timeout: Duration,
+) -> Option<Answer> {
+    let name = match &op {
+        TableOp::Acquire { name, .. }
+        | TableOp::Renew { name, .. }
+        | TableOp::Release { name, .. }
+        | TableOp::Cancel { name, .. } => name.clone(),
+    };
+    let owner: NodeId = node.owner_of(&core::key(&name))?;
+    if owner == node.id() {
+        let (tx, rx) = oneshot::channel();
+        actor.cast(LockMsg::Table(op, tx)).ok()?;
+        return tokio::time::timeout(timeout, rx).await.ok()?.ok();
+    }
+    let (kind, payload) = match op {
+        TableOp::Acquire { name, holder, wait } => (
+            "acquire",
+            colony_runtime::wire::encode_payload(&super::msg::AcquireMsg {
+                name,
+                holder,
+                wait_ms: wait.map_or(0, |w| w.as_millis() as u64),
+            }),
+        ),
+        TableOp::Renew {
+            name,
+            holder,
+            token,
+        } => (
+            "renew",
+            colony_runtime::wire::encode_payload(&LeaseMsg {
+                name,
+                holder,
+                token,
+            }),
+        ),
+        TableOp::Release {
+            name,
+            holder,
+            token,
+        } => (
+            "release",
+            colony_runtime::wire::encode_payload(&LeaseMsg {
+                name,
+                holder,
+                token,
+            }),
+        ),
+        TableOp::Cancel { name, holder } => (
+            "cancel",
+            colony_runtime::wire::encode_payload(&super::msg::CancelMsg { name, holder }),
+        ),
+    };
+    let bytes = node
+        .request_raw(owner, SERVICE, kind, payload.ok()?, Some(timeout))
+        .await
+        .ok()?;
+    colony_runtime::wire::decode_payload(&bytes).ok()
+}

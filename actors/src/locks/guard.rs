@@ -1,0 +1,164 @@
+//! The guard of a held lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::actor::{LockMsg, TableOp, ask};
+use super::core::{Answer, Holder};
+use super::error::UnlockError;
+use super::service::Shared;
+
+/// A held cluster lock. Release it with [`LockGuard::unlock`]; dropping it releases it too, in
+/// the background.
+///
+/// Check [`LockGuard::token`] at every store you write under the lock: a store that remembers
+/// the highest token it has seen and refuses lower ones cannot be corrupted by a holder that
+/// stalled past its lease.
+pub struct LockGuard {
+    shared: Arc<Shared>,
+    key: String,
+    name: Arc<str>,
+    holder: Holder,
+    token: u64,
+    lost: watch::Receiver<bool>,
+    done: bool,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name)
+            .field("token", &self.token)
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        key: String,
+        name: Arc<str>,
+        holder: Holder,
+        token: u64,
+        lost: watch::Receiver<bool>,
+    ) -> Self {
+        LockGuard {
+            shared,
+            key,
+            name,
+            holder,
+            token,
+            lost,
+            done: false,
+        }
+    }
+
+    /// The fencing token of this grant: strictly greater than the token of every earlier grant
+    /// of the same name, across owner failover too.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the lease has been lost.
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Resolves when the lease can no longer be trusted: renewal failed until shortly before the
+    /// lease's end, the owner says the lock is no longer held, or this node lost quorum. It
+    /// resolves *before* the lease ends, so stop work on it and stop writing with its token.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn lost(&self) {
+        let mut lost = self.lost.clone();
+        // A closed channel means the lock service stopped: the lease is gone with it.
+        let _ = lost.wait_for(|l| *l).await;
+    }
+
+    /// Releases the lock.
+    ///
+    /// # Errors
+    /// [`UnlockError::Lost`] if the lease was lost first (nothing to release, and work done
+    /// after the loss was not protected); [`UnlockError::Unreachable`] if the owner did not
+    /// answer (the lease then ends by itself).
+    pub async fn unlock(mut self) -> Result<(), UnlockError> {
+        self.done = true;
+        release(
+            self.shared.clone(),
+            self.key.clone(),
+            self.holder,
+            self.token,
+            self.is_lost(),
+            &self.name,
+        )
+        .await
+    }
+}
+
+async fn release(
+    shared: Arc<Shared>,
+    key: String,
+    holder: Holder,
+    token: u64,
+    already_lost: bool,
+    name: &str,
+) -> Result<(), UnlockError> {
+    let _ = shared.actor.cast(LockMsg::Forget(holder.guard));
+    if already_lost {
+        return Err(UnlockError::Lost {
+            name: name.to_owned(),
+        });
+    }
+    let op = TableOp::Release {
+        name: key,
+        holder,
+        token,
+    };
+    match ask(&shared.node, &shared.actor, op, Duration::from_secs(2)).await {
+        Some(Answer::Released) => Ok(()),
+        Some(Answer::NotHeld) => Err(UnlockError::Lost {
+            name: name.to_owned(),
+        }),
+        _ => Err(UnlockError::Unreachable {
+            name: name.to_owned(),
+        }),
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (shared, key, holder, token, lost) = (
+            self.shared.clone(),
+            self.key.clone(),
+            self.holder,
+            self.token,
+            self.is_lost(),
+        );
+        let name = self.name.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = release(shared, key, holder, token, lost, &name).await {
+                        tracing::debug!(error = %e, "release on drop");
+                    }
+                });
+            }
+            // No runtime to release from: the lease ends by itself.
+            Err(_) => {
+                let _ = shared.actor.cast(LockMsg::Forget(holder.guard));
+            }
+        }
+    }
+}

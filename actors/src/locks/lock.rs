@@ -1,0 +1,187 @@
+//! A named cluster lock and its acquire loop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::actor::{LockMsg, TableOp, ask};
+use super::core::{Answer, Holder};
+use super::error::LockError;
+use super::gateway::MAX_WAIT;
+use super::guard::LockGuard;
+use super::service::Shared;
+
+/// Extra time a request may take on the wire beyond the owner's wait.
+const WIRE_SLACK: Duration = Duration::from_secs(2);
+/// Attempts a `try_lock` makes while ownership is moving or the owner is unreachable.
+const TRY_ATTEMPTS: u32 = 5;
+
+/// A cluster-wide lock with a name. Cheap to clone.
+///
+/// Locks are **not re-entrant**: a second acquire of a held name waits (or fails), from the same
+/// task and node too. A lock is held by a guard, not by a thread or a node, and a re-entrant
+/// cluster lock would hide which guard's fencing token protects which write.
+#[derive(Clone)]
+pub struct ClusterLock {
+    shared: Option<Arc<Shared>>,
+    key: String,
+    name: Arc<str>,
+}
+
+enum Mode {
+    Try,
+    For(Instant),
+    Forever,
+}
+
+impl ClusterLock {
+    pub(crate) fn new(shared: Option<Arc<Shared>>, key: String, name: &str) -> Self {
+        ClusterLock {
+            shared,
+            key,
+            name: name.into(),
+        }
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Takes the lock if it is free now.
+    ///
+    /// # Errors
+    /// [`LockError::NoQuorum`], [`LockError::Unreachable`] or [`LockError::NotInstalled`];
+    /// `Ok(None)` means someone else holds it.
+    pub async fn try_lock(&self) -> Result<Option<LockGuard>, LockError> {
+        self.acquire(Mode::Try).await
+    }
+
+    /// Takes the lock, waiting up to `timeout` in FIFO order behind earlier waiters.
+    ///
+    /// # Errors
+    /// As [`Self::try_lock`]; `Ok(None)` means the time ran out.
+    ///
+    /// # Cancel safety
+    /// Dropping the future withdraws the wait; a grant that raced the drop ends with its lease.
+    pub async fn try_lock_for(&self, timeout: Duration) -> Result<Option<LockGuard>, LockError> {
+        self.acquire(Mode::For(Instant::now() + timeout)).await
+    }
+
+    /// Takes the lock, waiting as long as it takes (FIFO per name). While the node has no
+    /// quorum it keeps waiting.
+    ///
+    /// # Errors
+    /// [`LockError::NotInstalled`] or [`LockError::ShuttingDown`].
+    pub async fn lock(&self) -> Result<LockGuard, LockError> {
+        loop {
+            if let Some(guard) = self.acquire(Mode::Forever).await? {
+                return Ok(guard);
+            }
+        }
+    }
+
+    async fn acquire(&self, mode: Mode) -> Result<Option<LockGuard>, LockError> {
+        let shared = self.shared.as_ref().ok_or(LockError::NotInstalled)?;
+        let node = &shared.node;
+        let holder = Holder {
+            node: node.id(),
+            guard: shared.next_guard(),
+        };
+        let mut backoff = Duration::from_millis(5);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let wait = match mode {
+                Mode::Try => None,
+                Mode::For(deadline) => Some(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(MAX_WAIT),
+                ),
+                Mode::Forever => Some(MAX_WAIT),
+            }
+            .filter(|w| !w.is_zero());
+            let timeout = wait.unwrap_or_default() + WIRE_SLACK;
+            let op = TableOp::Acquire {
+                name: self.key.clone(),
+                holder,
+                wait,
+            };
+            let sent_at = Instant::now();
+            let answer = ask(node, &shared.actor, op, timeout).await;
+            let transient = match answer {
+                Some(Answer::Granted { token, waited_us }) => {
+                    let sent_at = sent_at + Duration::from_micros(waited_us);
+                    return Ok(Some(self.held(shared, holder, token, sent_at)));
+                }
+                Some(Answer::Busy) => return Ok(None),
+                Some(Answer::TimedOut) => None,
+                Some(Answer::NoQuorum) => Some(LockError::NoQuorum),
+                None if !node.has_quorum() => Some(LockError::NoQuorum),
+                // Ownership is moving, or the owner did not answer: ask again.
+                _ => Some(LockError::Unreachable {
+                    name: self.name.to_string(),
+                    after: timeout,
+                }),
+            };
+            let expired = match mode {
+                Mode::Try => attempts >= TRY_ATTEMPTS,
+                Mode::For(deadline) => Instant::now() >= deadline,
+                Mode::Forever => false,
+            };
+            if expired {
+                if answer.is_none() {
+                    // The grant may have raced the timeout: withdraw so it does not linger.
+                    let (node, actor) = (node.clone(), shared.actor.clone());
+                    let op = TableOp::Cancel {
+                        name: self.key.clone(),
+                        holder,
+                    };
+                    tokio::spawn(async move { ask(&node, &actor, op, WIRE_SLACK).await });
+                }
+                return match (mode, transient) {
+                    (Mode::Try, Some(e)) => Err(e),
+                    _ => Ok(None),
+                };
+            }
+            if transient.is_some() {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(250));
+            }
+        }
+    }
+
+    fn held(
+        &self,
+        shared: &Arc<Shared>,
+        holder: Holder,
+        token: u64,
+        sent_at: Instant,
+    ) -> LockGuard {
+        let (lost_tx, lost_rx) = watch::channel(false);
+        // If the actor is gone the node is stopping; the guard then reads as lost.
+        if shared
+            .actor
+            .cast(LockMsg::Held {
+                guard: holder.guard,
+                name: self.key.clone(),
+                token,
+                sent_at,
+                lost: lost_tx.clone(),
+            })
+            .is_err()
+        {
+            lost_tx.send_replace(true);
+        }
+        LockGuard::new(
+            shared.clone(),
+            self.key.clone(),
+            self.name.clone(),
+            holder,
+            token,
+            lost_rx,
+        )
+    }
+}
