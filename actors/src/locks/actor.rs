@@ -45,13 +45,13 @@ pub(crate) enum TableOp {
 pub(crate) enum LockMsg {
     /// An owner-side operation; the answer goes to `reply`.
     Table(TableOp, oneshot::Sender<Answer>),
-    /// A guard of this node was granted `name`; renew it and signal `lost` if it lapses.
+    /// A guard of this node was granted `name`; renew it and keep `lease` up to date.
     Held {
         guard: u64,
         name: String,
         token: u64,
         sent_at: Instant,
-        lost: watch::Sender<bool>,
+        lease: watch::Sender<Lease>,
     },
     /// A guard released or gave up its lock.
     Forget(u64),
@@ -69,6 +69,15 @@ pub(crate) enum LockMsg {
 
 impl ractor::Message for LockMsg {}
 
+/// A guard's lease as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lease {
+    /// When it ends if not renewed.
+    pub valid_until: Instant,
+    /// Whether it was lost.
+    pub lost: bool,
+}
+
 pub(crate) struct LockActor {
     pub node: Node,
     pub table: TableConfig,
@@ -80,7 +89,7 @@ pub(crate) struct LockState {
     holdings: Holdings,
     pending: HashMap<RequestId, oneshot::Sender<Answer>>,
     next_request: RequestId,
-    lost: HashMap<u64, watch::Sender<bool>>,
+    leases: HashMap<u64, watch::Sender<Lease>>,
     timer: u64,
     armed: Option<Instant>,
 }
@@ -122,7 +131,7 @@ impl Actor for LockActor {
             holdings: Holdings::new(self.holdings),
             pending: HashMap::new(),
             next_request: 0,
-            lost: HashMap::new(),
+            leases: HashMap::new(),
             timer: 0,
             armed: None,
         })
@@ -147,14 +156,14 @@ impl Actor for LockActor {
                 name,
                 token,
                 sent_at,
-                lost,
+                lease,
             } => {
                 state.holdings.granted(now, guard, name, token, sent_at);
-                state.lost.insert(guard, lost);
+                state.leases.insert(guard, lease);
             }
             LockMsg::Forget(guard) => {
                 state.holdings.released(guard);
-                state.lost.remove(&guard);
+                state.leases.remove(&guard);
             }
             LockMsg::Renewed {
                 guard,
@@ -231,9 +240,14 @@ impl LockActor {
                         timeout,
                     ));
                 }
+                holdings::Output::Extended { guard, valid_until } => {
+                    if let Some(lease) = state.leases.get(&guard) {
+                        lease.send_modify(|l| l.valid_until = valid_until);
+                    }
+                }
                 holdings::Output::Lost { guard } => {
-                    if let Some(lost) = state.lost.remove(&guard) {
-                        lost.send_replace(true);
+                    if let Some(lease) = state.leases.remove(&guard) {
+                        lease.send_modify(|l| l.lost = true);
                     }
                 }
             }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::actor::{LockMsg, TableOp, ask};
+use super::actor::{Lease, LockMsg, TableOp, ask};
 use super::core::{Answer, Holder};
 use super::error::UnlockError;
 use super::service::Shared;
@@ -22,7 +22,7 @@ pub struct LockGuard {
     name: Arc<str>,
     holder: Holder,
     token: u64,
-    lost: watch::Receiver<bool>,
+    lease: watch::Receiver<Lease>,
     done: bool,
 }
 
@@ -43,7 +43,7 @@ impl LockGuard {
         name: Arc<str>,
         holder: Holder,
         token: u64,
-        lost: watch::Receiver<bool>,
+        lease: watch::Receiver<Lease>,
     ) -> Self {
         LockGuard {
             shared,
@@ -51,7 +51,7 @@ impl LockGuard {
             name,
             holder,
             token,
-            lost,
+            lease,
             done: false,
         }
     }
@@ -69,7 +69,13 @@ impl LockGuard {
 
     /// Whether the lease has been lost.
     pub fn is_lost(&self) -> bool {
-        *self.lost.borrow()
+        self.lease.borrow().lost
+    }
+
+    /// When the lease ends unless renewed, as this node counts it (never later than the owner).
+    /// Renewals move it forward; [`LockGuard::lost`] fires shortly before it if they fail.
+    pub fn valid_until(&self) -> std::time::Instant {
+        self.lease.borrow().valid_until
     }
 
     /// Resolves when the lease can no longer be trusted: renewal failed until shortly before the
@@ -79,9 +85,9 @@ impl LockGuard {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn lost(&self) {
-        let mut lost = self.lost.clone();
+        let mut lease = self.lease.clone();
         // A closed channel means the lock service stopped: the lease is gone with it.
-        let _ = lost.wait_for(|l| *l).await;
+        let _ = lease.wait_for(|l| l.lost).await;
     }
 
     /// Releases the lock.

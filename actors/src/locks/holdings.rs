@@ -39,6 +39,13 @@ pub enum Output {
         /// Its token.
         token: u64,
     },
+    /// The guard's lease now runs until `valid_until`.
+    Extended {
+        /// The guard.
+        guard: u64,
+        /// The new end of its lease, as this node counts it.
+        valid_until: Instant,
+    },
     /// The guard's lease can no longer be trusted: signal its holder.
     Lost {
         /// The guard.
@@ -144,6 +151,10 @@ impl Holdings {
             h.valid_until = h.valid_until.max(sent_at + self.config.lease);
             h.next_renew = now + self.config.renew_every();
             h.in_flight = false;
+            self.outputs.push_back(Output::Extended {
+                guard,
+                valid_until: h.valid_until,
+            });
         }
     }
 
@@ -256,6 +267,7 @@ mod tests {
                         h.renew_failed(now, guard, RenewFailure::Unreachable)
                     }
                     Output::Lost { .. } => lost_at = Some(now),
+                    Output::Extended { .. } => panic!("no renewal succeeded"),
                 }
             }
         }

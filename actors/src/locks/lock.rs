@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::actor::{LockMsg, TableOp, ask};
+use super::actor::{Lease, LockMsg, TableOp, ask};
 use super::core::{Answer, Holder};
 use super::error::LockError;
 use super::gateway::MAX_WAIT;
@@ -160,7 +160,11 @@ impl ClusterLock {
         token: u64,
         sent_at: Instant,
     ) -> LockGuard {
-        let (lost_tx, lost_rx) = watch::channel(false);
+        let lease = Lease {
+            valid_until: sent_at + shared.settings.lease,
+            lost: false,
+        };
+        let (lease_tx, lease_rx) = watch::channel(lease);
         // If the actor is gone the node is stopping; the guard then reads as lost.
         if shared
             .actor
@@ -169,19 +173,13 @@ impl ClusterLock {
                 name: self.key.clone(),
                 token,
                 sent_at,
-                lost: lost_tx.clone(),
+                lease: lease_tx.clone(),
             })
             .is_err()
         {
-            lost_tx.send_replace(true);
+            lease_tx.send_modify(|l| l.lost = true);
         }
-        LockGuard::new(
-            shared.clone(),
-            self.key.clone(),
-            self.name.clone(),
-            holder,
-            token,
-            lost_rx,
-        )
+        let (key, name) = (self.key.clone(), self.name.clone());
+        LockGuard::new(shared.clone(), key, name, holder, token, lease_rx)
     }
 }
