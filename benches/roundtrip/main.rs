@@ -1,0 +1,405 @@
+//! Request round trip between two node processes: Colony's envelope next to a bare
+//! ractor_cluster remote call, measured in the same run.
+//!
+//! Run with `cargo bench --bench roundtrip` (options after `--`: `--payload BYTES`,
+//! `--calls N` per batch, `--batches N`, `--warmup N`). Results are in `docs/benchmarks.md`.
+//! Under `cargo test --benches` it makes a smoke run with a few calls.
+//!
+//! # Shape
+//! ractor_cluster keeps its registries process-global, so a process can hold only one node.
+//! This binary therefore plays several roles, chosen by the `COLONY_BENCH_ROLE` variable, and
+//! the orchestrator (no role) re-executes itself for each:
+//!
+//! - two servers: a `colony node` process (the real binary, through the testkit) and a
+//!   `bare-server` process (a plain `NodeServer` with an echo actor in a `pg` group);
+//! - two clients: `colony-client` starts a Colony node seeded to the `colony node` process and
+//!   calls `node.request_raw(peer, "node", "echo", ..)`; `bare-client` dials the bare server
+//!   with its own `NodeServer` and calls the echo actor with `ractor::rpc::call`. Both send the
+//!   same payload one call at a time from a runtime task, with the same 5 s timeout.
+//!
+//! Each client connects and warms up once, then runs a batch of timed calls each time the
+//! orchestrator writes a line to its stdin, and answers with the batch's samples as JSON. The
+//! orchestrator alternates the two clients batch by batch (and which goes first), so that the
+//! bursts of load on a shared machine hit both sides alike; it reports the percentiles over all
+//! batches and the median of the per-batch ratios.
+
+#[allow(dead_code, reason = "each bench uses a subset of the helpers")]
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bare;
+mod colony;
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use colony_runtime::testkit::{ClusterSpec, TestCluster, free_port};
+use tokio::io::AsyncBufReadExt;
+
+use common::{Invocation, quantile, us};
+
+/// The variable that selects this process's role; unset for the orchestrator.
+const ROLE_VAR: &str = "COLONY_BENCH_ROLE";
+/// The timeout of every call on both sides: Colony's default `request_timeout`.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to reach its server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The target Colony/bare ratio of the median round trip.
+const TARGET_RATIO: f64 = 1.5;
+
+/// The processes this binary can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    BareServer,
+    BareClient,
+    ColonyClient,
+}
+
+impl Role {
+    const ALL: [Role; 3] = [Role::BareServer, Role::BareClient, Role::ColonyClient];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::BareServer => "bare-server",
+            Role::BareClient => "bare-client",
+            Role::ColonyClient => "colony-client",
+        }
+    }
+}
+
+/// Settings shared by the orchestrator and every role.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Payload size in bytes, both ways.
+    pub payload: usize,
+    /// Timed calls per batch.
+    pub calls: usize,
+    /// Batches per client.
+    pub batches: usize,
+    /// Untimed calls before the first batch.
+    pub warmup: usize,
+    /// The server a client calls, or the address a server listens on.
+    pub target: Option<SocketAddr>,
+    /// The cluster cookie.
+    pub cookie: String,
+    /// Whether this is a measurement (`cargo bench`) rather than a smoke run.
+    pub measuring: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            payload: 64,
+            calls: 2_000,
+            batches: 50,
+            warmup: 5_000,
+            target: None,
+            cookie: ClusterSpec::new("colony", 1).cookie,
+            measuring: true,
+        }
+    }
+}
+
+impl Options {
+    /// Few calls, for a smoke run under `cargo test --benches`.
+    fn smoke() -> Self {
+        Options {
+            calls: 50,
+            batches: 2,
+            warmup: 10,
+            measuring: false,
+            ..Options::default()
+        }
+    }
+
+    /// The options of `invocation` over the defaults (the smoke ones unless measuring).
+    fn parse(invocation: Invocation) -> anyhow::Result<Options> {
+        let mut parsed = if invocation.measure {
+            Options::default()
+        } else {
+            Options::smoke()
+        };
+        for (flag, value) in invocation.options {
+            let number = || {
+                value
+                    .parse::<usize>()
+                    .with_context(|| format!("{flag} {value}"))
+            };
+            match flag.as_str() {
+                "--payload" => parsed.payload = number()?,
+                "--calls" => parsed.calls = number()?,
+                "--batches" => parsed.batches = number()?,
+                "--warmup" => parsed.warmup = number()?,
+                "--target" => parsed.target = Some(value.parse().context("--target")?),
+                "--cookie" => parsed.cookie = value,
+                other => bail!("unknown option {other}"),
+            }
+        }
+        if parsed.calls == 0 || parsed.batches == 0 {
+            bail!("--calls and --batches must be above 0");
+        }
+        Ok(parsed)
+    }
+
+    /// The arguments that give a child process these options, aimed at `target`.
+    fn child_args(&self, target: SocketAddr) -> Vec<String> {
+        vec![
+            "--payload".into(),
+            self.payload.to_string(),
+            "--calls".into(),
+            self.calls.to_string(),
+            "--warmup".into(),
+            self.warmup.to_string(),
+            "--target".into(),
+            target.to_string(),
+            "--cookie".into(),
+            self.cookie.clone(),
+        ]
+    }
+
+    /// The target address, required in every role.
+    pub fn target(&self) -> anyhow::Result<SocketAddr> {
+        self.target.context("--target is required in this role")
+    }
+}
+
+/// One batch's measurements.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Latency of each timed call that succeeded.
+    samples: Vec<Duration>,
+    /// Timed calls that failed.
+    errors: usize,
+}
+
+impl Batch {
+    fn to_json(&self) -> String {
+        let nanos: Vec<u64> = self.samples.iter().map(|d| d.as_nanos() as u64).collect();
+        serde_json::json!({ "samples_ns": nanos, "errors": self.errors }).to_string()
+    }
+
+    fn from_json(line: &str) -> anyhow::Result<Batch> {
+        let value: serde_json::Value = serde_json::from_str(line).context("client output")?;
+        let samples = value["samples_ns"]
+            .as_array()
+            .context("samples_ns")?
+            .iter()
+            .map(|n| n.as_u64().map(Duration::from_nanos).context("a sample"))
+            .collect::<anyhow::Result<_>>()?;
+        let errors = value["errors"].as_u64().context("errors")? as usize;
+        Ok(Batch { samples, errors })
+    }
+}
+
+/// The client loop shared by both sides. `call` sends `payload` once and checks that the same
+/// number of bytes came back.
+///
+/// Calls until the first success (the server may still be joining), then `warmup` times
+/// untimed; prints `ready`, then runs one batch of timed calls per line read from stdin and
+/// prints each batch as JSON, until stdin closes. The calls run on a runtime task, not on the
+/// `block_on` thread, whose wake-ups cost several microseconds per call.
+pub async fn serve_batches<F, Fut>(options: &Options, call: F) -> anyhow::Result<()>
+where
+    F: Fn(Vec<u8>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let payload = vec![0x5A; options.payload];
+    let (warmup, calls) = (options.warmup, options.calls);
+    let task = tokio::spawn(async move {
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        while let Err(e) = call(payload.clone()).await {
+            if Instant::now() > deadline {
+                return Err(anyhow!("the server never answered: {e}"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for _ in 0..warmup {
+            let _ = call(payload.clone()).await;
+        }
+        println!("ready");
+        let mut commands = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while commands.next_line().await?.is_some() {
+            let mut batch = Batch {
+                samples: Vec::with_capacity(calls),
+                errors: 0,
+            };
+            for _ in 0..calls {
+                let start = Instant::now();
+                let result = call(payload.clone()).await;
+                let took = start.elapsed();
+                match result {
+                    Ok(()) => batch.samples.push(took),
+                    Err(_) => batch.errors += 1,
+                }
+            }
+            println!("{}", batch.to_json());
+        }
+        Ok(())
+    });
+    task.await?
+}
+
+fn main() -> anyhow::Result<()> {
+    let Some(invocation) = common::invocation("roundtrip", std::env::args().skip(1))? else {
+        return Ok(());
+    };
+    let options = Options::parse(invocation)?;
+    let Ok(role) = std::env::var(ROLE_VAR) else {
+        return orchestrate(&options);
+    };
+    let role = Role::ALL
+        .into_iter()
+        .find(|r| r.as_str() == role)
+        .with_context(|| format!("unknown {ROLE_VAR} {role}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match role {
+            Role::BareServer => bare::serve(&options).await,
+            Role::BareClient => bare::client(&options).await,
+            Role::ColonyClient => colony::client(&options).await,
+        }
+    })
+}
+
+/// A child process of this binary, killed when dropped.
+struct Spawned {
+    role: Role,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Spawned {
+    /// Starts `role` aimed at `target` and waits for its `ready` line.
+    fn start(role: Role, options: &Options, target: SocketAddr) -> anyhow::Result<Spawned> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .env(ROLE_VAR, role.as_str())
+            .args(options.child_args(target))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("spawn the {} process", role.as_str()))?;
+        let stdin = child.stdin.take().context("child stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
+        let mut spawned = Spawned {
+            role,
+            child,
+            stdin,
+            stdout,
+        };
+        spawned.read_line()?;
+        Ok(spawned)
+    }
+
+    /// The next line the child prints, or an error if it exits first.
+    fn read_line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        if line.is_empty() {
+            bail!(
+                "the {} process exited early ({:?})",
+                self.role.as_str(),
+                self.child.wait()?
+            );
+        }
+        Ok(line)
+    }
+
+    /// Has the client run one batch and returns it.
+    fn batch(&mut self) -> anyhow::Result<Batch> {
+        writeln!(self.stdin, "run")?;
+        let batch = Batch::from_json(&self.read_line()?)?;
+        if batch.errors > 0 {
+            eprintln!("{}: {} calls failed", self.role.as_str(), batch.errors);
+        }
+        Ok(batch)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the servers and clients, alternates batches and prints the comparison.
+fn orchestrate(options: &Options) -> anyhow::Result<()> {
+    let mut spec = ClusterSpec::new(env!("CARGO_BIN_EXE_colony"), 1);
+    spec.cluster_size = Some(2);
+    spec.cookie = options.cookie.clone();
+    let cluster = TestCluster::start(spec)?;
+    cluster
+        .wait_until(CONNECT_TIMEOUT, |c| c.admin(0).healthy())
+        .context("the colony node never became healthy")?;
+    let bare_target = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _bare_server = Spawned::start(Role::BareServer, options, bare_target)?;
+    let mut bare = Spawned::start(Role::BareClient, options, bare_target)?;
+    let mut colony = Spawned::start(Role::ColonyClient, options, cluster.addr(0))?;
+
+    println!(
+        "round trip, {} B payload, {} batches of {} calls per side (after {} warm-up calls), \
+         alternating",
+        options.payload, options.batches, options.calls, options.warmup
+    );
+    let (mut bare_all, mut colony_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..options.batches {
+        let (b, c) = if i % 2 == 0 {
+            let b = bare.batch()?;
+            (b, colony.batch()?)
+        } else {
+            let c = colony.batch()?;
+            (bare.batch()?, c)
+        };
+        ratios.push(ratio(&c.samples, &b.samples, 0.5));
+        bare_all.extend(b.samples);
+        colony_all.extend(c.samples);
+    }
+
+    let mut table = Vec::new();
+    for (name, samples) in [("bare  ", &bare_all), ("colony", &colony_all)] {
+        table.push(format!(
+            "  {name} p50 {} p99 {} ({} calls)",
+            us(quantile(samples, 0.5)),
+            us(quantile(samples, 0.99)),
+            samples.len()
+        ));
+    }
+    println!("{}", table.join("\n"));
+    let p50 = ratio(&colony_all, &bare_all, 0.5);
+    let per_batch = median_f64(&mut ratios);
+    println!(
+        "  colony/bare: p50 {p50:.2}x, p99 {:.2}x; median of the per-batch p50 ratios {per_batch:.2}x \
+         (spread {:.2}x..{:.2}x)",
+        ratio(&colony_all, &bare_all, 0.99),
+        ratios[0],
+        ratios[ratios.len() - 1],
+    );
+    let verdict = if !options.measuring {
+        "not judged (smoke run)"
+    } else if p50.max(per_batch) <= TARGET_RATIO {
+        "met"
+    } else {
+        "MISSED"
+    };
+    println!("  target p50 <= {TARGET_RATIO}x: {verdict}");
+    Ok(())
+}
+
+/// `a`'s `q`-quantile over `b`'s.
+fn ratio(a: &[Duration], b: &[Duration], q: f64) -> f64 {
+    quantile(a, q).as_secs_f64() / quantile(b, q).as_secs_f64()
+}
+
+/// Sorts `values` and returns their median.
+fn median_f64(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
