@@ -3,6 +3,7 @@
 mod demo;
 mod node;
 mod status;
+mod workload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,9 +80,15 @@ pub struct NodeArgs {
     /// The largest request or response, in bytes.
     #[arg(long, value_name = "BYTES")]
     max_message_bytes: Option<usize>,
+    /// How long a lock grant lasts without renewal, in milliseconds (default 5000).
+    #[arg(long, value_name = "MS")]
+    lock_lease_ms: Option<u64>,
     /// Accept fault-injection commands on the admin endpoint. For tests only.
     #[arg(long, hide = true)]
     fault_injection: bool,
+    /// Run a scripted workload (JSON file) once the node is up. For tests and benchmarks only.
+    #[arg(long, hide = true, value_name = "FILE")]
+    workload: Option<PathBuf>,
 }
 
 pub fn init_tracing() {

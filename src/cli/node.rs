@@ -1,7 +1,10 @@
 //! `colony node`.
 
+use std::time::Duration;
+
 use anyhow::Context;
-use colony_runtime::Node;
+use colony::Primitives;
+use colony::actors::locks::LockSettings;
 use colony_runtime::config::{ConfigLayer, from_env};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -36,16 +39,31 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     let env = from_env(|k| std::env::var(k).ok());
     let layer = args.layer().over(env.over(file));
+    let mut primitives = Primitives::default();
+    if let Some(ms) = args.lock_lease_ms {
+        primitives.locks = LockSettings {
+            lease: Duration::from_millis(ms),
+        };
+    }
+    let workload = args
+        .workload
+        .as_deref()
+        .map(super::workload::Workload::load)
+        .transpose()?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let node = tokio::select! {
-        node = Node::builder().layer(layer).start() => node?,
+        node = colony::node_with(primitives).layer(layer).start() => node?,
         _ = interrupt.recv() => return Ok(()),
         _ = terminate.recv() => return Ok(()),
     };
+    let running = workload.map(|w| tokio::spawn(w.run(node.clone())));
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
+    }
+    if let Some(task) = running {
+        task.abort();
     }
     node.shutdown().await;
     tracing::info!("node stopped");

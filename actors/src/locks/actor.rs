@@ -65,6 +65,20 @@ pub(crate) enum LockMsg {
     View(Arc<View>),
     /// The timer of generation `.0` fired.
     Tick(u64),
+    /// Report the sizes of both tables.
+    Stats(oneshot::Sender<LockStats>),
+}
+
+/// How much state the lock service of a node keeps: both numbers return to zero when nothing
+/// is held or awaited, however many names were ever used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct LockStats {
+    /// Names this node owns that have a holder or a waiter.
+    pub owned_names: usize,
+    /// Guards of this node that hold a lock.
+    pub held_guards: usize,
+    /// Answers owed to callers (waits in progress).
+    pub pending_answers: usize,
 }
 
 impl ractor::Message for LockMsg {}
@@ -181,6 +195,13 @@ impl Actor for LockActor {
                 if !has_quorum {
                     state.holdings.quorum_lost();
                 }
+            }
+            LockMsg::Stats(reply) => {
+                let _ = reply.send(LockStats {
+                    owned_names: state.table.len(),
+                    held_guards: state.holdings.len(),
+                    pending_answers: state.pending.len(),
+                });
             }
             LockMsg::Tick(generation) => {
                 if generation == state.timer {

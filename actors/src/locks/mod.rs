@@ -25,6 +25,7 @@ mod service;
 pub mod tokens;
 pub mod views;
 
+pub use actor::LockStats;
 pub use entity::{EntityLock, EntityLockError};
 pub use error::{LockError, NameError, UnlockError};
 pub use guard::LockGuard;

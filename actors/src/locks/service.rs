@@ -8,7 +8,7 @@ use colony_runtime::Node;
 use colony_runtime::lifecycle::ComponentError;
 use ractor::{Actor, ActorRef};
 
-use super::actor::{LockActor, LockMsg};
+use super::actor::{LockActor, LockMsg, LockStats};
 use super::core::TableConfig;
 use super::entity::EntityLock;
 use super::error::NameError;
@@ -156,6 +156,14 @@ impl Locks {
     ) -> Result<EntityLock<K>, NameError> {
         name::validate_namespace(namespace)?;
         Ok(EntityLock::new(self.clone(), namespace))
+    }
+
+    /// The state this node's lock service keeps (see [`LockStats`]); `None` if not installed.
+    pub async fn stats(&self) -> Option<LockStats> {
+        let shared = self.shared.as_ref()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        shared.actor.cast(LockMsg::Stats(tx)).ok()?;
+        rx.await.ok()
     }
 
     /// The lease in force.

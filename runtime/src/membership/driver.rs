@@ -91,6 +91,11 @@ impl Pending {
     /// Starts the task and begins joining through `seeds`.
     pub(crate) fn start(mut self, seeds: &[SocketAddr]) {
         self.shell.core.join(Instant::now(), seeds);
+        // Publish the joining state at once: `Node::joined` must not read the view from before.
+        self.shell.published = self.shell.core.version();
+        self.shell
+            .view_tx
+            .send_replace(Arc::new(snapshot(&self.shell.core)));
         tokio::spawn(self.shell.run(self.rx));
     }
 }

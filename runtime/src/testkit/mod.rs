@@ -9,6 +9,7 @@
 //!
 //! Each node's stdout and stderr go to `<home>/log/node.log`; [`TestCluster::log`] reads it.
 
+pub mod check;
 mod cluster;
 mod http;
 

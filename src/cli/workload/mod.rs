@@ -1,0 +1,37 @@
+//! Scripted workloads a node runs for the project's multi-process tests and benchmarks
+//! (`colony node --workload FILE`, hidden). Each writes what happened, one JSON line per event,
+//! so that checkers can judge the run afterwards.
+
+mod history;
+mod lock_hammer;
+mod sink;
+
+use std::path::Path;
+
+use anyhow::Context;
+use colony::Node;
+use serde::Deserialize;
+
+/// A workload, read from a JSON file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Workload {
+    /// Clients that take, hold and release locks in a loop.
+    LockHammer(lock_hammer::LockHammer),
+}
+
+impl Workload {
+    pub fn load(path: &Path) -> anyhow::Result<Workload> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read workload {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parse workload {}", path.display()))
+    }
+
+    pub async fn run(self, node: Node) {
+        let result = match self {
+            Workload::LockHammer(w) => w.run(node).await,
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "workload failed");
+        }
+    }
+}

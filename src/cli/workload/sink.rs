@@ -1,0 +1,43 @@
+//! A fenced store on disk: it remembers the highest token written per name and refuses lower
+//! ones, as any store written under a Colony lock should.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+pub struct FencedSink {
+    dir: PathBuf,
+}
+
+impl FencedSink {
+    pub fn new(dir: PathBuf) -> std::io::Result<FencedSink> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(FencedSink { dir })
+    }
+
+    /// Writes under `token`: `Ok(true)` accepted, `Ok(false)` refused as stale.
+    pub fn write(&self, name: &str, token: u64) -> std::io::Result<bool> {
+        let safe: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(self.dir.join(format!("{safe}.token")))?;
+        // Writers in several processes: the OS lock makes check-and-set atomic.
+        file.lock()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        let last: u64 = text.trim().parse().unwrap_or(0);
+        if token < last {
+            return Ok(false);
+        }
+        file.seek(SeekFrom::Start(0))?;
+        file.set_len(0)?;
+        file.write_all(token.to_string().as_bytes())?;
+        Ok(true)
+    }
+}
