@@ -55,7 +55,12 @@ async fn a_held_lock_is_not_re_entrant_and_passes_on_when_dropped() {
     // Not re-entrant: the same task, the same node, still has to wait.
     assert!(lock.try_lock().await.unwrap().is_none());
     let started = Instant::now();
-    assert!(lock.try_lock_for(Duration::from_millis(200)).await.unwrap().is_none());
+    assert!(
+        lock.try_lock_for(Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(started.elapsed() >= Duration::from_millis(200));
 
     let waiter = {
@@ -79,13 +84,22 @@ async fn a_guard_held_past_several_leases_is_renewed_not_lost() {
     let _serial = serial();
     let home = tempfile::tempdir().unwrap();
     let node = solo(home.path()).await;
-    let guard = node.locks().lock_for_name("long").unwrap().lock().await.unwrap();
+    let guard = node
+        .locks()
+        .lock_for_name("long")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
     let first_end = guard.valid_until();
     tokio::select! {
         () = guard.lost() => panic!("a renewed lease was reported lost"),
         () = tokio::time::sleep(LEASE * 3) => {}
     }
-    assert!(guard.valid_until() > first_end + LEASE, "renewals did not extend the lease");
+    assert!(
+        guard.valid_until() > first_end + LEASE,
+        "renewals did not extend the lease"
+    );
     guard.unlock().await.unwrap();
     node.shutdown().await;
 }
@@ -95,7 +109,10 @@ async fn ten_thousand_entity_ids_leave_no_residue() {
     let _serial = serial();
     let home = tempfile::tempdir().unwrap();
     let node = solo(home.path()).await;
-    let repos = node.locks().entity_lock::<u64>("com.example.repository").unwrap();
+    let repos = node
+        .locks()
+        .entity_lock::<u64>("com.example.repository")
+        .unwrap();
     let mut tokens = HashSet::new();
     for id in 0..10_000u64 {
         let token = repos.with_lock(&id, async |g| g.token()).await.unwrap();
@@ -112,7 +129,10 @@ async fn ten_thousand_entity_ids_leave_no_residue() {
     }
     assert_eq!(stats, Default::default(), "state left behind: {stats:?}");
     // Namespaces are independent: the same key in another namespace is a different lock.
-    let prs = node.locks().entity_lock::<u64>("com.example.pull-request").unwrap();
+    let prs = node
+        .locks()
+        .entity_lock::<u64>("com.example.pull-request")
+        .unwrap();
     let held = repos.lock(&7).await.unwrap();
     let other = prs.with_lock(&7, async |g| g.token()).await.unwrap();
     assert!(other > held.token());
@@ -146,12 +166,16 @@ async fn a_partitioned_holder_is_told_before_its_lease_ends_and_unlock_reports_t
             node.up_members().len() == 3 && node.owner_of(&key) == Some(node.id())
         })
         .unwrap();
-    let guard = tokio::time::timeout(Duration::from_secs(30), node.locks().lock_for_name(&name).unwrap().lock())
-        .await
-        .expect("granted after the takeover delay")
-        .unwrap();
+    let guard = tokio::time::timeout(
+        Duration::from_secs(30),
+        node.locks().lock_for_name(&name).unwrap().lock(),
+    )
+    .await
+    .expect("granted after the takeover delay")
+    .unwrap();
     let lease_end = guard.valid_until();
-    node.set_blocked([cluster.addr(0), cluster.addr(1)].into_iter().collect()).await;
+    node.set_blocked([cluster.addr(0), cluster.addr(1)].into_iter().collect())
+        .await;
     tokio::time::timeout(Duration::from_secs(20), guard.lost())
         .await
         .expect("lost() fired");
@@ -163,6 +187,9 @@ async fn a_partitioned_holder_is_told_before_its_lease_ends_and_unlock_reports_t
         told_at - guard.valid_until()
     );
     assert!(guard.valid_until() >= lease_end);
-    assert!(matches!(guard.unlock().await, Err(UnlockError::Lost { .. })));
+    assert!(matches!(
+        guard.unlock().await,
+        Err(UnlockError::Lost { .. })
+    ));
     node.shutdown().await;
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the multi-process tests.
 #![allow(dead_code)]
 
+pub mod locks;
+
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 

@@ -65,6 +65,8 @@ pub(crate) enum LockMsg {
     View(Arc<View>),
     /// The timer of generation `.0` fired.
     Tick(u64),
+    /// The steady beat by which the actor notices that it did not run for a while.
+    Heartbeat,
     /// Report the sizes of both tables.
     Stats(oneshot::Sender<LockStats>),
 }
@@ -96,6 +98,8 @@ pub(crate) struct LockActor {
     pub node: Node,
     pub table: TableConfig,
     pub holdings: HoldingsConfig,
+    /// A gap between two handled messages longer than this means the process was paused.
+    pub pause_threshold: Duration,
 }
 
 pub(crate) struct LockState {
@@ -106,7 +110,12 @@ pub(crate) struct LockState {
     leases: HashMap<u64, watch::Sender<Lease>>,
     timer: u64,
     armed: Option<Instant>,
+    /// When the actor last handled a message.
+    alive: Instant,
 }
+
+/// How often the actor wakes even when idle, so that a pause shows as a gap.
+const HEARTBEAT: Duration = Duration::from_millis(100);
 
 fn wall_ms() -> u64 {
     SystemTime::now()
@@ -124,6 +133,7 @@ impl Actor for LockActor {
         myself: ActorRef<LockMsg>,
         _: (),
     ) -> Result<LockState, ActorProcessingErr> {
+        myself.send_interval(HEARTBEAT, || LockMsg::Heartbeat);
         // Feed every membership change to the actor, the current view first.
         let mut views = self.node.watch_members();
         let me = myself.clone();
@@ -148,6 +158,7 @@ impl Actor for LockActor {
             leases: HashMap::new(),
             timer: 0,
             armed: None,
+            alive: Instant::now(),
         })
     }
 
@@ -158,7 +169,19 @@ impl Actor for LockActor {
         state: &mut LockState,
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
+        // A gap longer than the pause threshold means this process did not run: everything it
+        // knows may be stale, so it must not act on it before anything else.
+        if now.saturating_duration_since(state.alive) > self.pause_threshold {
+            tracing::warn!(
+                gap_ms = now.saturating_duration_since(state.alive).as_millis() as u64,
+                "the lock service did not run for a while; starting a new term"
+            );
+            state.table.went_dark(state.alive, now, wall_ms());
+            state.holdings.handle_timeout(now);
+        }
+        state.alive = now;
         match message {
+            LockMsg::Heartbeat => {}
             LockMsg::Table(op, reply) => {
                 state.next_request += 1;
                 let request = state.next_request;

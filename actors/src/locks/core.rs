@@ -246,6 +246,30 @@ impl LockTable {
         }
     }
 
+    /// This node did not run between `dark_since` and `now` (the process was paused or starved).
+    /// Its view may be stale by that much: others may have declared it down and taken its names
+    /// over. So it starts a new term and grants nothing it did not hear about for a full
+    /// takeover delay, as a new owner would.
+    pub fn went_dark(&mut self, dark_since: Instant, now: Instant, wall_ms: u64) {
+        let Some(current) = self.views.current().cloned() else {
+            return;
+        };
+        self.views.push(View {
+            since: dark_since,
+            up: current.up.clone(),
+            has_quorum: false,
+        });
+        self.views.push(View {
+            since: now,
+            ..current
+        });
+        self.tokens.new_term(wall_ms);
+        let names: Vec<String> = self.entries.keys().cloned().collect();
+        for name in names {
+            self.rearm(&name);
+        }
+    }
+
     /// `holder` asks for `name`.
     pub fn acquire(
         &mut self,

@@ -313,6 +313,43 @@ fn a_holder_re_asserting_during_the_takeover_delay_keeps_its_lock_and_raises_the
 }
 
 #[test]
+fn an_owner_that_was_paused_grants_nothing_until_a_takeover_delay_after_it_woke() {
+    let t0 = Instant::now();
+    let delay = Duration::from_secs(5);
+    let mut t = LockTable::new(
+        me(),
+        TableConfig {
+            lease: LEASE,
+            takeover_delay: delay,
+        },
+    );
+    t.set_view(t0, WALL_MS, vec![me()], true);
+    let awake = t0 + delay;
+    t.acquire(awake, "a", holder(1, 1), 1, Wait::No);
+    t.acquire(
+        awake,
+        "a",
+        holder(2, 1),
+        2,
+        Wait::Until(awake + Duration::from_secs(60)),
+    );
+    assert_eq!(drain(&mut t), [(1, granted(first_token()))]);
+    // Paused for ten seconds while holding: the lease ran out meanwhile, but others may have
+    // taken the name over, so the waiter must not get it from this stale owner yet.
+    let woke = awake + Duration::from_secs(10);
+    t.went_dark(awake, woke, WALL_MS + 10_000);
+    t.handle_timeout(woke);
+    assert_eq!(drain(&mut t), []);
+    assert_eq!(t.poll_timeout(), Some(woke + delay));
+    t.handle_timeout(woke + delay);
+    let token = (WALL_MS + 10_000) << EPOCH_SHIFT;
+    assert_eq!(
+        drain(&mut t),
+        [(2, granted_after(token, woke + delay - awake))]
+    );
+}
+
+#[test]
 fn losing_quorum_refuses_everything_and_drops_the_table() {
     let t0 = Instant::now();
     let mut t = solo(t0);

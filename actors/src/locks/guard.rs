@@ -1,7 +1,7 @@
 //! The guard of a held lock.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -67,9 +67,11 @@ impl LockGuard {
         &self.name
     }
 
-    /// Whether the lease has been lost.
+    /// Whether the lease has been lost, or is about to end without a renewal. Computed from the
+    /// lease's end too, so it is right at once after this process was paused.
     pub fn is_lost(&self) -> bool {
-        self.lease.borrow().lost
+        let lease = self.lease.borrow();
+        lease.lost || Instant::now() + self.shared.settings.margin() >= lease.valid_until
     }
 
     /// When the lease ends unless renewed, as this node counts it (never later than the owner).
@@ -86,8 +88,21 @@ impl LockGuard {
     /// Cancel-safe.
     pub async fn lost(&self) {
         let mut lease = self.lease.clone();
-        // A closed channel means the lock service stopped: the lease is gone with it.
-        let _ = lease.wait_for(|l| l.lost).await;
+        let margin = self.shared.settings.margin();
+        loop {
+            let (lost, deadline) = {
+                let l = lease.borrow_and_update();
+                (l.lost, l.valid_until - margin)
+            };
+            if lost {
+                return;
+            }
+            tokio::select! {
+                // A closed channel means the lock service stopped: the lease is gone with it.
+                changed = lease.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep_until(deadline.into()) => return,
+            }
+        }
     }
 
     /// Releases the lock.

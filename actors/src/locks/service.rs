@@ -27,6 +27,13 @@ pub struct LockSettings {
     pub lease: Duration,
 }
 
+impl LockSettings {
+    /// How long before its end a lease that could not be renewed is declared lost.
+    pub fn margin(&self) -> Duration {
+        self.lease / 5
+    }
+}
+
 impl Default for LockSettings {
     fn default() -> Self {
         LockSettings {
@@ -74,8 +81,10 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
         },
         holdings: HoldingsConfig {
             lease: settings.lease,
-            margin: settings.lease / 5,
+            margin: settings.margin(),
         },
+        // Well below the time others need to declare this node down and take over.
+        pause_threshold: config.timings.probe_period,
     };
     let (actor, _) = Actor::spawn(None, actor, ())
         .await

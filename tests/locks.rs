@@ -1,0 +1,161 @@
+//! Cluster locks across node processes under crashes, pauses and partitions. Each node hammers
+//! a few names and records every hold; the checkers then prove that no two holds of a name
+//! overlapped within their valid windows and that tokens only grew (DESIGN: Locks).
+
+mod common;
+
+use std::time::Duration;
+
+use colony_runtime::placement::owner_of;
+use common::locks::{LEASE_MS, hammer, holding, stop_and_check, total, wait_progress};
+use common::{logs, serial};
+
+const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
+
+fn key(name: &str) -> Vec<u8> {
+    colony::actors::locks::core::key(&colony::actors::locks::name::named_key(name))
+}
+
+#[test]
+fn no_overlap_when_a_holder_is_killed() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = hammer(dir.path(), 3, &NAMES, 2, 100);
+    assert!(
+        wait_progress(&cluster, 0, 20, Duration::from_secs(30)),
+        "no progress:\n{}",
+        logs(&cluster)
+    );
+    assert!(
+        cluster
+            .wait_until(Duration::from_secs(10), |c| holding(c, 1))
+            .is_some()
+    );
+    cluster.kill(1);
+    let before = total(&cluster);
+    assert!(
+        wait_progress(&cluster, before, 30, Duration::from_secs(30)),
+        "locks stuck after the holder died:\n{}",
+        logs(&cluster)
+    );
+    stop_and_check(cluster);
+}
+
+#[test]
+fn no_overlap_when_the_owner_is_killed() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = hammer(dir.path(), 3, &NAMES, 2, 50);
+    assert!(
+        wait_progress(&cluster, 0, 20, Duration::from_secs(30)),
+        "no progress:\n{}",
+        logs(&cluster)
+    );
+    let status = cluster.status(0).unwrap();
+    let ids: Vec<_> = status.members.iter().map(|m| m.id).collect();
+    let owner = owner_of(&key("alpha"), ids.iter().copied()).unwrap();
+    let victim = status
+        .members
+        .iter()
+        .find(|m| m.id == owner)
+        .unwrap()
+        .name
+        .clone();
+    let victim = cluster
+        .all()
+        .into_iter()
+        .find(|&i| cluster.name(i) == victim)
+        .unwrap();
+    cluster.kill(victim);
+    let before = total(&cluster);
+    assert!(
+        wait_progress(&cluster, before, 30, Duration::from_secs(40)),
+        "locks stuck after the owner died:\n{}",
+        logs(&cluster)
+    );
+    stop_and_check(cluster);
+}
+
+#[test]
+fn a_holder_paused_past_its_lease_is_fenced_off_when_it_wakes() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = hammer(dir.path(), 3, &["fenced"], 2, 300);
+    assert!(
+        wait_progress(&cluster, 0, 6, Duration::from_secs(30)),
+        "no progress:\n{}",
+        logs(&cluster)
+    );
+    let sleeper = 2;
+    assert!(
+        cluster
+            .wait_until(Duration::from_secs(20), |c| holding(c, sleeper))
+            .is_some()
+    );
+    cluster.pause(sleeper);
+    let before = total(&cluster);
+    // The others take the lock once the paused holder's lease has run out.
+    let moved_on = wait_progress(&cluster, before, 3, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(LEASE_MS));
+    cluster.resume(sleeper);
+    assert!(
+        moved_on,
+        "nobody took over from the paused holder:\n{}",
+        logs(&cluster)
+    );
+    // The sleeper wakes up, writes with its old token, and the store refuses it.
+    let refused = cluster.wait_until(Duration::from_secs(20), |c| {
+        common::locks::events(c, sleeper)
+            .iter()
+            .any(|e| e["event"] == "write" && e["accepted"] == false)
+    });
+    assert!(
+        refused.is_some(),
+        "the stale write was not refused:\n{}",
+        cluster.log(sleeper)
+    );
+    let events = stop_and_check(cluster);
+    let stale = events
+        .iter()
+        .find(|e| e["event"] == "write" && e["accepted"] == false)
+        .unwrap();
+    assert_eq!(
+        stale["lost"], true,
+        "the stale holder was told it lost the lock: {stale}"
+    );
+}
+
+#[test]
+fn no_overlap_across_a_two_three_partition_and_its_healing() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = hammer(dir.path(), 5, &NAMES, 1, 50);
+    assert!(
+        wait_progress(&cluster, 0, 20, Duration::from_secs(30)),
+        "no progress:\n{}",
+        logs(&cluster)
+    );
+    cluster.partition(&[&[0, 1], &[2, 3, 4]]).unwrap();
+    let before = total(&cluster);
+    assert!(
+        wait_progress(&cluster, before, 20, Duration::from_secs(30)),
+        "the majority side made no progress:\n{}",
+        logs(&cluster)
+    );
+    cluster.heal().unwrap();
+    let all = cluster.all();
+    assert!(
+        cluster
+            .wait_converged(&all, Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        logs(&cluster)
+    );
+    let before = total(&cluster);
+    assert!(
+        wait_progress(&cluster, before, 20, Duration::from_secs(30)),
+        "no progress after healing:\n{}",
+        logs(&cluster)
+    );
+    stop_and_check(cluster);
+}
