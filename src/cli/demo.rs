@@ -1,22 +1,44 @@
-//! `colony demo`: a local 3-node cluster that loses a node and gets it back.
+//! `colony demo`: a local 3-node cluster that loses a node and gets it back, and a cluster lock
+//! that passes to a waiter on another node when its holder is killed.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use colony_runtime::MemberState;
 use colony_runtime::testkit::{ClusterSpec, TestCluster};
+use serde_json::json;
 
 use super::status::table;
 
 const NODES: usize = 3;
+const LOCK: &str = "demo-lock";
+const LEASE_MS: u64 = 1500;
+const WAIT: Duration = Duration::from_secs(30);
 
 pub fn run() -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("find the colony binary")?;
+    let scratch = tempfile::tempdir().context("create a scratch directory")?;
+    // Every node runs one client that takes the demo lock and holds it until it dies.
+    let workload = scratch.path().join("workload.json");
+    std::fs::write(
+        &workload,
+        json!({
+            "kind": "lock_hammer", "names": [LOCK], "clients": 1, "hold_ms": 3_600_000u64,
+            "pause_ms": 0, "history": "log/demo-locks.jsonl",
+        })
+        .to_string(),
+    )?;
+    let mut spec = ClusterSpec::new(binary, NODES);
+    spec.extra_args = vec![
+        "--workload".into(),
+        workload.display().to_string(),
+        "--lock-lease-ms".into(),
+        LEASE_MS.to_string(),
+    ];
     println!(
         "Starting {NODES} node processes on 127.0.0.1 with temporary homes and a common shared home..."
     );
-    let mut cluster =
-        TestCluster::start(ClusterSpec::new(binary, NODES)).context("start the nodes")?;
+    let mut cluster = TestCluster::start(spec).context("start the nodes")?;
     let all = cluster.all();
     for i in &all {
         println!(
@@ -28,9 +50,9 @@ pub fn run() -> anyhow::Result<()> {
     }
     println!("  shared home: {}", cluster.shared_home().display());
 
-    let Some(took) = cluster.wait_converged(&all, Duration::from_secs(20)) else {
+    let Some(took) = cluster.wait_converged(&all, WAIT) else {
         bail!(
-            "the nodes did not converge within 20 s; their logs:\n{}",
+            "the nodes did not converge; their logs:\n{}",
             logs(&cluster)
         );
     };
@@ -40,30 +62,63 @@ pub fn run() -> anyhow::Result<()> {
     );
     show(&cluster, 0);
 
-    let victim = NODES - 1;
-    println!("\nKilling {} with SIGKILL...", cluster.name(victim));
+    println!(
+        "\nEach node asks for the cluster lock `{LOCK}` (lease {LEASE_MS} ms); one gets it, the others wait in line."
+    );
+    let mut holder = None;
+    cluster.wait_until(WAIT, |c| {
+        holder = latest_grant(c);
+        holder.is_some()
+    });
+    let Some((victim, token)) = holder else {
+        bail!("nobody got the lock; logs:\n{}", logs(&cluster));
+    };
+    println!(
+        "{} holds `{LOCK}` with fencing token {token}.",
+        cluster.name(victim)
+    );
+
+    println!(
+        "\nKilling {} (the lock holder) with SIGKILL...",
+        cluster.name(victim)
+    );
+    let killed_at = std::time::Instant::now();
     cluster.kill(victim);
-    let survivors: Vec<usize> = (0..victim).collect();
-    let Some(took) = cluster.wait_until(Duration::from_secs(20), |c| {
+    let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != victim).collect();
+    let observer = survivors[0];
+    let Some(took) = cluster.wait_until(WAIT, |c| {
         survivors
             .iter()
             .all(|&s| c.sees(s, victim, MemberState::Down))
     }) else {
         bail!(
-            "the survivors did not mark {} down; their logs:\n{}",
+            "the survivors did not mark {} down; logs:\n{}",
             cluster.name(victim),
             logs(&cluster)
         );
     };
     println!(
-        "Every survivor marked {} down after {} ms. As n1 sees it:",
+        "Every survivor marked {} down after {} ms. As {} sees it:",
         cluster.name(victim),
-        took.as_millis()
+        took.as_millis(),
+        cluster.name(observer)
     );
-    show(&cluster, 0);
+    show(&cluster, observer);
+    let mut next = None;
+    if cluster
+        .wait_until(WAIT, |c| {
+            next = latest_grant(c).filter(|(_, t)| *t > token);
+            next.is_some()
+        })
+        .is_none()
+    {
+        bail!("the lock did not pass on; logs:\n{}", logs(&cluster));
+    };
+    let (heir, heir_token) = next.expect("set when the wait succeeded");
     println!(
-        "n1 still has quorum (2 of 3): {}",
-        cluster.status(0).is_some_and(|s| s.has_quorum)
+        "{} got `{LOCK}` {} ms after the kill, with token {heir_token} (> {token}): a store fenced by tokens refuses the dead holder's writes.",
+        cluster.name(heir),
+        killed_at.elapsed().as_millis()
     );
 
     println!(
@@ -71,7 +126,7 @@ pub fn run() -> anyhow::Result<()> {
         cluster.name(victim)
     );
     cluster.restart(victim).context("restart the node")?;
-    let Some(took) = cluster.wait_converged(&all, Duration::from_secs(20)) else {
+    let Some(took) = cluster.wait_converged(&all, WAIT) else {
         bail!(
             "{} did not rejoin; logs:\n{}",
             cluster.name(victim),
@@ -83,7 +138,7 @@ pub fn run() -> anyhow::Result<()> {
         cluster.name(victim),
         took.as_millis()
     );
-    show(&cluster, 0);
+    show(&cluster, observer);
 
     println!("\nStopping every node gracefully (SIGTERM) and removing the temporary files.");
     for i in all.iter().rev() {
@@ -92,6 +147,24 @@ pub fn run() -> anyhow::Result<()> {
     drop(cluster);
     println!("Done.");
     Ok(())
+}
+
+/// The node that most recently took the demo lock, and its token.
+fn latest_grant(cluster: &TestCluster) -> Option<(usize, u64)> {
+    cluster
+        .all()
+        .into_iter()
+        .flat_map(|i| {
+            let text = std::fs::read_to_string(cluster.home(i).join("log/demo-locks.jsonl"))
+                .unwrap_or_default();
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|e| e["event"] == "acquired")
+                .filter_map(|e| e["token"].as_u64())
+                .map(|t| (i, t))
+                .collect::<Vec<_>>()
+        })
+        .max_by_key(|(_, t)| *t)
 }
 
 fn show(cluster: &TestCluster, i: usize) {

@@ -29,6 +29,16 @@ pub struct EntityLock<K> {
     _key: PhantomData<fn(&K)>,
 }
 
+impl<K> Clone for EntityLock<K> {
+    fn clone(&self) -> Self {
+        EntityLock {
+            locks: self.locks.clone(),
+            namespace: self.namespace.clone(),
+            _key: PhantomData,
+        }
+    }
+}
+
 impl<K: std::fmt::Display> EntityLock<K> {
     pub(crate) fn new(locks: Locks, namespace: &str) -> Self {
         EntityLock {
