@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use colony_runtime::placement::owner_of;
 use common::locks::{LEASE_MS, hammer, holding, stop_and_check, total, wait_progress};
-use common::{logs, serial};
+use common::{assert_converges, logs, serial};
 
 const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
 
@@ -143,14 +143,7 @@ fn no_overlap_across_a_two_three_partition_and_its_healing() {
         logs(&cluster)
     );
     cluster.heal().unwrap();
-    let all = cluster.all();
-    assert!(
-        cluster
-            .wait_converged(&all, Duration::from_secs(30))
-            .is_some(),
-        "{}",
-        logs(&cluster)
-    );
+    assert_converges(&cluster, "no single view");
     let before = total(&cluster);
     assert!(
         wait_progress(&cluster, before, 20, Duration::from_secs(30)),

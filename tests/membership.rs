@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use colony_runtime::MemberState;
 use colony_runtime::testkit::TestCluster;
-use common::{OBSERVATION_SLACK, converged_cluster, detection_bound, logs, serial, spec};
+use common::{
+    OBSERVATION_SLACK, assert_converges, converged_cluster, detection_bound, logs, serial, spec,
+};
 
 #[test]
 fn five_nodes_converge_from_one_seed() {
@@ -50,14 +52,7 @@ fn a_killed_node_is_seen_down_by_every_other_node_within_the_bound_and_rejoins_a
     );
 
     cluster.restart(victim).unwrap();
-    let all = cluster.all();
-    assert!(
-        cluster
-            .wait_converged(&all, Duration::from_secs(20))
-            .is_some(),
-        "restarted node did not rejoin:\n{}",
-        logs(&cluster)
-    );
+    assert_converges(&cluster, "restarted node did not rejoin");
     for s in survivors {
         let after = incarnation_seen_by(&cluster, s, victim);
         assert!(
@@ -93,14 +88,8 @@ fn a_paused_node_is_declared_down_and_rejoins_after_it_resumes() {
         "sessions to a down node were kept:\n{}",
         logs(&cluster)
     );
+    assert_converges(&cluster, "resumed node did not rejoin");
     let all = cluster.all();
-    assert!(
-        cluster
-            .wait_converged(&all, Duration::from_secs(20))
-            .is_some(),
-        "resumed node did not rejoin:\n{}",
-        logs(&cluster)
-    );
     // ...and redial once it is back.
     let redialled = cluster.wait_until(Duration::from_secs(10), |c| {
         all.iter().all(|&i| sessions(c, i) == 2)
@@ -152,14 +141,8 @@ fn a_two_three_partition_leaves_quorum_only_on_the_three_side_and_heals_to_one_v
     );
 
     cluster.heal().unwrap();
+    assert_converges(&cluster, "no single view after healing");
     let all = cluster.all();
-    assert!(
-        cluster
-            .wait_converged(&all, Duration::from_secs(30))
-            .is_some(),
-        "no single view after healing:\n{}",
-        logs(&cluster)
-    );
     assert!(all.iter().all(|&i| cluster.status(i).unwrap().has_quorum));
 }
 

@@ -37,14 +37,7 @@ pub fn hammer(
         LEASE_MS.to_string(),
     ];
     let cluster = TestCluster::start(spec).expect("spawn nodes");
-    let all = cluster.all();
-    assert!(
-        cluster
-            .wait_converged(&all, Duration::from_secs(30))
-            .is_some(),
-        "no convergence:\n{}",
-        super::logs(&cluster)
-    );
+    super::assert_converges(&cluster, "no convergence");
     cluster
 }
 

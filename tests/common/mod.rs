@@ -25,15 +25,20 @@ pub fn spec(nodes: usize) -> ClusterSpec {
 /// Starts `nodes` processes and waits until they all see each other up.
 pub fn converged_cluster(nodes: usize) -> TestCluster {
     let cluster = TestCluster::start(spec(nodes)).expect("spawn nodes");
+    assert_converges(&cluster, "cluster did not converge");
+    cluster
+}
+
+/// Waits until every node sees every node up; fails with `what` and the logs otherwise.
+pub fn assert_converges(cluster: &TestCluster, what: &str) {
     let all = cluster.all();
     assert!(
         cluster
             .wait_converged(&all, Duration::from_secs(30))
             .is_some(),
-        "cluster did not converge:\n{}",
-        logs(&cluster)
+        "{what}:\n{}",
+        logs(cluster)
     );
-    cluster
 }
 
 /// Time the test allows itself to observe a state over HTTP, on top of a promised bound.

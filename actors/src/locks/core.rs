@@ -139,6 +139,9 @@ pub struct LockTable {
     views: Views,
     entries: HashMap<String, Entry>,
     tokens: Tokens,
+    /// A monotonic instant and the wall-clock milliseconds at it, to date grants on the wall
+    /// clock that tokens follow.
+    clock: Option<(Instant, u64)>,
     timers: BTreeMap<(Instant, u64), String>,
     next_timer: u64,
     outputs: VecDeque<Output>,
@@ -160,6 +163,7 @@ impl LockTable {
             views: Views::new(config.takeover_delay),
             entries: HashMap::new(),
             tokens: Tokens::default(),
+            clock: None,
             timers: BTreeMap::new(),
             next_timer: 0,
             outputs: VecDeque::new(),
@@ -207,7 +211,7 @@ impl LockTable {
     // ---- inputs ----
 
     /// A new membership view: `up` members (this node included), and whether they are a quorum.
-    /// `wall_ms` (milliseconds since the Unix epoch) starts a new token epoch.
+    /// `wall_ms` is the wall clock (milliseconds since the Unix epoch) at `now`; tokens follow it.
     pub fn set_view(&mut self, now: Instant, wall_ms: u64, mut up: Vec<NodeId>, has_quorum: bool) {
         up.sort_unstable();
         if self
@@ -222,7 +226,7 @@ impl LockTable {
             up,
             has_quorum,
         });
-        self.tokens.new_term(wall_ms);
+        self.clock = Some((now, wall_ms));
         let names: Vec<String> = self.entries.keys().cloned().collect();
         for name in names {
             let answer = if !has_quorum {
@@ -263,7 +267,7 @@ impl LockTable {
             since: now,
             ..current
         });
-        self.tokens.new_term(wall_ms);
+        self.clock = Some((now, wall_ms));
         let names: Vec<String> = self.entries.keys().cloned().collect();
         for name in names {
             self.rearm(&name);
@@ -505,7 +509,10 @@ impl LockTable {
     }
 
     fn grant(&mut self, now: Instant, name: &str, holder: Holder) -> u64 {
-        let token = self.tokens.next();
+        let wall_ms = self.clock.map_or(0, |(at, ms)| {
+            ms + now.saturating_duration_since(at).as_millis() as u64
+        });
+        let token = self.tokens.issue(wall_ms);
         let expires = now + self.config.lease;
         self.entries.entry(name.to_owned()).or_default().hold = Some(Hold {
             holder,

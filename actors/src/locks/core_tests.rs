@@ -61,6 +61,11 @@ fn first_token() -> u64 {
     WALL_MS << EPOCH_SHIFT
 }
 
+/// The token of the first grant made `after` the start.
+fn token_at(after: Duration) -> u64 {
+    (WALL_MS + after.as_millis() as u64) << EPOCH_SHIFT
+}
+
 #[test]
 fn a_free_name_is_granted_and_a_second_try_is_busy() {
     let t0 = Instant::now();
@@ -129,10 +134,7 @@ fn an_unrenewed_lease_ends_and_the_next_waiter_gets_the_lock() {
     drain(&mut t);
     assert_eq!(t.poll_timeout(), Some(t0 + LEASE));
     t.handle_timeout(t0 + LEASE);
-    assert_eq!(
-        drain(&mut t),
-        [(2, granted_after(first_token() + 1, LEASE))]
-    );
+    assert_eq!(drain(&mut t), [(2, granted_after(token_at(LEASE), LEASE))]);
     // The crashed holder's late renewal is refused.
     t.renew(t0 + LEASE, "a", holder(1, 1), first_token(), 3);
     assert_eq!(drain(&mut t), [(3, Answer::NotHeld)]);
@@ -270,7 +272,7 @@ fn a_new_owner_grants_nothing_until_the_takeover_delay_has_passed() {
     assert_eq!(drain(&mut t), [(1, Answer::Busy)]);
     assert_eq!(t.poll_timeout(), Some(t0 + delay));
     t.handle_timeout(t0 + delay);
-    assert_eq!(drain(&mut t), [(2, granted_after(first_token(), delay))]);
+    assert_eq!(drain(&mut t), [(2, granted_after(token_at(delay), delay))]);
 }
 
 #[test]
@@ -333,7 +335,7 @@ fn an_owner_that_was_paused_grants_nothing_until_a_takeover_delay_after_it_woke(
         2,
         Wait::Until(awake + Duration::from_secs(60)),
     );
-    assert_eq!(drain(&mut t), [(1, granted(first_token()))]);
+    assert_eq!(drain(&mut t), [(1, granted(token_at(delay)))]);
     // Paused for ten seconds while holding: the lease ran out meanwhile, but others may have
     // taken the name over, so the waiter must not get it from this stale owner yet.
     let woke = awake + Duration::from_secs(10);
@@ -342,7 +344,7 @@ fn an_owner_that_was_paused_grants_nothing_until_a_takeover_delay_after_it_woke(
     assert_eq!(drain(&mut t), []);
     assert_eq!(t.poll_timeout(), Some(woke + delay));
     t.handle_timeout(woke + delay);
-    let token = (WALL_MS + 10_000) << EPOCH_SHIFT;
+    let token = (WALL_MS + 10_000 + 5_000) << EPOCH_SHIFT;
     assert_eq!(
         drain(&mut t),
         [(2, granted_after(token, woke + delay - awake))]

@@ -58,20 +58,21 @@ fn decode(request: &Request) -> Result<TableOp, ServiceError> {
                 wait,
             }
         }
-        "renew" => {
+        kind @ ("renew" | "release") => {
             let m: LeaseMsg = wire::decode_payload(p)?;
-            TableOp::Renew {
-                name: checked(m.name)?,
-                holder: m.holder,
-                token: m.token,
-            }
-        }
-        "release" => {
-            let m: LeaseMsg = wire::decode_payload(p)?;
-            TableOp::Release {
-                name: checked(m.name)?,
-                holder: m.holder,
-                token: m.token,
+            let (name, holder, token) = (checked(m.name)?, m.holder, m.token);
+            if kind == "renew" {
+                TableOp::Renew {
+                    name,
+                    holder,
+                    token,
+                }
+            } else {
+                TableOp::Release {
+                    name,
+                    holder,
+                    token,
+                }
             }
         }
         "cancel" => {
