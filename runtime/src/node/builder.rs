@@ -73,8 +73,11 @@ pub struct NodeBuilder {
 
 /// A hook run while the node starts, before it joins: see [`NodeBuilder::on_start`].
 pub type StartHook = Box<
-    dyn FnOnce(Node) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ComponentError>> + Send>>
-        + Send,
+    dyn FnOnce(
+            Node,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), ComponentError>> + Send>,
+        > + Send,
 >;
 
 impl NodeBuilder {

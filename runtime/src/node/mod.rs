@@ -135,7 +135,11 @@ impl Node {
 
     /// The value of type `T` attached to this node, if any (see [`Node::set_extension`]).
     pub fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let value = self.inner.extensions.get(&std::any::TypeId::of::<T>())?.clone();
+        let value = self
+            .inner
+            .extensions
+            .get(&std::any::TypeId::of::<T>())?
+            .clone();
         value.downcast::<T>().ok()
     }
 

@@ -39,7 +39,8 @@ impl LockHammer {
         let me = Arc::new(self);
         let mut clients = Vec::new();
         for client in 0..me.clients {
-            let (me, node, history, sink) = (me.clone(), node.clone(), history.clone(), sink.clone());
+            let (me, node, history, sink) =
+                (me.clone(), node.clone(), history.clone(), sink.clone());
             clients.push(tokio::spawn(async move {
                 me.client(client, node, history, sink).await;
             }));
@@ -50,7 +51,13 @@ impl LockHammer {
         Ok(())
     }
 
-    async fn client(&self, client: usize, node: Node, history: History, sink: Option<Arc<FencedSink>>) {
+    async fn client(
+        &self,
+        client: usize,
+        node: Node,
+        history: History,
+        sink: Option<Arc<FencedSink>>,
+    ) {
         let locks = node.locks();
         for round in 0.. {
             let name = &self.names[(client + round) % self.names.len()];

@@ -22,7 +22,8 @@ pub enum Workload {
 
 impl Workload {
     pub fn load(path: &Path) -> anyhow::Result<Workload> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("read workload {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read workload {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parse workload {}", path.display()))
     }
 

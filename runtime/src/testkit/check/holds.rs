@@ -98,10 +98,18 @@ mod tests {
 
     #[test]
     fn back_to_back_holds_pass_and_overlaps_are_caught() {
-        let ok = [hold("a", 1, 0, 10), hold("a", 2, 10, 20), hold("b", 1, 5, 15)];
+        let ok = [
+            hold("a", 1, 0, 10),
+            hold("a", 2, 10, 20),
+            hold("b", 1, 5, 15),
+        ];
         assert!(no_two_holders(&ok).is_empty());
         assert!(tokens_increase(&ok).is_empty());
-        let bad = [hold("a", 1, 0, 30), hold("a", 2, 10, 20), hold("a", 3, 25, 40)];
+        let bad = [
+            hold("a", 1, 0, 30),
+            hold("a", 2, 10, 20),
+            hold("a", 3, 25, 40),
+        ];
         let v = no_two_holders(&bad);
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v.iter().all(|v| v.first.token == 1));
