@@ -80,6 +80,34 @@ async fn a_held_lock_is_not_re_entrant_and_passes_on_when_dropped() {
 }
 
 #[tokio::test]
+async fn a_dropped_wait_is_withdrawn_and_never_granted() {
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let node = solo(home.path()).await;
+    let lock = node.locks().lock_for_name("queue").unwrap();
+    let holder = lock.try_lock().await.unwrap().unwrap();
+    let waiter = {
+        let lock = lock.clone();
+        tokio::spawn(async move { lock.try_lock_for(Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    waiter.abort();
+    let _ = waiter.await;
+    holder.unlock().await.unwrap();
+    // Had the aborted wait stayed queued, it would now hold the lock for a whole lease.
+    let mut free = None;
+    for _ in 0..50 {
+        free = lock.try_lock().await.unwrap();
+        if free.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(free.is_some(), "the dropped wait was granted the lock");
+    node.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_guard_held_past_several_leases_is_renewed_not_lost() {
     let _serial = serial();
     let home = tempfile::tempdir().unwrap();

@@ -89,6 +89,15 @@ impl ClusterLock {
             node: node.id(),
             guard: shared.next_guard(),
         };
+        // Until an answer settles it, leaving (an error, a timeout, the future dropped) withdraws
+        // the wait at the owner, so that a grant racing the departure does not linger a lease.
+        let mut withdraw = Withdraw {
+            shared: shared.clone(),
+            op: Some(TableOp::Cancel {
+                name: self.key.clone(),
+                holder,
+            }),
+        };
         let mut backoff = Duration::from_millis(5);
         let mut attempts = 0;
         loop {
@@ -113,10 +122,14 @@ impl ClusterLock {
             let answer = ask(node, &shared.actor, op, timeout).await;
             let transient = match answer {
                 Some(Answer::Granted { token, waited_us }) => {
+                    withdraw.op = None;
                     let sent_at = sent_at + Duration::from_micros(waited_us);
                     return Ok(Some(self.held(shared, holder, token, sent_at)));
                 }
-                Some(Answer::Busy) => return Ok(None),
+                Some(Answer::Busy) => {
+                    withdraw.op = None;
+                    return Ok(None);
+                }
                 Some(Answer::TimedOut) => None,
                 Some(Answer::NoQuorum) => Some(LockError::NoQuorum),
                 None if !node.has_quorum() => Some(LockError::NoQuorum),
@@ -132,14 +145,9 @@ impl ClusterLock {
                 Mode::Forever => false,
             };
             if expired {
-                if answer.is_none() {
-                    // The grant may have raced the timeout: withdraw so it does not linger.
-                    let (node, actor) = (node.clone(), shared.actor.clone());
-                    let op = TableOp::Cancel {
-                        name: self.key.clone(),
-                        holder,
-                    };
-                    tokio::spawn(async move { ask(&node, &actor, op, WIRE_SLACK).await });
+                if answer.is_some() {
+                    // The owner answered and holds nothing for us: no need to withdraw.
+                    withdraw.op = None;
                 }
                 return match (mode, transient) {
                     (Mode::Try, Some(e)) => Err(e),
@@ -181,5 +189,23 @@ impl ClusterLock {
         }
         let (key, name) = (self.key.clone(), self.name.clone());
         LockGuard::new(shared.clone(), key, name, holder, token, lease_rx)
+    }
+}
+
+/// Withdraws a wait when dropped while still armed.
+struct Withdraw {
+    shared: Arc<Shared>,
+    op: Option<TableOp>,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        let Some(op) = self.op.take() else {
+            return;
+        };
+        let (node, actor) = (self.shared.node.clone(), self.shared.actor.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { ask(&node, &actor, op, WIRE_SLACK).await });
+        }
     }
 }
