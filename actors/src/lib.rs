@@ -4,11 +4,13 @@
 //! `colony-runtime`'s membership, placement, quorum and transport.
 //!
 //! - [`locks`]: named and entity locks with fencing tokens, leases, lost-lock signals and quorum.
+//! - [`caches`]: local, invalidation and copy caches with loaders, expiry and statistics.
 //!
 //! Every node of a cluster must run the same primitives, since any node may own a lock name:
 //! build nodes with [`with_primitives`] (the `colony` crate's `colony::node()` does).
 #![warn(missing_docs)]
 
+pub mod caches;
 pub mod locks;
 
 pub use colony_runtime::{Node, NodeBuilder, NodeId};
@@ -36,6 +38,9 @@ pub struct Primitives {
 /// ```
 pub fn with_primitives(builder: NodeBuilder, settings: Primitives) -> NodeBuilder {
     builder.on_start(Box::new(move |node| {
-        Box::pin(async move { locks::install(&node, settings.locks).await })
+        Box::pin(async move {
+            locks::install(&node, settings.locks).await?;
+            caches::install(&node).await
+        })
     }))
 }

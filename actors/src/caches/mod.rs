@@ -1,0 +1,31 @@
+//! Cluster caches: local, replicated by invalidation, or replicated by copy; with loaders,
+//! expiry, size bounds, statistics and entry events. See `docs/caches.md`.
+//!
+//! # Layout
+//! - [`CacheSettings`]: mode, synchrony, expiry, bounds.
+//! - `store`: one cache's entries on a node (moka), stamps so the last write wins, counters.
+//! - `loads`: one load per key at a time, and no stale load cached over a newer change.
+//! - `replicator`: synchronous fan-out with acknowledgements, ordered asynchronous queues.
+//! - `registry`, `gateway`: the service, the `caches` wire service, rejoin clearing, flush.
+//! - [`Cache`], [`CachedReference`], [`Caches`]: the API.
+
+mod cache;
+mod error;
+mod gateway;
+mod loader;
+mod loads;
+pub mod msg;
+mod reference;
+mod registry;
+mod replicator;
+mod settings;
+mod stamp;
+mod store;
+
+pub use cache::{Cache, CacheKey, CacheValue};
+pub use error::CacheError;
+pub use loader::Loader;
+pub use reference::CachedReference;
+pub use registry::{Caches, CachesExt, install};
+pub use settings::{CacheSettings, Mode};
+pub use store::{CacheStats, EntryEvent, EntryEventKind};

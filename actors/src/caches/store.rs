@@ -1,0 +1,237 @@
+//! A node's storage for one cache: moka for size bounds and expiry, stamps so that the last
+//! write wins on every node, counters, and entry events.
+
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use colony_runtime::events::{Events, Subscription};
+use moka::notification::RemovalCause;
+use moka::ops::compute::Op as Compute;
+
+use super::msg::Stamp;
+use super::settings::CacheSettings;
+
+/// What happened to an entry on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryEventKind {
+    /// A key got a value.
+    Added,
+    /// A key's value changed.
+    Updated,
+    /// A key was removed (on this node or, replicated, on another).
+    Removed,
+    /// A key left because of expiry or the size bound.
+    Evicted,
+}
+
+/// An entry event of one cache, delivered to [`super::Cache::subscribe`] listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryEvent<K, V> {
+    /// What happened.
+    pub kind: EntryEventKind,
+    /// The key.
+    pub key: K,
+    /// The value, when there is one.
+    pub value: Option<V>,
+}
+
+/// Counters of one cache on this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// Reads answered from the cache.
+    pub hits: u64,
+    /// Reads that found nothing.
+    pub misses: u64,
+    /// Loader runs that succeeded.
+    pub loads: u64,
+    /// Loader runs that failed.
+    pub load_failures: u64,
+    /// Total time spent in the loader, in microseconds.
+    pub load_micros: u64,
+    /// Entries that left through expiry or the size bound.
+    pub evictions: u64,
+    /// Replicated changes some up node did not acknowledge in time.
+    pub unacknowledged: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    enabled: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    loads: AtomicU64,
+    load_failures: AtomicU64,
+    load_micros: AtomicU64,
+    evictions: AtomicU64,
+    pub unacknowledged: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, counter: &AtomicU64, n: u64) {
+        if self.enabled.load(Ordering::Relaxed) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn hit(&self) {
+        self.add(&self.hits, 1);
+    }
+
+    pub(crate) fn miss(&self) {
+        self.add(&self.misses, 1);
+    }
+
+    pub(crate) fn loaded(&self, ok: bool, micros: u64) {
+        self.add(if ok { &self.loads } else { &self.load_failures }, 1);
+        self.add(&self.load_micros, micros);
+    }
+
+    fn snapshot(&self) -> CacheStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CacheStats {
+            hits: get(&self.hits),
+            misses: get(&self.misses),
+            loads: get(&self.loads),
+            load_failures: get(&self.load_failures),
+            load_micros: get(&self.load_micros),
+            evictions: get(&self.evictions),
+            unacknowledged: get(&self.unacknowledged),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Slot<V> {
+    value: V,
+    stamp: Stamp,
+}
+
+/// One cache's entries on this node.
+pub(crate) struct Store<K, V> {
+    entries: moka::sync::Cache<K, Slot<V>>,
+    pub counters: Arc<Counters>,
+    events: Events,
+}
+
+impl<K, V> Store<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new(settings: &CacheSettings) -> Self {
+        let counters = Arc::new(Counters::default());
+        counters
+            .enabled
+            .store(settings.statistics, Ordering::Relaxed);
+        let events = Events::default();
+        let mut builder = moka::sync::Cache::builder();
+        if let Some(n) = settings.max_entries {
+            builder = builder.max_capacity(n);
+        }
+        if let Some(ttl) = settings.expire_after_write {
+            builder = builder.time_to_live(ttl);
+        }
+        if let Some(tti) = settings.expire_after_access {
+            builder = builder.time_to_idle(tti);
+        }
+        let (c, e) = (counters.clone(), events.clone());
+        let entries = builder
+            .eviction_listener(move |key: Arc<K>, slot: Slot<V>, cause| {
+                if matches!(cause, RemovalCause::Expired | RemovalCause::Size) {
+                    c.add(&c.evictions, 1);
+                    e.publish(EntryEvent {
+                        kind: EntryEventKind::Evicted,
+                        key: (*key).clone(),
+                        value: Some(slot.value),
+                    });
+                }
+            })
+            .build();
+        Store {
+            entries,
+            counters,
+            events,
+        }
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
+        self.entries.get(key).map(|s| s.value)
+    }
+
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    pub(crate) fn keys(&self) -> Vec<K> {
+        self.entries.iter().map(|(k, _)| (*k).clone()).collect()
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        self.counters.snapshot()
+    }
+
+    pub(crate) fn subscribe(&self, capacity: usize) -> Subscription<EntryEvent<K, V>> {
+        self.events.subscribe(capacity)
+    }
+
+    /// Stores `value` unless a newer write is already there; says whether it was stored.
+    pub(crate) fn put(&self, key: K, value: V, stamp: Stamp) -> bool {
+        let mut kind = None;
+        self.entries
+            .entry(key.clone())
+            .and_compute_with(|existing| match existing {
+                Some(e) if e.value().stamp > stamp => Compute::Nop,
+                existing => {
+                    kind = Some(if existing.is_some() {
+                        EntryEventKind::Updated
+                    } else {
+                        EntryEventKind::Added
+                    });
+                    Compute::Put(Slot {
+                        value: value.clone(),
+                        stamp,
+                    })
+                }
+            });
+        if let Some(kind) = kind {
+            self.events.publish(EntryEvent {
+                kind,
+                key,
+                value: Some(value),
+            });
+        }
+        kind.is_some()
+    }
+
+    /// Removes `key` unless it holds a write newer than `stamp`.
+    pub(crate) fn remove(&self, key: &K, stamp: Stamp) {
+        let mut removed = None;
+        self.entries
+            .entry(key.clone())
+            .and_compute_with(|existing| match existing {
+                Some(e) if e.value().stamp <= stamp => {
+                    removed = Some(e.into_value().value);
+                    Compute::Remove
+                }
+                _ => Compute::Nop,
+            });
+        if let Some(value) = removed {
+            self.events.publish(EntryEvent {
+                kind: EntryEventKind::Removed,
+                key: key.clone(),
+                value: Some(value),
+            });
+        }
+    }
+
+    /// Removes every entry.
+    pub(crate) fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+}
