@@ -63,16 +63,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Loads<K, V> {
         result
     }
 
-    /// A change to `key` arrived: a load of it in progress must not be cached.
+    /// A change to `key` arrived: a load of it in progress must not be cached, and callers
+    /// from now on must not share it (they started after the change), so it leaves the table.
     pub(crate) fn changed(&self, key: &K) {
-        if let Some(i) = self.inflight.lock().expect("loads lock").get(key) {
+        if let Some(i) = self.inflight.lock().expect("loads lock").remove(key) {
             i.stale.store(true, Ordering::Release);
         }
     }
 
     /// Every key changed.
     pub(crate) fn changed_all(&self) {
-        for i in self.inflight.lock().expect("loads lock").values() {
+        for (_, i) in self.inflight.lock().expect("loads lock").drain() {
             i.stale.store(true, Ordering::Release);
         }
     }
@@ -105,6 +106,29 @@ mod tests {
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert!(loads.inflight.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_caller_after_a_change_does_not_join_the_stale_load() {
+        let loads: Arc<Loads<u32, u32>> = Arc::new(Loads::new());
+        let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
+        let l1 = loads.clone();
+        let first = tokio::spawn(async move {
+            l1.run(&1, |_| async move {
+                let _ = gate_rx.await;
+                Ok(10)
+            })
+            .await
+        });
+        tokio::task::yield_now().await;
+        while loads.inflight.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        loads.changed(&1);
+        let second = loads.run(&1, |_| async { Ok(11) }).await;
+        assert_eq!(second, Ok(11), "the later caller loaded afresh");
+        gate_tx.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), Ok(10));
     }
 
     #[tokio::test]
