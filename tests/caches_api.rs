@@ -45,7 +45,11 @@ async fn concurrent_gets_of_one_key_share_one_load_and_are_counted() {
     let loads = Arc::new(AtomicUsize::new(0));
     let cache = node
         .caches()
-        .get_cache("users", Some(counting_loader(loads.clone())), CacheSettings::replicate_via_invalidation())
+        .get_cache(
+            "users",
+            Some(counting_loader(loads.clone())),
+            CacheSettings::replicate_via_invalidation(),
+        )
         .unwrap();
     let mut gets = Vec::new();
     for _ in 0..100 {
@@ -127,20 +131,40 @@ async fn writes_reads_and_events_on_one_node() {
     assert!(cache.replace(k.clone(), &1, 3).await.unwrap());
     assert!(cache.contains_key(&k));
     assert_eq!(cache.keys(), vec![k.clone()]);
-    assert_eq!(cache.get_with(&"other".to_string(), || async { Ok::<_, String>(9) }).await.unwrap(), 9);
+    assert_eq!(
+        cache
+            .get_with(&"other".to_string(), || async { Ok::<_, String>(9) })
+            .await
+            .unwrap(),
+        9
+    );
     cache.remove(&k).await.unwrap();
     assert_eq!(cache.get(&k).await.unwrap(), None);
     cache.remove_all().await;
     assert!(cache.is_empty());
-    let kinds: Vec<EntryEventKind> = std::iter::from_fn(|| events.try_recv()).map(|e| e.kind).collect();
+    let kinds: Vec<EntryEventKind> = std::iter::from_fn(|| events.try_recv())
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(
         kinds,
-        [EntryEventKind::Added, EntryEventKind::Updated, EntryEventKind::Added, EntryEventKind::Removed]
+        [
+            EntryEventKind::Added,
+            EntryEventKind::Updated,
+            EntryEventKind::Added,
+            EntryEventKind::Removed
+        ]
     );
     // The same name gives the same cache; other types are refused.
-    let again = node.caches().get_cache::<String, u32>("plain", None, CacheSettings::local()).unwrap();
+    let again = node
+        .caches()
+        .get_cache::<String, u32>("plain", None, CacheSettings::local())
+        .unwrap();
     assert!(again.settings().is_replicated(), "the first settings stay");
-    let err = node.caches().get_cache::<u64, u32>("plain", None, CacheSettings::local()).err().unwrap();
+    let err = node
+        .caches()
+        .get_cache::<u64, u32>("plain", None, CacheSettings::local())
+        .err()
+        .unwrap();
     assert!(matches!(err, CacheError::TypeMismatch { .. }), "{err}");
     assert!(err.to_string().contains("plain"));
     node.shutdown().await;
@@ -152,7 +176,9 @@ struct Unsendable;
 
 impl Serialize for Unsendable {
     fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("this value cannot cross the wire"))
+        Err(serde::ser::Error::custom(
+            "this value cannot cross the wire",
+        ))
     }
 }
 
@@ -166,7 +192,10 @@ async fn unserializable_and_oversized_values_fail_at_put_and_change_nothing() {
         .get_cache::<u64, Unsendable>("odd", None, CacheSettings::replicate_via_invalidation())
         .unwrap();
     let err = odd.put(1, Unsendable).await.unwrap_err();
-    assert!(matches!(err, CacheError::Serialize { what: "value", .. }), "{err}");
+    assert!(
+        matches!(err, CacheError::Serialize { what: "value", .. }),
+        "{err}"
+    );
     assert!(!odd.contains_key(&1));
     let big = node
         .caches()

@@ -1,6 +1,7 @@
 //! Helpers shared by the multi-process tests.
 #![allow(dead_code)]
 
+pub mod caches;
 pub mod locks;
 
 use std::sync::{Mutex, MutexGuard};

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use colony_runtime::transport::RequestError;
 use colony_runtime::{Node, NodeId, wire};
 use tokio::sync::mpsc;
 
@@ -57,14 +58,10 @@ impl Replicator {
             return peers.len() as u64;
         };
         let mut calls = tokio::task::JoinSet::new();
+        let deadline = tokio::time::Instant::now() + timeout;
         for peer in peers {
             let (node, payload) = (self.node.clone(), payload.clone());
-            calls.spawn(async move {
-                let answer = node
-                    .request_raw(peer, SERVICE, "apply", payload, Some(timeout))
-                    .await;
-                (peer, answer)
-            });
+            calls.spawn(async move { (peer, deliver(&node, peer, payload, deadline).await) });
         }
         let mut unacked = 0;
         while let Some(done) = calls.join_next().await {
@@ -143,6 +140,31 @@ impl Replicator {
             tx,
             names,
             overflowed,
+        }
+    }
+}
+
+/// Sends one batch to `peer` by `deadline`. A peer that is up but not yet connected (it just
+/// joined, or its session is being redialled) is waited for: skipping it would leave it stale.
+async fn deliver(
+    node: &Node,
+    peer: NodeId,
+    payload: Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Result<(), RequestError> {
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let answer = node
+            .request_raw(peer, SERVICE, "apply", payload.clone(), Some(left))
+            .await;
+        match answer {
+            Ok(_) => return Ok(()),
+            Err(RequestError::NoSession(_) | RequestError::UnknownService { .. })
+                if !left.is_zero() && node.up_members().contains(&peer) =>
+            {
+                tokio::time::sleep(Duration::from_millis(5).min(left)).await;
+            }
+            Err(e) => return Err(e),
         }
     }
 }

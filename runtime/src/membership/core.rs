@@ -116,6 +116,11 @@ pub struct MembershipCore {
     stale_suspicion: Duration,
     seeds: Vec<SocketAddr>,
     local_state: MemberState,
+    /// foca is probing and answering: it said `Active` and has not said `Idle` or `Defunct`, nor
+    /// renewed its identity, since.
+    connected: bool,
+    /// The identity was just renewed: announce it to every known address before going quiet.
+    reannounce: bool,
     members: HashMap<NodeId, Record>,
     /// New id to the id it replaced, for a `Rename` waiting for its `MemberUp`.
     renamed: HashMap<NodeId, NodeId>,
@@ -151,7 +156,10 @@ impl MembershipCore {
             cluster_size,
             stale_suspicion: timings.suspect_to_down + timings.probe_period * 2,
             seeds: Vec::new(),
-            local_state: MemberState::Up,
+            // Until `join` says otherwise: a node is not up before it has started.
+            local_state: MemberState::Joining,
+            connected: false,
+            reannounce: false,
             members: HashMap::new(),
             renamed: HashMap::new(),
             timers: BTreeMap::new(),
@@ -231,8 +239,10 @@ impl MembershipCore {
     pub fn join(&mut self, now: Instant, seeds: &[SocketAddr]) {
         let own = self.foca.identity().addr;
         self.seeds = seeds.iter().copied().filter(|s| *s != own).collect();
-        if !self.seeds.is_empty() {
-            self.local_state = MemberState::Joining;
+        if self.seeds.is_empty() {
+            self.local_state = MemberState::Up;
+            self.version += 1;
+        } else {
             self.announce_to_seeds();
         }
         self.schedule(now + ANNOUNCE_EVERY, Timer::Own(TimerKind::Announce));
@@ -245,12 +255,15 @@ impl MembershipCore {
         self.version += 1;
         let body = crate::wire::encode_payload(self.foca.identity()).unwrap_or_default();
         let packet = self.key.seal(Kind::Leave, &body);
-        let targets: Vec<SocketAddr> = self
+        let mut targets: Vec<SocketAddr> = self
             .members
             .values()
             .filter(|r| matches!(r.state, MemberState::Up | MemberState::Suspect))
             .map(|r| r.identity.addr)
             .collect();
+        // The member table is a HashMap, whose order changes from run to run: sort, so that the
+        // same inputs give the same outputs and a simulation replays from its seed.
+        targets.sort();
         for to in targets {
             self.send(to, packet.clone());
         }
@@ -289,6 +302,14 @@ impl MembershipCore {
                 self.report_rejection(now, from, error);
             }
             Ok((Kind::Gossip, body)) => {
+                // foca's `leave_cluster` gossips "I am down" from the leaver itself, alongside
+                // our Leave packet. When that gossip arrives first (datagrams reorder) or the
+                // Leave packet is lost, foca reports MemberDown and a graceful leave would surface
+                // as NodeDown (found by the simulator: `sim::tests::leave`). A sender declaring
+                // itself down is leaving, whichever packet says so first.
+                if let Some(who) = self_declared_leave(body) {
+                    self.mark_left(now, &who);
+                }
                 if let Err(e) = self.foca.handle_data(body, &mut self.runtime) {
                     self.stats.swim_errors += 1;
                     tracing::debug!(%from, error = %e, "gossip packet not accepted");
@@ -313,16 +334,20 @@ impl MembershipCore {
                 break;
             }
             match entry.remove() {
+                Timer::Foca(t) if self.suspicion_refuted(&t) => {}
                 Timer::Foca(t) => {
                     if let Err(e) = self.foca.handle_timer(t, &mut self.runtime) {
                         tracing::debug!(error = %e, "swim timer");
                     }
                 }
                 Timer::Own(TimerKind::Announce) => {
-                    // Joining, or missing members after a partition: ask the seeds again.
-                    if self.local_state == MemberState::Joining
-                        || self.up_count() < self.cluster_size
-                    {
+                    if !self.connected {
+                        // Joining, renewed, or every peer declared down: foca announces to down
+                        // members only while it still has live ones, so knock on every known
+                        // door, not only the seeds (which may be the ones that died).
+                        self.announce_to_known();
+                    } else if self.up_count() < self.cluster_size {
+                        // Missing members after a partition: ask the seeds again.
                         self.announce_to_seeds();
                     }
                     self.settle_stale_suspicions(now);
@@ -335,6 +360,29 @@ impl MembershipCore {
     }
 
     // ---- internals ----
+
+    /// Whether `timer` would turn a suspect down though it refuted the suspicion (or is gone).
+    ///
+    /// foca 2.0 checks the refutation before marking the member down, but then sends it
+    /// `TurnUndead` anyway, and the member, unable to refute a death, renews its identity. So
+    /// every refuted suspicion forced a renewal (and `NodeRejoined` on every node) one suspicion
+    /// timeout later, as the simulator showed after short partitions (`sim::tests::faults`).
+    /// Dropping the stale timer here keeps foca from sending that message.
+    fn suspicion_refuted(&self, timer: &foca::Timer<NodeIdentity>) -> bool {
+        let foca::Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = timer
+        else {
+            return false;
+        };
+        !self.foca.iter_membership_state().any(|m| {
+            m.id() == member_id
+                && m.state() == foca::State::Suspect
+                && m.incarnation() == *incarnation
+        })
+    }
 
     fn announce_to_seeds(&mut self) {
         for seed in self.seeds.clone() {
@@ -393,17 +441,88 @@ impl MembershipCore {
 
     /// Moves what foca produced into outputs and the member table.
     fn drain(&mut self, now: Instant) {
-        while let Some((to, data)) = self.runtime.to_send() {
-            let packet = self.key.seal(Kind::Gossip, &data);
-            self.send(to.addr, packet);
+        loop {
+            while let Some((to, data)) = self.runtime.to_send() {
+                let packet = self.key.seal(Kind::Gossip, &data);
+                self.send(to.addr, packet);
+            }
+            while let Some((after, timer)) = self.runtime.to_schedule() {
+                self.schedule(now + after, Timer::Foca(timer));
+            }
+            while let Some(note) = self.runtime.to_notify() {
+                self.apply(now, note);
+            }
+            if !std::mem::take(&mut self.reannounce) {
+                break;
+            }
+            self.announce_to_known();
         }
-        while let Some((after, timer)) = self.runtime.to_schedule() {
-            self.schedule(now + after, Timer::Foca(timer));
-        }
-        while let Some(note) = self.runtime.to_notify() {
-            self.apply(now, note);
-        }
+        self.reconcile_renames(now);
         self.reconcile_suspects(now);
+    }
+
+    /// Settles renames that no `MemberUp` will complete.
+    ///
+    /// A rename whose old identity we hold as left or down waits for foca's `MemberUp` of the new
+    /// one. But we mark a member left as soon as its Leave packet arrives, while foca may still
+    /// count it alive; if the node then restarts at the same address, foca swaps one live
+    /// identity for another, its active set does not change, and no `MemberUp` comes. The
+    /// simulator found the restarted node listed as left for good (`sim::tests::faults`). Any
+    /// `MemberUp` of this batch was applied before this runs, so what is left is settled here.
+    fn reconcile_renames(&mut self, now: Instant) {
+        let mut waiting: Vec<(NodeId, NodeId)> =
+            self.renamed.iter().map(|(new, old)| (*new, *old)).collect();
+        waiting.sort();
+        for (new, previous) in waiting {
+            let live = self
+                .foca
+                .iter_members()
+                .find(|m| m.id().id == new)
+                .map(|m| m.id().clone());
+            if let Some(identity) = live {
+                self.renamed.remove(&new);
+                let member = self.set(now, &identity, MemberState::Up);
+                self.outputs
+                    .push_back(Output::Event(MemberEvent::NodeRejoined {
+                        member,
+                        previous,
+                    }));
+            }
+        }
+    }
+
+    /// Announces the local identity to the seeds and to every member we know of.
+    ///
+    /// Used whenever foca is disconnected, which the simulator showed can last (both found by
+    /// `sim::tests::faults`):
+    /// - After a renewal foca waits for someone to address the new identity, and drops payloads
+    ///   addressed to the old one; its own renewal gossip goes to the identities it knows, so it
+    ///   is lost on peers that renewed at the same moment. A node stayed silent that way, its
+    ///   table still showing everyone up, until the others declared it down again.
+    /// - A node that declared every peer down stops probing and announcing; when the seeds are
+    ///   the nodes that died, two survivors that had declared each other down never met again.
+    ///
+    /// An announce is accepted by address, whatever identity the receiver knows.
+    fn announce_to_known(&mut self) {
+        let own = self.foca.identity().addr;
+        let mut targets: Vec<SocketAddr> = self.seeds.clone();
+        targets.extend(self.members.values().map(|r| r.identity.addr));
+        targets.sort();
+        targets.dedup();
+        for addr in targets {
+            if addr == own || self.blocked.contains(&addr) {
+                continue;
+            }
+            let target = NodeIdentity {
+                id: NodeId::from_u128(0),
+                name: String::new(),
+                addr,
+                incarnation: 0,
+            };
+            if let Err(e) = self.foca.announce(target, &mut self.runtime) {
+                tracing::debug!(error = %e, "announce");
+            }
+        }
     }
 
     fn apply(&mut self, now: Instant, note: OwnedNotification<NodeIdentity>) {
@@ -452,6 +571,7 @@ impl MembershipCore {
                 }
             }
             OwnedNotification::Active => {
+                self.connected = true;
                 if self.local_state == MemberState::Joining {
                     self.local_state = MemberState::Up;
                     self.version += 1;
@@ -461,10 +581,13 @@ impl MembershipCore {
                 if matches!(self.local_state, MemberState::Joining | MemberState::Up) {
                     self.local_state = MemberState::Up;
                 }
+                // Renewing resets foca to disconnected: announce the new identity at once.
+                self.connected = false;
+                self.reannounce = true;
                 self.version += 1;
                 self.outputs.push_back(Output::Renewed(new));
             }
-            OwnedNotification::Idle | OwnedNotification::Defunct => {}
+            OwnedNotification::Idle | OwnedNotification::Defunct => self.connected = false,
             #[allow(unreachable_patterns)]
             _ => {}
         }
@@ -546,7 +669,10 @@ impl MembershipCore {
             return;
         }
         tracing::debug!(count = stale.len(), "settling suspicions foca forgot");
-        if let Err(e) = self.foca.apply_many(stale.into_iter(), true, &mut self.runtime) {
+        if let Err(e) = self
+            .foca
+            .apply_many(stale.into_iter(), true, &mut self.runtime)
+        {
             tracing::debug!(error = %e, "settling stale suspicions");
         }
     }
@@ -561,6 +687,31 @@ impl MembershipCore {
             self.version += 1;
         }
     }
+}
+
+/// The sender, if this foca packet has it declaring itself down: that is how foca leaves.
+///
+/// Only a leaving node gossips its own death; a failure verdict is always sent by someone else.
+fn self_declared_leave(mut body: &[u8]) -> Option<NodeIdentity> {
+    use foca::Codec;
+
+    let mut codec = PostcardCodec;
+    let header: foca::Header<NodeIdentity> = codec.decode_header(&mut body).ok()?;
+    // The layout foca writes after the header: a big-endian u16 count, then the updates.
+    let &[hi, lo, ref rest @ ..] = body else {
+        return None;
+    };
+    let mut updates: &[u8] = rest;
+    if header.message == foca::Message::Broadcast {
+        return None;
+    }
+    for _ in 0..u16::from_be_bytes([hi, lo]) {
+        let update: foca::Member<NodeIdentity> = codec.decode_member(&mut updates).ok()?;
+        if update.state() == foca::State::Down && *update.id() == header.src {
+            return Some(header.src);
+        }
+    }
+    None
 }
 
 /// SWIM settings from Colony's timings.

@@ -256,7 +256,6 @@ async fn start(
         transport.stop();
         return Err(e.into());
     }
-    pending.start(&config.seeds);
     tracing::info!(node = %config.name, %id, %addr, incarnation, "node started");
     let node = Node {
         inner: Arc::new(Inner {
@@ -279,6 +278,8 @@ async fn start(
         match admin::AdminServer::serve(admin_addr, node.clone()).await {
             Ok(server) => *node.inner.admin.lock().expect("admin lock") = Some(server),
             Err(source) => {
+                // Never started: dropping it lets the leave below return at once.
+                drop(pending);
                 node.shutdown().await;
                 return Err(StartError::Admin {
                     addr: admin_addr,
@@ -287,12 +288,15 @@ async fn start(
             }
         }
     }
+    // Services every node must offer (the primitives) register before anyone sees it up.
     for hook in hooks {
         if let Err(e) = hook(node.clone()).await {
+            drop(pending);
             node.shutdown().await;
             return Err(e.into());
         }
     }
+    pending.start(&node.inner.config.seeds);
     node.joined().await;
     tracing::info!(node = %node.name(), members = node.members().len(), "joined the cluster");
     if let Err(e) = start_components(&node).await {

@@ -2,6 +2,7 @@
 //! (`colony node --workload FILE`, hidden). Each writes what happened, one JSON line per event,
 //! so that checkers can judge the run afterwards.
 
+mod cache_hammer;
 mod history;
 mod lock_hammer;
 mod sink;
@@ -18,6 +19,8 @@ use serde::Deserialize;
 pub enum Workload {
     /// Clients that take, hold and release locks in a loop.
     LockHammer(lock_hammer::LockHammer),
+    /// Writers and a reader on one replicated cache.
+    CacheHammer(cache_hammer::CacheHammer),
 }
 
 impl Workload {
@@ -30,6 +33,7 @@ impl Workload {
     pub async fn run(self, node: Node) {
         let result = match self {
             Workload::LockHammer(w) => w.run(node).await,
+            Workload::CacheHammer(w) => w.run(node).await,
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "workload failed");

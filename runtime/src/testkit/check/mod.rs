@@ -1,6 +1,8 @@
 //! Checkers of recorded histories: pure functions, one file per promise, shared by the
 //! simulator and the multi-process tests.
 
+mod coherence;
 mod holds;
 
+pub use coherence::{Read, StaleRead, Write, no_stale_reads, reads_never_go_back};
 pub use holds::{Hold, Violation, no_two_holders, tokens_increase};

@@ -1,0 +1,141 @@
+//! Writers and a reader on one cache: each node writes its own keys, with increasing values,
+//! first to a "database" in the shared home and then to the cache; and reads every node's keys
+//! through the cache, whose loader reads the database. Every write and read is recorded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use colony::Node;
+use colony::actors::caches::{Cache, CacheSettings, CachesExt, Loader};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::history::{History, wall_us};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CacheHammer {
+    /// `invalidation` or `copy`.
+    mode: String,
+    /// Synchronous replication (else asynchronous).
+    synchronous: bool,
+    /// Keys each node writes.
+    keys_per_node: usize,
+    /// Pause between two writes of this node.
+    write_every_ms: u64,
+    /// Pause between two reads of this node.
+    read_every_ms: u64,
+    /// Stop writing after this many writes per node (reads go on).
+    writes: u64,
+    /// The database directory, relative to the shared home.
+    db: PathBuf,
+    /// JSON-lines history file, relative to the local home.
+    history: PathBuf,
+}
+
+fn read_db(db: &Path, key: &str) -> std::io::Result<u64> {
+    std::fs::read_to_string(db.join(key))?
+        .trim()
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+fn write_db(db: &Path, key: &str, value: u64) -> std::io::Result<()> {
+    let tmp = db.join(format!(".{key}.tmp"));
+    std::fs::write(&tmp, value.to_string())?;
+    std::fs::rename(tmp, db.join(key))
+}
+
+impl CacheHammer {
+    pub async fn run(self, node: Node) -> anyhow::Result<()> {
+        let db = node.shared_home().root().join(&self.db);
+        std::fs::create_dir_all(&db)?;
+        let history = History::open(&node.local_home().root().join(&self.history))?;
+        let settings = match self.mode.as_str() {
+            "copy" => CacheSettings::replicate_via_copy(),
+            _ => CacheSettings::replicate_via_invalidation(),
+        };
+        let settings = if self.synchronous {
+            settings.synchronous()
+        } else {
+            settings.asynchronous()
+        };
+        let loader_db = db.clone();
+        let cache: Cache<String, u64> = node.caches().get_cache(
+            "hammer",
+            Some(Loader::new(move |key: String| {
+                let db = loader_db.clone();
+                async move { read_db(&db, &key) }
+            })),
+            settings,
+        )?;
+        let me = Arc::new(self);
+        let writer = tokio::spawn(me.clone().write(
+            node.clone(),
+            cache.clone(),
+            db.clone(),
+            history.clone(),
+        ));
+        me.read(node, cache, db, history).await;
+        let _ = writer.await;
+        Ok(())
+    }
+
+    async fn write(
+        self: Arc<Self>,
+        node: Node,
+        cache: Cache<String, u64>,
+        db: PathBuf,
+        history: History,
+    ) {
+        let keys: Vec<String> = (0..self.keys_per_node)
+            .map(|i| format!("{}-{i}", node.name()))
+            .collect();
+        for n in 1..=self.writes {
+            let key = &keys[n as usize % keys.len()];
+            if let Err(e) = write_db(&db, key, n) {
+                tracing::error!(error = %e, "database write failed");
+                continue;
+            }
+            let start_us = wall_us();
+            // Alternate the two kinds of change: a put of the new value, or a removal that
+            // makes every node load it from the database.
+            let op = if n % 2 == 0 { "put" } else { "remove" };
+            let result = if op == "put" {
+                cache.put(key.clone(), n).await
+            } else {
+                cache.remove(key).await
+            };
+            history.record(&json!({
+                "event": "write", "op": op, "key": key, "value": n, "node": node.name(),
+                "start_us": start_us, "end_us": wall_us(), "ok": result.is_ok(),
+            }));
+            tokio::time::sleep(Duration::from_millis(self.write_every_ms)).await;
+        }
+    }
+
+    async fn read(&self, node: Node, cache: Cache<String, u64>, db: PathBuf, history: History) {
+        let mut round = 0usize;
+        loop {
+            let mut keys: Vec<String> = std::fs::read_dir(&db)
+                .map(|dir| {
+                    dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .filter(|n| !n.starts_with('.'))
+                        .collect()
+                })
+                .unwrap_or_default();
+            keys.sort();
+            if let Some(key) = keys.get(round % keys.len().max(1)) {
+                let start_us = wall_us();
+                let value = cache.get(key).await;
+                history.record(&json!({
+                    "event": "read", "key": key, "node": node.name(),
+                    "value": value.as_ref().ok().cloned().flatten(),
+                    "start_us": start_us, "end_us": wall_us(),
+                }));
+            }
+            round += 1;
+            tokio::time::sleep(Duration::from_millis(self.read_every_ms)).await;
+        }
+    }
+}

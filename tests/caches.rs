@@ -1,0 +1,208 @@
+//! Cache coherence across node processes: writers and readers on every node, histories
+//! checked afterwards (DESIGN: Caches).
+
+// Each async test runs on its own runtime; the lock only keeps whole tests from overlapping.
+#![allow(clippy::await_holding_lock)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use colony::actors::caches::{CacheSettings, CachesExt, Loader};
+use colony::{MemberEvent, Node};
+use common::caches::{check, hammer, history, wait_writes_done};
+use common::{converged_cluster, logs, serial};
+
+fn coherent(mode: &str, synchronous: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = hammer(dir.path(), 3, mode, synchronous);
+    assert!(
+        wait_writes_done(&cluster, Duration::from_secs(60)),
+        "writes stalled:\n{}",
+        logs(&cluster)
+    );
+    // Let the readers see the last values, then judge the whole run.
+    let (writes, _) = history(&cluster);
+    let last = writes.iter().map(|w| w.end_us).max().unwrap_or(0);
+    let settled = cluster.wait_until(Duration::from_secs(20), |c| {
+        let (_, reads) = history(c);
+        reads.iter().filter(|r| r.start_us > last).count() > 100
+    });
+    assert!(settled.is_some(), "readers stopped:\n{}", logs(&cluster));
+    check(&cluster, synchronous);
+    if !synchronous {
+        // Asynchronous replication converges: every node ends up reading the last values.
+        let (writes, _) = history(&cluster);
+        let converged = cluster.wait_until(Duration::from_secs(20), |c| {
+            let (_, reads) = history(c);
+            writes.iter().all(|w| {
+                let latest = writes
+                    .iter()
+                    .filter(|x| x.key == w.key)
+                    .map(|x| x.value)
+                    .max();
+                reads
+                    .iter()
+                    .filter(|r| r.key == w.key && r.start_us > last)
+                    .all(|r| Some(r.value) == latest)
+            })
+        });
+        assert!(
+            converged.is_some(),
+            "asynchronous replication did not converge"
+        );
+    }
+}
+
+#[test]
+fn synchronous_invalidation_never_serves_a_value_older_than_a_returned_write() {
+    let _serial = serial();
+    coherent("invalidation", true);
+}
+
+#[test]
+fn synchronous_copy_never_serves_a_value_older_than_a_returned_write() {
+    let _serial = serial();
+    coherent("copy", true);
+}
+
+#[test]
+fn asynchronous_invalidation_keeps_each_origins_order_and_converges() {
+    let _serial = serial();
+    coherent("invalidation", false);
+}
+
+async fn in_process(
+    cluster: &colony_runtime::testkit::TestCluster,
+    home: &std::path::Path,
+    name: &str,
+) -> Node {
+    colony::node()
+        .name(name)
+        .home(home)
+        .shared_home(cluster.shared_home())
+        .bind("127.0.0.1:0")
+        .seeds([cluster.addr(0)])
+        .cookie("colony-test-cookie")
+        .cluster_size(cluster.len() + 1)
+        .fault_injection(true)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_by_a_partition_drops_its_replicated_entries_when_it_rejoins() {
+    let _serial = serial();
+    let cluster = tokio::task::block_in_place(|| converged_cluster(2));
+    let home = tempfile::tempdir().unwrap();
+    let node = in_process(&cluster, home.path(), "island").await;
+    let db = cluster.shared_home().join("partition-db");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join("k"), "1").unwrap();
+    let loader_db = db.clone();
+    let cache = node
+        .caches()
+        .get_cache::<String, u64>(
+            "partitioned",
+            Some(Loader::new(move |k: String| {
+                let db = loader_db.clone();
+                async move {
+                    Ok::<u64, String>(
+                        std::fs::read_to_string(db.join(k))
+                            .map_err(|e| e.to_string())?
+                            .parse()
+                            .unwrap(),
+                    )
+                }
+            })),
+            CacheSettings::replicate_via_invalidation(),
+        )
+        .unwrap();
+    assert_eq!(cache.get(&"k".into()).await.unwrap(), Some(1));
+    let mut events = node.subscribe(64);
+    node.set_blocked([cluster.addr(0), cluster.addr(1)].into_iter().collect())
+        .await;
+    // Meanwhile the rest of the cluster changes the value: this node cannot hear about it.
+    std::fs::write(db.join("k"), "2").unwrap();
+    assert_eq!(
+        cache.get(&"k".into()).await.unwrap(),
+        Some(1),
+        "cut off, it serves what it has"
+    );
+    // Wait until this node has declared the others down, then heal.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.up_members().len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the others were never declared down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.set_blocked(Default::default()).await;
+    let rejoined = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(e) = events.recv().await {
+            if matches!(e, MemberEvent::NodeRejoined { .. }) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(rejoined.is_ok(), "no rejoin after healing");
+    // The rejoin cleared the replicated cache: the next read loads the current value.
+    let mut value = None;
+    for _ in 0..100 {
+        value = cache.get(&"k".into()).await.unwrap();
+        if value == Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(value, Some(2), "a stale entry survived the rejoin");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_or_paused_peer_holds_synchronous_writers_up_no_longer_than_the_timeout() {
+    let _serial = serial();
+    let mut cluster = tokio::task::block_in_place(|| converged_cluster(2));
+    let home = tempfile::tempdir().unwrap();
+    let node = in_process(&cluster, home.path(), "writer").await;
+    let timeout = Duration::from_millis(500);
+    let cache = node
+        .caches()
+        .get_cache::<u64, u64>(
+            "timed",
+            None,
+            CacheSettings::replicate_via_copy().replication_timeout(timeout),
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.up_members().len() < 3 || !node.members().iter().all(|m| node.is_connected(m.id)) {
+        assert!(Instant::now() < deadline, "no sessions to the peers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cache.put(1, 1).await.unwrap();
+    assert_eq!(cache.stats().unacknowledged, 0, "every peer acknowledged");
+
+    cluster.pause(1);
+    let started = Instant::now();
+    cache.put(2, 2).await.unwrap();
+    let took = started.elapsed();
+    cluster.resume(1);
+    assert!(
+        took < timeout + Duration::from_millis(500),
+        "a paused peer held the writer for {took:?}"
+    );
+    assert_eq!(
+        cache.stats().unacknowledged,
+        1,
+        "the paused peer was reported"
+    );
+
+    tokio::task::block_in_place(|| cluster.kill(1));
+    let started = Instant::now();
+    cache.put(3, 3).await.unwrap();
+    assert!(started.elapsed() < timeout + Duration::from_millis(500));
+    node.shutdown().await;
+}

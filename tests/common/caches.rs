@@ -1,0 +1,110 @@
+//! Cache workloads on node processes, and the checks of their histories.
+
+use std::path::Path;
+use std::time::Duration;
+
+use colony_runtime::testkit::check::{Read, Write, no_stale_reads, reads_never_go_back};
+use colony_runtime::testkit::{ClusterSpec, TestCluster};
+use serde_json::{Value, json};
+
+/// Writes each node makes in a coherence run.
+pub const WRITES: u64 = 150;
+
+/// A cluster whose nodes each write their keys and read everyone's through one cache.
+pub fn hammer(dir: &Path, nodes: usize, mode: &str, synchronous: bool) -> TestCluster {
+    let workload = dir.join("workload.json");
+    std::fs::write(
+        &workload,
+        json!({
+            "kind": "cache_hammer", "mode": mode, "synchronous": synchronous,
+            "keys_per_node": 3, "write_every_ms": 10, "read_every_ms": 2, "writes": WRITES,
+            "db": "cachedb", "history": "log/cache.jsonl",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut spec: ClusterSpec = super::spec(nodes);
+    spec.extra_args = vec!["--workload".into(), workload.display().to_string()];
+    let cluster = TestCluster::start(spec).expect("spawn nodes");
+    super::assert_converges(&cluster, "no convergence");
+    cluster
+}
+
+fn events(cluster: &TestCluster) -> Vec<Value> {
+    cluster
+        .all()
+        .into_iter()
+        .flat_map(|i| {
+            std::fs::read_to_string(cluster.home(i).join("log/cache.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<Value>>()
+        })
+        .collect()
+}
+
+/// The recorded writes that succeeded, and the reads that returned a value.
+pub fn history(cluster: &TestCluster) -> (Vec<Write>, Vec<Read>) {
+    let events = events(cluster);
+    let u = |e: &Value, f: &str| e[f].as_u64().unwrap_or(0);
+    let s = |e: &Value, f: &str| e[f].as_str().unwrap_or("").to_owned();
+    let writes = events
+        .iter()
+        .filter(|e| e["event"] == "write" && e["ok"] == true)
+        .map(|e| Write {
+            key: s(e, "key"),
+            value: u(e, "value"),
+            start_us: u(e, "start_us"),
+            end_us: u(e, "end_us"),
+        })
+        .collect();
+    let reads = events
+        .iter()
+        .filter(|e| e["event"] == "read" && e["value"].is_u64())
+        .map(|e| Read {
+            node: s(e, "node"),
+            key: s(e, "key"),
+            value: u(e, "value"),
+            start_us: u(e, "start_us"),
+            end_us: u(e, "end_us"),
+        })
+        .collect();
+    (writes, reads)
+}
+
+/// Waits until every node has made all its writes.
+pub fn wait_writes_done(cluster: &TestCluster, timeout: Duration) -> bool {
+    let want = WRITES as usize * cluster.len();
+    cluster
+        .wait_until(timeout, |c| {
+            events(c).iter().filter(|e| e["event"] == "write").count() >= want
+        })
+        .is_some()
+}
+
+/// The reads never went back on any node, and (for synchronous runs) never served a value
+/// older than a returned write.
+pub fn check(cluster: &TestCluster, synchronous: bool) {
+    let (writes, reads) = history(cluster);
+    assert!(
+        writes.len() as u64 >= WRITES,
+        "too few writes: {}",
+        writes.len()
+    );
+    assert!(reads.len() > 500, "too few reads: {}", reads.len());
+    let back = reads_never_go_back(&reads);
+    assert!(
+        back.is_empty(),
+        "a node read an older value after a newer one: {:#?}",
+        &back[..back.len().min(5)]
+    );
+    if synchronous {
+        let stale = no_stale_reads(&writes, &reads);
+        assert!(
+            stale.is_empty(),
+            "stale reads after returned writes: {:#?}",
+            &stale[..stale.len().min(5)]
+        );
+    }
+}
