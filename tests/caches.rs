@@ -206,3 +206,36 @@ async fn a_dead_or_paused_peer_holds_synchronous_writers_up_no_longer_than_the_t
     assert!(started.elapsed() < timeout + Duration::from_millis(500));
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_from_the_admin_endpoint_empties_flushable_caches_on_every_node() {
+    let _serial = serial();
+    let cluster = tokio::task::block_in_place(|| converged_cluster(2));
+    let home = tempfile::tempdir().unwrap();
+    let node = in_process(&cluster, home.path(), "flushed").await;
+    let caches = node.caches();
+    let flushable = caches
+        .get_cache::<u64, u64>("flushable", None, CacheSettings::local())
+        .unwrap();
+    let kept = caches
+        .get_cache::<u64, u64>("kept", None, CacheSettings::local().flushable(false))
+        .unwrap();
+    flushable.put(1, 1).await.unwrap();
+    kept.put(1, 1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.up_members().len() < 3 || !node.members().iter().all(|m| node.is_connected(m.id)) {
+        assert!(Instant::now() < deadline, "no sessions to the peers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Asked on another node, the flush reaches this one.
+    let answer = tokio::task::block_in_place(|| cluster.admin(0).action("caches.flush")).unwrap();
+    assert_eq!(
+        answer["unconfirmed"].as_array().map(Vec::len),
+        Some(0),
+        "{answer}"
+    );
+    assert!(!flushable.contains_key(&1));
+    assert!(kept.contains_key(&1));
+    assert!(tokio::task::block_in_place(|| cluster.admin(0).action("no.such.action")).is_err());
+    node.shutdown().await;
+}

@@ -39,4 +39,4 @@ pub mod wire;
 
 pub use membership::{Member, MemberEvent, MemberState, NodeId};
 pub use node::admin_types::{ClusterStatus, Faults};
-pub use node::{Node, NodeBuilder, NodeStats, StartError, StartHook};
+pub use node::{AdminAction, Node, NodeBuilder, NodeStats, StartError, StartHook};

@@ -157,6 +157,20 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
             }
         }
     });
+    node.register_admin_action(
+        "caches.flush",
+        Arc::new(|node: Node| {
+            Box::pin(async move {
+                let missed = node
+                    .caches()
+                    .flush_cluster()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let missed: Vec<String> = missed.iter().map(ToString::to_string).collect();
+                Ok(serde_json::json!({ "flushed": true, "unconfirmed": missed }))
+            })
+        }),
+    );
     node.set_extension(shared);
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -63,6 +63,7 @@ impl AdminServer {
             .route("/cluster", get(cluster))
             .route("/stats", get(stats))
             .route("/faults", post(faults))
+            .route("/actions/{name}", post(action))
             .with_state(node);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tracing::info!(%addr, "admin endpoint listening");
@@ -110,5 +111,19 @@ async fn faults(State(node): State<Node>, Json(faults): Json<Faults>) -> impl In
             StatusCode::FORBIDDEN,
             "fault injection is off on this node (start it with --fault-injection)\n",
         )
+    }
+}
+
+async fn action(State(node): State<Node>, Path(name): Path<String>) -> axum::response::Response {
+    match node.run_admin_action(&name).await {
+        Some(Ok(body)) => Json(body).into_response(),
+        Some(Err(message)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{message}\n")).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no admin action named `{name}`\n"),
+        )
+            .into_response(),
     }
 }

@@ -270,6 +270,7 @@ async fn start(
             components,
             started: tokio::sync::Mutex::new(0),
             extensions: Default::default(),
+            actions: Default::default(),
             stopping: AtomicBool::new(false),
             admin: std::sync::Mutex::new(None),
         }),

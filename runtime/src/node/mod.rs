@@ -65,9 +65,21 @@ struct Inner {
     components: Vec<Arc<dyn Component>>,
     started: Mutex<usize>,
     extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
+    actions: dashmap::DashMap<String, AdminAction>,
     stopping: AtomicBool,
     admin: std::sync::Mutex<Option<admin::AdminServer>>,
 }
+
+/// An operation that operators may start from the admin endpoint (`POST /actions/{name}`);
+/// it answers with JSON or an error message.
+pub type AdminAction = Arc<
+    dyn Fn(
+            Node,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 /// Counters from every layer of the node, as served by the admin endpoint's `/stats`.
 #[derive(Debug, Clone, Serialize)]
@@ -149,6 +161,17 @@ impl Node {
         self.inner
             .extensions
             .insert(std::any::TypeId::of::<T>(), value);
+    }
+
+    /// Offers `action` on the admin endpoint as `POST /actions/{name}` (e.g. `caches.flush`).
+    pub fn register_admin_action(&self, name: &str, action: AdminAction) {
+        self.inner.actions.insert(name.to_owned(), action);
+    }
+
+    /// Runs the admin action `name`; `None` if there is none.
+    pub async fn run_admin_action(&self, name: &str) -> Option<Result<serde_json::Value, String>> {
+        let action = self.inner.actions.get(name)?.clone();
+        Some(action(self.clone()).await)
     }
 
     /// Subscribes to membership events with a queue of `capacity`; see [`Events`].

@@ -76,6 +76,23 @@ impl AdminClient {
         response.body_mut().read_json().map_err(|e| self.err(e))
     }
 
+    /// `POST /actions/{name}`: runs an admin action and returns its JSON answer.
+    ///
+    /// # Errors
+    /// The endpoint is unreachable, has no such action, or the action failed.
+    pub fn action(&self, name: &str) -> Result<serde_json::Value, AdminError> {
+        let mut response = self
+            .agent
+            .post(format!("http://{}/actions/{name}", self.addr))
+            .send_empty()
+            .map_err(|e| self.err(e))?;
+        if response.status() != 200 {
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            return Err(self.err(format!("status {}: {}", response.status(), body.trim())));
+        }
+        response.body_mut().read_json().map_err(|e| self.err(e))
+    }
+
     /// `POST /faults`: cut the node off from `blocked` (empty heals).
     ///
     /// # Errors
