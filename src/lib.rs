@@ -1,7 +1,8 @@
 //! # Colony
 //!
 //! Cluster primitives for Rust applications that run on one node or on many: membership with
-//! failure detection, placement and quorum, and on them cluster locks with fencing tokens.
+//! failure detection, placement and quorum, and on them cluster locks with fencing tokens and
+//! cluster-coherent caches.
 //!
 //! This crate re-exports [`colony_runtime`] (as [`runtime`], with its most used items at the
 //! top level) and [`colony_actors`] (as [`actors`]), and ships the `colony` command.
@@ -27,6 +28,7 @@
 
 pub use colony_actors as actors;
 pub use colony_actors::Primitives;
+pub use colony_actors::caches::{Cache, CacheSettings, CachedReference, CachesExt, Loader};
 pub use colony_actors::locks::{ClusterLock, EntityLock, LockGuard, LocksExt};
 pub use colony_runtime as runtime;
 pub use colony_runtime::{

@@ -14,6 +14,7 @@ const NODES: usize = 3;
 const LOCK: &str = "demo-lock";
 const LEASE_MS: u64 = 1500;
 const WAIT: Duration = Duration::from_secs(30);
+const CACHE_WRITES: u64 = 6;
 
 pub fn run() -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("find the colony binary")?;
@@ -28,10 +29,23 @@ pub fn run() -> anyhow::Result<()> {
         })
         .to_string(),
     )?;
+    // And every node writes a few keys of a cache replicated by invalidation, and reads all.
+    let caching = scratch.path().join("caching.json");
+    std::fs::write(
+        &caching,
+        json!({
+            "kind": "cache_hammer", "mode": "invalidation", "synchronous": true,
+            "keys_per_node": 1, "write_every_ms": 300, "read_every_ms": 50, "writes": CACHE_WRITES,
+            "db": "demo-db", "history": "log/demo-cache.jsonl",
+        })
+        .to_string(),
+    )?;
     let mut spec = ClusterSpec::new(binary, NODES);
     spec.extra_args = vec![
         "--workload".into(),
         workload.display().to_string(),
+        "--workload".into(),
+        caching.display().to_string(),
         "--lock-lease-ms".into(),
         LEASE_MS.to_string(),
     ];
@@ -61,6 +75,8 @@ pub fn run() -> anyhow::Result<()> {
         took.as_millis()
     );
     show(&cluster, 0);
+
+    show_invalidation(&cluster)?;
 
     println!(
         "\nEach node asks for the cluster lock `{LOCK}` (lease {LEASE_MS} ms); one gets it, the others wait in line."
@@ -147,6 +163,63 @@ pub fn run() -> anyhow::Result<()> {
     drop(cluster);
     println!("Done.");
     Ok(())
+}
+
+/// Waits for n1's last cache write, then shows what every node reads for that key.
+fn show_invalidation(cluster: &TestCluster) -> anyhow::Result<()> {
+    println!(
+        "\nEach node writes its key of a cache replicated by invalidation ({CACHE_WRITES} writes, \
+         the system of record first, then the cache) and reads every node's key through the cache."
+    );
+    let key = format!("{}-0", cluster.name(0));
+    let last_write = || {
+        cache_events(cluster, 0)
+            .into_iter()
+            .filter(|e| e["event"] == "write" && e["key"] == key.as_str())
+            .filter_map(|e| Some((e["value"].as_u64()?, e["end_us"].as_u64()?)))
+            .max()
+    };
+    if cluster
+        .wait_until(WAIT, |_| {
+            last_write().is_some_and(|(v, _)| v >= CACHE_WRITES - 1)
+        })
+        .is_none()
+    {
+        bail!("n1 did not finish writing; logs:\n{}", logs(cluster));
+    }
+    let (value, written_at) = last_write().expect("waited for it");
+    // The first read of the key on each node that began after the write returned.
+    let read_after = |i: usize| {
+        cache_events(cluster, i)
+            .into_iter()
+            .filter(|e| e["event"] == "read" && e["key"] == key.as_str())
+            .filter(|e| e["start_us"].as_u64().is_some_and(|s| s > written_at))
+            .find_map(|e| e["value"].as_u64())
+    };
+    if cluster
+        .wait_until(WAIT, |c| {
+            c.all().into_iter().all(|i| read_after(i).is_some())
+        })
+        .is_none()
+    {
+        bail!("the nodes stopped reading; logs:\n{}", logs(cluster));
+    }
+    println!(
+        "n1 wrote {key} = {value}; the synchronous write returned once every node had dropped its old entry."
+    );
+    for i in cluster.all() {
+        let seen = read_after(i).expect("waited for it");
+        println!("  {} then read {key} = {seen}", cluster.name(i));
+    }
+    Ok(())
+}
+
+fn cache_events(cluster: &TestCluster, i: usize) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(cluster.home(i).join("log/demo-cache.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// The node that most recently took the demo lock, and its token.

@@ -86,9 +86,10 @@ pub struct NodeArgs {
     /// Accept fault-injection commands on the admin endpoint. For tests only.
     #[arg(long, hide = true)]
     fault_injection: bool,
-    /// Run a scripted workload (JSON file) once the node is up. For tests and benchmarks only.
+    /// Run a scripted workload (JSON file) once the node is up; may be repeated. For tests,
+    /// benchmarks and the demo only.
     #[arg(long, hide = true, value_name = "FILE")]
-    workload: Option<PathBuf>,
+    workload: Vec<PathBuf>,
 }
 
 pub fn init_tracing() {

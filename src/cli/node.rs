@@ -45,11 +45,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             lease: Duration::from_millis(ms),
         };
     }
-    let workload = args
+    let workloads = args
         .workload
-        .as_deref()
-        .map(super::workload::Workload::load)
-        .transpose()?;
+        .iter()
+        .map(|path| super::workload::Workload::load(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let node = tokio::select! {
@@ -57,12 +57,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         _ = interrupt.recv() => return Ok(()),
         _ = terminate.recv() => return Ok(()),
     };
-    let running = workload.map(|w| tokio::spawn(w.run(node.clone())));
+    let running: Vec<_> = workloads
+        .into_iter()
+        .map(|w| tokio::spawn(w.run(node.clone())))
+        .collect();
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    if let Some(task) = running {
+    for task in running {
         task.abort();
     }
     node.shutdown().await;

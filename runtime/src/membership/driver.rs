@@ -165,6 +165,13 @@ impl Shell {
                     self.events.publish(event);
                 }
                 Output::Renewed(identity) => {
+                    // This node itself comes back: services that may have missed changes while
+                    // it was counted out (caches) hear it like any other rejoin.
+                    let member = super::Member::from_identity(&identity, self.core.local().state);
+                    self.events.publish(MemberEvent::NodeRejoined {
+                        previous: member.id,
+                        member,
+                    });
                     tracing::warn!(
                         incarnation = identity.incarnation,
                         "this node was declared down by the cluster; rejoined with a new incarnation"

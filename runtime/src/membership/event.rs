@@ -78,7 +78,8 @@ pub enum MemberEvent {
     /// A member left on purpose.
     NodeLeft(Member),
     /// A member that had failed, left or restarted at the same address is back, with a higher
-    /// incarnation; `previous` is the identity it replaced.
+    /// incarnation; `previous` is the identity it replaced. Also published for the local node
+    /// when the cluster had declared it down and it rejoined.
     NodeRejoined {
         /// The member now.
         member: Member,
