@@ -32,6 +32,8 @@ pub mod membership;
 mod node;
 pub mod placement;
 pub mod quorum;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod transport;

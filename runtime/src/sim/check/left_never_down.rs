@@ -1,0 +1,73 @@
+//! Left, never down: a node that leaves on purpose is seen as left by the others, not as failed.
+//!
+//! For each process that left, no other process emits `NodeDown` for its id after it started
+//! leaving, and every process with the same cookie that knew it (had emitted an event about it
+//! before the leave) and ran unpaused for `bound` after the leave emits `NodeLeft` for it by then
+//! (or `NodeRejoined` naming it as `previous`, when it restarted before the news arrived).
+//! Leaves whose bound reaches past the end of the history are only checked for downs.
+
+use std::time::Duration;
+
+use super::Violation;
+use crate::membership::MemberEvent;
+use crate::sim::history::{End, History};
+
+/// Finds every down reported for a leaver, and every node that missed a leave.
+pub fn check(history: &History, bound: Duration) -> Vec<Violation> {
+    let lives = history.lives();
+    let mut out = Vec::new();
+    for leaver in &lives {
+        let Some((left, End::Left)) = leaver.end else {
+            continue;
+        };
+        for (at, node, event) in history.events() {
+            if let MemberEvent::NodeDown(m) = event
+                && m.id == leaver.id
+                && at >= left
+            {
+                out.push(Violation {
+                    promise: "left_never_down",
+                    at,
+                    node: Some(node),
+                    detail: format!("saw {} down after it left at {left:?}", leaver.node),
+                });
+            }
+        }
+        let deadline = left + bound;
+        if deadline > history.end() {
+            continue;
+        }
+        for observer in &lives {
+            if observer.id == leaver.id
+                || observer.cookie != leaver.cookie
+                || !observer.ran_throughout(left, deadline)
+            {
+                continue;
+            }
+            let mine = history.events().filter(|(at, node, _)| {
+                *node == observer.node && *at >= observer.start && *at <= deadline
+            });
+            let (mut knew, mut saw) = (false, false);
+            for (at, _, event) in mine {
+                knew |= at <= left && event.member().id == leaver.id;
+                saw |= match event {
+                    MemberEvent::NodeLeft(m) => m.id == leaver.id,
+                    MemberEvent::NodeRejoined { previous, .. } => *previous == leaver.id,
+                    _ => false,
+                };
+            }
+            if knew && !saw {
+                out.push(Violation {
+                    promise: "left_never_down",
+                    at: deadline,
+                    node: Some(observer.node),
+                    detail: format!(
+                        "did not see {} (left at {left:?}) leave within {bound:?}",
+                        leaver.node
+                    ),
+                });
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,28 @@
+//! A graceful leave gives `NodeLeft`, never `NodeDown`, on every other node.
+
+use proptest::prelude::*;
+
+use super::{assert_clean, bound, cases, converged};
+use crate::membership::MemberState;
+use crate::sim::check;
+
+proptest! {
+    #![proptest_config(cases(12))]
+
+    #[test]
+    fn a_node_that_leaves_is_seen_left_and_never_down(
+        seed in any::<u64>(),
+        n in 3usize..=7,
+        leaver in any::<prop::sample::Index>(),
+    ) {
+        let mut world = converged(seed, n);
+        let leaver = leaver.index(n);
+        world.leave(leaver);
+        world.run_for(bound() * 2);
+        assert_clean(&world, check::left_never_down::check(world.history(), bound()));
+        for i in world.live() {
+            prop_assert_eq!(world.state_seen(i, leaver), Some(MemberState::Left));
+        }
+        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound()));
+    }
+}

@@ -1,0 +1,97 @@
+//! Simulated scenarios and exact-output tests of the membership core.
+//!
+//! Property tests draw a world seed and a cluster size; a failing case prints both (proptest
+//! prints the input, and the world prints its seed and every member list as it unwinds).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proptest::test_runner::Config;
+
+use crate::config::MembershipTimings;
+use crate::sim::World;
+use crate::sim::check::{Violation, report};
+
+mod converge;
+mod cookie;
+mod core_outputs;
+mod faults;
+mod flap;
+mod junk;
+mod kill;
+mod leave;
+mod partition;
+mod pause;
+mod restart;
+
+/// The address the world gives node `n - 1`.
+pub(crate) fn addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, n], 7000))
+}
+
+/// The promised detection bound of the default timings.
+pub(crate) fn bound() -> Duration {
+    MembershipTimings::default().detection_bound()
+}
+
+/// The longest SWIM, as foca runs it, can take for every survivor of `n` nodes to see a crash.
+///
+/// Each node probes its `n - 1` peers in a shuffled round, so a peer can wait up to
+/// `2(n - 1) - 1` probe periods to be probed by anyone; foca judges the probe at the next period,
+/// then waits out the suspicion; one more period lets the verdict spread.
+pub(crate) fn worst_case_detection(n: usize) -> Duration {
+    let t = MembershipTimings::default();
+    let n = u32::try_from(n).expect("small cluster");
+    t.probe_period * (2 * n - 1) + t.suspect_to_down
+}
+
+/// How long after a fault a down verdict may still be rooted in it, for `no_false_down`.
+///
+/// A suspicion formed just before a heal becomes a verdict one suspicion timeout later through
+/// foca's timer; if the suspecting node renewed its identity meanwhile (foca then drops its
+/// timers), the core settles it on its once-a-second announce tick, after `suspect_to_down` plus
+/// two probe periods. One more period lets the verdict spread.
+pub(crate) fn verdict_window() -> Duration {
+    let t = MembershipTimings::default();
+    t.suspect_to_down + t.probe_period * 3 + Duration::from_secs(1)
+}
+
+/// How long after a heal every node may take to list the same up set: a late verdict (see
+/// [`verdict_window`]), then one announce period for the renewed node to be heard.
+pub(crate) fn settle_after_heal() -> Duration {
+    verdict_window() + Duration::from_secs(1)
+}
+
+/// A world of `n` nodes that has converged.
+pub(crate) fn converged(seed: u64, n: usize) -> World {
+    let mut world = World::start(seed, n);
+    if let Err(e) = world.run_until(World::converged, bound()) {
+        panic!("{n} nodes did not converge: {e}\n{}", world.describe());
+    }
+    world
+}
+
+/// Fails with every violation, the seed and the member lists.
+#[track_caller]
+pub(crate) fn assert_clean(world: &World, violations: Vec<Violation>) {
+    assert!(
+        violations.is_empty(),
+        "seed {}:\n{}\n{}",
+        world.seed(),
+        report(&violations),
+        world.describe()
+    );
+}
+
+/// Property-test settings: `cases` cases (or `PROPTEST_CASES` for a soak run), no regression
+/// files (the printed seed is the regression).
+pub(crate) fn cases(cases: u32) -> Config {
+    let soak = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok());
+    Config {
+        cases: soak.unwrap_or(cases),
+        failure_persistence: None,
+        ..Config::default()
+    }
+}

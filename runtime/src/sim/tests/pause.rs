@@ -1,0 +1,57 @@
+//! A node paused beyond the bound is declared down, and after resuming renews its identity and
+//! rejoins.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::{assert_clean, bound, cases, converged, worst_case_detection};
+use crate::NodeId;
+use crate::membership::{MemberEvent, MemberState};
+use crate::sim::{Happening, World, check};
+
+/// Whether node `observer` emitted `NodeRejoined` for `id` renewing itself.
+fn saw_rejoin(world: &World, observer: usize, id: NodeId) -> bool {
+    world.history().events().any(|(_, node, e)| {
+        node == world.addr(observer)
+            && matches!(e, MemberEvent::NodeRejoined { member, previous }
+                if member.id == id && *previous == id)
+    })
+}
+
+proptest! {
+    #![proptest_config(cases(12))]
+
+    #[test]
+    fn a_node_paused_beyond_the_bound_is_declared_down_then_renews_and_rejoins(
+        seed in any::<u64>(),
+        n in 3usize..=7,
+        victim in any::<prop::sample::Index>(),
+        extra_ms in 0u64..2000,
+    ) {
+        let mut world = converged(seed, n);
+        let victim = victim.index(n);
+        let id = world.id(victim);
+        let incarnation = world.core(victim).local().incarnation;
+        let paused_for = worst_case_detection(n) + Duration::from_millis(200 + extra_ms);
+        world.pause(victim, paused_for);
+        world.run_for(paused_for - Duration::from_millis(100));
+        for i in world.live().into_iter().filter(|&i| i != victim) {
+            prop_assert_eq!(world.state_seen(i, victim), Some(MemberState::Down));
+        }
+        if let Err(e) = world.run_until(World::converged, bound()) {
+            panic!("{e}\n{}", world.describe());
+        }
+        let renewed: Vec<u64> = world.history().entries().iter().filter_map(|e| match &e.what {
+            Happening::Renewed { identity, .. } if identity.id == id => Some(identity.incarnation),
+            _ => None,
+        }).collect();
+        prop_assert!(!renewed.is_empty(), "the paused node never renewed");
+        prop_assert!(world.core(victim).local().incarnation > incarnation);
+        for i in world.live().into_iter().filter(|&i| i != victim) {
+            prop_assert!(saw_rejoin(&world, i, id), "node {} did not see the pauser rejoin", i);
+        }
+        world.run_for(bound());
+        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound()));
+    }
+}
