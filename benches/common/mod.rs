@@ -1,6 +1,10 @@
-//! Helpers shared by the process-level benches (`roundtrip`, `membership`).
+//! Helpers shared by the process-level benches (`roundtrip`, `membership`, `caches`).
+
+pub mod process;
 
 use std::time::Duration;
+
+use anyhow::Context;
 
 /// The `q`-quantile (0.0..=1.0) of `samples` by the nearest-rank method; zero when empty.
 pub fn quantile(samples: &[Duration], q: f64) -> Duration {
@@ -16,6 +20,50 @@ pub fn quantile(samples: &[Duration], q: f64) -> Duration {
 /// The median of `samples`; see [`quantile`].
 pub fn median(samples: &[Duration]) -> Duration {
     quantile(samples, 0.5)
+}
+
+/// `a`'s `q`-quantile over `b`'s.
+pub fn ratio(a: &[Duration], b: &[Duration], q: f64) -> f64 {
+    quantile(a, q).as_secs_f64() / quantile(b, q).as_secs_f64()
+}
+
+/// Sorts `values` and returns their median (NaN when empty).
+pub fn median_f64(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// One batch of timed operations, as a role process reports it to the bench's orchestrator.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The time of each timed operation that succeeded.
+    pub samples: Vec<Duration>,
+    /// Timed operations that failed.
+    pub errors: usize,
+}
+
+impl Batch {
+    /// One line of JSON.
+    pub fn to_json(&self) -> String {
+        let nanos: Vec<u64> = self.samples.iter().map(|d| d.as_nanos() as u64).collect();
+        serde_json::json!({ "samples_ns": nanos, "errors": self.errors }).to_string()
+    }
+
+    /// Reads what [`Self::to_json`] wrote.
+    ///
+    /// # Errors
+    /// `line` is not such a batch.
+    pub fn from_json(line: &str) -> anyhow::Result<Batch> {
+        let value: serde_json::Value = serde_json::from_str(line).context("batch output")?;
+        let samples = value["samples_ns"]
+            .as_array()
+            .context("samples_ns")?
+            .iter()
+            .map(|n| n.as_u64().map(Duration::from_nanos).context("a sample"))
+            .collect::<anyhow::Result<_>>()?;
+        let errors = value["errors"].as_u64().context("errors")? as usize;
+        Ok(Batch { samples, errors })
+    }
 }
 
 /// `d` in milliseconds with one decimal, for reports.

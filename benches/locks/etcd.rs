@@ -1,0 +1,336 @@
+//! The etcd side: a 3-member etcd cluster on 127.0.0.1, driven through its JSON gRPC gateway.
+//!
+//! etcd is installed from Debian (`etcd-server`, `etcd-client`) if `etcd` or `etcdctl` is
+//! missing. The members listen on free ports with data directories in a temporary directory;
+//! they are SIGKILLed and the directory removed when [`Etcd`] is dropped, and they die with this
+//! process (`common::process::Owned`).
+//!
+//! The gateway of etcd 3.4 (checked on 3.4.23) serves, as `POST` with JSON bodies and 64-bit
+//! integers as strings: `/v3/lease/grant` `{TTL}` → `{ID}`, `/v3/lease/revoke` `{ID}`,
+//! `/v3/lock/lock` `{name, lease}` (name in base64) → `{key}`, `/v3/lock/unlock` `{key}`,
+//! `/v3/kv/range`, `/v3/maintenance/status` → `{header.member_id, leader}`; and `GET /health`.
+//!
+//! Each client is a thread with its own connection and its own lease (granted before the run,
+//! revoked after it): a cycle is `lock` then `unlock`, as an etcd client with a session does.
+//! In etcd, `lock` writes a key under the lease and waits until every older key of the name is
+//! gone; `unlock` deletes the key; each is a Raft write committed by a majority.
+//!
+//! Takeover: `etcdctl lock --ttl <lease> <name>` holds the name with a session lease of the
+//! same length that etcdctl keeps alive; a waiter queues with `/v3/lock/lock`, and the etcdctl
+//! process is SIGKILLed: its lease ends one TTL after its last keep-alive, and etcd then deletes
+//! its key, which lets the waiter through.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use colony_runtime::testkit::free_port;
+use serde_json::{Value, json};
+
+use crate::colony::SETTLE;
+use crate::common::process::{Owned, ensure_installed};
+use crate::{ClientRun, Run, System, Workload};
+
+/// Members of the etcd cluster.
+const MEMBERS: usize = 3;
+/// How long the cluster may take to become healthy.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The TTL of a client's lease in the timed runs: longer than any run, so it needs no
+/// keep-alive.
+const CLIENT_LEASE_TTL: u64 = 120;
+/// The longest one gateway call may take (a waiter's `lock` included).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The running etcd cluster.
+pub struct Etcd {
+    /// Each member's client URL.
+    urls: Vec<String>,
+    /// The leader's index in `urls`, and a follower's.
+    leader: usize,
+    follower: usize,
+    /// The lease TTL of the takeover's holder, in seconds.
+    ttl: u64,
+    version: String,
+    /// Killed when dropped, before the directory is removed.
+    _members: Vec<Owned>,
+    dir: tempfile::TempDir,
+}
+
+/// A gateway client with its own connection.
+struct Client {
+    agent: ureq::Agent,
+    url: String,
+}
+
+impl Client {
+    fn new(url: &str) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(CALL_TIMEOUT))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Client {
+            agent,
+            url: url.to_owned(),
+        }
+    }
+
+    /// `POST /v3/{path}` with `body`; the answer, or an error for any status but 200.
+    fn call(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let mut response = self
+            .agent
+            .post(format!("{}/v3/{path}", self.url))
+            .send_json(body)?;
+        let status = response.status();
+        let answer: Value = response.body_mut().read_json()?;
+        if status != 200 {
+            bail!("{path}: {status} {answer}");
+        }
+        Ok(answer)
+    }
+
+    /// A new lease of `ttl` seconds.
+    fn grant(&self, ttl: u64) -> anyhow::Result<String> {
+        let answer = self.call("lease/grant", &json!({ "TTL": ttl }))?;
+        string(&answer["ID"]).context("lease/grant without ID")
+    }
+
+    fn revoke(&self, lease: &str) -> anyhow::Result<()> {
+        self.call("lease/revoke", &json!({ "ID": lease })).map(drop)
+    }
+
+    /// Takes lock `name` (base64) with `lease`; the key that holds it (base64).
+    fn lock(&self, name: &str, lease: &str) -> anyhow::Result<String> {
+        let answer = self.call("lock/lock", &json!({ "name": name, "lease": lease }))?;
+        string(&answer["key"]).context("lock/lock without key")
+    }
+
+    fn unlock(&self, key: &str) -> anyhow::Result<()> {
+        self.call("lock/unlock", &json!({ "key": key })).map(drop)
+    }
+
+    /// Whether this member is the leader, and etcd's version.
+    fn status(&self) -> anyhow::Result<(bool, String)> {
+        let answer = self.call("maintenance/status", &json!({}))?;
+        let leader = string(&answer["leader"]).context("status without leader")?;
+        let me = string(&answer["header"]["member_id"]).context("status without member_id")?;
+        let version = string(&answer["version"]).unwrap_or_default();
+        Ok((leader == me, version))
+    }
+
+    fn healthy(&self) -> bool {
+        self.agent
+            .get(format!("{}/health", self.url))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+            .is_some_and(|v| v["health"] == "true")
+    }
+}
+
+/// A JSON string or number as a string (the gateway writes 64-bit integers as strings).
+fn string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl Etcd {
+    /// Installs etcd if needed and starts the cluster; `lease` is the takeover holder's TTL.
+    ///
+    /// # Errors
+    /// etcd could not be installed or started, or did not become healthy in time.
+    pub fn start(lease: Duration) -> anyhow::Result<Etcd> {
+        // etcd-server has `etcd`, etcd-client `etcdctl`.
+        let packages = ["etcd-server", "etcd-client"];
+        ensure_installed(&["etcd", "--version"], &packages)?;
+        ensure_installed(&["etcdctl", "version"], &packages)?;
+        let dir = tempfile::tempdir()?;
+        let ports: Vec<(u16, u16)> = (0..MEMBERS).map(|_| (free_port(), free_port())).collect();
+        let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[i].1);
+        let urls: Vec<String> = ports
+            .iter()
+            .map(|(client, _)| format!("http://127.0.0.1:{client}"))
+            .collect();
+        let initial_cluster = (0..MEMBERS)
+            .map(|i| format!("e{}={}", i + 1, peer_url(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        for (i, url) in urls.iter().enumerate() {
+            let name = format!("e{}", i + 1);
+            let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
+            let member = Owned::spawn(
+                Command::new("etcd")
+                    .args(["--name", &name])
+                    .arg("--data-dir")
+                    .arg(dir.path().join(&name))
+                    .args(["--listen-client-urls", url])
+                    .args(["--advertise-client-urls", url])
+                    .args(["--listen-peer-urls", &peer_url(i)])
+                    .args(["--initial-advertise-peer-urls", &peer_url(i)])
+                    .args(["--initial-cluster", &initial_cluster])
+                    .args(["--initial-cluster-state", "new"])
+                    .args([
+                        "--initial-cluster-token",
+                        &format!("colony-bench-{}", std::process::id()),
+                    ])
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log),
+            )
+            .with_context(|| format!("spawn etcd member {name}"))?;
+            members.push(member);
+        }
+        let mut etcd = Etcd {
+            urls,
+            leader: 0,
+            follower: 1,
+            ttl: lease.as_secs(),
+            version: String::new(),
+            _members: members,
+            dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some((leader, version)) = etcd.find_leader() {
+                etcd.leader = leader;
+                etcd.follower = (leader + 1) % MEMBERS;
+                etcd.version = version;
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "etcd did not become healthy with a leader; logs in {}",
+                    etcd.dir.path().display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!(
+            "etcd {}: {MEMBERS} members, leader e{}, clients at {}",
+            etcd.version,
+            etcd.leader + 1,
+            etcd.urls.join(" ")
+        );
+        Ok(etcd)
+    }
+
+    /// The leader's index and the version, once every member is healthy.
+    fn find_leader(&self) -> Option<(usize, String)> {
+        let clients: Vec<Client> = self.urls.iter().map(|u| Client::new(u)).collect();
+        if !clients.iter().all(Client::healthy) {
+            return None;
+        }
+        clients.iter().enumerate().find_map(|(i, c)| {
+            let (leader, version) = c.status().ok()?;
+            leader.then_some((i, version))
+        })
+    }
+
+    /// The member client `i` of `workload` talks to.
+    fn url_of(&self, workload: Workload, i: usize) -> &str {
+        let member = match workload {
+            Workload::Owner => self.leader,
+            Workload::NonOwner => self.follower,
+            Workload::Contended | Workload::Distinct => i % MEMBERS,
+        };
+        &self.urls[member]
+    }
+}
+
+impl System for Etcd {
+    fn name(&self) -> &str {
+        "etcd"
+    }
+
+    fn run(&mut self, workload: Workload, length: Duration) -> anyhow::Result<Run> {
+        let setups: Vec<(Client, String, String)> = (0..workload.clients())
+            .map(|i| {
+                let client = Client::new(self.url_of(workload, i));
+                let lease = client.grant(CLIENT_LEASE_TTL)?;
+                let name = BASE64.encode(format!("bench-{workload:?}-{}", i % workload.names()));
+                anyhow::Ok((client, name, lease))
+            })
+            .collect::<Result<_, _>>()?;
+        let start = Instant::now();
+        let until = start + length;
+        let clients = std::thread::scope(|scope| {
+            let threads: Vec<_> = setups
+                .iter()
+                .map(|(client, name, lease)| scope.spawn(move || cycle(client, name, lease, until)))
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().map_err(|_| anyhow!("an etcd client panicked")))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
+        let run = Run::gather(start, clients);
+        for (client, _, lease) in &setups {
+            client.revoke(lease)?;
+        }
+        Ok(run)
+    }
+
+    fn takeover(&mut self, run: usize) -> anyhow::Result<Duration> {
+        let name = format!("takeover-{}", run + 1);
+        let mut holder = Owned::spawn(
+            Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", self.urls.join(",")))
+                .args(["lock", &format!("--ttl={}", self.ttl), &name])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        )
+        .context("spawn etcdctl lock")?;
+        // etcdctl prints the key once it holds the lock.
+        let stdout = holder.child().stdout.take().context("etcdctl stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if line.trim().is_empty() {
+            bail!("etcdctl lock exited without holding {name}");
+        }
+        let client = Client::new(&self.urls[self.follower]);
+        let lease = client.grant(CLIENT_LEASE_TTL)?;
+        let encoded = BASE64.encode(&name);
+        let (took, key) = std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                let key = client.lock(&encoded, &lease);
+                (Instant::now(), key)
+            });
+            std::thread::sleep(SETTLE);
+            let killed = Instant::now();
+            holder.kill();
+            let (granted, key) = waiter
+                .join()
+                .map_err(|_| anyhow!("the etcd waiter panicked"))?;
+            anyhow::Ok((granted - killed, key?))
+        })?;
+        client.unlock(&key)?;
+        client.revoke(&lease)?;
+        Ok(took)
+    }
+}
+
+/// One client: lock and unlock `name` with `lease` until `until`.
+fn cycle(client: &Client, name: &str, lease: &str, until: Instant) -> ClientRun {
+    let mut run = ClientRun::default();
+    while Instant::now() < until {
+        let start = Instant::now();
+        let ok = client
+            .lock(name, lease)
+            .and_then(|key| client.unlock(&key))
+            .is_ok();
+        run.record(start, ok);
+        if !ok {
+            std::thread::sleep(ClientRun::ERROR_PAUSE);
+        }
+    }
+    run
+}
