@@ -35,17 +35,28 @@ fn coherent(mode: &str, synchronous: bool) {
         let (writes, _) = history(&cluster);
         let converged = cluster.wait_until(Duration::from_secs(20), |c| {
             let (_, reads) = history(c);
-            writes.iter().all(|w| {
-                let latest = writes
+            // Every node's latest read of every key returns the key's last value.
+            let mut latest: std::collections::HashMap<(&str, &str), (u64, u64)> =
+                Default::default();
+            for r in &reads {
+                let e = latest
+                    .entry((r.node.as_str(), r.key.as_str()))
+                    .or_insert((0, 0));
+                if r.start_us > e.0 {
+                    *e = (r.start_us, r.value);
+                }
+            }
+            let last_value = |key: &str| {
+                writes
                     .iter()
-                    .filter(|x| x.key == w.key)
-                    .map(|x| x.value)
-                    .max();
-                reads
-                    .iter()
-                    .filter(|r| r.key == w.key && r.start_us > last)
-                    .all(|r| Some(r.value) == latest)
-            })
+                    .filter(|w| w.key == key)
+                    .map(|w| w.value)
+                    .max()
+            };
+            latest.values().any(|(start, _)| *start > last)
+                && latest.iter().all(|((_, key), (start, value))| {
+                    *start <= last || Some(*value) == last_value(key)
+                })
         });
         assert!(
             converged.is_some(),
@@ -119,7 +130,13 @@ async fn a_node_cut_off_by_a_partition_drops_its_replicated_entries_when_it_rejo
             CacheSettings::replicate_via_invalidation(),
         )
         .unwrap();
-    assert_eq!(cache.get(&"k".into()).await.unwrap(), Some(1));
+    // A node caches nothing until every peer has answered its greeting: wait until it does.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cache.contains_key(&"k".into()) {
+        assert!(Instant::now() < deadline, "the cache never warmed up");
+        assert_eq!(cache.get(&"k".into()).await.unwrap(), Some(1));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut events = node.subscribe(64);
     node.set_blocked([cluster.addr(0), cluster.addr(1)].into_iter().collect())
         .await;

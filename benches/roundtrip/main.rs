@@ -31,16 +31,15 @@ mod bare;
 mod colony;
 
 use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use colony_runtime::testkit::{ClusterSpec, TestCluster, free_port};
 use tokio::io::AsyncBufReadExt;
 
-use common::{Invocation, quantile, us};
+use common::process::Worker;
+use common::{Batch, Invocation, median_f64, quantile, ratio, us};
 
 /// The variable that selects this process's role; unset for the orchestrator.
 const ROLE_VAR: &str = "COLONY_BENCH_ROLE";
@@ -167,34 +166,6 @@ impl Options {
     }
 }
 
-/// One batch's measurements.
-#[derive(Debug, Default)]
-struct Batch {
-    /// Latency of each timed call that succeeded.
-    samples: Vec<Duration>,
-    /// Timed calls that failed.
-    errors: usize,
-}
-
-impl Batch {
-    fn to_json(&self) -> String {
-        let nanos: Vec<u64> = self.samples.iter().map(|d| d.as_nanos() as u64).collect();
-        serde_json::json!({ "samples_ns": nanos, "errors": self.errors }).to_string()
-    }
-
-    fn from_json(line: &str) -> anyhow::Result<Batch> {
-        let value: serde_json::Value = serde_json::from_str(line).context("client output")?;
-        let samples = value["samples_ns"]
-            .as_array()
-            .context("samples_ns")?
-            .iter()
-            .map(|n| n.as_u64().map(Duration::from_nanos).context("a sample"))
-            .collect::<anyhow::Result<_>>()?;
-        let errors = value["errors"].as_u64().context("errors")? as usize;
-        Ok(Batch { samples, errors })
-    }
-}
-
 /// The client loop shared by both sides. `call` sends `payload` once and checks that the same
 /// number of bytes came back.
 ///
@@ -267,67 +238,20 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// A child process of this binary, killed when dropped.
-struct Spawned {
-    role: Role,
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+/// Starts `role` aimed at `target` and waits for its `ready` line.
+fn start(role: Role, options: &Options, target: SocketAddr) -> anyhow::Result<Worker> {
+    let mut worker = Worker::start(ROLE_VAR, role.as_str(), &options.child_args(target))?;
+    worker.read_line()?;
+    Ok(worker)
 }
 
-impl Spawned {
-    /// Starts `role` aimed at `target` and waits for its `ready` line.
-    fn start(role: Role, options: &Options, target: SocketAddr) -> anyhow::Result<Spawned> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .env(ROLE_VAR, role.as_str())
-            .args(options.child_args(target))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("spawn the {} process", role.as_str()))?;
-        let stdin = child.stdin.take().context("child stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
-        let mut spawned = Spawned {
-            role,
-            child,
-            stdin,
-            stdout,
-        };
-        spawned.read_line()?;
-        Ok(spawned)
+/// Has the client `worker` run one batch and returns it.
+fn batch(worker: &mut Worker) -> anyhow::Result<Batch> {
+    let batch = Batch::from_json(&worker.request("run")?)?;
+    if batch.errors > 0 {
+        eprintln!("{}: {} calls failed", worker.role(), batch.errors);
     }
-
-    /// The next line the child prints, or an error if it exits first.
-    fn read_line(&mut self) -> anyhow::Result<String> {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        if line.is_empty() {
-            bail!(
-                "the {} process exited early ({:?})",
-                self.role.as_str(),
-                self.child.wait()?
-            );
-        }
-        Ok(line)
-    }
-
-    /// Has the client run one batch and returns it.
-    fn batch(&mut self) -> anyhow::Result<Batch> {
-        writeln!(self.stdin, "run")?;
-        let batch = Batch::from_json(&self.read_line()?)?;
-        if batch.errors > 0 {
-            eprintln!("{}: {} calls failed", self.role.as_str(), batch.errors);
-        }
-        Ok(batch)
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Ok(batch)
 }
 
 /// Starts the servers and clients, alternates batches and prints the comparison.
@@ -340,9 +264,9 @@ fn orchestrate(options: &Options) -> anyhow::Result<()> {
         .wait_until(CONNECT_TIMEOUT, |c| c.admin(0).healthy())
         .context("the colony node never became healthy")?;
     let bare_target = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _bare_server = Spawned::start(Role::BareServer, options, bare_target)?;
-    let mut bare = Spawned::start(Role::BareClient, options, bare_target)?;
-    let mut colony = Spawned::start(Role::ColonyClient, options, cluster.addr(0))?;
+    let _bare_server = start(Role::BareServer, options, bare_target)?;
+    let mut bare = start(Role::BareClient, options, bare_target)?;
+    let mut colony = start(Role::ColonyClient, options, cluster.addr(0))?;
 
     println!(
         "round trip, {} B payload, {} batches of {} calls per side (after {} warm-up calls), \
@@ -352,11 +276,11 @@ fn orchestrate(options: &Options) -> anyhow::Result<()> {
     let (mut bare_all, mut colony_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..options.batches {
         let (b, c) = if i % 2 == 0 {
-            let b = bare.batch()?;
-            (b, colony.batch()?)
+            let b = batch(&mut bare)?;
+            (b, batch(&mut colony)?)
         } else {
-            let c = colony.batch()?;
-            (bare.batch()?, c)
+            let c = batch(&mut colony)?;
+            (batch(&mut bare)?, c)
         };
         ratios.push(ratio(&c.samples, &b.samples, 0.5));
         bare_all.extend(b.samples);
@@ -391,15 +315,4 @@ fn orchestrate(options: &Options) -> anyhow::Result<()> {
     };
     println!("  target p50 <= {TARGET_RATIO}x: {verdict}");
     Ok(())
-}
-
-/// `a`'s `q`-quantile over `b`'s.
-fn ratio(a: &[Duration], b: &[Duration], q: f64) -> f64 {
-    quantile(a, q).as_secs_f64() / quantile(b, q).as_secs_f64()
-}
-
-/// Sorts `values` and returns their median.
-fn median_f64(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

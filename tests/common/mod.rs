@@ -45,8 +45,9 @@ pub fn assert_converges(cluster: &TestCluster, what: &str) {
 /// Time the test allows itself to observe a state over HTTP, on top of a promised bound.
 pub const OBSERVATION_SLACK: Duration = Duration::from_millis(1000);
 
-pub fn detection_bound() -> Duration {
-    MembershipTimings::default().detection_bound()
+/// The detection bound of a cluster of `nodes`.
+pub fn detection_bound(nodes: usize) -> Duration {
+    MembershipTimings::default().detection_bound(nodes)
 }
 
 pub fn logs(cluster: &TestCluster) -> String {

@@ -133,8 +133,9 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                     name: inner.name.clone(),
                     reason,
                 })?;
-                // A change that arrived meanwhile may be newer than what was loaded.
-                if !inflight.is_stale() {
+                // A change that arrived meanwhile may be newer than what was loaded; and until
+                // every peer knows this node, their changes may skip it (see `peers`).
+                if !inflight.is_stale() && inner.shared.ready() {
                     inner.store.put(key.clone(), value.clone(), LOADED);
                 }
                 Ok(value)

@@ -26,6 +26,10 @@ impl Service for CacheGateway {
                     }
                     wire::encode_payload(&batch.ops.len()).map_err(ServiceError::from)
                 }),
+            "hello" => {
+                self.shared.greetings.greeter(request.from);
+                wire::encode_payload(&0usize).map_err(ServiceError::from)
+            }
             "flush" => wire::decode_payload::<Flush>(&request.payload)
                 .map_err(ServiceError::from)
                 .and_then(|_| {

@@ -15,6 +15,7 @@ mod gateway;
 mod loader;
 mod loads;
 pub mod msg;
+mod peers;
 mod reference;
 mod registry;
 mod replicator;

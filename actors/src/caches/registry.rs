@@ -14,6 +14,7 @@ use super::gateway::CacheGateway;
 use super::loader::Loader;
 use super::loads::Loads;
 use super::msg::{Flush, Op, SERVICE};
+use super::peers::Peers;
 use super::reference::CachedReference;
 use super::replicator::Replicator;
 use super::settings::CacheSettings;
@@ -69,10 +70,17 @@ pub(crate) struct Shared {
     pub node: Node,
     pub stamper: Stamper,
     pub replicator: Replicator,
+    pub greetings: Arc<Peers>,
     caches: Mutex<HashMap<String, Registered>>,
 }
 
 impl Shared {
+    /// Whether loaded values may be cached: every up peer has answered this node's greeting.
+    pub(crate) fn ready(&self) -> bool {
+        self.greetings
+            .ready(self.node.id(), &self.node.up_members())
+    }
+
     pub(crate) fn replica(&self, name: &str) -> Option<Arc<dyn Replica>> {
         self.caches
             .lock()
@@ -125,10 +133,12 @@ impl Shared {
 /// # Errors
 /// [`ComponentError`] when the gateway cannot start.
 pub async fn install(node: &Node) -> Result<(), ComponentError> {
+    let greetings = Arc::new(Peers::default());
     let shared = Arc::new(Shared {
         node: node.clone(),
         stamper: Stamper::new(node.id()),
-        replicator: Replicator::new(node.clone()),
+        replicator: Replicator::new(node.clone(), greetings.clone()),
+        greetings,
         caches: Mutex::new(HashMap::new()),
     });
     node.register_service(
@@ -149,14 +159,24 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
         while let Some(event) = events.recv().await {
             // A node that was down or cut off missed changes, and so may this node have: both
             // sides of a healed partition see the other rejoin. A missed event may be one too.
-            if let MemberEvent::NodeRejoined { member, .. } = &event {
-                watcher.clear_replicated(&format!("{} rejoined", member.name));
-            } else if events.dropped() != dropped {
+            match &event {
+                MemberEvent::NodeRejoined { member, previous } => {
+                    watcher.greetings.forget(*previous);
+                    watcher.greetings.forget(member.id);
+                    watcher.clear_replicated(&format!("{} rejoined", member.name));
+                }
+                MemberEvent::NodeDown(m) | MemberEvent::NodeLeft(m) => {
+                    watcher.greetings.forget(m.id)
+                }
+                _ => {}
+            }
+            if events.dropped() != dropped {
                 dropped = events.dropped();
                 watcher.clear_replicated("membership events were missed");
             }
         }
     });
+    tokio::spawn(greet(shared.clone()));
     node.register_admin_action(
         "caches.flush",
         Arc::new(|node: Node| {
@@ -173,6 +193,34 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
     );
     node.set_extension(shared);
     Ok(())
+}
+
+/// Greets every up peer that has not answered yet, whenever membership changes and until it does.
+async fn greet(shared: Arc<Shared>) {
+    let node = shared.node.clone();
+    let mut views = node.watch_members();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            changed = views.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let pending = shared.greetings.to_greet(node.id(), &node.up_members());
+        for peer in pending {
+            let answer = node
+                .request::<Flush, usize>(
+                    peer,
+                    SERVICE,
+                    "hello",
+                    &Flush {},
+                    Some(std::time::Duration::from_millis(500)),
+                )
+                .await;
+            if answer.is_ok() {
+                shared.greetings.greeted(peer);
+            }
+        }
+    }
 }
 
 /// Gives a node's cache service: `node.caches()`.

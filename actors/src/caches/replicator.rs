@@ -20,6 +20,7 @@ const ASYNC_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Replicator {
     node: Node,
+    greetings: Arc<super::peers::Peers>,
     peers: Mutex<HashMap<NodeId, Peer>>,
 }
 
@@ -31,20 +32,16 @@ struct Peer {
 }
 
 impl Replicator {
-    pub(crate) fn new(node: Node) -> Self {
+    pub(crate) fn new(node: Node, greetings: Arc<super::peers::Peers>) -> Self {
         Replicator {
             node,
+            greetings,
             peers: Mutex::new(HashMap::new()),
         }
     }
 
     fn peers(&self) -> Vec<NodeId> {
-        let me = self.node.id();
-        self.node
-            .up_members()
-            .into_iter()
-            .filter(|p| *p != me)
-            .collect()
+        self.greetings.targets(self.node.id(), &self.node.members())
     }
 
     /// Sends `ops` to every other up node and waits for all of them, at most `timeout`.
@@ -127,7 +124,7 @@ impl Replicator {
                     if answer.is_ok() {
                         break;
                     }
-                    if !node.up_members().contains(&peer) {
+                    if !is_reachable(&node, peer) {
                         // Down: it clears its replicated caches when it comes back.
                         return;
                     }
@@ -160,11 +157,22 @@ async fn deliver(
         match answer {
             Ok(_) => return Ok(()),
             Err(RequestError::NoSession(_) | RequestError::UnknownService { .. })
-                if !left.is_zero() && node.up_members().contains(&peer) =>
+                if !left.is_zero() && is_reachable(node, peer) =>
             {
                 tokio::time::sleep(Duration::from_millis(5).min(left)).await;
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether `peer` may still answer: not known to be down or gone.
+fn is_reachable(node: &Node, peer: NodeId) -> bool {
+    !node.members().iter().any(|m| {
+        m.id == peer
+            && matches!(
+                m.state,
+                colony_runtime::MemberState::Down | colony_runtime::MemberState::Left
+            )
+    })
 }

@@ -71,7 +71,7 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
         // No other owner can have granted anything.
         Duration::ZERO
     } else {
-        settings.lease + config.timings.detection_bound()
+        settings.lease + config.timings.detection_bound(config.cluster_size)
     };
     let actor = LockActor {
         node: node.clone(),

@@ -25,7 +25,7 @@
 //! let mut world = World::start(7, 3);
 //! world.run_until(World::converged, Duration::from_secs(5)).expect("converges");
 //! world.kill(2);
-//! let bound = MembershipTimings::default().detection_bound();
+//! let bound = MembershipTimings::default().detection_bound(5);
 //! world.run_for(bound);
 //! let broken = check::down_within_bound::check(world.history(), bound);
 //! assert!(broken.is_empty(), "seed {}: {}", world.seed(), check::report(&broken));

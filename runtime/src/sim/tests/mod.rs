@@ -31,18 +31,12 @@ pub(crate) fn addr(n: u8) -> SocketAddr {
 
 /// The promised detection bound of the default timings.
 pub(crate) fn bound() -> Duration {
-    MembershipTimings::default().detection_bound()
+    MembershipTimings::default().detection_bound(5)
 }
 
-/// The longest SWIM, as foca runs it, can take for every survivor of `n` nodes to see a crash.
-///
-/// Each node probes its `n - 1` peers in a shuffled round, so a peer can wait up to
-/// `2(n - 1) - 1` probe periods to be probed by anyone; foca judges the probe at the next period,
-/// then waits out the suspicion; one more period lets the verdict spread.
+/// The promised detection bound for `n` nodes (see `MembershipTimings::detection_bound`).
 pub(crate) fn worst_case_detection(n: usize) -> Duration {
-    let t = MembershipTimings::default();
-    let n = u32::try_from(n).expect("small cluster");
-    t.probe_period * (2 * n - 1) + t.suspect_to_down
+    MembershipTimings::default().detection_bound(n)
 }
 
 /// How long after a fault a down verdict may still be rooted in it, for `no_false_down`.
