@@ -1,7 +1,7 @@
 //! Membership: who is in the cluster, who is up, and who just failed.
 //!
 //! [`MembershipCore`] runs SWIM (the foca crate) with Colony's member states, authenticated
-//! packets and a test-only fault filter, and does no IO. [`driver`] is its shell: a task that
+//! packets and a test-only fault filter, and does no IO. `driver` is its shell: a task that
 //! owns the UDP socket and the timers and publishes [`MemberEvent`]s and a [`View`].
 
 pub mod core;

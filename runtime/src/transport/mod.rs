@@ -2,7 +2,7 @@
 //! per service, and a request/response helper with ids, timeouts and size limits.
 //!
 //! Sessions follow membership rather than the other way round: ractor_cluster has no failure
-//! detector and no reconnect, so [`sessions`] dials members that gossip reports up, drops those
+//! detector and no reconnect, so `sessions` dials members that gossip reports up, drops those
 //! it reports down, and redials with backoff. Remote actor references are looked up for each
 //! request (through the process group of the target's gateway), never kept across sessions.
 
