@@ -11,7 +11,11 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("build the tokio runtime");
-    match runtime.block_on(cli::run(args)) {
+    let result = runtime.block_on(cli::run(args));
+    // The node has left by now; lingering connections (an admin client's keep-alive) must not
+    // delay the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("colony: {e:#}");
