@@ -4,7 +4,8 @@
 //! Names are chosen by their owner (`node.owner_of` of the name's placement key, in the bench
 //! node's view): (a) one the bench node owns; (b) and (c) one `n1` owns; (d) 8 that `n1` owns and
 //! 8 that `n2` owns. So every cycle of (b), (c) and (d) crosses the wire, twice (acquire and
-//! release). Each name is taken once before any timed run: a name becomes grantable only a
+//! release). With `--distinct-names hashed`, the 16 names of (d) are placed by the hash alone,
+//! as an application's names would be (about a third then owned by the bench node). Each name is taken once before any timed run: a name becomes grantable only a
 //! takeover delay (lease + failure-detection bound) after its owner's view last changed.
 //!
 //! Takeover: a further `colony node` process (`holderN`, the real binary) joins with the hidden
@@ -61,11 +62,12 @@ pub struct Colony {
 
 impl Colony {
     /// Starts `n1` and `n2`, then the bench node, waits until all three see each other and
-    /// every name of the workloads has been taken once.
+    /// every name of the workloads has been taken once. With `hashed`, the names of (d) are
+    /// placed by the hash alone instead of all on `n1` and `n2`.
     ///
     /// # Errors
     /// A process or the bench node did not start, or the cluster did not form in time.
-    pub fn start(lease: Duration) -> anyhow::Result<Colony> {
+    pub fn start(lease: Duration, hashed: bool) -> anyhow::Result<Colony> {
         let mut spec = ClusterSpec::new(BINARY, 2);
         spec.cluster_size = Some(3);
         spec.extra_args = vec!["--lock-lease-ms".into(), lease.as_millis().to_string()];
@@ -117,8 +119,18 @@ impl Colony {
                 .take(count)
                 .collect::<Vec<_>>()
         };
-        let mut distinct = pick("d", peers[0], 8);
-        distinct.extend(pick("d", peers[1], 8));
+        let distinct: Vec<String> = if hashed {
+            (0..16).map(|i| format!("bench-d-{i}")).collect()
+        } else {
+            let mut remote = pick("d", peers[0], 8);
+            remote.extend(pick("d", peers[1], 8));
+            remote
+        };
+        let local = distinct
+            .iter()
+            .filter(|n| owner_of(&node, n) == Some(node.id()))
+            .count();
+        println!("Colony: (d) uses 16 names, {local} of them owned by the bench node");
         let names = Names {
             owner: pick("a", node.id(), 1),
             non_owner: pick("b", peers[0], 1),

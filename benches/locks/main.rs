@@ -1,9 +1,10 @@
 //! Cluster locks: Colony next to a 3-member etcd cluster, the same workloads in one run.
 //!
 //! Run with `cargo bench --bench locks` (options after `--`: `--secs S` per timed run,
-//! `--rounds N`, `--takeovers N`, `--lease-ms MS`, `--warmup-secs S`, `--etcd no`). Results are
-//! in `docs/benchmarks.md`. Under `cargo test --benches` it makes a quick smoke run of the Colony
-//! side only (no etcd), and judges nothing.
+//! `--rounds N`, `--takeovers N`, `--lease-ms MS`, `--warmup-secs S`, `--etcd no`, `--only
+//! abcde` to run some workloads, `--distinct-names hashed` to place Colony's names of (d) by
+//! the hash alone). Results are in `docs/benchmarks.md`. Under `cargo test --benches` it makes a
+//! quick smoke run of the Colony side only (no etcd), and judges nothing.
 //!
 //! # What runs
 //! - **Colony**: two `colony node` processes (the real binary, through the testkit) and a third
@@ -69,6 +70,9 @@ pub struct Options {
     pub etcd: bool,
     /// The workloads to run, by letter (`a` to `e`).
     pub only: String,
+    /// Whether Colony's names of (d) are placed by the hash alone (about a third owned by the
+    /// bench node) rather than all owned by the two other nodes.
+    pub hashed: bool,
     /// Whether this is a measurement (`cargo bench`) rather than a smoke run.
     pub measuring: bool,
 }
@@ -84,6 +88,7 @@ impl Options {
                 lease: Duration::from_secs(2),
                 etcd: true,
                 only: "abcde".into(),
+                hashed: false,
                 measuring: true,
             }
         } else {
@@ -95,6 +100,7 @@ impl Options {
                 lease: Duration::from_secs(1),
                 etcd: false,
                 only: "abcde".into(),
+                hashed: false,
                 measuring: false,
             }
         };
@@ -125,6 +131,13 @@ impl Options {
                     }
                 }
                 "--only" => options.only = value,
+                "--distinct-names" => {
+                    options.hashed = match value.as_str() {
+                        "remote" => false,
+                        "hashed" => true,
+                        _ => bail!("--distinct-names remote|hashed"),
+                    }
+                }
                 other => bail!("unknown option {other}"),
             }
         }
@@ -281,7 +294,8 @@ fn main() -> anyhow::Result<()> {
         println!("etcd: skipped (smoke run or --etcd no)");
         None
     };
-    let colony = colony::Colony::start(options.lease).context("start the Colony cluster")?;
+    let colony =
+        colony::Colony::start(options.lease, options.hashed).context("start the Colony cluster")?;
     let mut systems: Vec<Box<dyn System>> = vec![Box::new(colony)];
     if let Some(etcd) = etcd {
         systems.push(Box::new(etcd));
@@ -445,6 +459,10 @@ fn report(options: &Options, systems: &[Box<dyn System>], measured: &[Measured])
         ratios.push(ratio.map(|(a, b)| a.min(b)));
     }
     let ran_takeovers = !measured[0].takeovers.is_empty();
+    // Colony's median takeover over etcd's.
+    let takeover_ratio = (both && ran_takeovers).then(|| {
+        median(&measured[0].takeovers).as_secs_f64() / median(&measured[1].takeovers).as_secs_f64()
+    });
     if ran_takeovers {
         let cells: Vec<String> = names
             .iter()
@@ -462,14 +480,12 @@ fn report(options: &Options, systems: &[Box<dyn System>], measured: &[Measured])
             })
             .collect();
         println!(
-            "  {:<38} {}",
+            "  {:<38} {}{}",
             "(e) takeover after SIGKILL",
-            cells.join(" | ")
+            cells.join(" | "),
+            takeover_ratio.map_or(String::new(), |r| format!(" | ratio {r:.2}x"))
         );
     }
-    let takeover_ratio = (both && ran_takeovers).then(|| {
-        median(&measured[0].takeovers).as_secs_f64() / median(&measured[1].takeovers).as_secs_f64()
-    });
 
     println!("targets:");
     let judged = |met: Option<bool>, what: String| {
