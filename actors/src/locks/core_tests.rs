@@ -37,6 +37,22 @@ fn solo(t0: Instant) -> LockTable {
     t
 }
 
+/// A table where holder (1, 1) holds `a` (request 1, first token) and (2, 1) waits for it
+/// (request 2, a minute), outputs drained.
+fn held_with_a_waiter(t0: Instant) -> LockTable {
+    let mut t = solo(t0);
+    t.acquire(t0, "a", holder(1, 1), 1, Wait::No);
+    t.acquire(
+        t0,
+        "a",
+        holder(2, 1),
+        2,
+        Wait::Until(t0 + Duration::from_secs(60)),
+    );
+    drain(&mut t);
+    t
+}
+
 fn drain(t: &mut LockTable) -> Vec<(u64, Answer)> {
     std::iter::from_fn(|| t.poll_output())
         .map(|Output::Reply { request, answer }| (request, answer))
@@ -122,16 +138,7 @@ fn a_wait_that_runs_out_is_answered_timed_out() {
 #[test]
 fn an_unrenewed_lease_ends_and_the_next_waiter_gets_the_lock() {
     let t0 = Instant::now();
-    let mut t = solo(t0);
-    t.acquire(t0, "a", holder(1, 1), 1, Wait::No);
-    t.acquire(
-        t0,
-        "a",
-        holder(2, 1),
-        2,
-        Wait::Until(t0 + Duration::from_secs(60)),
-    );
-    drain(&mut t);
+    let mut t = held_with_a_waiter(t0);
     assert_eq!(t.poll_timeout(), Some(t0 + LEASE));
     t.handle_timeout(t0 + LEASE);
     assert_eq!(drain(&mut t), [(2, granted_after(token_at(LEASE), LEASE))]);
@@ -354,16 +361,7 @@ fn an_owner_that_was_paused_grants_nothing_until_a_takeover_delay_after_it_woke(
 #[test]
 fn losing_quorum_refuses_everything_and_drops_the_table() {
     let t0 = Instant::now();
-    let mut t = solo(t0);
-    t.acquire(t0, "a", holder(1, 1), 1, Wait::No);
-    t.acquire(
-        t0,
-        "a",
-        holder(2, 1),
-        2,
-        Wait::Until(t0 + Duration::from_secs(60)),
-    );
-    drain(&mut t);
+    let mut t = held_with_a_waiter(t0);
     t.set_view(t0, WALL_MS, vec![me()], false);
     t.renew(t0, "a", holder(1, 1), first_token(), 3);
     t.acquire(t0, "b", holder(1, 2), 4, Wait::No);

@@ -100,16 +100,22 @@ mod tests {
         NodeId::from_u128(n)
     }
 
-    #[test]
-    fn a_name_is_grantable_only_after_a_full_window_of_ownership() {
-        let t0 = Instant::now();
-        let w = Duration::from_secs(5);
+    /// Views of a window `w` where node 1 has been alone with quorum since `t0`.
+    fn alone_since(t0: Instant, w: Duration) -> Views {
         let mut views = Views::new(w);
         views.push(View {
             since: t0,
             up: vec![id(1)],
             has_quorum: true,
         });
+        views
+    }
+
+    #[test]
+    fn a_name_is_grantable_only_after_a_full_window_of_ownership() {
+        let t0 = Instant::now();
+        let w = Duration::from_secs(5);
+        let mut views = alone_since(t0, w);
         assert!(!views.owned_throughout(id(1), b"k", t0 + Duration::from_secs(4)));
         assert!(views.owned_throughout(id(1), b"k", t0 + Duration::from_secs(5)));
         assert_eq!(views.grantable_at(id(1), b"k"), Some(t0 + w));
@@ -119,12 +125,7 @@ mod tests {
     fn losing_quorum_restarts_the_wait() {
         let t0 = Instant::now();
         let w = Duration::from_secs(5);
-        let mut views = Views::new(w);
-        views.push(View {
-            since: t0,
-            up: vec![id(1)],
-            has_quorum: true,
-        });
+        let mut views = alone_since(t0, w);
         views.push(View {
             since: t0 + Duration::from_secs(10),
             up: vec![id(1)],
