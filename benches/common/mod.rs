@@ -2,7 +2,7 @@
 
 pub mod process;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -43,6 +43,16 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Records an operation that started at `start` and just ended: its time if `ok`, else an
+    /// error.
+    pub fn record(&mut self, start: Instant, ok: bool) {
+        if ok {
+            self.samples.push(start.elapsed());
+        } else {
+            self.errors += 1;
+        }
+    }
+
     /// One line of JSON.
     pub fn to_json(&self) -> String {
         let nanos: Vec<u64> = self.samples.iter().map(|d| d.as_nanos() as u64).collect();
@@ -74,6 +84,14 @@ pub fn ms(d: Duration) -> String {
 /// `d` in microseconds with one decimal, for reports.
 pub fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// The value of the numeric option `flag`.
+///
+/// # Errors
+/// `value` is not a number.
+pub fn number(flag: &str, value: &str) -> anyhow::Result<usize> {
+    value.parse().with_context(|| format!("{flag} {value}"))
 }
 
 /// How a bench binary was invoked.

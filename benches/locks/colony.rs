@@ -25,8 +25,9 @@ use colony::actors::locks::{LockSettings, core, name};
 use colony::{ClusterLock, LocksExt, MemberState, Node, NodeId, Primitives};
 use colony_runtime::testkit::{ClusterSpec, TestCluster, free_port};
 
+use crate::common::Batch;
 use crate::common::process::Owned;
-use crate::{ClientRun, Run, System, Workload};
+use crate::{ERROR_PAUSE, Run, System, Workload};
 
 /// The `colony` binary.
 const BINARY: &str = env!("CARGO_BIN_EXE_colony");
@@ -318,8 +319,8 @@ impl Drop for Colony {
 }
 
 /// One client: acquire and release until `until`.
-async fn client(lock: ClusterLock, until: Instant) -> ClientRun {
-    let mut run = ClientRun::default();
+async fn client(lock: ClusterLock, until: Instant) -> Batch {
+    let mut run = Batch::default();
     while Instant::now() < until {
         let start = Instant::now();
         let ok = match lock.lock().await {
@@ -328,7 +329,7 @@ async fn client(lock: ClusterLock, until: Instant) -> ClientRun {
         };
         run.record(start, ok);
         if !ok {
-            tokio::time::sleep(ClientRun::ERROR_PAUSE).await;
+            tokio::time::sleep(ERROR_PAUSE).await;
         }
     }
     run

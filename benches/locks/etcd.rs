@@ -31,8 +31,9 @@ use colony_runtime::testkit::free_port;
 use serde_json::{Value, json};
 
 use crate::colony::SETTLE;
+use crate::common::Batch;
 use crate::common::process::{Owned, ensure_installed};
-use crate::{ClientRun, Run, System, Workload};
+use crate::{ERROR_PAUSE, Run, System, Workload};
 
 /// Members of the etcd cluster.
 const MEMBERS: usize = 3;
@@ -319,8 +320,8 @@ impl System for Etcd {
 }
 
 /// One client: lock and unlock `name` with `lease` until `until`.
-fn cycle(client: &Client, name: &str, lease: &str, until: Instant) -> ClientRun {
-    let mut run = ClientRun::default();
+fn cycle(client: &Client, name: &str, lease: &str, until: Instant) -> Batch {
+    let mut run = Batch::default();
     while Instant::now() < until {
         let start = Instant::now();
         let ok = client
@@ -329,7 +330,7 @@ fn cycle(client: &Client, name: &str, lease: &str, until: Instant) -> ClientRun 
             .is_ok();
         run.record(start, ok);
         if !ok {
-            std::thread::sleep(ClientRun::ERROR_PAUSE);
+            std::thread::sleep(ERROR_PAUSE);
         }
     }
     run

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use common::{Invocation, median, median_f64, ms, quantile, us};
+use common::{Batch, Invocation, median, median_f64, ms, number, quantile, us};
 
 /// Target: Colony's uncontended ops/s from a non-owner node over etcd's.
 const TARGET_NON_OWNER: f64 = 20.0;
@@ -112,17 +112,14 @@ impl Options {
                     .and_then(|s| Duration::try_from_secs_f64(s).ok())
                     .with_context(|| format!("{flag} {value}"))
             };
-            let number = || {
-                value
-                    .parse::<usize>()
-                    .with_context(|| format!("{flag} {value}"))
-            };
             match flag.as_str() {
                 "--secs" => options.secs = seconds()?,
                 "--warmup-secs" => options.warmup = seconds()?,
-                "--rounds" => options.rounds = number()?,
-                "--takeovers" => options.takeovers = number()?,
-                "--lease-ms" => options.lease = Duration::from_millis(number()? as u64),
+                "--rounds" => options.rounds = number(&flag, &value)?,
+                "--takeovers" => options.takeovers = number(&flag, &value)?,
+                "--lease-ms" => {
+                    options.lease = Duration::from_millis(number(&flag, &value)? as u64)
+                }
                 "--etcd" => {
                     options.etcd = match value.as_str() {
                         "yes" => true,
@@ -204,29 +201,9 @@ impl Workload {
     }
 }
 
-/// What one client did in a timed run.
-#[derive(Debug, Default)]
-pub struct ClientRun {
-    /// The time of each completed acquire+release.
-    pub samples: Vec<Duration>,
-    /// Cycles that failed.
-    pub errors: usize,
-}
-
-impl ClientRun {
-    /// How long a client pauses after a failed cycle, so that a client of a broken system does
-    /// not spin.
-    pub const ERROR_PAUSE: Duration = Duration::from_millis(10);
-
-    /// Records one cycle that began at `start` and succeeded or not.
-    pub fn record(&mut self, start: Instant, ok: bool) {
-        if ok {
-            self.samples.push(start.elapsed());
-        } else {
-            self.errors += 1;
-        }
-    }
-}
+/// How long a client pauses after a failed cycle, so that a client of a broken system does not
+/// spin.
+pub const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// One timed run of a workload: every client's cycles, and the time until the last client
 /// finished its last cycle.
@@ -241,8 +218,9 @@ pub struct Run {
 }
 
 impl Run {
-    /// Gathers the clients' results of a run that started at `start`.
-    pub fn gather(start: Instant, clients: impl IntoIterator<Item = ClientRun>) -> Run {
+    /// Gathers the clients' results of a run that started at `start`: one [`Batch`] per client,
+    /// a cycle per operation.
+    pub fn gather(start: Instant, clients: impl IntoIterator<Item = Batch>) -> Run {
         let mut run = Run::default();
         for client in clients {
             run.samples.extend(client.samples);
