@@ -123,11 +123,7 @@ impl Options {
             Options::smoke()
         };
         for (flag, value) in invocation.options {
-            let number = || {
-                value
-                    .parse::<usize>()
-                    .with_context(|| format!("{flag} {value}"))
-            };
+            let number = || common::number(&flag, &value);
             match flag.as_str() {
                 "--payload" => parsed.payload = number()?,
                 "--calls" => parsed.calls = number()?,
@@ -200,12 +196,8 @@ where
             };
             for _ in 0..calls {
                 let start = Instant::now();
-                let result = call(payload.clone()).await;
-                let took = start.elapsed();
-                match result {
-                    Ok(()) => batch.samples.push(took),
-                    Err(_) => batch.errors += 1,
-                }
+                let ok = call(payload.clone()).await.is_ok();
+                batch.record(start, ok);
             }
             println!("{}", batch.to_json());
         }
