@@ -63,8 +63,8 @@ pub(crate) enum LockMsg {
     },
     /// Membership changed.
     View(Arc<View>),
-    /// The timer of generation `.0` fired.
-    Tick(u64),
+    /// The earliest deadline passed.
+    Tick,
     /// The steady beat by which the actor notices that it did not run for a while.
     Heartbeat,
     /// Report the sizes of both tables.
@@ -108,8 +108,8 @@ pub(crate) struct LockState {
     pending: HashMap<RequestId, oneshot::Sender<Answer>>,
     next_request: RequestId,
     leases: HashMap<u64, watch::Sender<Lease>>,
-    timer: u64,
-    armed: Option<Instant>,
+    /// The earliest deadline of both cores, watched by the timer task.
+    deadline: watch::Sender<Option<Instant>>,
     /// When the actor last handled a message.
     alive: Instant,
 }
@@ -134,6 +134,31 @@ impl Actor for LockActor {
         _: (),
     ) -> Result<LockState, ActorProcessingErr> {
         myself.send_interval(HEARTBEAT, || LockMsg::Heartbeat);
+        // One long-lived timer task, told the earliest deadline through a watch: cheaper than a
+        // spawned timer each time the deadline moves (every grant and release).
+        let (deadline, mut wake) = watch::channel(None::<Instant>);
+        let me = myself.clone();
+        tokio::spawn(async move {
+            loop {
+                let at = *wake.borrow_and_update();
+                let fired = match at {
+                    Some(at) => tokio::select! {
+                        changed = wake.changed() => { if changed.is_err() { return } false }
+                        () = tokio::time::sleep_until(at.into()) => true,
+                    },
+                    None => {
+                        if wake.changed().await.is_err() {
+                            return;
+                        }
+                        false
+                    }
+                };
+                // After a tick, wait for the actor to set the next deadline.
+                if fired && (me.cast(LockMsg::Tick).is_err() || wake.changed().await.is_err()) {
+                    return;
+                }
+            }
+        });
         // Feed every membership change to the actor, the current view first.
         let mut views = self.node.watch_members();
         let me = myself.clone();
@@ -156,8 +181,7 @@ impl Actor for LockActor {
             pending: HashMap::new(),
             next_request: 0,
             leases: HashMap::new(),
-            timer: 0,
-            armed: None,
+            deadline,
             alive: Instant::now(),
         })
     }
@@ -226,12 +250,14 @@ impl Actor for LockActor {
                     pending_answers: state.pending.len(),
                 });
             }
-            LockMsg::Tick(generation) => {
-                if generation == state.timer {
-                    state.armed = None;
-                    state.table.handle_timeout(now);
-                    state.holdings.handle_timeout(now);
-                }
+            LockMsg::Tick => {
+                state.table.handle_timeout(now);
+                state.holdings.handle_timeout(now);
+                self.flush(&myself, state);
+                // The timer task waits for this answer, even if the deadline did not move.
+                let next = next_deadline(state);
+                state.deadline.send_replace(next);
+                return Ok(());
             }
         }
         self.flush(&myself, state);
@@ -296,21 +322,20 @@ impl LockActor {
                 }
             }
         }
-        let next = [state.table.poll_timeout(), state.holdings.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
-        if let Some(at) = next
-            && state.armed != Some(at)
-        {
-            state.timer += 1;
-            state.armed = Some(at);
-            let generation = state.timer;
-            myself.send_after(at.saturating_duration_since(Instant::now()), move || {
-                LockMsg::Tick(generation)
-            });
-        }
+        let next = next_deadline(state);
+        state.deadline.send_if_modified(|d| {
+            let moved = *d != next;
+            *d = next;
+            moved
+        });
     }
+}
+
+fn next_deadline(state: &LockState) -> Option<Instant> {
+    [state.table.poll_timeout(), state.holdings.poll_timeout()]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 /// Sends one renewal to the name's current owner and reports back to the actor.
