@@ -207,7 +207,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     pub async fn remove_all(&self) {
         let stamp = self.inner.shared.stamper.stamp();
         self.inner.loads.changed_all();
-        self.inner.store.clear();
+        self.inner.store.clear(stamp);
         let op = self
             .inner
             .settings

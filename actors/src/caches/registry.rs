@@ -13,11 +13,12 @@ use super::error::CacheError;
 use super::gateway::CacheGateway;
 use super::loader::Loader;
 use super::loads::Loads;
-use super::msg::{Flush, Op, SERVICE};
+use super::msg::{Flush, Op, SERVICE, Stamp};
 use super::peers::Peers;
 use super::reference::CachedReference;
 use super::replicator::Replicator;
 use super::settings::CacheSettings;
+use super::stamp::LOADED;
 use super::stamp::Stamper;
 use super::store::Store;
 
@@ -25,8 +26,9 @@ use super::store::Store;
 pub(crate) trait Replica: Send + Sync {
     /// Applies a change received from another node.
     fn apply(&self, op: &Op) -> Result<(), String>;
-    /// Drops every entry (and marks loads in progress stale).
-    fn clear(&self);
+    /// Drops every entry (and marks loads in progress stale); writes older than `stamp` are
+    /// refused from now on (`LOADED` refuses none: a local flush is no write).
+    fn clear(&self, stamp: Stamp);
     fn settings(&self) -> CacheSettings;
 }
 
@@ -44,14 +46,14 @@ impl<K: CacheKey, V: CacheValue> Replica for Inner<K, V> {
                 self.loads.changed(&key);
                 self.store.put(key, value, *stamp);
             }
-            Op::Clear { .. } => self.clear(),
+            Op::Clear { stamp } => self.clear(*stamp),
         }
         Ok(())
     }
 
-    fn clear(&self) {
+    fn clear(&self, stamp: Stamp) {
         self.loads.changed_all();
-        self.store.clear();
+        self.store.clear(stamp);
     }
 
     fn settings(&self) -> CacheSettings {
@@ -105,7 +107,7 @@ impl Shared {
             .into_iter()
             .filter(|r| r.settings().flushable)
             .collect();
-        flushable.iter().for_each(|r| r.clear());
+        flushable.iter().for_each(|r| r.clear(LOADED));
         flushable.len()
     }
 
@@ -122,7 +124,7 @@ impl Shared {
                 "clearing replicated caches: {why}"
             );
         }
-        replicated.iter().for_each(|r| r.clear());
+        replicated.iter().for_each(|r| r.clear(LOADED));
     }
 }
 

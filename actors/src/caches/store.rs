@@ -11,6 +11,7 @@ use moka::ops::compute::Op as Compute;
 
 use super::msg::Stamp;
 use super::settings::CacheSettings;
+use super::stamp::LOADED;
 
 /// What happened to an entry on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,9 +108,18 @@ struct Slot<V> {
     stamp: Stamp,
 }
 
+/// How long a removal is remembered, so that an older write from another node that arrives
+/// after it (messages from different origins are not ordered) does not bring the value back.
+const TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Removals remembered at most; beyond that the oldest are forgotten first.
+const TOMBSTONES: u64 = 100_000;
+
 /// One cache's entries on this node.
 pub(crate) struct Store<K, V> {
     entries: moka::sync::Cache<K, Slot<V>>,
+    /// Recent removals by key, and the latest clear: writes older than them are refused.
+    tombstones: moka::sync::Cache<K, Stamp>,
+    cleared: std::sync::Mutex<Stamp>,
     pub counters: Arc<Counters>,
     events: Events,
 }
@@ -150,6 +160,11 @@ where
             .build();
         Store {
             entries,
+            tombstones: moka::sync::Cache::builder()
+                .max_capacity(TOMBSTONES)
+                .time_to_live(TOMBSTONE_TTL)
+                .build(),
+            cleared: std::sync::Mutex::new(LOADED),
             counters,
             events,
         }
@@ -180,8 +195,16 @@ where
         self.events.subscribe(capacity)
     }
 
-    /// Stores `value` unless a newer write is already there; says whether it was stored.
+    /// Stores `value` unless a newer write, removal or clear is already there; says whether it
+    /// was stored. Loaded values (`LOADED`) come from the system of record and are only refused
+    /// by a stored value.
     pub(crate) fn put(&self, key: K, value: V, stamp: Stamp) -> bool {
+        if stamp != LOADED {
+            let cleared = *self.cleared.lock().expect("cleared lock");
+            if stamp <= cleared || self.tombstones.get(&key).is_some_and(|t| t > stamp) {
+                return false;
+            }
+        }
         let mut kind = None;
         self.entries
             .entry(key.clone())
@@ -209,8 +232,14 @@ where
         kind.is_some()
     }
 
-    /// Removes `key` unless it holds a write newer than `stamp`.
+    /// Removes `key` unless it holds a write newer than `stamp`, and remembers the removal.
     pub(crate) fn remove(&self, key: &K, stamp: Stamp) {
+        self.tombstones
+            .entry(key.clone())
+            .and_compute_with(|t| match t {
+                Some(t) if *t.value() >= stamp => Compute::Nop,
+                _ => Compute::Put(stamp),
+            });
         let mut removed = None;
         self.entries
             .entry(key.clone())
@@ -230,8 +259,56 @@ where
         }
     }
 
-    /// Removes every entry.
-    pub(crate) fn clear(&self) {
+    /// Removes every entry, and refuses writes older than `stamp` from now on.
+    pub(crate) fn clear(&self, stamp: Stamp) {
+        {
+            let mut cleared = self.cleared.lock().expect("cleared lock");
+            *cleared = (*cleared).max(stamp);
+        }
         self.entries.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(micros: u64) -> Stamp {
+        Stamp {
+            micros,
+            node: [1; 16],
+        }
+    }
+
+    #[test]
+    fn an_older_write_arriving_after_a_newer_removal_or_clear_is_refused() {
+        let store: Store<u32, u32> = Store::new(&CacheSettings::replicate_via_copy());
+        store.remove(&1, stamp(20));
+        assert!(
+            !store.put(1, 7, stamp(10)),
+            "a write older than the removal came back"
+        );
+        assert!(store.put(1, 8, stamp(30)));
+        store.clear(stamp(40));
+        assert!(!store.put(2, 9, stamp(35)));
+        assert!(store.put(2, 9, stamp(45)));
+        // Values loaded from the system of record are never refused by a removal.
+        store.remove(&3, stamp(50));
+        assert!(store.put(3, 1, LOADED));
+        assert_eq!(store.get(&3), Some(1));
+    }
+
+    #[test]
+    fn the_last_write_wins_whatever_the_order_of_arrival() {
+        let store: Store<u32, u32> = Store::new(&CacheSettings::replicate_via_copy());
+        assert!(store.put(1, 2, stamp(20)));
+        assert!(!store.put(1, 1, stamp(10)));
+        assert_eq!(store.get(&1), Some(2));
+        store.remove(&1, stamp(15));
+        assert_eq!(
+            store.get(&1),
+            Some(2),
+            "an older removal leaves a newer write"
+        );
     }
 }
