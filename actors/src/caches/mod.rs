@@ -3,13 +3,15 @@
 //!
 //! # Layout
 //! - [`CacheSettings`]: mode, synchrony, expiry, bounds.
-//! - `store`: one cache's entries on a node (moka), stamps so the last write wins, counters.
+//! - `store`, `entries`: one cache's entries on a node (moka when bounded or expiring, a
+//!   concurrent map otherwise), stamps so the last write wins, counters.
 //! - `loads`: one load per key at a time, and no stale load cached over a newer change.
 //! - `replicator`: synchronous fan-out with acknowledgements, ordered asynchronous queues.
 //! - `registry`, `gateway`: the service, the `caches` wire service, rejoin clearing, flush.
 //! - [`Cache`], [`CachedReference`], [`Caches`]: the API.
 
 mod cache;
+mod entries;
 mod error;
 mod gateway;
 mod loader;

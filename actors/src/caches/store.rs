@@ -9,6 +9,7 @@ use colony_runtime::events::{Events, Subscription};
 use moka::notification::RemovalCause;
 use moka::ops::compute::Op as Compute;
 
+use super::entries::{Entries, Slot};
 use super::msg::Stamp;
 use super::settings::CacheSettings;
 use super::stamp::LOADED;
@@ -102,12 +103,6 @@ impl Counters {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Slot<V> {
-    value: V,
-    stamp: Stamp,
-}
-
 /// How long a removal is remembered, so that an older write from another node that arrives
 /// after it (messages from different origins are not ordered) does not bring the value back.
 const TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -116,7 +111,7 @@ const TOMBSTONES: u64 = 100_000;
 
 /// One cache's entries on this node.
 pub(crate) struct Store<K, V> {
-    entries: moka::sync::Cache<K, Slot<V>>,
+    entries: Entries<K, V>,
     /// Recent removals by key, and the latest clear: writes older than them are refused.
     tombstones: moka::sync::Cache<K, Stamp>,
     cleared: std::sync::Mutex<Stamp>,
@@ -135,29 +130,38 @@ where
             .enabled
             .store(settings.statistics, Ordering::Relaxed);
         let events = Events::default();
-        let mut builder = moka::sync::Cache::builder();
-        if let Some(n) = settings.max_entries {
-            builder = builder.max_capacity(n);
-        }
-        if let Some(ttl) = settings.expire_after_write {
-            builder = builder.time_to_live(ttl);
-        }
-        if let Some(tti) = settings.expire_after_access {
-            builder = builder.time_to_idle(tti);
-        }
-        let (c, e) = (counters.clone(), events.clone());
-        let entries = builder
-            .eviction_listener(move |key: Arc<K>, slot: Slot<V>, cause| {
-                if matches!(cause, RemovalCause::Expired | RemovalCause::Size) {
-                    c.add(&c.evictions, 1);
-                    e.publish(EntryEvent {
-                        kind: EntryEventKind::Evicted,
-                        key: (*key).clone(),
-                        value: Some(slot.value),
-                    });
-                }
-            })
-            .build();
+        let bounded = settings.max_entries.is_some()
+            || settings.expire_after_write.is_some()
+            || settings.expire_after_access.is_some();
+        let entries = if bounded {
+            let mut builder = moka::sync::Cache::builder();
+            if let Some(n) = settings.max_entries {
+                builder = builder.max_capacity(n);
+            }
+            if let Some(ttl) = settings.expire_after_write {
+                builder = builder.time_to_live(ttl);
+            }
+            if let Some(tti) = settings.expire_after_access {
+                builder = builder.time_to_idle(tti);
+            }
+            let (c, e) = (counters.clone(), events.clone());
+            Entries::Bounded(
+                builder
+                    .eviction_listener(move |key: Arc<K>, slot: Slot<V>, cause| {
+                        if matches!(cause, RemovalCause::Expired | RemovalCause::Size) {
+                            c.add(&c.evictions, 1);
+                            e.publish(EntryEvent {
+                                kind: EntryEventKind::Evicted,
+                                key: (*key).clone(),
+                                value: Some(slot.value),
+                            });
+                        }
+                    })
+                    .build(),
+            )
+        } else {
+            Entries::Unbounded(dashmap::DashMap::new())
+        };
         Store {
             entries,
             tombstones: moka::sync::Cache::builder()
@@ -171,20 +175,19 @@ where
     }
 
     pub(crate) fn get(&self, key: &K) -> Option<V> {
-        self.entries.get(key).map(|s| s.value)
+        self.entries.get(key)
     }
 
     pub(crate) fn contains(&self, key: &K) -> bool {
-        self.entries.contains_key(key)
+        self.entries.contains(key)
     }
 
     pub(crate) fn keys(&self) -> Vec<K> {
-        self.entries.iter().map(|(k, _)| (*k).clone()).collect()
+        self.entries.keys()
     }
 
     pub(crate) fn len(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        self.entries.len()
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
@@ -205,23 +208,13 @@ where
                 return false;
             }
         }
-        let mut kind = None;
-        self.entries
-            .entry(key.clone())
-            .and_compute_with(|existing| match existing {
-                Some(e) if e.value().stamp > stamp => Compute::Nop,
-                existing => {
-                    kind = Some(if existing.is_some() {
-                        EntryEventKind::Updated
-                    } else {
-                        EntryEventKind::Added
-                    });
-                    Compute::Put(Slot {
-                        value: value.clone(),
-                        stamp,
-                    })
-                }
-            });
+        let kind = self.entries.put_if_newer(
+            key.clone(),
+            Slot {
+                value: value.clone(),
+                stamp,
+            },
+        );
         if let Some(kind) = kind {
             self.events.publish(EntryEvent {
                 kind,
@@ -240,16 +233,7 @@ where
                 Some(t) if *t.value() >= stamp => Compute::Nop,
                 _ => Compute::Put(stamp),
             });
-        let mut removed = None;
-        self.entries
-            .entry(key.clone())
-            .and_compute_with(|existing| match existing {
-                Some(e) if e.value().stamp <= stamp => {
-                    removed = Some(e.into_value().value);
-                    Compute::Remove
-                }
-                _ => Compute::Nop,
-            });
+        let removed = self.entries.remove_if_not_newer(key, stamp);
         if let Some(value) = removed {
             self.events.publish(EntryEvent {
                 kind: EntryEventKind::Removed,
@@ -265,7 +249,7 @@ where
             let mut cleared = self.cleared.lock().expect("cleared lock");
             *cleared = (*cleared).max(stamp);
         }
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 }
 

@@ -1,0 +1,121 @@
+//! Where one cache's entries live on a node: moka when the cache has a size bound or expiry,
+//! else a plain concurrent map, whose reads cost a fraction of moka's (no access log, no clock).
+
+use std::hash::Hash;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use moka::ops::compute::Op as Compute;
+
+use super::msg::Stamp;
+use super::store::EntryEventKind;
+
+/// A value and the stamp of the write that stored it.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot<V> {
+    pub value: V,
+    pub stamp: Stamp,
+}
+
+pub(crate) enum Entries<K, V> {
+    /// Bounded or expiring: moka enforces the bound and the expiry.
+    Bounded(moka::sync::Cache<K, Slot<V>>),
+    /// Neither: nothing ever leaves but by a write.
+    Unbounded(DashMap<K, Slot<V>>),
+}
+
+impl<K, V> Entries<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
+        match self {
+            Entries::Bounded(c) => c.get(key).map(|s| s.value),
+            Entries::Unbounded(m) => m.get(key).map(|s| s.value.clone()),
+        }
+    }
+
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        match self {
+            Entries::Bounded(c) => c.contains_key(key),
+            Entries::Unbounded(m) => m.contains_key(key),
+        }
+    }
+
+    pub(crate) fn keys(&self) -> Vec<K> {
+        match self {
+            Entries::Bounded(c) => c.iter().map(|(k, _)| (*k).clone()).collect(),
+            Entries::Unbounded(m) => m.iter().map(|e| e.key().clone()).collect(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Entries::Bounded(c) => {
+                c.run_pending_tasks();
+                c.entry_count()
+            }
+            Entries::Unbounded(m) => m.len() as u64,
+        }
+    }
+
+    /// Stores `slot` unless a newer write is there; says whether it added or updated.
+    pub(crate) fn put_if_newer(&self, key: K, slot: Slot<V>) -> Option<EntryEventKind> {
+        match self {
+            Entries::Bounded(c) => {
+                let mut kind = None;
+                c.entry(key).and_compute_with(|existing| match existing {
+                    Some(e) if e.value().stamp > slot.stamp => Compute::Nop,
+                    existing => {
+                        kind = Some(if existing.is_some() {
+                            EntryEventKind::Updated
+                        } else {
+                            EntryEventKind::Added
+                        });
+                        Compute::Put(slot.clone())
+                    }
+                });
+                kind
+            }
+            Entries::Unbounded(m) => match m.entry(key) {
+                Entry::Occupied(mut e) => (e.get().stamp <= slot.stamp).then(|| {
+                    e.insert(slot);
+                    EntryEventKind::Updated
+                }),
+                Entry::Vacant(e) => {
+                    e.insert(slot);
+                    Some(EntryEventKind::Added)
+                }
+            },
+        }
+    }
+
+    /// Removes `key` unless it holds a write newer than `stamp`; returns the removed value.
+    pub(crate) fn remove_if_not_newer(&self, key: &K, stamp: Stamp) -> Option<V> {
+        match self {
+            Entries::Bounded(c) => {
+                let mut removed = None;
+                c.entry(key.clone())
+                    .and_compute_with(|existing| match existing {
+                        Some(e) if e.value().stamp <= stamp => {
+                            removed = Some(e.into_value().value);
+                            Compute::Remove
+                        }
+                        _ => Compute::Nop,
+                    });
+                removed
+            }
+            Entries::Unbounded(m) => m
+                .remove_if(key, |_, s| s.stamp <= stamp)
+                .map(|(_, s)| s.value),
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        match self {
+            Entries::Bounded(c) => c.invalidate_all(),
+            Entries::Unbounded(m) => m.clear(),
+        }
+    }
+}
