@@ -115,7 +115,7 @@ mod tests {
     fn a_name_is_grantable_only_after_a_full_window_of_ownership() {
         let t0 = Instant::now();
         let w = Duration::from_secs(5);
-        let mut views = alone_since(t0, w);
+        let views = alone_since(t0, w);
         assert!(!views.owned_throughout(id(1), b"k", t0 + Duration::from_secs(4)));
         assert!(views.owned_throughout(id(1), b"k", t0 + Duration::from_secs(5)));
         assert_eq!(views.grantable_at(id(1), b"k"), Some(t0 + w));
