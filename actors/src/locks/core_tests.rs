@@ -255,11 +255,8 @@ fn names_owned_by_me(n: usize) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_new_owner_grants_nothing_until_the_takeover_delay_has_passed() {
-    let t0 = Instant::now();
-    let delay = Duration::from_secs(5);
-    let name = &names_owned_by_me(1)[0];
+/// A table of a node that has just seen node 2 join: it owns some names, with quorum, since `t0`.
+fn just_took_over(t0: Instant, delay: Duration) -> LockTable {
     let mut t = LockTable::new(
         me(),
         TableConfig {
@@ -268,6 +265,15 @@ fn a_new_owner_grants_nothing_until_the_takeover_delay_has_passed() {
         },
     );
     t.set_view(t0, WALL_MS, vec![me(), NodeId::from_u128(2)], true);
+    t
+}
+
+#[test]
+fn a_new_owner_grants_nothing_until_the_takeover_delay_has_passed() {
+    let t0 = Instant::now();
+    let delay = Duration::from_secs(5);
+    let name = &names_owned_by_me(1)[0];
+    let mut t = just_took_over(t0, delay);
     t.acquire(t0, name, holder(2, 1), 1, Wait::No);
     t.acquire(
         t0,
@@ -287,14 +293,7 @@ fn a_holder_re_asserting_during_the_takeover_delay_keeps_its_lock_and_raises_the
     let t0 = Instant::now();
     let delay = Duration::from_secs(5);
     let name = &names_owned_by_me(1)[0];
-    let mut t = LockTable::new(
-        me(),
-        TableConfig {
-            lease: LEASE,
-            takeover_delay: delay,
-        },
-    );
-    t.set_view(t0, WALL_MS, vec![me(), NodeId::from_u128(2)], true);
+    let mut t = just_took_over(t0, delay);
     let old_token = (WALL_MS + 10_000) << EPOCH_SHIFT; // from an owner whose clock ran ahead
     t.renew(t0, name, holder(2, 9), old_token, 1);
     t.acquire(
