@@ -46,19 +46,12 @@ pub fn check(history: &History, window: Duration) -> Vec<Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::{Member, MemberState, NodeIdentity};
+    use crate::membership::{Member, MemberState};
+    use crate::sim;
     use crate::sim::history::Happening;
     use crate::sim::net::NetChange;
-    use crate::{NodeId, sim};
 
-    fn ident(n: u8) -> NodeIdentity {
-        NodeIdentity {
-            id: NodeId::from_u128(n.into()),
-            name: format!("n{n}"),
-            addr: sim::tests::addr(n),
-            incarnation: 1,
-        }
-    }
+    use crate::sim::tests::ident;
 
     fn down(n: u8) -> Happening {
         Happening::Event {

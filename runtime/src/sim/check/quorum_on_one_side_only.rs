@@ -171,18 +171,11 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::{Member, MemberState, NodeIdentity};
+    use crate::membership::{Member, MemberState};
+    use crate::sim::History;
     use crate::sim::tests::addr;
-    use crate::{NodeId, sim::History};
 
-    fn ident(n: u8) -> NodeIdentity {
-        NodeIdentity {
-            id: NodeId::from_u128(n.into()),
-            name: format!("n{n}"),
-            addr: addr(n),
-            incarnation: 1,
-        }
-    }
+    use crate::sim::tests::ident;
 
     /// A view at node `n` listing nodes `1..=up` as up and the rest of five as down.
     fn view(n: u8, up: u8) -> Happening {

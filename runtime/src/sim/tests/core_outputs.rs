@@ -5,8 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::addr;
-use crate::NodeId;
+use super::{addr, ident};
 use crate::config::MembershipTimings;
 use crate::membership::{
     GossipKey, Member, MemberEvent, MemberState, MembershipCore, NodeIdentity, Output, PacketError,
@@ -17,15 +16,6 @@ const REFUSAL: &[u8] = b"CO\x01\x03";
 
 fn key() -> GossipKey {
     GossipKey::from_cookie("exact")
-}
-
-fn ident(n: u8) -> NodeIdentity {
-    NodeIdentity {
-        id: NodeId::from_u128(n.into()),
-        name: format!("n{n}"),
-        addr: addr(n),
-        incarnation: 1,
-    }
 }
 
 fn core(n: u8) -> MembershipCore {

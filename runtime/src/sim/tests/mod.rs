@@ -24,6 +24,16 @@ mod partition;
 mod pause;
 mod restart;
 
+/// The identity of node `n` at its world address, incarnation 1.
+pub(crate) fn ident(n: u8) -> crate::membership::NodeIdentity {
+    crate::membership::NodeIdentity {
+        id: crate::NodeId::from_u128(n.into()),
+        name: format!("n{n}"),
+        addr: addr(n),
+        incarnation: 1,
+    }
+}
+
 /// The address the world gives node `n - 1`.
 pub(crate) fn addr(n: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, n], 7000))
