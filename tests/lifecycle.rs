@@ -6,9 +6,10 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use colony_runtime::lifecycle::{Component, ComponentError, HookFuture};
-use colony_runtime::{MemberState, Node, StartError};
+use colony_runtime::{MemberEvent, MemberState, Node, StartError};
 use common::serial;
 
 #[derive(Clone)]
@@ -56,6 +57,23 @@ fn recorder(name: &'static str, log: &Arc<Mutex<Vec<String>>>, fail: bool) -> Re
         name,
         log: log.clone(),
         fail,
+    }
+}
+
+/// A component whose start never finishes: the node is joined, and its start-up is not over.
+struct Stuck;
+
+impl Component for Stuck {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+
+    fn on_start<'a>(&'a self, _: &'a Node) -> HookFuture<'a, Result<(), ComponentError>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn on_stop<'a>(&'a self, _: &'a Node) -> HookFuture<'a, ()> {
+        Box::pin(async {})
     }
 }
 
@@ -143,4 +161,44 @@ async fn a_standalone_node_serves_its_own_requests_through_the_wire() {
     assert!(node.local_home().state().is_dir());
     assert!(node.shared_home().plugins().is_dir());
     node.shutdown().await;
+}
+
+async fn next_about_b(
+    events: &mut colony_runtime::events::Subscription<MemberEvent>,
+    want: fn(&MemberEvent) -> bool,
+) -> MemberEvent {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("an event about b")
+            .expect("bus open");
+        if event.member().name == "b" && want(&event) {
+            return event;
+        }
+    }
+}
+
+/// Peers may list a node before its start-up is over; stopping it then must still be a leave.
+/// (`colony node` got SIGTERM in that window in CI and its peers saw it *down*.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_node_still_starting_is_a_leave_its_peers_see() {
+    let _serial = serial();
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = builder(home_a.path()).name("a").start().await.unwrap();
+    let mut events = a.subscribe(16);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let b = builder(home_b.path())
+        .name("b")
+        .seeds([a.addr()])
+        .component(Stuck)
+        .start_until(async {
+            let _ = stopped.await;
+        });
+    let b = tokio::spawn(b);
+    next_about_b(&mut events, |e| matches!(e, MemberEvent::NodeUp(_))).await;
+    stop.send(()).unwrap();
+    assert!(b.await.unwrap().unwrap().is_none(), "stopped, not started");
+    let seen = next_about_b(&mut events, |e| !matches!(e, MemberEvent::NodeUp(_))).await;
+    assert!(matches!(seen, MemberEvent::NodeLeft(_)), "{seen:?}");
+    a.shutdown().await;
 }

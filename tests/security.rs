@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
@@ -139,4 +139,46 @@ fn junk_and_truncated_frames_on_the_transport_port_are_counted_and_harmless() {
     assert!(cluster.admin(1).healthy());
     assert!(cluster.converged(&cluster.all()), "{}", logs(&cluster));
     assert!(!cluster.log(1).contains("panicked"), "{}", cluster.log(1));
+}
+
+/// A link opens with a challenge-response on the cookie: a client that cannot answer the
+/// server's challenge is closed and counted, and so is one that names a link and falls silent.
+#[test]
+fn a_link_without_the_cookie_is_refused_and_counted() {
+    let _serial = serial();
+    let cluster = converged_cluster(2);
+    let target = cluster.addr(1);
+    let before = stat(&cluster, 1, "transport", "handshake_failures");
+
+    let mut forger = TcpStream::connect(target).unwrap();
+    forger
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    forger.write_all(b"COLONYL1").unwrap();
+    forger.write_all(&[7; 32]).unwrap(); // an id and a nonce
+    let mut challenge = [0; 64]; // the server's id, nonce and proof
+    forger.read_exact(&mut challenge).unwrap();
+    forger.write_all(&[0; 32]).unwrap(); // a proof it cannot make
+    let mut rest = Vec::new();
+    let closed = forger.read_to_end(&mut rest);
+    assert!(
+        matches!(closed, Ok(0)),
+        "the server should hang up: {closed:?}"
+    );
+
+    let mut mute = TcpStream::connect(target).unwrap();
+    mute.write_all(b"COLONYL1").unwrap();
+    drop(mute);
+
+    let counted = cluster.wait_until(Duration::from_secs(15), |c| {
+        stat(c, 1, "transport", "handshake_failures") >= before + 2
+    });
+    assert!(counted.is_some(), "{:?}", cluster.admin(1).stats());
+    assert!(
+        cluster.log(1).contains("link refused"),
+        "{}",
+        cluster.log(1)
+    );
+    assert!(cluster.admin(1).healthy());
+    assert!(cluster.converged(&cluster.all()), "{}", logs(&cluster));
 }

@@ -77,6 +77,17 @@ async fn requests_cross_processes_through_the_envelope_and_survive_bad_input() {
     let node = join(&cluster, home.path()).await;
     let peer = peer_id(&node, &cluster, 1).await;
 
+    // Once the link to the peer is open, requests take it instead of the session.
+    let peers = cluster.all().len();
+    for _ in 0..200 {
+        if node.stats().transport.links == peers {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(node.stats().transport.links, peers, "{:?}", node.stats());
+    let over_links = node.stats().transport.link_requests;
+
     // A round trip, and the same through the local gateway (serialization included).
     let echo: Vec<u8> = node
         .request_raw(peer, "node", "echo", b"ping".to_vec(), None)
@@ -90,6 +101,8 @@ async fn requests_cross_processes_through_the_envelope_and_survive_bad_input() {
     assert_eq!(local, b"me");
     let info: colony_runtime::Member = node.request(peer, "node", "info", &(), None).await.unwrap();
     assert_eq!(info.name, cluster.name(1));
+    // Two remote requests, both over the link; the local one takes no link.
+    assert_eq!(node.stats().transport.link_requests, over_links + 2);
 
     // Too large: refused at the caller, nothing sent, the session stays up.
     let err = node

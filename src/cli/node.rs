@@ -52,10 +52,19 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
-    let node = tokio::select! {
-        node = colony::node_with(primitives).layer(layer).start() => node?,
-        _ = interrupt.recv() => return Ok(()),
-        _ = terminate.recv() => return Ok(()),
+    let stop = async {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    // A signal while joining still leaves gracefully: peers may already list this node.
+    let Some(node) = colony::node_with(primitives)
+        .layer(layer)
+        .start_until(stop)
+        .await?
+    else {
+        return Ok(());
     };
     let running: Vec<_> = workloads
         .into_iter()

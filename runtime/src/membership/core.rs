@@ -253,20 +253,11 @@ impl MembershipCore {
     pub fn leave(&mut self, now: Instant) {
         self.local_state = MemberState::Leaving;
         self.version += 1;
-        let body = crate::wire::encode_payload(self.foca.identity()).unwrap_or_default();
-        let packet = self.key.seal(Kind::Leave, &body);
-        let mut targets: Vec<SocketAddr> = self
-            .members
-            .values()
-            .filter(|r| matches!(r.state, MemberState::Up | MemberState::Suspect))
-            .map(|r| r.identity.addr)
-            .collect();
-        // The member table is a HashMap, whose order changes from run to run: sort, so that the
-        // same inputs give the same outputs and a simulation replays from its seed.
-        targets.sort();
-        for to in targets {
-            self.send(to, packet.clone());
-        }
+        let own = self.foca.identity().clone();
+        // A node still joining may be listed by the seeds it announced to before it heard back
+        // from any of them: they are told too, and pass it on.
+        let seeds = self.seeds.clone();
+        self.send_leave(&own, &seeds);
         if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
             tracing::debug!(error = %e, "leave_cluster");
         }
@@ -307,8 +298,10 @@ impl MembershipCore {
                 // Leave packet is lost, foca reports MemberDown and a graceful leave would surface
                 // as NodeDown (found by the simulator: `sim::tests::leave`). A sender declaring
                 // itself down is leaving, whichever packet says so first.
-                if let Some(who) = self_declared_leave(body) {
-                    self.mark_left(now, &who);
+                if let Some(who) = self_declared_leave(body)
+                    && self.mark_left(now, &who)
+                {
+                    self.send_leave(&who, &[]);
                 }
                 if let Err(e) = self.foca.handle_data(body, &mut self.runtime) {
                     self.stats.swim_errors += 1;
@@ -316,7 +309,12 @@ impl MembershipCore {
                 }
             }
             Ok((Kind::Leave, body)) => match crate::wire::decode_payload::<NodeIdentity>(body) {
-                Ok(who) => self.mark_left(now, &who),
+                Ok(who) => {
+                    // Only first-hand news is passed on, so a goodbye travels at most two hops.
+                    if self.mark_left(now, &who) && from == who.addr {
+                        self.send_leave(&who, &[]);
+                    }
+                }
                 Err(_) => self.stats.malformed += 1,
             },
             Ok((Kind::Refused, _)) => {
@@ -606,7 +604,8 @@ impl MembershipCore {
         Member::from_identity(id, state)
     }
 
-    fn mark_left(&mut self, now: Instant, who: &NodeIdentity) {
+    /// Records that `who` left; whether this is news.
+    fn mark_left(&mut self, now: Instant, who: &NodeIdentity) -> bool {
         let known = self.members.get(&who.id).is_some_and(|r| {
             r.identity.incarnation <= who.incarnation && r.state != MemberState::Left
         });
@@ -614,6 +613,35 @@ impl MembershipCore {
             let member = self.set(now, who, MemberState::Left);
             self.outputs
                 .push_back(Output::Event(MemberEvent::NodeLeft(member)));
+        }
+        known
+    }
+
+    /// Sends a Leave packet about `who` to every up or suspect member but `who` itself, and to
+    /// `also`.
+    ///
+    /// The leaver sends it, and so does every member that heard the goodbye first-hand: the
+    /// leaver's datagram to some member may be lost, and then foca's gossip of the departure
+    /// arrives second-hand, looks like any other death, and that member would see *down* after
+    /// a graceful leave (found by `sim::tests::leave` with one link cut).
+    fn send_leave(&mut self, who: &NodeIdentity, also: &[SocketAddr]) {
+        let body = crate::wire::encode_payload(who).unwrap_or_default();
+        let packet = self.key.seal(Kind::Leave, &body);
+        let own = self.foca.identity().id;
+        let mut targets: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|r| matches!(r.state, MemberState::Up | MemberState::Suspect))
+            .filter(|r| r.identity.id != who.id && r.identity.id != own)
+            .map(|r| r.identity.addr)
+            .chain(also.iter().copied())
+            .collect();
+        // The member table is a HashMap, whose order changes from run to run: sort, so that the
+        // same inputs give the same outputs and a simulation replays from its seed.
+        targets.sort();
+        targets.dedup();
+        for to in targets {
+            self.send(to, packet.clone());
         }
     }
 

@@ -191,8 +191,40 @@ impl NodeBuilder {
     /// # Errors
     /// [`StartError`]; nothing is left running.
     pub async fn start(self) -> Result<Node, StartError> {
+        let node = self.start_until(std::future::pending()).await?;
+        Ok(node.expect("a pending stop never fires"))
+    }
+
+    /// Like [`start`](Self::start), but gives up when `stop` resolves first (a signal, say).
+    /// Returns `None` then. Once peers may have seen this node, giving up means leaving
+    /// gracefully, so they see it *left*, never *down*: dropping a `start` future instead would
+    /// leave a member behind that nobody told.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), colony_runtime::StartError> {
+    /// let stop = async {
+    ///     let _ = tokio::signal::ctrl_c().await;
+    /// };
+    /// let builder = colony_runtime::Node::builder()
+    ///     .name("n1")
+    ///     .home("/var/lib/colony")
+    ///     .cookie("secret")
+    ///     .bind("127.0.0.1:7946");
+    /// match builder.start_until(stop).await? {
+    ///     Some(node) => node.shutdown().await,
+    ///     None => println!("interrupted while joining; left again"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`StartError`]; nothing is left running.
+    pub async fn start_until(
+        self,
+        stop: impl Future<Output = ()>,
+    ) -> Result<Option<Node>, StartError> {
         let config = self.resolve()?;
-        start(config, self.components, self.hooks).await
+        start(config, self.components, self.hooks, stop).await
     }
 }
 
@@ -200,7 +232,8 @@ async fn start(
     config: NodeConfig,
     components: Vec<Arc<dyn Component>>,
     hooks: Vec<StartHook>,
-) -> Result<Node, StartError> {
+    stop: impl Future<Output = ()>,
+) -> Result<Option<Node>, StartError> {
     if config.bind.ip().is_unspecified() {
         return Err(ConfigError::Invalid {
             setting: "bind",
@@ -298,13 +331,25 @@ async fn start(
         }
     }
     pending.start(&node.inner.config.seeds);
-    node.joined().await;
-    tracing::info!(node = %node.name(), members = node.members().len(), "joined the cluster");
-    if let Err(e) = start_components(&node).await {
-        node.shutdown().await;
-        return Err(e.into());
+    let join = async {
+        node.joined().await;
+        tracing::info!(node = %node.name(), members = node.members().len(), "joined the cluster");
+        start_components(&node).await
+    };
+    tokio::select! {
+        started = join => match started {
+            Ok(()) => Ok(Some(node)),
+            Err(e) => {
+                node.shutdown().await;
+                Err(e.into())
+            }
+        },
+        () = stop => {
+            tracing::info!(node = %node.name(), "stopped while starting");
+            node.shutdown().await;
+            Ok(None)
+        }
     }
-    Ok(node)
 }
 
 /// Binds the UDP gossip socket. For port 0 it picks a port whose TCP twin is free as well, since

@@ -75,51 +75,53 @@ pub(crate) struct GatewayStats {
     pub busy: AtomicU64,
 }
 
-pub(crate) struct Gateway {
-    pub service_name: String,
+/// Turns encoded requests into encoded replies for one service, whichever way they came (the
+/// gateway actor, or a link). Shared by both so that the checks and the in-flight cap are one.
+#[derive(Clone)]
+pub(crate) struct Dispatcher {
+    pub service_name: Arc<str>,
     pub service: Arc<dyn Service>,
     pub max_message_bytes: usize,
     pub stats: Arc<GatewayStats>,
-}
-
-pub(crate) struct GatewayState {
     slots: Arc<Semaphore>,
 }
 
-impl Actor for Gateway {
-    type Msg = GatewayMsg;
-    type State = GatewayState;
-    type Arguments = ();
+/// What became of one request.
+pub(crate) enum Answer {
+    /// Answered at once (refused): the encoded reply.
+    Now(Vec<u8>),
+    /// Being handled: resolves to the encoded reply.
+    Later(Pin<Box<dyn Future<Output = Vec<u8>> + Send>>),
+}
 
-    async fn pre_start(
-        &self,
-        _: ActorRef<GatewayMsg>,
-        _: (),
-    ) -> Result<GatewayState, ActorProcessingErr> {
-        Ok(GatewayState {
+impl Dispatcher {
+    pub(crate) fn new(
+        service_name: &str,
+        service: Arc<dyn Service>,
+        max_message_bytes: usize,
+        stats: Arc<GatewayStats>,
+    ) -> Dispatcher {
+        Dispatcher {
+            service_name: service_name.into(),
+            service,
+            max_message_bytes,
+            stats,
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-        })
+        }
     }
 
-    async fn handle(
-        &self,
-        _: ActorRef<GatewayMsg>,
-        message: GatewayMsg,
-        state: &mut GatewayState,
-    ) -> Result<(), ActorProcessingErr> {
-        let GatewayMsg::Call(bytes, reply) = message;
+    /// Decodes and checks one request, then hands it to the service.
+    pub(crate) fn dispatch(&self, bytes: &[u8]) -> Answer {
         let limit = self.max_message_bytes;
-        let envelope = match wire::decode::<Envelope>(&bytes, limit) {
+        let envelope = match wire::decode::<Envelope>(bytes, limit) {
             Ok(e) => e,
             Err(e) => {
                 self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(service = %self.service_name, error = %e, "undecodable request answered with an error");
-                send(
-                    reply,
+                return Answer::Now(encode(
                     Reply::error(0, ErrorCode::BadRequest, e.to_string()),
                     limit,
-                );
-                return Ok(());
+                ));
             }
         };
         if envelope.version < MIN_PROTOCOL_VERSION {
@@ -127,22 +129,18 @@ impl Actor for Gateway {
                 "protocol version {} is older than the oldest this node answers ({MIN_PROTOCOL_VERSION})",
                 envelope.version
             );
-            send(
-                reply,
+            return Answer::Now(encode(
                 Reply::error(envelope.request_id, ErrorCode::UnsupportedVersion, msg),
                 limit,
-            );
-            return Ok(());
+            ));
         }
-        let Ok(permit) = state.slots.clone().try_acquire_owned() else {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             self.stats.busy.fetch_add(1, Ordering::Relaxed);
             let msg = format!("{MAX_IN_FLIGHT} requests already in flight");
-            send(
-                reply,
+            return Answer::Now(encode(
                 Reply::error(envelope.request_id, ErrorCode::Busy, msg),
                 limit,
-            );
-            return Ok(());
+            ));
         };
         self.stats.handled.fetch_add(1, Ordering::Relaxed);
         let id = envelope.request_id;
@@ -152,8 +150,7 @@ impl Actor for Gateway {
             kind: envelope.kind,
             payload: envelope.payload,
         });
-        // Answer from a task so that one slow request does not hold up the others.
-        tokio::spawn(async move {
+        Answer::Later(Box::pin(async move {
             let answer = match future.await {
                 Ok(payload) => Reply::ok(id, payload),
                 Err(ServiceError::UnknownKind(k)) => Reply::error(
@@ -166,20 +163,52 @@ impl Actor for Gateway {
                 }
                 Err(ServiceError::Failed(m)) => Reply::error(id, ErrorCode::Failed, m),
             };
-            send(reply, answer, limit);
             drop(permit);
-        });
+            encode(answer, limit)
+        }))
+    }
+}
+
+/// The gateway actor: requests that come through ractor_cluster sessions (and local ones).
+pub(crate) struct Gateway(pub Dispatcher);
+
+impl Actor for Gateway {
+    type Msg = GatewayMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<GatewayMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<GatewayMsg>,
+        message: GatewayMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        let GatewayMsg::Call(bytes, reply) = message;
+        // The caller may have timed out and gone; nothing to do then.
+        match self.0.dispatch(&bytes) {
+            Answer::Now(answer) => {
+                let _ = reply.send(answer);
+            }
+            // Answer from a task so that one slow request does not hold up the others.
+            Answer::Later(answer) => {
+                tokio::spawn(async move {
+                    let _ = reply.send(answer.await);
+                });
+            }
+        }
         Ok(())
     }
 }
 
-/// Encodes and sends a reply; an answer over the limit becomes a `TooLarge` error.
-fn send(port: RpcReplyPort<Vec<u8>>, reply: Reply, limit: usize) {
+/// Encodes a reply; an answer over the limit becomes a `TooLarge` error.
+fn encode(reply: Reply, limit: usize) -> Vec<u8> {
     let id = reply.request_id;
-    let bytes = wire::encode(&reply, limit).unwrap_or_else(|e| {
+    wire::encode(&reply, limit).unwrap_or_else(|e| {
         let fallback = Reply::error(id, ErrorCode::TooLarge, e.to_string());
         wire::encode(&fallback, usize::MAX).unwrap_or_default()
-    });
-    // The caller may have timed out and gone; nothing to do then.
-    let _ = port.send(bytes);
+    })
 }

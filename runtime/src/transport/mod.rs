@@ -7,6 +7,8 @@
 //! request (through the process group of the target's gateway), never kept across sessions.
 
 mod gateway;
+mod links;
+mod listener;
 mod request;
 mod sessions;
 
@@ -25,7 +27,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::NodeId;
 use crate::membership::View;
-use gateway::{Gateway, GatewayStats};
+use gateway::{Dispatcher, Gateway, GatewayStats};
+use links::{Cut, LinkKey, Links};
 use sessions::{Forwarder, Session, SessionTask};
 
 /// Frame room for the envelope and ractor's own framing on top of `max_message_bytes`.
@@ -54,6 +57,7 @@ pub(crate) struct TransportStats {
     pub dials: AtomicU64,
     pub requests: AtomicU64,
     pub request_failures: AtomicU64,
+    pub link_requests: AtomicU64,
 }
 
 /// A snapshot of the transport counters.
@@ -75,6 +79,10 @@ pub struct TransportCounters {
     pub busy: u64,
     /// Peers with a ready session.
     pub sessions: usize,
+    /// Requests this node sent over a link rather than a session.
+    pub link_requests: u64,
+    /// Peers this node has an open link to.
+    pub links: usize,
 }
 
 /// The node's transport.
@@ -87,6 +95,12 @@ struct Inner {
     local: NodeId,
     server: ActorRef<NodeServerMessage>,
     sessions: Arc<DashMap<NodeId, Session>>,
+    links: Arc<Links>,
+    /// Every service's dispatcher, shared by the gateways and the links.
+    services: Arc<DashMap<Arc<str>, Dispatcher>>,
+    accepting: tokio::task::JoinHandle<()>,
+    /// Set when the node stops: closes the links it serves.
+    stopping: watch::Sender<bool>,
     gateways: DashMap<String, ActorRef<GatewayMsg>>,
     blocked: watch::Sender<HashSet<SocketAddr>>,
     max_message_bytes: usize,
@@ -105,15 +119,20 @@ impl Transport {
         view: watch::Receiver<Arc<View>>,
     ) -> Result<Transport, TransportError> {
         let fail = |reason: String| TransportError::Start { addr: bind, reason };
+        let tcp = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        // Peers reach sessions through `listener` on the node's port; ractor_cluster's own
+        // listener cannot be turned off, so it gets a loopback port nobody is told about.
         let server = NodeServer::new(
-            bind.port(),
+            0,
             cookie.to_owned(),
             local.to_string(),
             bind.ip().to_string(),
             None,
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(bind.ip())
+        .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into())
         .with_max_inbound_frame_size((max_message_bytes + FRAME_SLACK) as u64);
         let (server, _) = Actor::spawn(None, server, ())
             .await
@@ -128,13 +147,30 @@ impl Transport {
         let sessions = Arc::new(DashMap::new());
         let stats = Arc::new(TransportStats::default());
         let (blocked, blocked_rx) = watch::channel(HashSet::new());
+        let (stopping, stopping_rx) = watch::channel(false);
+        let cut = Cut {
+            blocked: blocked_rx,
+            view,
+            stopping: stopping_rx,
+        };
+        let services = Arc::new(DashMap::new());
+        let links = Arc::new(Links {
+            local,
+            key: LinkKey::from_cookie(cookie),
+            frame_limit: max_message_bytes + FRAME_SLACK,
+            outgoing: DashMap::new(),
+            services: services.clone(),
+            cut: cut.clone(),
+            stats: stats.clone(),
+        });
+        let accepting = listener::spawn(tcp, server.clone(), links.clone());
         tokio::spawn(
             SessionTask {
                 local,
                 server: server.clone(),
                 sessions: sessions.clone(),
-                blocked: blocked_rx,
-                view,
+                cut,
+                links: links.clone(),
                 stats: stats.clone(),
             }
             .run(rx),
@@ -144,6 +180,10 @@ impl Transport {
                 local,
                 server,
                 sessions,
+                links,
+                services,
+                accepting,
+                stopping,
                 gateways: DashMap::new(),
                 blocked,
                 max_message_bytes,
@@ -163,24 +203,24 @@ impl Transport {
         if self.inner.gateways.contains_key(name) {
             return Err(TransportError::DuplicateService(name.into()));
         }
-        let gateway = Gateway {
-            service_name: name.into(),
+        let dispatcher = Dispatcher::new(
+            name,
             service,
-            max_message_bytes: self.inner.max_message_bytes,
-            stats: self.inner.gateway_stats.clone(),
-        };
-        let (actor, _) =
-            Actor::spawn(None, gateway, ())
-                .await
-                .map_err(|e| TransportError::Start {
-                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                    reason: e.to_string(),
-                })?;
+            self.inner.max_message_bytes,
+            self.inner.gateway_stats.clone(),
+        );
+        let (actor, _) = Actor::spawn(None, Gateway(dispatcher.clone()), ())
+            .await
+            .map_err(|e| TransportError::Start {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                reason: e.to_string(),
+            })?;
         ractor::pg::join(
             gateway_group(name, self.inner.local),
             vec![actor.get_cell()],
         );
         self.inner.gateways.insert(name.into(), actor);
+        self.inner.services.insert(name.into(), dispatcher);
         Ok(())
     }
 
@@ -221,6 +261,8 @@ impl Transport {
             bad_requests: g.bad_requests.load(Ordering::Relaxed),
             busy: g.busy.load(Ordering::Relaxed),
             sessions: self.inner.sessions.len(),
+            link_requests: s.link_requests.load(Ordering::Relaxed),
+            links: self.inner.links.open(),
         }
     }
 
@@ -248,6 +290,11 @@ impl Transport {
 
     /// Stops the listener, every session and every gateway.
     pub(crate) fn stop(&self) {
+        self.inner.accepting.abort();
+        self.inner.stopping.send_replace(true);
+        for link in self.inner.links.outgoing.iter() {
+            link.close();
+        }
         for g in self.inner.gateways.iter() {
             g.stop(None);
         }

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 
+use super::links::CallError;
 use super::{GatewayMsg, Transport};
 use crate::NodeId;
-use crate::wire::{self, Envelope, PROTOCOL_VERSION, RemoteError, Reply, WireError};
+use crate::wire::{self, Envelope, ErrorCode, PROTOCOL_VERSION, RemoteError, Reply, WireError};
 
 /// Why a request got no answer. Each variant says whether the request may have run.
 #[derive(Debug, thiserror::Error)]
@@ -114,26 +115,54 @@ impl Transport {
             WireError::TooLarge { size, limit } => RequestError::TooLarge { size, limit },
             other => RequestError::Encode(other),
         })?;
-        let gateway = self.gateway(service, node)?;
-        let answer = ractor::rpc::call(
-            &gateway.get_cell(),
-            |port| GatewayMsg::Call(bytes, port),
-            Some(timeout),
-        )
-        .await;
-        let bytes = match answer {
-            Ok(CallResult::Success(bytes)) => bytes,
-            Ok(CallResult::Timeout) => {
-                return Err(RequestError::Timeout {
-                    node,
-                    after: timeout,
-                });
+        let timed_out = RequestError::Timeout {
+            node,
+            after: timeout,
+        };
+        let link = (node != self.local())
+            .then(|| self.inner.links.get(node))
+            .flatten();
+        let answer = match link {
+            Some(link) => {
+                self.inner
+                    .stats
+                    .link_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                link.call(service, &bytes, timeout).await
             }
-            Ok(CallResult::SenderError) | Err(_) => return Err(RequestError::Disconnected(node)),
+            None => Err(CallError::Closed),
+        };
+        let bytes = match answer {
+            Ok(bytes) => bytes,
+            Err(CallError::Timeout) => return Err(timed_out),
+            Err(CallError::Lost) => return Err(RequestError::Disconnected(node)),
+            // Nothing was sent: the session carries it.
+            Err(CallError::Closed) => {
+                let gateway = self.gateway(service, node)?;
+                let answer = ractor::rpc::call(
+                    &gateway.get_cell(),
+                    |port| GatewayMsg::Call(bytes, port),
+                    Some(timeout),
+                )
+                .await;
+                match answer {
+                    Ok(CallResult::Success(bytes)) => bytes,
+                    Ok(CallResult::Timeout) => return Err(timed_out),
+                    Ok(CallResult::SenderError) | Err(_) => {
+                        return Err(RequestError::Disconnected(node));
+                    }
+                }
+            }
         };
         let reply: Reply =
             wire::decode(&bytes, limit).map_err(|error| RequestError::BadReply { node, error })?;
         if let Some(error) = reply.error {
+            if error.code() == ErrorCode::UnknownService {
+                return Err(RequestError::UnknownService {
+                    node,
+                    service: service.to_owned(),
+                });
+            }
             return Err(RequestError::Remote { node, error });
         }
         if reply.request_id != request_id {

@@ -1,7 +1,7 @@
 //! Sessions follow membership: dial a peer when it is up, drop it when it is down, redial with
 //! backoff, and close connections that never authenticate.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,11 +11,11 @@ use dashmap::DashMap;
 use ractor::{ActorId, ActorRef};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServerMessage, NodeSessionMessage};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::TransportStats;
+use super::links::{Cut, Links};
 use crate::NodeId;
-use crate::membership::View;
 
 /// A connection that has not authenticated by then is closed.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,17 +62,39 @@ pub(crate) fn peer_id(ses: &NodeServerSessionInformation) -> Option<NodeId> {
     NodeId::parse(name.split('@').next()?)
 }
 
-struct Dial {
-    next_try: Instant,
+/// When to try dialling a peer next: at once, then with a backoff that doubles up to a cap.
+pub(crate) struct Dial {
+    next_try: Option<Instant>,
     backoff: Duration,
+}
+
+impl Default for Dial {
+    fn default() -> Self {
+        Dial {
+            next_try: None,
+            backoff: BACKOFF_MIN,
+        }
+    }
+}
+
+impl Dial {
+    /// Whether a dial is due at `now`; if so, the next one is pushed back.
+    pub(crate) fn due(&mut self, now: Instant) -> bool {
+        if self.next_try.is_some_and(|t| t > now) {
+            return false;
+        }
+        self.next_try = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        true
+    }
 }
 
 pub(crate) struct SessionTask {
     pub local: NodeId,
     pub server: ActorRef<NodeServerMessage>,
     pub sessions: Arc<DashMap<NodeId, Session>>,
-    pub blocked: watch::Receiver<HashSet<SocketAddr>>,
-    pub view: watch::Receiver<Arc<View>>,
+    pub cut: Cut,
+    pub links: Arc<Links>,
     pub stats: Arc<TransportStats>,
 }
 
@@ -80,6 +102,7 @@ impl SessionTask {
     pub(crate) async fn run(mut self, mut events: mpsc::UnboundedReceiver<SessionEvent>) {
         let mut pending: HashMap<ActorId, (ActorRef<NodeSessionMessage>, Instant)> = HashMap::new();
         let mut dials: HashMap<NodeId, Dial> = HashMap::new();
+        let mut link_dials: HashMap<NodeId, Dial> = HashMap::new();
         let mut tick = tokio::time::interval(RECONCILE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -88,15 +111,15 @@ impl SessionTask {
                     Some(event) => self.on_event(event, &mut pending),
                     None => return,
                 },
-                changed = self.view.changed() => {
+                changed = self.cut.view.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    self.reconcile(&mut dials);
+                    self.reconcile(&mut dials, &mut link_dials);
                 }
                 _ = tick.tick() => {
                     self.expire_handshakes(&mut pending);
-                    self.reconcile(&mut dials);
+                    self.reconcile(&mut dials, &mut link_dials);
                 }
             }
         }
@@ -114,14 +137,14 @@ impl SessionTask {
             SessionEvent::Authenticated(ses) => {
                 pending.remove(&ses.actor.get_id());
                 if let Some(peer) = peer_id(&ses)
-                    && self.peer_blocked(peer)
+                    && self.cut.is_cut(peer)
                 {
                     ses.actor
                         .stop(Some("peer cut off by the fault filter".into()));
                 }
             }
             SessionEvent::Ready(ses) => match peer_id(&ses) {
-                Some(peer) if !self.peer_blocked(peer) => {
+                Some(peer) if !self.cut.is_cut(peer) => {
                     tracing::debug!(%peer, "session ready");
                     self.sessions.insert(peer, Session { actor: ses.actor });
                 }
@@ -160,21 +183,14 @@ impl SessionTask {
         });
     }
 
-    fn peer_blocked(&self, peer: NodeId) -> bool {
-        let blocked = self.blocked.borrow();
-        !blocked.is_empty()
-            && self
-                .view
-                .borrow()
-                .members
-                .iter()
-                .any(|m| m.id == peer && blocked.contains(&m.addr))
-    }
-
     /// Dials up members we lack a session to, and drops sessions to members no longer up.
-    fn reconcile(&mut self, dials: &mut HashMap<NodeId, Dial>) {
-        let view = self.view.borrow().clone();
-        let blocked = self.blocked.borrow().clone();
+    fn reconcile(
+        &mut self,
+        dials: &mut HashMap<NodeId, Dial>,
+        link_dials: &mut HashMap<NodeId, Dial>,
+    ) {
+        let view = self.cut.view.borrow().clone();
+        let blocked = self.cut.blocked.borrow().clone();
         let wanted: HashMap<NodeId, SocketAddr> = view
             .members
             .iter()
@@ -190,6 +206,8 @@ impl SessionTask {
             }
             keep
         });
+        // Each side dials its own link, which carries its own requests.
+        self.links.reconcile(&wanted, link_dials);
         dials.retain(|peer, _| wanted.contains_key(peer) && !self.sessions.contains_key(peer));
         let now = Instant::now();
         for (peer, addr) in wanted {
@@ -197,15 +215,9 @@ impl SessionTask {
             if peer < self.local || self.sessions.contains_key(&peer) {
                 continue;
             }
-            let dial = dials.entry(peer).or_insert(Dial {
-                next_try: now,
-                backoff: BACKOFF_MIN,
-            });
-            if dial.next_try > now {
+            if !dials.entry(peer).or_default().due(now) {
                 continue;
             }
-            dial.next_try = now + dial.backoff;
-            dial.backoff = (dial.backoff * 2).min(BACKOFF_MAX);
             self.stats.dials.fetch_add(1, Ordering::Relaxed);
             let server = self.server.clone();
             tokio::spawn(async move {

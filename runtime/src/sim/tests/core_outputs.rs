@@ -73,6 +73,46 @@ fn pair(now: Instant) -> (MembershipCore, MembershipCore) {
     (a, b)
 }
 
+/// Nodes 1, 2 and 3, joined and quiet: each lists the others up.
+fn trio(now: Instant) -> [MembershipCore; 3] {
+    let mut cores = [core(1), core(2), core(3)];
+    cores[0].join(now, &[]);
+    cores[1].join(now, &[addr(1)]);
+    cores[2].join(now, &[addr(1)]);
+    route(&mut cores, now);
+    let mut t = now;
+    while cores.iter().any(|c| c.up_count() < 3) {
+        assert!(t < now + Duration::from_secs(30), "the trio never met");
+        t += Duration::from_millis(100);
+        for c in &mut cores {
+            c.handle_timeout(t);
+        }
+        route(&mut cores, t);
+    }
+    cores
+}
+
+/// Delivers every queued datagram to the core it is addressed to, until all are quiet.
+fn route(cores: &mut [MembershipCore], now: Instant) {
+    loop {
+        let mut moved = false;
+        for i in 0..cores.len() {
+            let from = cores[i].local().addr;
+            for out in drain(&mut cores[i]) {
+                if let Output::Send { to, packet } = out
+                    && let Some(j) = cores.iter().position(|c| c.local().addr == to)
+                {
+                    cores[j].handle_packet(now, from, &packet);
+                    moved = true;
+                }
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
 fn leave_packet(who: &NodeIdentity) -> Vec<u8> {
     key().seal(
         PacketKind::Leave,
@@ -224,4 +264,44 @@ fn goodbye_gossip_alone_gives_node_left_and_no_node_down() {
     let left = Member::from_identity(&ident(1), MemberState::Left);
     assert_eq!(events(&drain(&mut b)), vec![MemberEvent::NodeLeft(left)]);
     assert_eq!(b.up_count(), 1);
+}
+
+/// Found by the simulator: the leaver's goodbye to one member is lost. Whoever heard it
+/// first-hand passes it on, once; second-hand news is not passed on again.
+#[test]
+fn a_goodbye_heard_first_hand_is_passed_on_once() {
+    let now = t0();
+    let [mut a, mut b, mut c] = trio(now);
+    a.leave(now);
+    for out in drain(&mut a) {
+        if let Output::Send { to, packet } = out
+            && to == addr(2)
+            && key().open(&packet).map(|(k, _)| k) == Ok(PacketKind::Leave)
+        {
+            b.handle_packet(now, addr(1), &packet);
+        }
+    }
+    let left = Member::from_identity(&ident(1), MemberState::Left);
+    let relayed = drain(&mut b);
+    assert_eq!(events(&relayed), vec![MemberEvent::NodeLeft(left.clone())]);
+    assert_eq!(sends(&relayed), vec![(addr(3), PacketKind::Leave)]);
+    for out in relayed {
+        if let Output::Send { packet, .. } = out {
+            c.handle_packet(now, addr(2), &packet);
+        }
+    }
+    let heard = drain(&mut c);
+    assert_eq!(events(&heard), vec![MemberEvent::NodeLeft(left)]);
+    assert_eq!(sends(&heard), vec![]);
+}
+
+/// The seed may list a joining node before the node hears back: leaving tells the seed too.
+#[test]
+fn leaving_while_still_joining_tells_the_seeds() {
+    let now = t0();
+    let mut b = core(2);
+    b.join(now, &[addr(1)]);
+    drain(&mut b);
+    b.leave(now);
+    assert_eq!(sends(&drain(&mut b)), vec![(addr(1), PacketKind::Leave)]);
 }

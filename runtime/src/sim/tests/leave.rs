@@ -26,3 +26,26 @@ proptest! {
         assert_clean(&world, check::one_view_after_heal::check(world.history(), bound()));
     }
 }
+
+proptest! {
+    #![proptest_config(cases(12))]
+
+    /// The leaver's goodbye to one member is lost (a full cut, say): the others pass it on.
+    #[test]
+    fn a_leave_lost_on_one_link_is_still_seen_as_left(
+        seed in any::<u64>(),
+        n in 3usize..=7,
+        pick in any::<(prop::sample::Index, prop::sample::Index)>(),
+    ) {
+        let mut world = converged(seed, n);
+        let leaver = pick.0.index(n);
+        let deaf = (leaver + 1 + pick.1.index(n - 1)) % n;
+        world.drop(leaver, deaf, 1.0);
+        world.leave(leaver);
+        world.run_for(bound() * 2);
+        assert_clean(&world, check::left_never_down::check(world.history(), bound()));
+        for i in world.live() {
+            prop_assert_eq!(world.state_seen(i, leaver), Some(MemberState::Left));
+        }
+    }
+}

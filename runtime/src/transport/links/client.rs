@@ -1,0 +1,234 @@
+//! The dialling end of a link: callers write their own frames, one task reads the replies.
+//!
+//! A caller writes its request straight onto the socket from its own task (a non-blocking
+//! write under a short lock), so an idle link costs no hand-off on the way out. Only when the
+//! socket is full does the rest go to a backlog that a flusher task writes as the socket drains.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, oneshot};
+
+use super::frame::{self, Frame, FrameReader};
+use crate::NodeId;
+
+/// Bytes queued behind a full socket before the link gives up on a peer that stopped reading.
+const MAX_BACKLOG: usize = 64 * 1024 * 1024;
+
+/// Why a call over a link got no answer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CallError {
+    /// The link was closed before the request was written: nothing was sent.
+    Closed,
+    /// The link closed after the request was written: it may have run.
+    Lost,
+    /// No answer in time: it may have run.
+    Timeout,
+}
+
+/// An outgoing link to one peer. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Link {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    peer: NodeId,
+    socket: OwnedWriteHalf,
+    /// Bytes the socket did not take yet; writes happen under this lock, in order.
+    backlog: Mutex<Vec<u8>>,
+    flush: Notify,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    gone: Notify,
+}
+
+/// Forgets a call's slot however the call ends (answer, timeout, or the caller dropped).
+struct Slot<'a>(&'a Inner, u64);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.pending.lock().expect("pending lock").remove(&self.1);
+    }
+}
+
+impl Link {
+    /// Wraps an authenticated stream and starts its reader and flusher.
+    pub(crate) fn start(stream: TcpStream, peer: NodeId, frame_limit: usize) -> Link {
+        let (read, write) = stream.into_split();
+        let link = Link {
+            inner: Arc::new(Inner {
+                peer,
+                socket: write,
+                backlog: Mutex::new(Vec::new()),
+                flush: Notify::new(),
+                pending: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+                gone: Notify::new(),
+            }),
+        };
+        tokio::spawn(link.clone().read_replies(read, frame_limit));
+        tokio::spawn(link.clone().flush_backlog());
+        link
+    }
+
+    /// Whether both handles are the same connection.
+    pub(crate) fn same(&self, other: &Link) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the link is closed.
+    pub(crate) async fn closed(&self) {
+        let gone = self.inner.gone.notified();
+        if !self.is_closed() {
+            gone.await;
+        }
+    }
+
+    /// Closes the link: pending calls fail with [`CallError::Lost`].
+    pub(crate) fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Dropping the senders wakes every waiting caller.
+        self.inner.pending.lock().expect("pending lock").clear();
+        self.inner.backlog.lock().expect("backlog lock").clear();
+        self.inner.flush.notify_one();
+        self.inner.gone.notify_waiters();
+    }
+
+    /// Sends one request to `service` and waits for its reply bytes.
+    pub(crate) async fn call(
+        &self,
+        service: &str,
+        envelope: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let inner = &*self.inner;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        inner.pending.lock().expect("pending lock").insert(id, tx);
+        let _slot = Slot(inner, id);
+        let mut bytes = Vec::with_capacity(envelope.len() + service.len() + 16);
+        frame::put_request(&mut bytes, id, service, envelope);
+        self.write(&bytes)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(CallError::Lost),
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
+    /// Writes `bytes` now if the socket takes them, else queues them for the flusher.
+    fn write(&self, bytes: &[u8]) -> Result<(), CallError> {
+        let inner = &*self.inner;
+        let mut backlog = inner.backlog.lock().expect("backlog lock");
+        if self.is_closed() {
+            return Err(CallError::Closed);
+        }
+        if !backlog.is_empty() {
+            if backlog.len() + bytes.len() > MAX_BACKLOG {
+                drop(backlog);
+                tracing::warn!(peer = %inner.peer, "link backlog full: the peer stopped reading; closed");
+                self.close();
+                return Err(CallError::Closed);
+            }
+            backlog.extend_from_slice(bytes);
+            return Ok(());
+        }
+        match inner.socket.try_write(bytes) {
+            Ok(n) if n == bytes.len() => Ok(()),
+            Ok(n) => {
+                backlog.extend_from_slice(&bytes[n..]);
+                inner.flush.notify_one();
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                backlog.extend_from_slice(bytes);
+                inner.flush.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                drop(backlog);
+                tracing::debug!(peer = %inner.peer, error = %e, "link write failed; closed");
+                self.close();
+                Err(CallError::Closed)
+            }
+        }
+    }
+
+    async fn flush_backlog(self) {
+        let inner = &*self.inner;
+        loop {
+            inner.flush.notified().await;
+            loop {
+                if self.is_closed() {
+                    return;
+                }
+                let result = {
+                    let mut backlog = inner.backlog.lock().expect("backlog lock");
+                    if backlog.is_empty() {
+                        break;
+                    }
+                    inner.socket.try_write(&backlog).map(|n| {
+                        backlog.drain(..n);
+                    })
+                };
+                match result {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        if inner.socket.writable().await.is_err() {
+                            self.close();
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %inner.peer, error = %e, "link write failed; closed");
+                        self.close();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_replies(self, read: OwnedReadHalf, frame_limit: usize) {
+        let mut reader = FrameReader::new(read, frame_limit);
+        loop {
+            let frame = tokio::select! {
+                frame = reader.next() => frame,
+                () = self.closed() => return,
+            };
+            match frame {
+                Ok(Some(Frame::Reply { id, reply })) => {
+                    let waiter = self.inner.pending.lock().expect("pending lock").remove(&id);
+                    // A caller that timed out is gone; its late reply is dropped.
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(reply);
+                    }
+                }
+                Ok(Some(Frame::Request { .. })) => {
+                    tracing::warn!(peer = %self.inner.peer, "request frame on the dialling end of a link; closed");
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(peer = %self.inner.peer, error = %e, "link closed");
+                    break;
+                }
+            }
+        }
+        self.close();
+    }
+}
