@@ -40,12 +40,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts the two peers and the writer, with `echo` as the writer's loopback server if
-    /// given. Does not wait for the writer: see [`Self::ready`].
+    /// Starts the two peers and the writer, with `echo` as the writer's loopback servers. Does not wait for the writer: see [`Self::ready`].
     ///
     /// # Errors
     /// A process could not be started.
-    pub fn start(mode: Mode, options: &Options, echo: Option<SocketAddr>) -> anyhow::Result<Self> {
+    pub fn start(mode: Mode, options: &Options, echo: &[SocketAddr]) -> anyhow::Result<Self> {
         let workload = tempfile::tempdir()?;
         let file = workload.path().join("workload.json");
         let description = serde_json::json!({
@@ -78,7 +77,7 @@ impl Cluster {
             "--warmup".to_owned(),
             options.warmup.to_string(),
         ];
-        if let Some(echo) = echo {
+        for echo in echo {
             args.extend(["--echo".to_owned(), echo.to_string()]);
         }
         let writer = Worker::start(ROLE_VAR, crate::WRITER, &args)?;

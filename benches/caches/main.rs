@@ -17,7 +17,7 @@
 //!   in-process (see [`cluster`] and [`writer`]). The writer times synchronous `put`s of u64
 //!   values to the cache its peers created, and, in the invalidation cluster, `get`s of a warm
 //!   key of a local cache, `echo` requests to its peers, and the loopback round trip to an
-//!   `echo` process of this binary (see [`loopback`]).
+//!   `echo` process of this binary, and to two of them at once (see [`loopback`]).
 //!
 //! Against the noise of a shared machine, every process stays up for the whole run and the
 //! orchestrator alternates the measurements round by round, rotating which goes first; the
@@ -93,8 +93,8 @@ pub struct Options {
     pub mode: Option<Mode>,
     /// A writer's seed: a peer of its cluster.
     pub seed: Option<SocketAddr>,
-    /// A writer's loopback echo server.
-    pub echo: Option<SocketAddr>,
+    /// A writer's loopback echo servers (the first alone, or both at once).
+    pub echo: Vec<SocketAddr>,
 }
 
 impl Options {
@@ -112,7 +112,7 @@ impl Options {
             cookie: ClusterSpec::new("colony", 1).cookie,
             mode: None,
             seed: None,
-            echo: None,
+            echo: Vec::new(),
         };
         if !invocation.measure {
             options = Options {
@@ -147,7 +147,7 @@ impl Options {
                     });
                 }
                 "--seed" => options.seed = Some(value.parse().context("--seed")?),
-                "--echo" => options.echo = Some(value.parse().context("--echo")?),
+                "--echo" => options.echo.push(value.parse().context("--echo")?),
                 other => bail!("unknown option {other}"),
             }
         }
@@ -195,6 +195,7 @@ enum Step {
     RedisPipeline,
     LocalHit,
     Loopback,
+    LoopbackBoth,
     Request,
     FanOut,
     Invalidation,
@@ -202,11 +203,12 @@ enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 8] = [
+    const ALL: [Step; 9] = [
         Step::RedisGet,
         Step::RedisPipeline,
         Step::LocalHit,
         Step::Loopback,
+        Step::LoopbackBoth,
         Step::Request,
         Step::FanOut,
         Step::Invalidation,
@@ -217,7 +219,7 @@ impl Step {
 /// Everything this run starts; dropping it stops it all.
 struct Systems {
     redis: Option<(redis::Redis, redis::Client, redis::Client)>,
-    _echo: Worker,
+    _echo: [Worker; 2],
     invalidation: cluster::Cluster,
     copy: cluster::Cluster,
 }
@@ -236,21 +238,29 @@ impl Systems {
             println!("redis: skipped (smoke run or --redis no)");
             None
         };
-        let mut echo_server = Worker::start(ROLE_VAR, ECHO, &[])?;
-        let echo = echo_server
-            .read_line()?
-            .trim()
-            .parse()
-            .context("the echo address")?;
-        let mut invalidation = cluster::Cluster::start(Mode::Invalidation, options, Some(echo))?;
-        let mut copy = cluster::Cluster::start(Mode::Copy, options, None)?;
+        let mut echo_servers = [
+            Worker::start(ROLE_VAR, ECHO, &[])?,
+            Worker::start(ROLE_VAR, ECHO, &[])?,
+        ];
+        let mut echo = Vec::new();
+        for server in &mut echo_servers {
+            echo.push(
+                server
+                    .read_line()?
+                    .trim()
+                    .parse()
+                    .context("the echo address")?,
+            );
+        }
+        let mut invalidation = cluster::Cluster::start(Mode::Invalidation, options, &echo)?;
+        let mut copy = cluster::Cluster::start(Mode::Copy, options, &[])?;
         for cluster in [&mut invalidation, &mut copy] {
             cluster.ready()?;
             cluster.check_peers_apply()?;
         }
         Ok(Systems {
             redis,
-            _echo: echo_server,
+            _echo: echo_servers,
             invalidation,
             copy,
         })
@@ -263,6 +273,7 @@ impl Systems {
         let writer = match step {
             Step::LocalHit => format!("hit {}", options.hits),
             Step::Loopback => format!("echo {}", options.calls),
+            Step::LoopbackBoth => format!("echo2 {}", options.calls),
             Step::Request => format!("request {}", options.calls),
             Step::FanOut => format!("fanout {}", options.calls),
             Step::Invalidation => format!("put {}", options.calls),
@@ -434,6 +445,12 @@ fn report(options: &Options, rounds: &[Vec<Option<Batch>>]) {
             pair(Step::Loopback),
             String::new(),
         ),
+        (
+            "the same to two servers at once",
+            String::new(),
+            pair(Step::LoopbackBoth),
+            times(all.p50(Step::LoopbackBoth) / all.p50(Step::Loopback), 2) + " the floor",
+        ),
     ];
     // What a synchronous write is made of, then the writes: each against the floor.
     for (name, step) in [
@@ -443,12 +460,12 @@ fn report(options: &Options, rounds: &[Vec<Option<Batch>>]) {
         ("sync copy put", Step::Copy),
     ] {
         let floor = all.p50(step) / all.p50(Step::Loopback);
-        rows.push((
-            name,
-            pair(step),
-            String::new(),
-            times(floor, 2) + " the floor",
-        ));
+        let mut ratio = times(floor, 2) + " the floor";
+        if step != Step::Request {
+            let both = all.p50(step) / all.p50(Step::LoopbackBoth);
+            ratio += &format!(", {} the two-server floor", times(both, 2));
+        }
+        rows.push((name, pair(step), String::new(), ratio));
     }
     println!(
         "  {:<36} {:<24} {:<32} ratio",

@@ -79,10 +79,10 @@ async fn serve(options: &Options, node: &Node, mode: Mode) -> anyhow::Result<()>
     let caches = node.caches();
     let local = caches.get_cache("bench.local", None, CacheSettings::local())?;
     local.put(HIT_KEY.to_owned(), 7).await?;
-    let echo = match options.echo {
-        Some(addr) => Some(loopback::Client::connect(addr).await?),
-        None => None,
-    };
+    let mut echo = Vec::new();
+    for addr in &options.echo {
+        echo.push(loopback::Client::connect(*addr).await?);
+    }
     let mut writer = Writer {
         replicated: caches.get_cache(REPLICATED, None, replicated_settings(mode))?,
         local,
@@ -94,8 +94,11 @@ async fn serve(options: &Options, node: &Node, mode: Mode) -> anyhow::Result<()>
     };
     writer.puts(options.warmup).await;
     writer.requests(options.warmup, false).await;
-    if writer.echo.is_some() {
-        writer.echoes(options.warmup).await?;
+    if !writer.echo.is_empty() {
+        writer.echoes(options.warmup, false).await?;
+    }
+    if writer.echo.len() > 1 {
+        writer.echoes(options.warmup, true).await?;
     }
     writer.hits(10).await;
     println!("ready");
@@ -109,7 +112,7 @@ async fn serve(options: &Options, node: &Node, mode: Mode) -> anyhow::Result<()>
 struct Writer {
     replicated: Cache<String, u64>,
     local: Cache<String, u64>,
-    echo: Option<loopback::Client>,
+    echo: Vec<loopback::Client>,
     node: Node,
     /// The two other nodes.
     peers: Vec<NodeId>,
@@ -122,6 +125,7 @@ impl Writer {
     /// Answers one command with one line:
     /// - `put N`: N timed writes to the replicated cache, as a [`Batch`];
     /// - `echo N`: N timed loopback round trips, as a [`Batch`];
+    /// - `echo2 N`: the same to both echo servers at once, each sample until both answered;
     /// - `request N`: N timed `echo` requests of [`loopback::MESSAGE`] bytes to one peer (the
     ///   built-in `node` service, which sends the payload back), as a [`Batch`];
     /// - `fanout N`: the same to both peers at once, each sample until both answered;
@@ -135,7 +139,8 @@ impl Writer {
             .with_context(|| format!("bad command {command:?}"))?;
         Ok(match verb {
             "put" => self.puts(n as usize).await.to_json(),
-            "echo" => self.echoes(n as usize).await?.to_json(),
+            "echo" => self.echoes(n as usize, false).await?.to_json(),
+            "echo2" => self.echoes(n as usize, true).await?.to_json(),
             "request" => self.requests(n as usize, false).await.to_json(),
             "fanout" => self.requests(n as usize, true).await.to_json(),
             "hit" => self.hits(n as usize).await.to_json(),
@@ -183,17 +188,25 @@ impl Writer {
         batch
     }
 
-    /// Times `n` loopback round trips.
-    async fn echoes(&mut self, n: usize) -> anyhow::Result<Batch> {
-        let echo = self
-            .echo
-            .as_mut()
-            .context("this writer has no echo server")?;
+    /// Times `n` loopback round trips to the first echo server, or to both at once if `both`.
+    async fn echoes(&mut self, n: usize, both: bool) -> anyhow::Result<Batch> {
         let mut batch = Batch::default();
-        for _ in 0..n {
-            let start = Instant::now();
-            let ok = echo.round_trip().await.is_ok();
-            batch.record(start, ok);
+        match &mut self.echo[..] {
+            [a, b, ..] if both => {
+                for _ in 0..n {
+                    let start = Instant::now();
+                    let (x, y) = tokio::join!(a.round_trip(), b.round_trip());
+                    batch.record(start, x.is_ok() && y.is_ok());
+                }
+            }
+            [a, ..] if !both => {
+                for _ in 0..n {
+                    let start = Instant::now();
+                    let ok = a.round_trip().await.is_ok();
+                    batch.record(start, ok);
+                }
+            }
+            _ => bail!("this writer has too few echo servers"),
         }
         Ok(batch)
     }

@@ -54,15 +54,15 @@ impl Replicator {
         let Ok(payload) = wire::encode_payload(&Batch { ops }) else {
             return peers.len() as u64;
         };
-        let mut calls = tokio::task::JoinSet::new();
         let deadline = tokio::time::Instant::now() + timeout;
-        for peer in peers {
-            let (node, payload) = (self.node.clone(), payload.clone());
-            calls.spawn(async move { (peer, deliver(&node, peer, payload, deadline).await) });
-        }
+        // All in the writer's own task: a spawned task per peer cost a hand-off each way.
+        let calls = peers.iter().map(|&peer| {
+            let payload = payload.clone();
+            async move { (peer, deliver(&self.node, peer, payload, deadline).await) }
+        });
         let mut unacked = 0;
-        while let Some(done) = calls.join_next().await {
-            if let Ok((peer, Err(e))) = done {
+        for (peer, answer) in futures_util::future::join_all(calls).await {
+            if let Err(e) = answer {
                 unacked += 1;
                 tracing::warn!(%peer, error = %e, "cache change not acknowledged");
             }

@@ -3,9 +3,14 @@
 //! Each message becomes one core call with the current time, then one `flush` carries out the
 //! outputs in a fixed order (table replies, renewals to send, lost signals) and re-arms the
 //! single timer at the earliest deadline of both cores.
+//!
+//! The state sits behind a mutex that the actor and [`LockHandle::table`] share: an operation
+//! on the table (from the `locks` gateway, or from this node for a name it owns) takes the same
+//! step in the caller's task instead of a hand-off to the actor's task and back, which on a busy
+//! machine cost more than the rest of a remote acquire.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use colony_runtime::membership::View;
@@ -94,6 +99,7 @@ pub(crate) struct Lease {
     pub lost: bool,
 }
 
+#[derive(Clone)]
 pub(crate) struct LockActor {
     pub node: Node,
     pub table: TableConfig,
@@ -123,20 +129,72 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The lock service's state, shared by the actor and [`LockHandle`].
+pub(crate) type SharedState = Arc<Mutex<LockState>>;
+
+impl LockActor {
+    /// The empty state, and the receiving end of its deadline for the actor's timer task.
+    pub(crate) fn initial_state(&self) -> (SharedState, watch::Receiver<Option<Instant>>) {
+        let (deadline, wake) = watch::channel(None::<Instant>);
+        let state = LockState {
+            table: LockTable::new(self.node.id(), self.table),
+            holdings: Holdings::new(self.holdings),
+            pending: HashMap::new(),
+            next_request: 0,
+            leases: HashMap::new(),
+            deadline,
+            alive: Instant::now(),
+        };
+        (Arc::new(Mutex::new(state)), wake)
+    }
+}
+
+/// A way into the lock service that runs table operations in the caller's task.
+#[derive(Clone)]
+pub(crate) struct LockHandle {
+    pub actor: ActorRef<LockMsg>,
+    pub config: Arc<LockActor>,
+    pub state: SharedState,
+}
+
+/// The lock service has stopped: its node is stopping.
+#[derive(Debug)]
+pub(crate) struct Stopped;
+
+impl LockHandle {
+    /// Handles `message` now, in the caller's task, as the actor would.
+    pub(crate) fn send(&self, message: LockMsg) -> Result<(), Stopped> {
+        // Without the actor nothing renews, ticks or follows membership: act on nothing.
+        if self.actor.get_status() != ractor::ActorStatus::Running {
+            return Err(Stopped);
+        }
+        let mut state = self.state.lock().expect("lock state");
+        self.config
+            .step(&self.actor, &self.state, &mut state, message);
+        Ok(())
+    }
+
+    /// Applies `op` now; the answer comes on the receiver (at once, unless `op` waits).
+    pub(crate) fn table(&self, op: TableOp) -> Result<oneshot::Receiver<Answer>, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(LockMsg::Table(op, tx))?;
+        Ok(rx)
+    }
+}
+
 impl Actor for LockActor {
     type Msg = LockMsg;
-    type State = LockState;
-    type Arguments = ();
+    type State = SharedState;
+    type Arguments = (SharedState, watch::Receiver<Option<Instant>>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<LockMsg>,
-        _: (),
-    ) -> Result<LockState, ActorProcessingErr> {
+        (state, mut wake): (SharedState, watch::Receiver<Option<Instant>>),
+    ) -> Result<SharedState, ActorProcessingErr> {
         myself.send_interval(HEARTBEAT, || LockMsg::Heartbeat);
         // One long-lived timer task, told the earliest deadline through a watch: cheaper than a
         // spawned timer each time the deadline moves (every grant and release).
-        let (deadline, mut wake) = watch::channel(None::<Instant>);
         let me = myself.clone();
         tokio::spawn(async move {
             loop {
@@ -175,23 +233,31 @@ impl Actor for LockActor {
                 }
             }
         });
-        Ok(LockState {
-            table: LockTable::new(self.node.id(), self.table),
-            holdings: Holdings::new(self.holdings),
-            pending: HashMap::new(),
-            next_request: 0,
-            leases: HashMap::new(),
-            deadline,
-            alive: Instant::now(),
-        })
+        Ok(state)
     }
 
     async fn handle(
         &self,
         myself: ActorRef<LockMsg>,
         message: LockMsg,
-        state: &mut LockState,
+        state: &mut SharedState,
     ) -> Result<(), ActorProcessingErr> {
+        let shared = state.clone();
+        let mut state = shared.lock().expect("lock state");
+        self.step(&myself, &shared, &mut state, message);
+        Ok(())
+    }
+}
+
+impl LockActor {
+    /// Handles one message, wherever it came from: the actor's mailbox or a [`LockHandle`].
+    fn step(
+        &self,
+        myself: &ActorRef<LockMsg>,
+        shared: &SharedState,
+        state: &mut LockState,
+        message: LockMsg,
+    ) {
         let now = Instant::now();
         // A gap longer than the pause threshold means this process did not run: everything it
         // knows may be stale, so it must not act on it before anything else.
@@ -253,15 +319,14 @@ impl Actor for LockActor {
             LockMsg::Tick => {
                 state.table.handle_timeout(now);
                 state.holdings.handle_timeout(now);
-                self.flush(&myself, state);
+                self.flush(myself, shared, state);
                 // The timer task waits for this answer, even if the deadline did not move.
                 let next = next_deadline(state);
                 state.deadline.send_replace(next);
-                return Ok(());
+                return;
             }
         }
-        self.flush(&myself, state);
-        Ok(())
+        self.flush(myself, shared, state);
     }
 }
 
@@ -286,7 +351,8 @@ fn apply(table: &mut LockTable, now: Instant, op: TableOp, request: RequestId) {
 }
 
 impl LockActor {
-    fn flush(&self, myself: &ActorRef<LockMsg>, state: &mut LockState) {
+    /// Carries out the outputs of both cores and moves the timer's deadline.
+    fn flush(&self, myself: &ActorRef<LockMsg>, shared: &SharedState, state: &mut LockState) {
         while let Some(core::Output::Reply { request, answer }) = state.table.poll_output() {
             if let Some(reply) = state.pending.remove(&request) {
                 // The caller may have given up; its cancel will follow.
@@ -301,9 +367,14 @@ impl LockActor {
                         guard,
                     };
                     let timeout = self.holdings.renew_every();
+                    let service = LockHandle {
+                        actor: myself.clone(),
+                        config: Arc::new(self.clone()),
+                        state: shared.clone(),
+                    };
                     tokio::spawn(renew(
                         self.node.clone(),
-                        myself.clone(),
+                        service,
                         holder,
                         name,
                         token,
@@ -341,7 +412,7 @@ fn next_deadline(state: &LockState) -> Option<Instant> {
 /// Sends one renewal to the name's current owner and reports back to the actor.
 async fn renew(
     node: Node,
-    actor: ActorRef<LockMsg>,
+    service: LockHandle,
     holder: Holder,
     name: String,
     token: u64,
@@ -350,7 +421,7 @@ async fn renew(
     let sent_at = Instant::now();
     let answer = ask(
         &node,
-        &actor,
+        &service,
         TableOp::Renew {
             name,
             holder,
@@ -364,7 +435,7 @@ async fn renew(
         Some(Answer::NotHeld) => Err(RenewFailure::NotHeld),
         _ => Err(RenewFailure::Unreachable),
     };
-    let _ = actor.cast(LockMsg::Renewed {
+    let _ = service.actor.cast(LockMsg::Renewed {
         guard: holder.guard,
         sent_at,
         outcome,
@@ -374,7 +445,7 @@ async fn renew(
 /// Sends `op` to the owner of its name, this node or another; `None` when no answer came.
 pub(crate) async fn ask(
     node: &Node,
-    actor: &ActorRef<LockMsg>,
+    service: &LockHandle,
     op: TableOp,
     timeout: Duration,
 ) -> Option<Answer> {
@@ -386,9 +457,8 @@ pub(crate) async fn ask(
     };
     let owner: NodeId = node.owner_of(&core::key(&name))?;
     if owner == node.id() {
-        let (tx, rx) = oneshot::channel();
-        actor.cast(LockMsg::Table(op, tx)).ok()?;
-        return tokio::time::timeout(timeout, rx).await.ok()?.ok();
+        let answer = service.table(op).ok()?;
+        return tokio::time::timeout(timeout, answer).await.ok()?.ok();
     }
     let (kind, payload) = match op {
         TableOp::Acquire { name, holder, wait } => (

@@ -2,24 +2,21 @@
 
 use std::time::Duration;
 
+use super::actor::{LockHandle, TableOp};
+use super::msg::{AcquireMsg, CancelMsg, LeaseMsg};
 use colony_runtime::transport::{Request, Service, ServiceError, ServiceFuture};
 use colony_runtime::wire;
-use ractor::ActorRef;
-use tokio::sync::oneshot;
-
-use super::actor::{LockMsg, TableOp};
-use super::msg::{AcquireMsg, CancelMsg, LeaseMsg};
 
 /// The longest an owner keeps one acquire waiting; callers re-send to wait longer.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) struct LockGateway {
-    pub actor: ActorRef<LockMsg>,
+    pub service: LockHandle,
 }
 
 impl Service for LockGateway {
     fn call(&self, request: Request) -> ServiceFuture {
-        let actor = self.actor.clone();
+        let service = self.service.clone();
         Box::pin(async move {
             let op = decode(&request)?;
             // A caller may only act for guards of its own node.
@@ -34,13 +31,12 @@ impl Service for LockGateway {
                     "a node may only act for its own guards".into(),
                 ));
             }
-            let (tx, rx) = oneshot::channel();
-            actor
-                .cast(LockMsg::Table(op, tx))
-                .map_err(|_| ServiceError::Failed("the lock service is stopping".into()))?;
-            let answer = rx
+            let stopping = || ServiceError::Failed("the lock service is stopping".into());
+            let answer = service
+                .table(op)
+                .map_err(|_| stopping())?
                 .await
-                .map_err(|_| ServiceError::Failed("the lock service is stopping".into()))?;
+                .map_err(|_| stopping())?;
             Ok(wire::encode_payload(&answer)?)
         })
     }

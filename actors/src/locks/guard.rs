@@ -133,7 +133,7 @@ async fn release(
     already_lost: bool,
     name: &str,
 ) -> Result<(), UnlockError> {
-    let _ = shared.actor.cast(LockMsg::Forget(holder.guard));
+    let _ = shared.service.send(LockMsg::Forget(holder.guard));
     if already_lost {
         return Err(UnlockError::Lost {
             name: name.to_owned(),
@@ -144,7 +144,7 @@ async fn release(
         holder,
         token,
     };
-    match ask(&shared.node, &shared.actor, op, Duration::from_secs(2)).await {
+    match ask(&shared.node, &shared.service, op, Duration::from_secs(2)).await {
         Some(Answer::Released) => Ok(()),
         Some(Answer::NotHeld) => Err(UnlockError::Lost {
             name: name.to_owned(),
@@ -178,7 +178,7 @@ impl Drop for LockGuard {
             }
             // No runtime to release from: the lease ends by itself.
             Err(_) => {
-                let _ = shared.actor.cast(LockMsg::Forget(holder.guard));
+                let _ = shared.service.actor.cast(LockMsg::Forget(holder.guard));
             }
         }
     }

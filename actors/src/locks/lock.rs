@@ -119,7 +119,7 @@ impl ClusterLock {
                 wait,
             };
             let sent_at = Instant::now();
-            let answer = ask(node, &shared.actor, op, timeout).await;
+            let answer = ask(node, &shared.service, op, timeout).await;
             let transient = match answer {
                 Some(Answer::Granted { token, waited_us }) => {
                     withdraw.op = None;
@@ -175,8 +175,8 @@ impl ClusterLock {
         let (lease_tx, lease_rx) = watch::channel(lease);
         // If the actor is gone the node is stopping; the guard then reads as lost.
         if shared
-            .actor
-            .cast(LockMsg::Held {
+            .service
+            .send(LockMsg::Held {
                 guard: holder.guard,
                 name: self.key.clone(),
                 token,
@@ -203,9 +203,9 @@ impl Drop for Withdraw {
         let Some(op) = self.op.take() else {
             return;
         };
-        let (node, actor) = (self.shared.node.clone(), self.shared.actor.clone());
+        let (node, service) = (self.shared.node.clone(), self.shared.service.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { ask(&node, &actor, op, WIRE_SLACK).await });
+            runtime.spawn(async move { ask(&node, &service, op, WIRE_SLACK).await });
         }
     }
 }

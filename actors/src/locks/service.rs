@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use colony_runtime::Node;
 use colony_runtime::lifecycle::ComponentError;
-use ractor::{Actor, ActorRef};
+use ractor::Actor;
 
-use super::actor::{LockActor, LockMsg, LockStats};
+use super::actor::{LockActor, LockHandle, LockMsg, LockStats};
 use super::core::TableConfig;
 use super::entity::EntityLock;
 use super::error::NameError;
@@ -45,7 +45,7 @@ impl Default for LockSettings {
 /// What every handle of one node's lock service shares.
 pub(crate) struct Shared {
     pub node: Node,
-    pub actor: ActorRef<LockMsg>,
+    pub service: LockHandle,
     pub settings: LockSettings,
     next_guard: AtomicU64,
 }
@@ -86,20 +86,27 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
         // Well below the time others need to declare this node down and take over.
         pause_threshold: config.timings.probe_period,
     };
-    let (actor, _) = Actor::spawn(None, actor, ())
+    let (state, wake) = actor.initial_state();
+    let config = Arc::new(actor.clone());
+    let (actor, _) = Actor::spawn(None, actor, (state.clone(), wake))
         .await
         .map_err(|e| fail(e.to_string()))?;
+    let service = LockHandle {
+        actor,
+        config,
+        state,
+    };
     node.register_service(
         SERVICE,
         Arc::new(LockGateway {
-            actor: actor.clone(),
+            service: service.clone(),
         }),
     )
     .await
     .map_err(|e| fail(e.to_string()))?;
     node.set_extension(Arc::new(Shared {
         node: node.clone(),
-        actor,
+        service,
         settings,
         next_guard: AtomicU64::new(1),
     }));
@@ -171,7 +178,7 @@ impl Locks {
     pub async fn stats(&self) -> Option<LockStats> {
         let shared = self.shared.as_ref()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        shared.actor.cast(LockMsg::Stats(tx)).ok()?;
+        shared.service.actor.cast(LockMsg::Stats(tx)).ok()?;
         rx.await.ok()
     }
 
