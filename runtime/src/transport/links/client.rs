@@ -188,7 +188,13 @@ impl Link {
                 match result {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        if inner.socket.writable().await.is_err() {
+                        // A peer that stopped reading (paused, say) must not keep this task
+                        // once the link is closed.
+                        let writable = tokio::select! {
+                            writable = inner.socket.writable() => writable,
+                            () = self.closed() => return,
+                        };
+                        if writable.is_err() {
                             self.close();
                             return;
                         }

@@ -32,7 +32,7 @@ use super::TransportStats;
 use super::gateway::Dispatcher;
 use super::sessions::{Dial, HANDSHAKE_TIMEOUT};
 use crate::NodeId;
-use crate::membership::View;
+use crate::membership::{MemberState, View};
 
 /// Whether this node is cut off from a peer: by the test fault filter (through the peer's gossip
 /// address), or for good because the node is stopping.
@@ -55,15 +55,26 @@ impl Cut {
                 .any(|m| m.id == peer && blocked.contains(&m.addr))
     }
 
-    /// Resolves once `peer` is cut off or this node stops.
+    /// Whether membership counts `peer` out (down or left).
+    fn is_gone(&self, peer: NodeId) -> bool {
+        self.view
+            .borrow()
+            .members
+            .iter()
+            .any(|m| m.id == peer && matches!(m.state, MemberState::Down | MemberState::Left))
+    }
+
+    /// Resolves once a link from `peer` must end: the peer is cut off or counted out, or this
+    /// node stops.
     pub(crate) async fn wait(&mut self, peer: NodeId) {
         loop {
-            if self.is_cut(peer) || *self.stopping.borrow() {
+            if self.is_cut(peer) || self.is_gone(peer) || *self.stopping.borrow() {
                 return;
             }
             tokio::select! {
                 changed = self.blocked.changed() => if changed.is_err() { return },
                 changed = self.stopping.changed() => if changed.is_err() { return },
+                changed = self.view.changed() => if changed.is_err() { return },
             }
         }
     }

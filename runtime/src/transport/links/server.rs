@@ -35,7 +35,12 @@ pub(crate) async fn serve(
     let mut out = Vec::new();
     loop {
         if !out.is_empty() {
-            if let Err(e) = write.write_all(&out).await {
+            // A peer that stopped reading holds this write up; being cut off ends it.
+            let written = tokio::select! {
+                written = write.write_all(&out) => written,
+                () = cut.wait(peer) => break,
+            };
+            if let Err(e) = written {
                 tracing::debug!(%peer, error = %e, "link write failed");
                 break;
             }
