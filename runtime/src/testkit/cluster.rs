@@ -257,8 +257,22 @@ impl TestCluster {
     }
 
     /// SIGSTOP node `i`.
+    ///
+    /// Returns once every thread of the process has stopped: `kill(2)` only queues the signal,
+    /// and a thread busy on another core can still answer a request in the meantime.
     pub fn pause(&self, i: usize) {
         self.signal(i, libc::SIGSTOP);
+        let Some(pid) = self.pid(i) else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not stop after SIGSTOP"
+            );
+            std::thread::yield_now();
+        }
     }
 
     /// SIGCONT node `i`.
@@ -392,4 +406,20 @@ impl Drop for TestCluster {
             self.kill(i);
         }
     }
+}
+
+/// Whether every thread of `pid` is stopped, as `/proc/<pid>/task/*/stat` says.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true; // gone: nothing of it runs
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            matches!(state, Some('T' | 't'))
+        })
+    })
 }
