@@ -123,7 +123,9 @@ impl Transport {
             .await
             .map_err(|e| fail(e.to_string()))?;
         // Peers reach sessions through `listener` on the node's port; ractor_cluster's own
-        // listener cannot be turned off, so it gets a loopback port nobody is told about.
+        // listener cannot be turned off, so it gets a port nobody is told about, on 127.0.0.2:
+        // an ephemeral port there never collides with a port another node (or a test cluster
+        // that picked its ports in advance) is about to bind on 127.0.0.1 or a real address.
         let server = NodeServer::new(
             0,
             cookie.to_owned(),
@@ -132,7 +134,7 @@ impl Transport {
             None,
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into())
+        .with_listen_addr(std::net::Ipv4Addr::new(127, 0, 0, 2).into())
         .with_max_inbound_frame_size((max_message_bytes + FRAME_SLACK) as u64);
         let (server, _) = Actor::spawn(None, server, ())
             .await
