@@ -20,6 +20,7 @@ pub mod msg;
 mod peers;
 mod reference;
 mod registry;
+mod removals;
 mod replicator;
 mod settings;
 mod stamp;

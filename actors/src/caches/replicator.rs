@@ -41,7 +41,10 @@ impl Replicator {
     }
 
     fn peers(&self) -> Vec<NodeId> {
-        self.greetings.targets(self.node.id(), &self.node.members())
+        // The shared view itself: cloning the member list would cost an allocation per member
+        // on every write.
+        let view = self.node.watch_members().borrow().clone();
+        self.greetings.targets(self.node.id(), &view.members)
     }
 
     /// Sends `ops` to every other up node and waits for all of them, at most `timeout`.

@@ -48,6 +48,15 @@ impl Stamper {
     }
 }
 
+/// A stamp of a fixed test node at `micros`.
+#[cfg(test)]
+pub(crate) fn at(micros: u64) -> Stamp {
+    Stamp {
+        micros,
+        node: [1; 16],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

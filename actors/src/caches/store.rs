@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use colony_runtime::events::{Events, Subscription};
 use moka::notification::RemovalCause;
-use moka::ops::compute::Op as Compute;
 
 use super::entries::{Entries, Slot};
 use super::msg::Stamp;
+use super::removals::Removals;
 use super::settings::CacheSettings;
 use super::stamp::LOADED;
 
@@ -103,18 +103,11 @@ impl Counters {
     }
 }
 
-/// How long a removal is remembered, so that an older write from another node that arrives
-/// after it (messages from different origins are not ordered) does not bring the value back.
-const TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-/// Removals remembered at most; beyond that the oldest are forgotten first.
-const TOMBSTONES: u64 = 100_000;
-
 /// One cache's entries on this node.
 pub(crate) struct Store<K, V> {
     entries: Entries<K, V>,
-    /// Recent removals by key, and the latest clear: writes older than them are refused.
-    tombstones: moka::sync::Cache<K, Stamp>,
-    cleared: std::sync::Mutex<Stamp>,
+    /// Removals and clears: writes older than them are refused.
+    removals: Removals<K>,
     pub counters: Arc<Counters>,
     events: Events,
 }
@@ -164,11 +157,7 @@ where
         };
         Store {
             entries,
-            tombstones: moka::sync::Cache::builder()
-                .max_capacity(TOMBSTONES)
-                .time_to_live(TOMBSTONE_TTL)
-                .build(),
-            cleared: std::sync::Mutex::new(LOADED),
+            removals: Removals::new(),
             counters,
             events,
         }
@@ -202,11 +191,8 @@ where
     /// was stored. Loaded values (`LOADED`) come from the system of record and are only refused
     /// by a stored value.
     pub(crate) fn put(&self, key: K, value: V, stamp: Stamp) -> bool {
-        if stamp != LOADED {
-            let cleared = *self.cleared.lock().expect("cleared lock");
-            if stamp <= cleared || self.tombstones.get(&key).is_some_and(|t| t > stamp) {
-                return false;
-            }
+        if stamp != LOADED && self.removals.refuses(&key, stamp) {
+            return false;
         }
         let kind = self.entries.put_if_newer(
             key.clone(),
@@ -227,12 +213,7 @@ where
 
     /// Removes `key` unless it holds a write newer than `stamp`, and remembers the removal.
     pub(crate) fn remove(&self, key: &K, stamp: Stamp) {
-        self.tombstones
-            .entry(key.clone())
-            .and_compute_with(|t| match t {
-                Some(t) if *t.value() >= stamp => Compute::Nop,
-                _ => Compute::Put(stamp),
-            });
+        self.removals.removed(key.clone(), stamp);
         let removed = self.entries.remove_if_not_newer(key, stamp);
         if let Some(value) = removed {
             self.events.publish(EntryEvent {
@@ -245,10 +226,7 @@ where
 
     /// Removes every entry, and refuses writes older than `stamp` from now on.
     pub(crate) fn clear(&self, stamp: Stamp) {
-        {
-            let mut cleared = self.cleared.lock().expect("cleared lock");
-            *cleared = (*cleared).max(stamp);
-        }
+        self.removals.cleared(stamp);
         self.entries.clear();
     }
 }
@@ -256,13 +234,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stamp(micros: u64) -> Stamp {
-        Stamp {
-            micros,
-            node: [1; 16],
-        }
-    }
+    use crate::caches::stamp::at as stamp;
 
     #[test]
     fn an_older_write_arriving_after_a_newer_removal_or_clear_is_refused() {
