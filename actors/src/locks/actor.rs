@@ -153,7 +153,8 @@ impl LockActor {
 #[derive(Clone)]
 pub(crate) struct LockHandle {
     pub actor: ActorRef<LockMsg>,
-    pub config: Arc<LockActor>,
+    /// The actor's settings (a node handle and numbers: cheap to clone).
+    pub config: LockActor,
     pub state: SharedState,
 }
 
@@ -369,7 +370,7 @@ impl LockActor {
                     let timeout = self.holdings.renew_every();
                     let service = LockHandle {
                         actor: myself.clone(),
-                        config: Arc::new(self.clone()),
+                        config: self.clone(),
                         state: shared.clone(),
                     };
                     tokio::spawn(renew(

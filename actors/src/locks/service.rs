@@ -87,7 +87,7 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
         pause_threshold: config.timings.probe_period,
     };
     let (state, wake) = actor.initial_state();
-    let config = Arc::new(actor.clone());
+    let config = actor.clone();
     let (actor, _) = Actor::spawn(None, actor, (state.clone(), wake))
         .await
         .map_err(|e| fail(e.to_string()))?;

@@ -79,10 +79,10 @@ pub(crate) struct GatewayStats {
 /// gateway actor, or a link). Shared by both so that the checks and the in-flight cap are one.
 #[derive(Clone)]
 pub(crate) struct Dispatcher {
-    pub service_name: Arc<str>,
-    pub service: Arc<dyn Service>,
-    pub max_message_bytes: usize,
-    pub stats: Arc<GatewayStats>,
+    service_name: Arc<str>,
+    service: Arc<dyn Service>,
+    max_message_bytes: usize,
+    stats: Arc<GatewayStats>,
     slots: Arc<Semaphore>,
 }
 

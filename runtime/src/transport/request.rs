@@ -119,9 +119,11 @@ impl Transport {
             node,
             after: timeout,
         };
-        let link = (node != self.local())
-            .then(|| self.inner.links.get(node))
-            .flatten();
+        let link = if node == self.local() {
+            None
+        } else {
+            self.inner.links.get(node)
+        };
         let answer = match link {
             Some(link) => {
                 self.inner

@@ -79,11 +79,6 @@ impl Link {
         link
     }
 
-    /// Whether both handles are the same connection.
-    pub(crate) fn same(&self, other: &Link) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
-    }
-
     pub(crate) fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
     }
@@ -211,10 +206,12 @@ impl Link {
 
     async fn read_replies(self, read: OwnedReadHalf, frame_limit: usize) {
         let mut reader = FrameReader::new(read, frame_limit);
+        let closed = self.closed();
+        tokio::pin!(closed);
         loop {
             let frame = tokio::select! {
                 frame = reader.next() => frame,
-                () = self.closed() => return,
+                () = &mut closed => return,
             };
             match frame {
                 Ok(Some(Frame::Reply { id, reply })) => {

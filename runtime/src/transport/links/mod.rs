@@ -147,13 +147,12 @@ impl Links {
                 return;
             }
         };
+        // A link that closes later is dropped (and redialled) by the next reconcile.
         let link = Link::start(stream, peer, self.frame_limit);
-        if let Some(old) = self.outgoing.insert(peer, link.clone()) {
+        if let Some(old) = self.outgoing.insert(peer, link) {
             old.close();
         }
         tracing::debug!(%peer, "link ready");
-        link.closed().await;
-        self.outgoing.remove_if(&peer, |_, l| l.same(&link));
     }
 
     /// Serves a connection whose first bytes were [`MAGIC`]: handshake, then requests.

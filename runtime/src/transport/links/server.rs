@@ -33,12 +33,16 @@ pub(crate) async fn serve(
     let mut reader = FrameReader::new(read, frame_limit);
     let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut out = Vec::new();
+    // One future for the whole connection: it looks at membership only when that changes, not
+    // once per frame.
+    let ended = cut.wait(peer);
+    tokio::pin!(ended);
     loop {
         if !out.is_empty() {
             // A peer that stopped reading holds this write up; being cut off ends it.
             let written = tokio::select! {
                 written = write.write_all(&out) => written,
-                () = cut.wait(peer) => break,
+                () = &mut ended => break,
             };
             if let Err(e) = written {
                 tracing::debug!(%peer, error = %e, "link write failed");
@@ -71,7 +75,7 @@ pub(crate) async fn serve(
                     break;
                 }
             },
-            () = cut.wait(peer) => {
+            () = &mut ended => {
                 tracing::debug!(%peer, "link closed: peer cut off by the fault filter");
                 break;
             }
