@@ -181,3 +181,61 @@ async fn requests_cross_processes_through_the_envelope_and_survive_bad_input() {
     assert!(!cluster.log(1).contains("panicked"));
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_to_many_nodes_answers_each_and_a_paused_node_fails_alone() {
+    let _serial = serial();
+    let cluster = tokio::task::block_in_place(|| converged_cluster(2));
+    let home = tempfile::tempdir().unwrap();
+    let node = join(&cluster, home.path()).await;
+    let (a, b) = (
+        peer_id(&node, &cluster, 0).await,
+        peer_id(&node, &cluster, 1).await,
+    );
+    let nodes = [a, node.id(), b];
+
+    // Every node answers, in the order asked; this node through its own gateway.
+    let answers = node
+        .request_each(&nodes, "node", "echo", b"all".to_vec(), None)
+        .await;
+    assert_eq!(answers.len(), 3);
+    for answer in &answers {
+        assert_eq!(answer.as_deref().expect("an answer"), b"all");
+    }
+
+    // A paused node times out; the others still answer, and nothing waits past the timeout.
+    cluster.pause(1);
+    let timeout = Duration::from_millis(500);
+    let answers = node
+        .request_each(&nodes, "node", "echo", b"some".to_vec(), Some(timeout))
+        .await;
+    cluster.resume(1);
+    assert_eq!(answers[0].as_deref().expect("a answers"), b"some");
+    assert_eq!(answers[1].as_deref().expect("this node answers"), b"some");
+    assert!(
+        matches!(answers[2], Err(RequestError::Timeout { node: n, after }) if n == b && after == timeout),
+        "{:?}",
+        answers[2]
+    );
+
+    // Too large for the limit: refused for every node, nothing sent.
+    let answers = node
+        .request_each(&nodes, "node", "echo", vec![7; LIMIT + 1], None)
+        .await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Err(RequestError::TooLarge { limit: LIMIT, .. }))),
+        "{answers:?}"
+    );
+
+    // The resumed node answers again on the same link.
+    let again = node
+        .request_each(&[b], "node", "echo", b"back".to_vec(), None)
+        .await;
+    assert_eq!(
+        again[0].as_deref().expect("b answers after resuming"),
+        b"back"
+    );
+    node.shutdown().await;
+}

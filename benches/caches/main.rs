@@ -3,7 +3,8 @@
 //!
 //! Run with `cargo bench --bench caches` (options after `--`: `--rounds N`, `--calls N` per
 //! batch of writes, requests or loopback round trips, `--hits N` runs of 1000 local gets per batch, `--redis-calls N`,
-//! `--depth N` and `--pipelines N` for the pipelined GETs, `--warmup N`, `--redis no`). Results
+//! `--depth N` and `--pipelines N` for the pipelined GETs, `--warmup N`, `--redis no`, `--only
+//! step,step` to make only some of the measurements, for profiling). Results
 //! are in `docs/benchmarks.md`. Under `cargo test --benches` it makes a quick smoke run without
 //! Redis, and judges nothing.
 //!
@@ -95,6 +96,8 @@ pub struct Options {
     pub seed: Option<SocketAddr>,
     /// A writer's loopback echo servers (the first alone, or both at once).
     pub echo: Vec<SocketAddr>,
+    /// The measurements to make (`--only`, for profiling one of them); all if empty.
+    pub only: Vec<String>,
 }
 
 impl Options {
@@ -113,6 +116,7 @@ impl Options {
             mode: None,
             seed: None,
             echo: Vec::new(),
+            only: Vec::new(),
         };
         if !invocation.measure {
             options = Options {
@@ -148,6 +152,7 @@ impl Options {
                 }
                 "--seed" => options.seed = Some(value.parse().context("--seed")?),
                 "--echo" => options.echo.push(value.parse().context("--echo")?),
+                "--only" => options.only = value.split(',').map(str::to_lowercase).collect(),
                 other => bail!("unknown option {other}"),
             }
         }
@@ -157,6 +162,11 @@ impl Options {
             bail!("every count must be above 0");
         }
         Ok(options)
+    }
+
+    /// Whether `--only` leaves `step` in.
+    fn runs(&self, step: Step) -> bool {
+        self.only.is_empty() || self.only.contains(&format!("{step:?}").to_lowercase())
     }
 }
 
@@ -319,6 +329,9 @@ fn orchestrate(options: &Options) -> anyhow::Result<()> {
         let mut round: Vec<Option<Batch>> = Step::ALL.iter().map(|_| None).collect();
         for i in 0..Step::ALL.len() {
             let s = (r + i) % Step::ALL.len();
+            if !options.runs(Step::ALL[s]) {
+                continue;
+            }
             round[s] = systems.run(Step::ALL[s], options)?;
         }
         rounds.push(round);

@@ -178,8 +178,11 @@ impl Writer {
         for _ in 0..n {
             let start = Instant::now();
             let ok = if both {
-                let (a, b) = tokio::join!(call(self.peers[0]), call(self.peers[1]));
-                a.is_ok() && b.is_ok()
+                let message = vec![0x5A; loopback::MESSAGE];
+                let answers = self
+                    .node
+                    .request_each(&self.peers, "node", "echo", message, None);
+                answers.await.iter().all(Result::is_ok)
             } else {
                 call(self.peers[0]).await.is_ok()
             };

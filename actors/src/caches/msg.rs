@@ -10,7 +10,8 @@ pub const SERVICE: &str = "caches";
 pub struct Stamp {
     /// Microseconds since the Unix epoch at the writer, kept increasing per writer.
     pub micros: u64,
-    /// The writer's node id bytes, to break ties.
+    /// The writer's node id bytes, to break ties. Sent as one byte string, not sixteen numbers.
+    #[serde(with = "serde_bytes")]
     pub node: [u8; 16],
 }
 

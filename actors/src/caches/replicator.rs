@@ -58,13 +58,27 @@ impl Replicator {
             return peers.len() as u64;
         };
         let deadline = tokio::time::Instant::now() + timeout;
-        // All in the writer's own task: a spawned task per peer cost a hand-off each way.
-        let calls = peers.iter().map(|&peer| {
-            let payload = payload.clone();
-            async move { (peer, deliver(&self.node, peer, payload, deadline).await) }
+        // One request to every peer at once, from the writer's own task.
+        let answers = self
+            .node
+            .request_each(&peers, SERVICE, "apply", payload.clone(), Some(timeout))
+            .await;
+        // A peer not connected yet (it just joined, or its session is being redialled) is
+        // waited for: skipping it would leave it stale.
+        let retries = peers.iter().zip(answers).map(|(&peer, answer)| {
+            let payload = &payload;
+            async move {
+                let answer = match answer {
+                    Err(e) if not_yet_connected(&e) && is_reachable(&self.node, peer) => {
+                        deliver(&self.node, peer, payload, deadline).await
+                    }
+                    answer => answer.map(drop),
+                };
+                (peer, answer)
+            }
         });
         let mut unacked = 0;
-        for (peer, answer) in futures_util::future::join_all(calls).await {
+        for (peer, answer) in futures_util::future::join_all(retries).await {
             if let Err(e) = answer {
                 unacked += 1;
                 tracing::warn!(%peer, error = %e, "cache change not acknowledged");
@@ -144,29 +158,34 @@ impl Replicator {
     }
 }
 
-/// Sends one batch to `peer` by `deadline`. A peer that is up but not yet connected (it just
-/// joined, or its session is being redialled) is waited for: skipping it would leave it stale.
+/// Sends one batch to `peer` by `deadline`, waiting while it is up but not connected yet.
 async fn deliver(
     node: &Node,
     peer: NodeId,
-    payload: Vec<u8>,
+    payload: &[u8],
     deadline: tokio::time::Instant,
 ) -> Result<(), RequestError> {
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let answer = node
-            .request_raw(peer, SERVICE, "apply", payload.clone(), Some(left))
+            .request_raw(peer, SERVICE, "apply", payload.to_vec(), Some(left))
             .await;
         match answer {
             Ok(_) => return Ok(()),
-            Err(RequestError::NoSession(_) | RequestError::UnknownService { .. })
-                if !left.is_zero() && is_reachable(node, peer) =>
-            {
+            Err(e) if not_yet_connected(&e) && !left.is_zero() && is_reachable(node, peer) => {
                 tokio::time::sleep(Duration::from_millis(5).min(left)).await;
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether a request failed only because the peer is not connected (yet): nothing was sent.
+fn not_yet_connected(error: &RequestError) -> bool {
+    matches!(
+        error,
+        RequestError::NoSession(_) | RequestError::UnknownService { .. }
+    )
 }
 
 /// Whether `peer` may still answer: not known to be down or gone.

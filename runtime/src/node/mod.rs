@@ -274,6 +274,64 @@ impl Node {
             .await
     }
 
+    /// Sends the same encoded payload to each of `nodes` at once and waits for all of them, at
+    /// most `timeout` (the configured request timeout if `None`) in all. Answers come in the
+    /// order of `nodes`, each as [`Node::request_raw`] would give it; one node's failure does
+    /// not hold up the others'. Cheaper than one `request_raw` per node: the request is encoded
+    /// once and one timer covers every node.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo(node: colony_runtime::Node) {
+    /// let others: Vec<_> = node.members().iter().map(|m| m.id).filter(|&id| id != node.id()).collect();
+    /// for (peer, answer) in others.iter().zip(node.request_each(&others, "node", "echo", b"hi".to_vec(), None).await) {
+    ///     println!("{peer}: {answer:?}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn request_each(
+        &self,
+        nodes: &[NodeId],
+        service: &str,
+        kind: &str,
+        payload: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Vec<Result<Vec<u8>, RequestError>> {
+        let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
+        let view = self.inner.membership.view();
+        let cut_off = |node: NodeId| {
+            view.members
+                .iter()
+                .any(|m| m.id == node && self.inner.transport.is_blocked(&m.addr))
+        };
+        if !nodes.iter().any(|&node| cut_off(node)) {
+            return self
+                .inner
+                .transport
+                .request_each(nodes, service, kind, payload, timeout)
+                .await;
+        }
+        let reachable: Vec<NodeId> = nodes.iter().copied().filter(|&n| !cut_off(n)).collect();
+        let mut answers = self
+            .inner
+            .transport
+            .request_each(&reachable, service, kind, payload, timeout)
+            .await
+            .into_iter();
+        nodes
+            .iter()
+            .map(|&node| {
+                if cut_off(node) {
+                    Err(RequestError::Unreachable(node))
+                } else {
+                    answers
+                        .next()
+                        .unwrap_or(Err(RequestError::Unreachable(node)))
+                }
+            })
+            .collect()
+    }
+
     /// Whether a ready session to `node` exists (always true for this node).
     pub fn is_connected(&self, node: NodeId) -> bool {
         node == self.inner.id || self.inner.transport.has_session(node)

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures_util::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use tokio::sync::Semaphore;
@@ -88,7 +89,7 @@ pub(crate) struct Dispatcher {
 
 /// What became of one request.
 pub(crate) enum Answer {
-    /// Answered at once (refused): the encoded reply.
+    /// Answered at once (refused, or the service did not wait): the encoded reply.
     Now(Vec<u8>),
     /// Being handled: resolves to the encoded reply.
     Later(Pin<Box<dyn Future<Output = Vec<u8>> + Send>>),
@@ -150,7 +151,7 @@ impl Dispatcher {
             kind: envelope.kind,
             payload: envelope.payload,
         });
-        Answer::Later(Box::pin(async move {
+        let mut answer: Pin<Box<dyn Future<Output = Vec<u8>> + Send>> = Box::pin(async move {
             let answer = match future.await {
                 Ok(payload) => Reply::ok(id, payload),
                 Err(ServiceError::UnknownKind(k)) => Reply::error(
@@ -165,7 +166,14 @@ impl Dispatcher {
             };
             drop(permit);
             encode(answer, limit)
-        }))
+        });
+        // Most services answer without waiting: polled once here, such an answer goes back
+        // without a task or a second turn of the caller's loop. A pending one keeps no state
+        // from this poll: whoever awaits it next registers its own waker.
+        match (&mut answer).now_or_never() {
+            Some(reply) => Answer::Now(reply),
+            None => Answer::Later(answer),
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! The request/response helper.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
 
-use super::links::CallError;
+use super::links::{Call, CallError};
 use super::{GatewayMsg, Transport};
 use crate::NodeId;
 use crate::wire::{self, Envelope, ErrorCode, PROTOCOL_VERSION, RemoteError, Reply, WireError};
@@ -82,27 +85,120 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Vec<u8>, RequestError> {
         self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let result = self
-            .request_inner(node, service, kind, payload, timeout)
-            .await;
+        let result = match self.envelope(kind, payload).map_err(unsent) {
+            Ok((request_id, bytes)) => match self.start_on_link(node, service, &bytes) {
+                Ok(call) => {
+                    let answer = tokio::time::timeout(timeout, call)
+                        .await
+                        .unwrap_or(Err(CallError::Timeout));
+                    self.answer(node, service, request_id, answer, timeout)
+                }
+                // Nothing was sent: the session carries it.
+                Err(_) => {
+                    self.over_session(node, service, request_id, bytes, timeout)
+                        .await
+                }
+            },
+            Err(e) => Err(e),
+        };
+        self.count_failure(&result);
+        result
+    }
+
+    /// Sends the same request to each of `nodes` at once and waits for every answer, at most
+    /// `timeout` in all. The envelope is encoded once and written to each open link from this
+    /// task; one timer covers them all. Answers come back in the order of `nodes`.
+    pub(crate) async fn request_each(
+        &self,
+        nodes: &[NodeId],
+        service: &str,
+        kind: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Vec<Result<Vec<u8>, RequestError>> {
+        let stats = &self.inner.stats;
+        stats
+            .requests
+            .fetch_add(nodes.len() as u64, Ordering::Relaxed);
+        let (request_id, bytes) = match self.envelope(kind, payload) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                stats
+                    .request_failures
+                    .fetch_add(nodes.len() as u64, Ordering::Relaxed);
+                return nodes.iter().map(|_| Err(unsent(e.clone()))).collect();
+            }
+        };
+        let mut waits: Vec<Wait<'_>> = nodes
+            .iter()
+            .map(|&node| match self.start_on_link(node, service, &bytes) {
+                Ok(call) => Wait::Link(call),
+                Err(_) => Wait::Session(Box::pin(self.over_session(
+                    node,
+                    service,
+                    request_id,
+                    bytes.clone(),
+                    timeout,
+                ))),
+            })
+            .collect();
+        let mut results: Vec<Option<Result<Vec<u8>, RequestError>>> =
+            nodes.iter().map(|_| None).collect();
+        let expired = tokio::time::sleep(timeout);
+        tokio::pin!(expired);
+        std::future::poll_fn(|cx| {
+            let mut waiting = false;
+            for (i, wait) in waits.iter_mut().enumerate() {
+                if results[i].is_some() {
+                    continue;
+                }
+                let node = nodes[i];
+                let done = match wait {
+                    Wait::Link(call) => Pin::new(call)
+                        .poll(cx)
+                        .map(|answer| self.answer(node, service, request_id, answer, timeout)),
+                    Wait::Session(answer) => answer.as_mut().poll(cx),
+                };
+                match done {
+                    Poll::Ready(result) => results[i] = Some(result),
+                    Poll::Pending => waiting = true,
+                }
+            }
+            if !waiting || expired.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await;
+        // Dropping the waits forgets the calls that did not answer in time.
+        drop(waits);
+        let results: Vec<_> = results
+            .into_iter()
+            .zip(nodes)
+            .map(|(result, &node)| {
+                result.unwrap_or(Err(RequestError::Timeout {
+                    node,
+                    after: timeout,
+                }))
+            })
+            .collect();
+        for result in &results {
+            self.count_failure(result);
+        }
+        results
+    }
+
+    fn count_failure<T>(&self, result: &Result<T, RequestError>) {
         if result.is_err() {
             self.inner
                 .stats
                 .request_failures
                 .fetch_add(1, Ordering::Relaxed);
         }
-        result
     }
 
-    async fn request_inner(
-        &self,
-        node: NodeId,
-        service: &str,
-        kind: &str,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, RequestError> {
-        let limit = self.max_message_bytes();
+    /// The encoded envelope of a request, and its id.
+    fn envelope(&self, kind: &str, payload: Vec<u8>) -> Result<(u64, Vec<u8>), WireError> {
         let request_id = self.next_request_id();
         let envelope = Envelope {
             version: PROTOCOL_VERSION,
@@ -111,53 +207,73 @@ impl Transport {
             kind: kind.to_owned(),
             payload,
         };
-        let bytes = wire::encode(&envelope, limit).map_err(|e| match e {
-            WireError::TooLarge { size, limit } => RequestError::TooLarge { size, limit },
-            other => RequestError::Encode(other),
-        })?;
-        let timed_out = RequestError::Timeout {
-            node,
-            after: timeout,
+        let bytes = wire::encode(&envelope, self.max_message_bytes())?;
+        Ok((request_id, bytes))
+    }
+
+    /// Writes the request on the open link to `node`. `Closed` means nothing was sent (no
+    /// link, this node, or a link that just closed).
+    fn start_on_link(&self, node: NodeId, service: &str, bytes: &[u8]) -> Result<Call, CallError> {
+        if node == self.local() {
+            return Err(CallError::Closed);
+        }
+        let link = self.inner.links.get(node).ok_or(CallError::Closed)?;
+        let call = link.send(service, bytes)?;
+        self.inner
+            .stats
+            .link_requests
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(call)
+    }
+
+    /// Sends the request through the gateway actor: over the session to `node`, or to this
+    /// node's own gateway.
+    async fn over_session(
+        &self,
+        node: NodeId,
+        service: &str,
+        request_id: u64,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
+        let gateway = self.gateway(service, node)?;
+        let answer = ractor::rpc::call(
+            &gateway.get_cell(),
+            |port| GatewayMsg::Call(bytes, port),
+            Some(timeout),
+        )
+        .await;
+        let answer = match answer {
+            Ok(CallResult::Success(bytes)) => Ok(bytes),
+            Ok(CallResult::Timeout) => Err(CallError::Timeout),
+            Ok(CallResult::SenderError) | Err(_) => Err(CallError::Lost),
         };
-        let link = if node == self.local() {
-            None
-        } else {
-            self.inner.links.get(node)
-        };
-        let answer = match link {
-            Some(link) => {
-                self.inner
-                    .stats
-                    .link_requests
-                    .fetch_add(1, Ordering::Relaxed);
-                link.call(service, &bytes, timeout).await
-            }
-            None => Err(CallError::Closed),
-        };
+        self.answer(node, service, request_id, answer, timeout)
+    }
+
+    /// Turns what came back for a request into its answer payload or the matching error.
+    fn answer(
+        &self,
+        node: NodeId,
+        service: &str,
+        request_id: u64,
+        answer: Result<Vec<u8>, CallError>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
         let bytes = match answer {
             Ok(bytes) => bytes,
-            Err(CallError::Timeout) => return Err(timed_out),
-            Err(CallError::Lost) => return Err(RequestError::Disconnected(node)),
-            // Nothing was sent: the session carries it.
-            Err(CallError::Closed) => {
-                let gateway = self.gateway(service, node)?;
-                let answer = ractor::rpc::call(
-                    &gateway.get_cell(),
-                    |port| GatewayMsg::Call(bytes, port),
-                    Some(timeout),
-                )
-                .await;
-                match answer {
-                    Ok(CallResult::Success(bytes)) => bytes,
-                    Ok(CallResult::Timeout) => return Err(timed_out),
-                    Ok(CallResult::SenderError) | Err(_) => {
-                        return Err(RequestError::Disconnected(node));
-                    }
-                }
+            Err(CallError::Timeout) => {
+                return Err(RequestError::Timeout {
+                    node,
+                    after: timeout,
+                });
+            }
+            Err(CallError::Lost | CallError::Closed) => {
+                return Err(RequestError::Disconnected(node));
             }
         };
-        let reply: Reply =
-            wire::decode(&bytes, limit).map_err(|error| RequestError::BadReply { node, error })?;
+        let reply: Reply = wire::decode(&bytes, self.max_message_bytes())
+            .map_err(|error| RequestError::BadReply { node, error })?;
         if let Some(error) = reply.error {
             if error.code() == ErrorCode::UnknownService {
                 return Err(RequestError::UnknownService {
@@ -176,4 +292,18 @@ impl Transport {
         }
         Ok(reply.ok.unwrap_or_default())
     }
+}
+
+/// A request that could not be encoded: nothing was sent.
+fn unsent(error: WireError) -> RequestError {
+    match error {
+        WireError::TooLarge { size, limit } => RequestError::TooLarge { size, limit },
+        other => RequestError::Encode(other),
+    }
+}
+
+/// One node's part of [`Transport::request_each`].
+enum Wait<'a> {
+    Link(Call),
+    Session(Pin<Box<dyn Future<Output = Result<Vec<u8>, RequestError>> + Send + 'a>>),
 }

@@ -47,7 +47,9 @@ pub enum WireError {
 /// assert_eq!(back, ("hello".to_string(), 42));
 /// ```
 pub fn encode<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<Vec<u8>, WireError> {
-    let bytes = rmp_serde::to_vec_named(value).map_err(|e| WireError::Encode {
+    // Room for a small message up front: growing from empty reallocates four or five times.
+    let mut bytes = Vec::with_capacity(128);
+    rmp_serde::encode::write_named(&mut bytes, value).map_err(|e| WireError::Encode {
         what: std::any::type_name::<T>(),
         reason: e.to_string(),
     })?;

@@ -5,10 +5,12 @@
 //! socket is full does the rest go to a backlog that a flusher task writes as the socket drains.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::ErrorKind;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context, Poll};
 
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -49,12 +51,28 @@ struct Inner {
     gone: Notify,
 }
 
-/// Forgets a call's slot however the call ends (answer, timeout, or the caller dropped).
-struct Slot<'a>(&'a Inner, u64);
+/// A request written on a link, waiting for its reply. Dropping it (an answer, a timeout, or
+/// a caller that went away) forgets its slot.
+pub(crate) struct Call {
+    link: Link,
+    id: u64,
+    reply: oneshot::Receiver<Vec<u8>>,
+}
 
-impl Drop for Slot<'_> {
+impl Future for Call {
+    type Output = Result<Vec<u8>, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.reply)
+            .poll(cx)
+            .map(|reply| reply.map_err(|_| CallError::Lost))
+    }
+}
+
+impl Drop for Call {
     fn drop(&mut self) {
-        self.0.pending.lock().expect("pending lock").remove(&self.1);
+        let pending = &self.link.inner.pending;
+        pending.lock().expect("pending lock").remove(&self.id);
     }
 }
 
@@ -103,26 +121,23 @@ impl Link {
         self.inner.gone.notify_waiters();
     }
 
-    /// Sends one request to `service` and waits for its reply bytes.
-    pub(crate) async fn call(
-        &self,
-        service: &str,
-        envelope: &[u8],
-        timeout: Duration,
-    ) -> Result<Vec<u8>, CallError> {
+    /// Writes one request to `service` (or queues it behind a full socket) and returns the
+    /// call that resolves to its reply. Nothing is awaited: a caller can start calls on
+    /// several links and wait for them together.
+    pub(crate) fn send(&self, service: &str, envelope: &[u8]) -> Result<Call, CallError> {
         let inner = &*self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
+        let (tx, reply) = oneshot::channel();
         inner.pending.lock().expect("pending lock").insert(id, tx);
-        let _slot = Slot(inner, id);
+        let call = Call {
+            link: self.clone(),
+            id,
+            reply,
+        };
         let mut bytes = Vec::with_capacity(envelope.len() + service.len() + 16);
         frame::put_request(&mut bytes, id, service, envelope);
         self.write(&bytes)?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(CallError::Lost),
-            Err(_) => Err(CallError::Timeout),
-        }
+        Ok(call)
     }
 
     /// Writes `bytes` now if the socket takes them, else queues them for the flusher.

@@ -15,7 +15,7 @@ mod frame;
 mod handshake;
 mod server;
 
-pub(crate) use client::{CallError, Link};
+pub(crate) use client::{Call, CallError, Link};
 pub(crate) use handshake::{LinkKey, MAGIC};
 
 use std::collections::{HashMap, HashSet};
