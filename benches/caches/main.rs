@@ -19,6 +19,9 @@
 //!   values to the cache its peers created, and, in the invalidation cluster, `get`s of a warm
 //!   key of a local cache, `echo` requests to its peers, and the loopback round trip to an
 //!   `echo` process of this binary, and to two of them at once (see [`loopback`]).
+//! - **The machine**: before the rest starts, the same round trip between two threads of this
+//!   process pinned to one CPU, then to two (see [`placement`]): what a wake-up on another CPU
+//!   costs here, which a write to two peers at once cannot avoid.
 //!
 //! Against the noise of a shared machine, every process stays up for the whole run and the
 //! orchestrator alternates the measurements round by round, rotating which goes first; the
@@ -35,6 +38,7 @@ mod common;
 
 mod cluster;
 mod loopback;
+mod placement;
 mod redis;
 mod writer;
 
@@ -305,6 +309,8 @@ impl Systems {
 }
 
 fn orchestrate(options: &Options) -> anyhow::Result<()> {
+    // Before anything else starts: the machine's own figure, on quiet CPUs.
+    let placement = placement::same_and_other_cpu(options.calls * 5)?;
     let mut systems = Systems::start(options)?;
     if let Some((_, single, pipelined)) = &mut systems.redis {
         let len = REDIS_VALUE.len();
@@ -336,7 +342,7 @@ fn orchestrate(options: &Options) -> anyhow::Result<()> {
         }
         rounds.push(round);
     }
-    report(options, &rounds);
+    report(options, &rounds, placement);
     Ok(())
 }
 
@@ -430,7 +436,11 @@ fn rate(per_sec: f64) -> String {
 
 /// Prints the table over every sample, then each target's verdict, judged on both the figures
 /// over every sample and the median of the per-round ratios.
-fn report(options: &Options, rounds: &[Vec<Option<Batch>>]) {
+fn report(
+    options: &Options,
+    rounds: &[Vec<Option<Batch>>],
+    placement: Option<(Duration, Duration)>,
+) {
     let all = Figures::of(rounds, options.depth);
     let pair = |step: Step| {
         all.get(step).map_or_else(
@@ -465,6 +475,14 @@ fn report(options: &Options, rounds: &[Vec<Option<Batch>>]) {
             times(all.p50(Step::LoopbackBoth) / all.p50(Step::Loopback), 2) + " the floor",
         ),
     ];
+    if let Some((same, other)) = placement {
+        rows.push((
+            "the same, threads on one CPU / two",
+            String::new(),
+            format!("{} / {}", us(same), us(other)),
+            times(other.as_secs_f64() / same.as_secs_f64(), 2) + " across CPUs",
+        ));
+    }
     // What a synchronous write is made of, then the writes: each against the floor.
     for (name, step) in [
         ("request to one peer", Step::Request),
