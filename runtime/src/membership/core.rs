@@ -243,7 +243,7 @@ impl MembershipCore {
             self.local_state = MemberState::Up;
             self.version += 1;
         } else {
-            self.announce_to_seeds();
+            self.announce_to(self.seeds.clone());
         }
         self.schedule(now + ANNOUNCE_EVERY, Timer::Own(TimerKind::Announce));
         self.drain(now);
@@ -346,7 +346,7 @@ impl MembershipCore {
                         self.announce_to_known();
                     } else if self.up_count() < self.cluster_size {
                         // Missing members after a partition: ask the seeds again.
-                        self.announce_to_seeds();
+                        self.announce_to(self.seeds.clone());
                     }
                     self.settle_stale_suspicions(now);
                     self.forget_old(now);
@@ -382,16 +382,19 @@ impl MembershipCore {
         })
     }
 
-    fn announce_to_seeds(&mut self) {
-        for seed in self.seeds.clone() {
-            if self.blocked.contains(&seed) {
+    /// Announces the local identity to each of `addrs`, in order, but our own address and the
+    /// blocked ones.
+    fn announce_to(&mut self, addrs: Vec<SocketAddr>) {
+        let own = self.foca.identity().addr;
+        for addr in addrs {
+            if addr == own || self.blocked.contains(&addr) {
                 continue;
             }
-            // Only the address of an announce target is used; the seed's real identity comes back.
+            // Only the address of an announce target is used; the real identity comes back.
             let target = NodeIdentity {
                 id: NodeId::from_u128(0),
                 name: String::new(),
-                addr: seed,
+                addr,
                 incarnation: 0,
             };
             if let Err(e) = self.foca.announce(target, &mut self.runtime) {
@@ -502,25 +505,11 @@ impl MembershipCore {
     ///
     /// An announce is accepted by address, whatever identity the receiver knows.
     fn announce_to_known(&mut self) {
-        let own = self.foca.identity().addr;
         let mut targets: Vec<SocketAddr> = self.seeds.clone();
         targets.extend(self.members.values().map(|r| r.identity.addr));
         targets.sort();
         targets.dedup();
-        for addr in targets {
-            if addr == own || self.blocked.contains(&addr) {
-                continue;
-            }
-            let target = NodeIdentity {
-                id: NodeId::from_u128(0),
-                name: String::new(),
-                addr,
-                incarnation: 0,
-            };
-            if let Err(e) = self.foca.announce(target, &mut self.runtime) {
-                tracing::debug!(error = %e, "announce");
-            }
-        }
+        self.announce_to(targets);
     }
 
     fn apply(&mut self, now: Instant, note: OwnedNotification<NodeIdentity>) {
@@ -529,7 +518,7 @@ impl MembershipCore {
                 let previous = self.renamed.remove(&id.id).or_else(|| {
                     self.members
                         .get(&id.id)
-                        .filter(|r| matches!(r.state, MemberState::Down | MemberState::Left))
+                        .filter(|r| r.state.is_gone())
                         .map(|_| id.id)
                 });
                 let member = self.set(now, &id, MemberState::Up);
@@ -627,12 +616,12 @@ impl MembershipCore {
     fn send_leave(&mut self, who: &NodeIdentity, also: &[SocketAddr]) {
         let body = crate::wire::encode_payload(who).unwrap_or_default();
         let packet = self.key.seal(Kind::Leave, &body);
-        let own = self.foca.identity().id;
+        // `who` is never among them: a relay has just marked it left, and the local node is never
+        // listed up or suspect (foca turns every identity at our address into a down one).
         let mut targets: Vec<SocketAddr> = self
             .members
             .values()
             .filter(|r| matches!(r.state, MemberState::Up | MemberState::Suspect))
-            .filter(|r| r.identity.id != who.id && r.identity.id != own)
             .map(|r| r.identity.addr)
             .chain(also.iter().copied())
             .collect();
@@ -708,8 +697,7 @@ impl MembershipCore {
     fn forget_old(&mut self, now: Instant) {
         let before = self.members.len();
         self.members.retain(|_, r| {
-            !matches!(r.state, MemberState::Down | MemberState::Left)
-                || now.saturating_duration_since(r.since) < FORGET_AFTER
+            !r.state.is_gone() || now.saturating_duration_since(r.since) < FORGET_AFTER
         });
         if self.members.len() != before {
             self.version += 1;

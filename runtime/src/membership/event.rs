@@ -30,6 +30,11 @@ impl MemberState {
     pub fn is_up(self) -> bool {
         self == MemberState::Up
     }
+
+    /// Counted out of the cluster: declared down, or left.
+    pub fn is_gone(self) -> bool {
+        matches!(self, MemberState::Down | MemberState::Left)
+    }
 }
 
 impl std::fmt::Display for MemberState {

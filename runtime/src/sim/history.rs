@@ -195,6 +195,28 @@ impl History {
         })
     }
 
+    /// Every `NodeRejoined` naming `new` as the member and `old` as the id it replaced, with its
+    /// time and observer (`new == old` for a renewal).
+    pub fn rejoins(
+        &self,
+        new: NodeId,
+        old: NodeId,
+    ) -> impl Iterator<Item = (Duration, SocketAddr)> {
+        self.events().filter_map(move |(at, node, event)| {
+            matches!(event, MemberEvent::NodeRejoined { member, previous }
+                if member.id == new && *previous == old)
+            .then_some((at, node))
+        })
+    }
+
+    /// Every identity renewal, with its time and the renewed node.
+    pub fn renewals(&self) -> impl Iterator<Item = (Duration, SocketAddr, &NodeIdentity)> {
+        self.entries.iter().filter_map(|e| match &e.what {
+            Happening::Renewed { node, identity } => Some((e.at, *node, identity)),
+            _ => None,
+        })
+    }
+
     /// Every process that ran, in start order.
     pub fn lives(&self) -> Vec<Life> {
         let mut lives: Vec<Life> = Vec::new();
@@ -249,11 +271,6 @@ impl History {
             }
         }
         lives
-    }
-
-    /// The life with this id.
-    pub fn life(&self, id: NodeId) -> Option<Life> {
-        self.lives().into_iter().find(|l| l.id == id)
     }
 
     /// The intervals during which some network fault was in place.

@@ -40,7 +40,7 @@ pub mod world;
 pub use history::{End, Entry, Happening, History, Life, Span};
 pub use net::{Link, Net, NetChange};
 pub use script::Op;
-pub use world::{Status, Timeout, World, WorldConfig, WorldStats};
+pub use world::{Status, Timeout, World, WorldConfig, WorldStats, node_addr};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -164,11 +164,8 @@ impl Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::tests::addr;
     use rand::SeedableRng;
-
-    fn addr(i: u8) -> SocketAddr {
-        SocketAddr::from(([10, 0, 0, i], 7000))
-    }
 
     fn net() -> Net {
         let mut net = Net::new(Duration::from_millis(1), Duration::ZERO);

@@ -21,6 +21,11 @@ use crate::NodeId;
 use crate::config::MembershipTimings;
 use crate::membership::{GossipKey, Member, MemberState, MembershipCore, NodeIdentity, Output};
 
+/// The address the world gives node `i`: `10.0.0.(i+1):7000`.
+pub fn node_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, (i + 1) as u8], 7000))
+}
+
 /// How to build a [`World`].
 #[derive(Debug, Clone)]
 pub struct WorldConfig {
@@ -210,11 +215,6 @@ impl World {
         self.slots[i].addr
     }
 
-    /// The node at `addr`.
-    pub fn index_of(&self, addr: SocketAddr) -> Option<usize> {
-        self.index.get(&addr).copied()
-    }
-
     /// The core at node `i` (the last one, if its process stopped).
     pub fn core(&self, i: usize) -> &MembershipCore {
         &self.slots[i].core
@@ -272,11 +272,6 @@ impl World {
         self.stats
     }
 
-    /// The network.
-    pub fn net(&self) -> &Net {
-        &self.net
-    }
-
     /// The member list of every node, for failure messages.
     pub fn describe(&self) -> String {
         let mut out = format!("seed {} at {:?}\n", self.seed(), self.now);
@@ -297,9 +292,9 @@ impl World {
     /// Adds and starts a node with `cookie` at the next address; returns its index.
     pub fn add_node(&mut self, cookie: &str) -> usize {
         let i = self.slots.len();
-        let addr = SocketAddr::from(([10, 0, 0, (i + 1) as u8], 7000));
+        let addr = node_addr(i);
         let seeds = (0..self.config.seed_nodes.min(self.config.nodes))
-            .map(|s| SocketAddr::from(([10, 0, 0, (s + 1) as u8], 7000)))
+            .map(node_addr)
             .collect();
         let name = format!("n{i}");
         let core = self.new_core(addr, &name, cookie, 1);

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::Violation;
+use super::{News, Skip, Violation, missed};
 use crate::membership::MemberEvent;
 use crate::sim::history::{End, History};
 
@@ -22,43 +22,30 @@ pub fn check(history: &History, bound: Duration) -> Vec<Violation> {
             continue;
         };
         let deadline = killed + bound;
-        if deadline > history.end() {
-            continue;
-        }
-        for observer in &lives {
-            if observer.id == dead.id
-                || observer.cookie != dead.cookie
-                || !observer.ran_throughout(killed, deadline)
-            {
-                continue;
-            }
-            let mut knew = false;
-            let mut saw = false;
-            for (at, node, event) in history.events() {
-                if node != observer.node || at < observer.start || at > deadline {
-                    continue;
-                }
-                if at <= killed && event.member().id == dead.id {
-                    knew = true;
-                }
-                saw |= at >= killed
-                    && match event {
-                        MemberEvent::NodeDown(m) => m.id == dead.id,
-                        MemberEvent::NodeRejoined { previous, .. } => *previous == dead.id,
-                        _ => false,
-                    };
-            }
-            if knew && !saw {
-                out.push(Violation {
-                    promise: "down_within_bound",
-                    at: deadline,
-                    node: Some(observer.node),
-                    detail: format!(
-                        "did not see {} (killed at {killed:?}) down within {bound:?}",
-                        dead.node
-                    ),
-                });
-            }
+        let news = News {
+            subject: dead.id,
+            cookie: &dead.cookie,
+            since: killed,
+            deadline,
+            // A down before the kill (a false one, since renewed) is not this death.
+            heard_from: killed,
+            skip: Skip::Id(dead.id),
+            tells: |event: &MemberEvent| match event {
+                MemberEvent::NodeDown(m) => m.id == dead.id,
+                MemberEvent::NodeRejoined { previous, .. } => *previous == dead.id,
+                _ => false,
+            },
+        };
+        for observer in missed(history, &lives, &news) {
+            out.push(Violation {
+                promise: "down_within_bound",
+                at: deadline,
+                node: Some(observer.node),
+                detail: format!(
+                    "did not see {} (killed at {killed:?}) down within {bound:?}",
+                    dead.node
+                ),
+            });
         }
     }
     out

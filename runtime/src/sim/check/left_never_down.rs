@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::Violation;
+use super::{News, Skip, Violation, missed};
 use crate::membership::MemberEvent;
 use crate::sim::history::{End, History};
 
@@ -34,39 +34,29 @@ pub fn check(history: &History, bound: Duration) -> Vec<Violation> {
             }
         }
         let deadline = left + bound;
-        if deadline > history.end() {
-            continue;
-        }
-        for observer in &lives {
-            if observer.id == leaver.id
-                || observer.cookie != leaver.cookie
-                || !observer.ran_throughout(left, deadline)
-            {
-                continue;
-            }
-            let mine = history.events().filter(|(at, node, _)| {
-                *node == observer.node && *at >= observer.start && *at <= deadline
+        let news = News {
+            subject: leaver.id,
+            cookie: &leaver.cookie,
+            since: left,
+            deadline,
+            heard_from: Duration::ZERO,
+            skip: Skip::Id(leaver.id),
+            tells: |event: &MemberEvent| match event {
+                MemberEvent::NodeLeft(m) => m.id == leaver.id,
+                MemberEvent::NodeRejoined { previous, .. } => *previous == leaver.id,
+                _ => false,
+            },
+        };
+        for observer in missed(history, &lives, &news) {
+            out.push(Violation {
+                promise: "left_never_down",
+                at: deadline,
+                node: Some(observer.node),
+                detail: format!(
+                    "did not see {} (left at {left:?}) leave within {bound:?}",
+                    leaver.node
+                ),
             });
-            let (mut knew, mut saw) = (false, false);
-            for (at, _, event) in mine {
-                knew |= at <= left && event.member().id == leaver.id;
-                saw |= match event {
-                    MemberEvent::NodeLeft(m) => m.id == leaver.id,
-                    MemberEvent::NodeRejoined { previous, .. } => *previous == leaver.id,
-                    _ => false,
-                };
-            }
-            if knew && !saw {
-                out.push(Violation {
-                    promise: "left_never_down",
-                    at: deadline,
-                    node: Some(observer.node),
-                    detail: format!(
-                        "did not see {} (left at {left:?}) leave within {bound:?}",
-                        leaver.node
-                    ),
-                });
-            }
         }
     }
     out

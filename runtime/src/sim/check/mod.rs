@@ -18,6 +18,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::NodeId;
+use crate::membership::MemberEvent;
+use crate::sim::history::{History, Life};
+
 pub mod down_within_bound;
 pub mod left_never_down;
 pub mod no_false_down;
@@ -57,4 +61,69 @@ pub fn report(violations: &[Violation]) -> String {
         .map(|v| v.to_string())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Which processes are not judged as observers of some news.
+#[derive(Debug, Clone, Copy)]
+enum Skip {
+    /// Every process with this id.
+    Id(NodeId),
+    /// Every process at this address.
+    Node(SocketAddr),
+}
+
+/// News about a subject that every process that knew the subject must hear in time.
+struct News<'a, F> {
+    /// Observers are judged only if they emitted an event about this id by `since`.
+    subject: NodeId,
+    /// Observers are judged only if they hold this cookie.
+    cookie: &'a str,
+    /// When the news happened.
+    since: Duration,
+    /// When it must have been heard by; observers are judged only if they ran unpaused from
+    /// `since` to here.
+    deadline: Duration,
+    /// Events before this time do not count as hearing it.
+    heard_from: Duration,
+    /// Processes that are not judged.
+    skip: Skip,
+    /// Whether an event tells the news.
+    tells: F,
+}
+
+/// The processes that knew the subject of `news`, ran unpaused throughout `[since, deadline]`
+/// with its cookie, and emitted no event telling it between `heard_from` and `deadline`. None
+/// when the deadline is past the end of the history (the news is not judged).
+fn missed<'l>(
+    history: &History,
+    lives: &'l [Life],
+    news: &News<'_, impl Fn(&MemberEvent) -> bool>,
+) -> Vec<&'l Life> {
+    if news.deadline > history.end() {
+        return Vec::new();
+    }
+    lives
+        .iter()
+        .filter(|observer| {
+            let skipped = match news.skip {
+                Skip::Id(id) => observer.id == id,
+                Skip::Node(node) => observer.node == node,
+            };
+            if skipped
+                || observer.cookie != news.cookie
+                || !observer.ran_throughout(news.since, news.deadline)
+            {
+                return false;
+            }
+            let (mut knew, mut heard) = (false, false);
+            for (at, node, event) in history.events() {
+                if node != observer.node || at < observer.start || at > news.deadline {
+                    continue;
+                }
+                knew |= at <= news.since && event.member().id == news.subject;
+                heard |= at >= news.heard_from && (news.tells)(event);
+            }
+            knew && !heard
+        })
+        .collect()
 }

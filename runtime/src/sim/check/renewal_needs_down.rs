@@ -7,25 +7,22 @@
 
 use super::Violation;
 use crate::membership::MemberEvent;
-use crate::sim::history::{Happening, History};
+use crate::sim::history::History;
 
 /// Finds every renewal that no down verdict called for.
 pub fn check(history: &History) -> Vec<Violation> {
     let mut out = Vec::new();
-    for e in history.entries() {
-        let Happening::Renewed { node, identity } = &e.what else {
-            continue;
-        };
+    for (renewed_at, node, identity) in history.renewals() {
         let called_for = history.events().any(|(at, _, event)| {
-            at <= e.at
+            at <= renewed_at
                 && matches!(event, MemberEvent::NodeDown(m)
                     if m.id == identity.id && m.incarnation < identity.incarnation)
         });
         if !called_for {
             out.push(Violation {
                 promise: "renewal_needs_down",
-                at: e.at,
-                node: Some(*node),
+                at: renewed_at,
+                node: Some(node),
                 detail: format!(
                     "renewed to incarnation {} though no node declared it down",
                     identity.incarnation

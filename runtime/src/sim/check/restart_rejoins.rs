@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::Violation;
+use super::{News, Skip, Violation, missed};
 use crate::membership::MemberEvent;
 use crate::sim::history::History;
 
@@ -25,39 +25,31 @@ pub fn check(history: &History, bound: Duration) -> Vec<Violation> {
             continue;
         };
         let deadline = new.start + bound;
-        if deadline > history.end() {
-            continue;
-        }
-        for observer in &lives {
-            if observer.node == new.node
-                || observer.cookie != new.cookie
-                || !observer.ran_throughout(new.start, deadline)
-            {
-                continue;
-            }
-            let mine = history.events().filter(|(at, node, _)| {
-                *node == observer.node && *at >= observer.start && *at <= deadline
-            });
-            let (mut knew, mut saw) = (false, false);
-            for (at, _, event) in mine {
-                knew |= at <= new.start && event.member().id == old.id;
-                saw |= matches!(
+        let news = News {
+            subject: old.id,
+            cookie: &new.cookie,
+            since: new.start,
+            deadline,
+            heard_from: Duration::ZERO,
+            skip: Skip::Node(new.node),
+            tells: |event: &MemberEvent| {
+                matches!(
                     event,
                     MemberEvent::NodeRejoined { member, previous }
                         if member.id == new.id && *previous == old.id
-                );
-            }
-            if knew && !saw {
-                out.push(Violation {
-                    promise: "restart_rejoins",
-                    at: deadline,
-                    node: Some(observer.node),
-                    detail: format!(
-                        "did not see {} rejoin (restarted at {:?}) within {bound:?}",
-                        new.node, new.start
-                    ),
-                });
-            }
+                )
+            },
+        };
+        for observer in missed(history, &lives, &news) {
+            out.push(Violation {
+                promise: "restart_rejoins",
+                at: deadline,
+                node: Some(observer.node),
+                detail: format!(
+                    "did not see {} rejoin (restarted at {:?}) within {bound:?}",
+                    new.node, new.start
+                ),
+            });
         }
     }
     out

@@ -14,9 +14,9 @@ proptest! {
     #[test]
     fn nodes_started_together_converge(seed in any::<u64>(), n in 3usize..=7) {
         let mut world = converged(seed, n);
-        world.run_for(bound());
-        assert_clean(&world, check::no_false_down::check(world.history(), bound()));
-        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound()));
+        world.run_for(bound(n));
+        assert_clean(&world, check::no_false_down::check(world.history(), bound(n)));
+        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound(n)));
     }
 }
 

@@ -15,13 +15,13 @@ proptest! {
     ) {
         let mut world = World::start(seed, n);
         let stranger = world.add_node("another cookie");
-        if let Err(e) = world.run_until(World::converged, bound()) {
+        if let Err(e) = world.run_until(World::converged, bound(n)) {
             panic!("{e}\n{}", world.describe());
         }
-        world.run_for(bound() * 2);
+        world.run_for(bound(n) * 2);
         assert_clean(&world, check::strangers_never_listed::check(world.history()));
-        assert_clean(&world, check::no_false_down::check(world.history(), bound()));
-        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound()));
+        assert_clean(&world, check::no_false_down::check(world.history(), bound(n)));
+        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound(n)));
         prop_assert_eq!(world.core(stranger).members().len(), 1);
         let stranger_addr = world.addr(stranger);
         let refused = world.history().entries().iter().any(|e| matches!(

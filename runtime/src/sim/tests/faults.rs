@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{assert_clean, bound, cases, verdict_window, worst_case_detection};
+use super::{assert_clean, bound, cases, verdict_window};
 use crate::sim::{Op, World, check};
 
 const N: usize = 5;
@@ -56,13 +56,13 @@ proptest! {
     ) {
         let mut world = World::start(seed, N);
         world.play(&ops);
-        let settle = bound() * 3;
-        world.run_for(settle + bound());
+        let settle = bound(N) * 3;
+        world.run_for(settle + bound(N));
         let h = world.history();
         assert_clean(&world, check::no_false_down::check(h, verdict_window()));
         assert_clean(&world, check::one_view_after_heal::check(h, settle));
         assert_clean(&world, check::renewal_needs_down::check(h));
-        let split_settle = worst_case_detection(N);
+        let split_settle = bound(N);
         assert_clean(&world, check::quorum_on_one_side_only::check(h, N, split_settle));
     }
 }

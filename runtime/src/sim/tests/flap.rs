@@ -27,7 +27,7 @@ proptest! {
         world.partition(&[left, right]);
         world.run_for(Duration::from_millis(blip_ms));
         world.heal();
-        world.run_for(bound() * 2);
+        world.run_for(bound(n) * 2);
         assert_clean(&world, check::renewal_needs_down::check(world.history()));
         let h = world.history();
         assert_clean(&world, check::one_view_after_heal::check(h, settle_after_heal()));
@@ -49,7 +49,7 @@ proptest! {
         world.isolate(victim.index(n));
         world.run_for(Duration::from_millis(apart_ms));
         world.heal();
-        world.run_for(bound() * 3);
+        world.run_for(bound(n) * 3);
         let h = world.history();
         assert_clean(&world, check::no_false_down::check(h, verdict_window()));
         assert_clean(&world, check::renewal_needs_down::check(h));
@@ -69,7 +69,7 @@ proptest! {
         world.partition(&groups);
         world.run_for(Duration::from_millis(apart_ms));
         world.heal();
-        if let Err(e) = world.run_until(World::converged, bound()) {
+        if let Err(e) = world.run_until(World::converged, bound(n)) {
             panic!("{e}\n{}", world.describe());
         }
         let downs_after_heal = world.history().events().filter(|(at, _, e)| {

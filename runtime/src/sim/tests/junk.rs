@@ -77,9 +77,9 @@ proptest! {
             prop_assert_eq!(now.packets_in - stats.packets_in, sent[i]);
             prop_assert_eq!(&world.core(i).members(), members);
         }
-        world.run_for(bound());
+        world.run_for(bound(n));
         prop_assert!(world.converged());
-        assert_clean(&world, check::no_false_down::check(world.history(), bound()));
+        assert_clean(&world, check::no_false_down::check(world.history(), bound(n)));
     }
 
     /// Even authenticated garbage (a cookie holder sending nonsense) must not panic a core.
@@ -95,6 +95,6 @@ proptest! {
             let from = world.addr(1);
             world.inject(0, from, &key.seal(kinds[usize::from(*k)], body));
         }
-        world.run_for(bound());
+        world.run_for(bound(3));
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{assert_clean, bound, cases, converged, worst_case_detection};
+use super::{assert_clean, bound, cases, converged};
 use crate::membership::MemberState;
 use crate::sim::{World, check};
 
@@ -29,10 +29,10 @@ proptest! {
         phase_us in 0u64..400_000,
     ) {
         let victim = victim.index(n);
-        let within = worst_case_detection(n);
+        let within = bound(n);
         let world = kill_one(seed, n, victim, Duration::from_micros(phase_us), within);
         assert_clean(&world, check::down_within_bound::check(world.history(), within));
-        assert_clean(&world, check::no_false_down::check(world.history(), bound()));
+        assert_clean(&world, check::no_false_down::check(world.history(), bound(n)));
         for i in world.live() {
             prop_assert_eq!(world.state_seen(i, victim), Some(MemberState::Down));
         }
@@ -44,9 +44,9 @@ proptest! {
 /// periods. The bound now accounts for the cluster size, and this case stays as a regression.
 #[test]
 fn a_killed_node_is_seen_down_within_the_promised_detection_bound() {
-    let world = kill_one(234, 5, 4, Duration::from_micros(253_046), bound());
+    let world = kill_one(234, 5, 4, Duration::from_micros(253_046), bound(5));
     assert_clean(
         &world,
-        check::down_within_bound::check(world.history(), bound()),
+        check::down_within_bound::check(world.history(), bound(5)),
     );
 }

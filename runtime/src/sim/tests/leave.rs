@@ -18,12 +18,12 @@ proptest! {
         let mut world = converged(seed, n);
         let leaver = leaver.index(n);
         world.leave(leaver);
-        world.run_for(bound() * 2);
-        assert_clean(&world, check::left_never_down::check(world.history(), bound()));
+        world.run_for(bound(n) * 2);
+        assert_clean(&world, check::left_never_down::check(world.history(), bound(n)));
         for i in world.live() {
             prop_assert_eq!(world.state_seen(i, leaver), Some(MemberState::Left));
         }
-        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound()));
+        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound(n)));
     }
 }
 
@@ -42,8 +42,8 @@ proptest! {
         let deaf = (leaver + 1 + pick.1.index(n - 1)) % n;
         world.drop(leaver, deaf, 1.0);
         world.leave(leaver);
-        world.run_for(bound() * 2);
-        assert_clean(&world, check::left_never_down::check(world.history(), bound()));
+        world.run_for(bound(n) * 2);
+        assert_clean(&world, check::left_never_down::check(world.history(), bound(n)));
         for i in world.live() {
             prop_assert_eq!(world.state_seen(i, leaver), Some(MemberState::Left));
         }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use proptest::test_runner::Config;
 
 use crate::config::MembershipTimings;
-use crate::sim::World;
 use crate::sim::check::{Violation, report};
+use crate::sim::{World, node_addr};
 
 mod converge;
 mod cookie;
@@ -34,18 +34,14 @@ pub(crate) fn ident(n: u8) -> crate::membership::NodeIdentity {
     }
 }
 
-/// The address the world gives node `n - 1`.
+/// The address the world gives node `n - 1` (`n` counts from 1, like [`ident`]).
 pub(crate) fn addr(n: u8) -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, n], 7000))
+    node_addr(usize::from(n) - 1)
 }
 
-/// The promised detection bound of the default timings.
-pub(crate) fn bound() -> Duration {
-    MembershipTimings::default().detection_bound(5)
-}
-
-/// The promised detection bound for `n` nodes (see `MembershipTimings::detection_bound`).
-pub(crate) fn worst_case_detection(n: usize) -> Duration {
+/// The promised detection bound of the default timings for a cluster of `n` nodes (see
+/// `MembershipTimings::detection_bound`).
+pub(crate) fn bound(n: usize) -> Duration {
     MembershipTimings::default().detection_bound(n)
 }
 
@@ -69,7 +65,7 @@ pub(crate) fn settle_after_heal() -> Duration {
 /// A world of `n` nodes that has converged.
 pub(crate) fn converged(seed: u64, n: usize) -> World {
     let mut world = World::start(seed, n);
-    if let Err(e) = world.run_until(World::converged, bound()) {
+    if let Err(e) = world.run_until(World::converged, bound(n)) {
         panic!("{n} nodes did not converge: {e}\n{}", world.describe());
     }
     world

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::{assert_clean, bound, cases, converged, worst_case_detection};
+use super::{assert_clean, bound, cases, converged};
 use crate::config::majority;
 use crate::quorum::has_quorum;
 use crate::sim::{World, check};
@@ -34,7 +34,7 @@ proptest! {
     ) {
         let mut world = converged(seed, 5);
         split(&mut world, &order, filter);
-        let settle = worst_case_detection(5);
+        let settle = bound(5);
         world.run_for(settle);
         let quorum = majority(5);
         for (k, &i) in order.iter().enumerate() {
@@ -44,13 +44,13 @@ proptest! {
         let broken = check::quorum_on_one_side_only::check(world.history(), 5, settle);
         assert_clean(&world, broken);
         world.heal();
-        if let Err(e) = world.run_until(World::converged, bound()) {
+        if let Err(e) = world.run_until(World::converged, bound(5)) {
             panic!("{e}\n{}", world.describe());
         }
         for i in 0..5 {
             prop_assert_eq!(world.core(i).up_count(), 5);
         }
-        world.run_for(bound());
-        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound()));
+        world.run_for(bound(5));
+        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound(5)));
     }
 }

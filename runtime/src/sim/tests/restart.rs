@@ -6,22 +6,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::{assert_clean, bound, cases, converged};
-use crate::NodeId;
-use crate::membership::MemberEvent;
-use crate::sim::{Happening, World, check};
-
-/// How many `NodeRejoined` events name `new` replacing `old`.
-fn rejoins(world: &World, new: NodeId, old: NodeId) -> usize {
-    let replaced = |e: &MemberEvent| {
-        matches!(e, MemberEvent::NodeRejoined { member, previous }
-            if member.id == new && *previous == old)
-    };
-    world
-        .history()
-        .events()
-        .filter(|(_, _, e)| replaced(e))
-        .count()
-}
+use crate::sim::{World, check};
 
 proptest! {
     #![proptest_config(cases(12))]
@@ -43,22 +28,20 @@ proptest! {
         let new = world.id(victim);
         prop_assert_ne!(old, new);
         prop_assert!(world.core(victim).local().incarnation > old_incarnation);
-        if let Err(e) = world.run_until(World::converged, bound()) {
+        if let Err(e) = world.run_until(World::converged, bound(n)) {
             panic!("{e}\n{}", world.describe());
         }
-        world.run_for(bound());
-        assert_clean(&world, check::restart_rejoins::check(world.history(), bound()));
-        assert_clean(&world, check::no_false_down::check(world.history(), bound()));
-        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound()));
+        world.run_for(bound(n));
+        assert_clean(&world, check::restart_rejoins::check(world.history(), bound(n)));
+        assert_clean(&world, check::no_false_down::check(world.history(), bound(n)));
+        assert_clean(&world, check::one_view_after_heal::check(world.history(), bound(n)));
         // No node lists the old id as up any more.
         for i in world.live() {
             prop_assert!(!world.core(i).up_ids().contains(&old));
         }
-        prop_assert_eq!(rejoins(&world, new, old), n - 1);
+        prop_assert_eq!(world.history().rejoins(new, old).count(), n - 1);
         // The restarted node itself never renews: nobody declared its new id down.
-        let renewed = world.history().entries().iter().any(|e| matches!(
-            &e.what, Happening::Renewed { identity, .. } if identity.id == new
-        ));
+        let renewed = world.history().renewals().any(|(_, _, identity)| identity.id == new);
         prop_assert!(!renewed);
     }
 }
@@ -81,13 +64,13 @@ proptest! {
         world.leave(victim);
         world.run_for(Duration::from_millis(away_ms));
         world.restart(victim);
-        if let Err(e) = world.run_until(World::converged, bound()) {
+        if let Err(e) = world.run_until(World::converged, bound(n)) {
             panic!("{e}\n{}", world.describe());
         }
-        world.run_for(bound());
+        world.run_for(bound(n));
         let h = world.history();
-        assert_clean(&world, check::left_never_down::check(h, bound()));
-        assert_clean(&world, check::one_view_after_heal::check(h, bound()));
+        assert_clean(&world, check::left_never_down::check(h, bound(n)));
+        assert_clean(&world, check::one_view_after_heal::check(h, bound(n)));
         for i in world.live() {
             prop_assert!(!world.core(i).up_ids().contains(&old));
         }
