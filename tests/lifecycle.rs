@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use colony_runtime::lifecycle::{Component, ComponentError, HookFuture};
+use colony_runtime::transport::{Request, Service, ServiceFuture, TransportError};
 use colony_runtime::{MemberEvent, MemberState, Node, StartError};
 use common::serial;
 
@@ -160,7 +161,28 @@ async fn a_standalone_node_serves_its_own_requests_through_the_wire() {
     );
     assert!(node.local_home().state().is_dir());
     assert!(node.shared_home().plugins().is_dir());
+
+    // A service name is taken once, and must fit a link frame.
+    let err = node
+        .register_service("node", Arc::new(Silent))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::DuplicateService(_)), "{err}");
+    let err = node
+        .register_service(&"s".repeat(256), Arc::new(Silent))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::ServiceName(_)), "{err}");
     node.shutdown().await;
+}
+
+/// A service that answers nothing useful: only its name matters.
+struct Silent;
+
+impl Service for Silent {
+    fn call(&self, _: Request) -> ServiceFuture {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 async fn next_about_b(

@@ -220,7 +220,8 @@ impl Node {
     /// Makes `service` reachable under `name` from every node, this one included.
     ///
     /// # Errors
-    /// [`TransportError::DuplicateService`] if the name is taken.
+    /// [`TransportError::DuplicateService`] if the name is taken, [`TransportError::ServiceName`]
+    /// if it is longer than 255 bytes.
     pub async fn register_service(
         &self,
         name: &str,
@@ -261,12 +262,6 @@ impl Node {
         payload: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, RequestError> {
-        let view = self.inner.membership.view();
-        if let Some(m) = view.members.iter().find(|m| m.id == node)
-            && self.inner.transport.is_blocked(&m.addr)
-        {
-            return Err(RequestError::Unreachable(node));
-        }
         let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
         self.inner
             .transport
@@ -278,7 +273,7 @@ impl Node {
     /// most `timeout` (the configured request timeout if `None`) in all. Answers come in the
     /// order of `nodes`, each as [`Node::request_raw`] would give it; one node's failure does
     /// not hold up the others'. Cheaper than one `request_raw` per node: the request is encoded
-    /// once and one timer covers every node.
+    /// once and, over links, one timer covers every node.
     ///
     /// # Examples
     /// ```no_run
@@ -298,38 +293,10 @@ impl Node {
         timeout: Option<Duration>,
     ) -> Vec<Result<Vec<u8>, RequestError>> {
         let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
-        let view = self.inner.membership.view();
-        let cut_off = |node: NodeId| {
-            view.members
-                .iter()
-                .any(|m| m.id == node && self.inner.transport.is_blocked(&m.addr))
-        };
-        if !nodes.iter().any(|&node| cut_off(node)) {
-            return self
-                .inner
-                .transport
-                .request_each(nodes, service, kind, payload, timeout)
-                .await;
-        }
-        let reachable: Vec<NodeId> = nodes.iter().copied().filter(|&n| !cut_off(n)).collect();
-        let mut answers = self
-            .inner
+        self.inner
             .transport
-            .request_each(&reachable, service, kind, payload, timeout)
+            .request_each(nodes, service, kind, payload, timeout)
             .await
-            .into_iter();
-        nodes
-            .iter()
-            .map(|&node| {
-                if cut_off(node) {
-                    Err(RequestError::Unreachable(node))
-                } else {
-                    answers
-                        .next()
-                        .unwrap_or(Err(RequestError::Unreachable(node)))
-                }
-            })
-            .collect()
     }
 
     /// Whether a ready session to `node` exists (always true for this node).

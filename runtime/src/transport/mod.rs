@@ -48,6 +48,9 @@ pub enum TransportError {
     /// A service of that name is already registered on this node.
     #[error("a service named `{0}` is already registered on this node")]
     DuplicateService(String),
+    /// A service name longer than a link frame can carry.
+    #[error("service name `{0}` is longer than 255 bytes; choose a shorter one")]
+    ServiceName(String),
 }
 
 /// Transport counters.
@@ -58,6 +61,7 @@ pub(crate) struct TransportStats {
     pub requests: AtomicU64,
     pub request_failures: AtomicU64,
     pub link_requests: AtomicU64,
+    pub link_dials: AtomicU64,
 }
 
 /// A snapshot of the transport counters.
@@ -65,7 +69,7 @@ pub(crate) struct TransportStats {
 pub struct TransportCounters {
     /// Connections closed before authenticating (wrong cookie, junk, timeouts).
     pub handshake_failures: u64,
-    /// Dial attempts.
+    /// Session dial attempts (one side of each pair dials).
     pub dials: u64,
     /// Requests sent by this node.
     pub requests: u64,
@@ -83,6 +87,8 @@ pub struct TransportCounters {
     pub link_requests: u64,
     /// Peers this node has an open link to.
     pub links: usize,
+    /// Link dial attempts (each side dials its own).
+    pub link_dials: u64,
 }
 
 /// The node's transport.
@@ -205,6 +211,9 @@ impl Transport {
         if self.inner.gateways.contains_key(name) {
             return Err(TransportError::DuplicateService(name.into()));
         }
+        if name.len() > usize::from(u8::MAX) {
+            return Err(TransportError::ServiceName(name.into()));
+        }
         let dispatcher = Dispatcher::new(
             name,
             service,
@@ -247,10 +256,6 @@ impl Transport {
         self.inner.blocked.send_replace(blocked);
     }
 
-    pub(crate) fn is_blocked(&self, addr: &SocketAddr) -> bool {
-        self.inner.blocked.borrow().contains(addr)
-    }
-
     pub(crate) fn counters(&self) -> TransportCounters {
         let s = &self.inner.stats;
         let g = &self.inner.gateway_stats;
@@ -265,25 +270,24 @@ impl Transport {
             sessions: self.inner.sessions.len(),
             link_requests: s.link_requests.load(Ordering::Relaxed),
             links: self.inner.links.open(),
+            link_dials: s.link_dials.load(Ordering::Relaxed),
         }
     }
 
-    /// The gateway of `service` on `node`, looked up afresh: proxies die with their session.
+    /// The gateway of `service` on another node, looked up afresh: proxies die with their
+    /// session.
     pub(crate) fn gateway(
         &self,
         service: &str,
         node: NodeId,
     ) -> Result<ActorRef<GatewayMsg>, RequestError> {
-        let found = if node == self.inner.local {
-            self.inner.gateways.get(service).map(|g| g.clone())
-        } else if self.inner.sessions.contains_key(&node) {
-            ractor::pg::get_members(&gateway_group(service, node))
-                .into_iter()
-                .next()
-                .map(ActorRef::<GatewayMsg>::from)
-        } else {
+        if !self.inner.sessions.contains_key(&node) {
             return Err(RequestError::NoSession(node));
-        };
+        }
+        let found = ractor::pg::get_members(&gateway_group(service, node))
+            .into_iter()
+            .next()
+            .map(ActorRef::<GatewayMsg>::from);
         found.ok_or_else(|| RequestError::UnknownService {
             node,
             service: service.to_owned(),

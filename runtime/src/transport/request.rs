@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 
+use super::gateway::Answer;
 use super::links::{Call, CallError};
 use super::{GatewayMsg, Transport};
 use crate::NodeId;
@@ -86,15 +87,17 @@ impl Transport {
     ) -> Result<Vec<u8>, RequestError> {
         self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
         let result = match self.envelope(kind, payload).map_err(unsent) {
+            // Cut off by the test fault filter: nothing is sent.
+            _ if self.inner.links.cut.is_cut(node) => Err(RequestError::Unreachable(node)),
             Ok((request_id, bytes)) => match self.start_on_link(node, service, &bytes) {
-                Ok(call) => {
+                Some(call) => {
                     let answer = tokio::time::timeout(timeout, call)
                         .await
                         .unwrap_or(Err(CallError::Timeout));
                     self.answer(node, service, request_id, answer, timeout)
                 }
                 // Nothing was sent: the session carries it.
-                Err(_) => {
+                None => {
                     self.over_session(node, service, request_id, bytes, timeout)
                         .await
                 }
@@ -107,7 +110,8 @@ impl Transport {
 
     /// Sends the same request to each of `nodes` at once and waits for every answer, at most
     /// `timeout` in all. The envelope is encoded once and written to each open link from this
-    /// task; one timer covers them all. Answers come back in the order of `nodes`.
+    /// task; one timer covers the links (a request that falls back to a session keeps its own).
+    /// Answers come back in the order of `nodes`.
     pub(crate) async fn request_each(
         &self,
         nodes: &[NodeId],
@@ -129,29 +133,36 @@ impl Transport {
                 return nodes.iter().map(|_| Err(unsent(e.clone()))).collect();
             }
         };
-        let mut waits: Vec<Wait<'_>> = nodes
-            .iter()
-            .map(|&node| match self.start_on_link(node, service, &bytes) {
-                Ok(call) => Wait::Link(call),
-                Err(_) => Wait::Session(Box::pin(self.over_session(
-                    node,
-                    service,
-                    request_id,
-                    bytes.clone(),
-                    timeout,
-                ))),
-            })
-            .collect();
         let mut results: Vec<Option<Result<Vec<u8>, RequestError>>> =
             nodes.iter().map(|_| None).collect();
+        let mut waits: Vec<Option<Wait<'_>>> = nodes
+            .iter()
+            .zip(&mut results)
+            .map(|(&node, result)| {
+                if self.inner.links.cut.is_cut(node) {
+                    *result = Some(Err(RequestError::Unreachable(node)));
+                    return None;
+                }
+                Some(match self.start_on_link(node, service, &bytes) {
+                    Some(call) => Wait::Link(call),
+                    None => Wait::Session(Box::pin(self.over_session(
+                        node,
+                        service,
+                        request_id,
+                        bytes.clone(),
+                        timeout,
+                    ))),
+                })
+            })
+            .collect();
         let expired = tokio::time::sleep(timeout);
         tokio::pin!(expired);
         std::future::poll_fn(|cx| {
             let mut waiting = false;
             for (i, wait) in waits.iter_mut().enumerate() {
-                if results[i].is_some() {
+                let Some(wait) = wait.as_mut().filter(|_| results[i].is_none()) else {
                     continue;
-                }
+                };
                 let node = nodes[i];
                 let done = match wait {
                     Wait::Link(call) => Pin::new(call)
@@ -211,23 +222,22 @@ impl Transport {
         Ok((request_id, bytes))
     }
 
-    /// Writes the request on the open link to `node`. `Closed` means nothing was sent (no
-    /// link, this node, or a link that just closed).
-    fn start_on_link(&self, node: NodeId, service: &str, bytes: &[u8]) -> Result<Call, CallError> {
+    /// Writes the request on the open link to `node`; `None` (nothing sent) for this node, or
+    /// without an open link.
+    fn start_on_link(&self, node: NodeId, service: &str, bytes: &[u8]) -> Option<Call> {
         if node == self.local() {
-            return Err(CallError::Closed);
+            return None;
         }
-        let link = self.inner.links.get(node).ok_or(CallError::Closed)?;
-        let call = link.send(service, bytes)?;
+        let call = self.inner.links.get(node)?.send(service, bytes)?;
         self.inner
             .stats
             .link_requests
             .fetch_add(1, Ordering::Relaxed);
-        Ok(call)
+        Some(call)
     }
 
-    /// Sends the request through the gateway actor: over the session to `node`, or to this
-    /// node's own gateway.
+    /// Sends the request another way than a link: to this node's own service through its
+    /// `Dispatcher`, or over the session to `node`'s gateway actor.
     async fn over_session(
         &self,
         node: NodeId,
@@ -236,17 +246,32 @@ impl Transport {
         bytes: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, RequestError> {
-        let gateway = self.gateway(service, node)?;
-        let answer = ractor::rpc::call(
-            &gateway.get_cell(),
-            |port| GatewayMsg::Call(bytes, port),
-            Some(timeout),
-        )
-        .await;
-        let answer = match answer {
-            Ok(CallResult::Success(bytes)) => Ok(bytes),
-            Ok(CallResult::Timeout) => Err(CallError::Timeout),
-            Ok(CallResult::SenderError) | Err(_) => Err(CallError::Lost),
+        let answer = if node == self.local() {
+            let Some(dispatcher) = self.inner.services.get(service).map(|d| d.clone()) else {
+                return Err(RequestError::UnknownService {
+                    node,
+                    service: service.to_owned(),
+                });
+            };
+            match dispatcher.dispatch(&bytes) {
+                Answer::Now(reply) => Ok(reply),
+                Answer::Later(reply) => tokio::time::timeout(timeout, reply)
+                    .await
+                    .map_err(|_| CallError::Timeout),
+            }
+        } else {
+            let gateway = self.gateway(service, node)?;
+            let answer = ractor::rpc::call(
+                &gateway.get_cell(),
+                |port| GatewayMsg::Call(bytes, port),
+                Some(timeout),
+            )
+            .await;
+            match answer {
+                Ok(CallResult::Success(bytes)) => Ok(bytes),
+                Ok(CallResult::Timeout) => Err(CallError::Timeout),
+                Ok(CallResult::SenderError) | Err(_) => Err(CallError::Lost),
+            }
         };
         self.answer(node, service, request_id, answer, timeout)
     }
@@ -268,9 +293,7 @@ impl Transport {
                     after: timeout,
                 });
             }
-            Err(CallError::Lost | CallError::Closed) => {
-                return Err(RequestError::Disconnected(node));
-            }
+            Err(CallError::Lost) => return Err(RequestError::Disconnected(node)),
         };
         let reply: Reply = wire::decode(&bytes, self.max_message_bytes())
             .map_err(|error| RequestError::BadReply { node, error })?;

@@ -22,11 +22,9 @@ use crate::NodeId;
 /// Bytes queued behind a full socket before the link gives up on a peer that stopped reading.
 const MAX_BACKLOG: usize = 64 * 1024 * 1024;
 
-/// Why a call over a link got no answer.
+/// Why a call written on a link got no answer.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum CallError {
-    /// The link was closed before the request was written: nothing was sent.
-    Closed,
     /// The link closed after the request was written: it may have run.
     Lost,
     /// No answer in time: it may have run.
@@ -122,9 +120,9 @@ impl Link {
     }
 
     /// Writes one request to `service` (or queues it behind a full socket) and returns the
-    /// call that resolves to its reply. Nothing is awaited: a caller can start calls on
-    /// several links and wait for them together.
-    pub(crate) fn send(&self, service: &str, envelope: &[u8]) -> Result<Call, CallError> {
+    /// call that resolves to its reply; `None` if the link is closed and nothing was sent.
+    /// Nothing is awaited: a caller can start calls on several links and wait for them together.
+    pub(crate) fn send(&self, service: &str, envelope: &[u8]) -> Option<Call> {
         let inner = &*self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, reply) = oneshot::channel();
@@ -136,44 +134,44 @@ impl Link {
         };
         let mut bytes = Vec::with_capacity(envelope.len() + service.len() + 16);
         frame::put_request(&mut bytes, id, service, envelope);
-        self.write(&bytes)?;
-        Ok(call)
+        self.write(&bytes).then_some(call)
     }
 
-    /// Writes `bytes` now if the socket takes them, else queues them for the flusher.
-    fn write(&self, bytes: &[u8]) -> Result<(), CallError> {
+    /// Writes `bytes` now if the socket takes them, else queues them for the flusher. `false`
+    /// if the link is (or just got) closed: nothing of them was sent.
+    fn write(&self, bytes: &[u8]) -> bool {
         let inner = &*self.inner;
         let mut backlog = inner.backlog.lock().expect("backlog lock");
         if self.is_closed() {
-            return Err(CallError::Closed);
+            return false;
         }
         if !backlog.is_empty() {
             if backlog.len() + bytes.len() > MAX_BACKLOG {
                 drop(backlog);
                 tracing::warn!(peer = %inner.peer, "link backlog full: the peer stopped reading; closed");
                 self.close();
-                return Err(CallError::Closed);
+                return false;
             }
             backlog.extend_from_slice(bytes);
-            return Ok(());
+            return true;
         }
         match inner.socket.try_write(bytes) {
-            Ok(n) if n == bytes.len() => Ok(()),
+            Ok(n) if n == bytes.len() => true,
             Ok(n) => {
                 backlog.extend_from_slice(&bytes[n..]);
                 inner.flush.notify_one();
-                Ok(())
+                true
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 backlog.extend_from_slice(bytes);
                 inner.flush.notify_one();
-                Ok(())
+                true
             }
             Err(e) => {
                 drop(backlog);
                 tracing::debug!(peer = %inner.peer, error = %e, "link write failed; closed");
                 self.close();
-                Err(CallError::Closed)
+                false
             }
         }
     }

@@ -32,7 +32,7 @@ use super::TransportStats;
 use super::gateway::Dispatcher;
 use super::sessions::{Dial, HANDSHAKE_TIMEOUT};
 use crate::NodeId;
-use crate::membership::{MemberState, View};
+use crate::membership::View;
 
 /// Whether this node is cut off from a peer: by the test fault filter (through the peer's gossip
 /// address), or for good because the node is stopping.
@@ -61,7 +61,7 @@ impl Cut {
             .borrow()
             .members
             .iter()
-            .any(|m| m.id == peer && matches!(m.state, MemberState::Down | MemberState::Left))
+            .any(|m| m.id == peer && m.state.is_gone())
     }
 
     /// Resolves once a link from `peer` must end: the peer is cut off or counted out, or this
@@ -124,7 +124,7 @@ impl Links {
             if self.outgoing.contains_key(&peer) || !dials.entry(peer).or_default().due(now) {
                 continue;
             }
-            self.stats.dials.fetch_add(1, Ordering::Relaxed);
+            self.stats.link_dials.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(self.clone().dial(peer, addr));
         }
     }
@@ -147,6 +147,10 @@ impl Links {
                 return;
             }
         };
+        // Stopped meanwhile: `Transport::stop` has closed the links already.
+        if *self.cut.stopping.borrow() {
+            return;
+        }
         // A link that closes later is dropped (and redialled) by the next reconcile.
         let link = Link::start(stream, peer, self.frame_limit);
         if let Some(old) = self.outgoing.insert(peer, link) {

@@ -1,7 +1,7 @@
 //! The accepting end of a link: requests in, replies out, all inside the connection's task.
 //!
 //! A request the service answers at once (most do) is answered before the next frame is read,
-//! with no task spawned and no hand-off; replies that are ready together go out in one write.
+//! with no task spawned and no hand-off.
 //! Requests that wait (a lock queued behind its holder, say) stay in flight in the same task
 //! while later frames are read, so one slow request holds up no other.
 
