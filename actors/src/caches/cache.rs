@@ -125,6 +125,10 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         inner
             .loads
             .run(key, |inflight| async move {
+                // Until every peer knows this node, their changes may skip it (see `peers`). Asked
+                // before loading: a peer that learns of this node during the load may already
+                // have sent a change it missed. A local cache has no peers to wait for.
+                let cacheable = !inner.settings.is_replicated() || inner.shared.ready();
                 let started = Instant::now();
                 let loaded = load(key.clone()).await;
                 let micros = started.elapsed().as_micros() as u64;
@@ -133,9 +137,8 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                     name: inner.name.clone(),
                     reason,
                 })?;
-                // A change that arrived meanwhile may be newer than what was loaded; and until
-                // every peer knows this node, their changes may skip it (see `peers`).
-                if !inflight.is_stale() && inner.shared.ready() {
+                // A change that arrived meanwhile may be newer than what was loaded.
+                if cacheable && !inflight.is_stale() {
                     inner.store.put(key.clone(), value.clone(), LOADED);
                 }
                 Ok(value)

@@ -60,33 +60,41 @@ where
         }
     }
 
-    /// Stores `slot` unless a newer write is there; says whether it added or updated.
-    pub(crate) fn put_if_newer(&self, key: K, slot: Slot<V>) -> Option<EntryEventKind> {
+    /// Stores `slot` unless a newer write is there or `refused` says no; says whether it added
+    /// or updated. `refused` runs under the entry's lock, so a removal that lands between the
+    /// caller's checks and the store cannot be overtaken by the write it should refuse.
+    pub(crate) fn put_if_newer(
+        &self,
+        key: K,
+        slot: Slot<V>,
+        refused: impl FnOnce() -> bool,
+    ) -> Option<EntryEventKind> {
         match self {
             Entries::Bounded(c) => {
                 let mut kind = None;
                 c.entry(key).and_compute_with(|existing| match existing {
                     Some(e) if e.value().stamp > slot.stamp => Compute::Nop,
+                    _ if refused() => Compute::Nop,
                     existing => {
                         kind = Some(if existing.is_some() {
                             EntryEventKind::Updated
                         } else {
                             EntryEventKind::Added
                         });
-                        Compute::Put(slot.clone())
+                        Compute::Put(slot)
                     }
                 });
                 kind
             }
             Entries::Unbounded(m) => match m.entry(key) {
-                Entry::Occupied(mut e) => (e.get().stamp <= slot.stamp).then(|| {
+                Entry::Occupied(mut e) => (e.get().stamp <= slot.stamp && !refused()).then(|| {
                     e.insert(slot);
                     EntryEventKind::Updated
                 }),
-                Entry::Vacant(e) => {
+                Entry::Vacant(e) => (!refused()).then(|| {
                     e.insert(slot);
-                    Some(EntryEventKind::Added)
-                }
+                    EntryEventKind::Added
+                }),
             },
         }
     }
@@ -96,7 +104,7 @@ where
         match self {
             Entries::Bounded(c) => {
                 let mut removed = None;
-                c.entry(key.clone())
+                c.entry_by_ref(key)
                     .and_compute_with(|existing| match existing {
                         Some(e) if e.value().stamp <= stamp => {
                             removed = Some(e.into_value().value);
@@ -116,6 +124,40 @@ where
         match self {
             Entries::Bounded(c) => c.invalidate_all(),
             Entries::Unbounded(m) => m.clear(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caches::stamp::at as stamp;
+
+    fn both() -> [Entries<u32, u32>; 2] {
+        [
+            Entries::Bounded(moka::sync::Cache::new(100)),
+            Entries::Unbounded(DashMap::new()),
+        ]
+    }
+
+    #[test]
+    fn a_refused_write_is_not_stored_whether_the_key_is_new_or_held() {
+        for entries in both() {
+            let slot = |value, at| Slot {
+                value,
+                stamp: stamp(at),
+            };
+            assert_eq!(entries.put_if_newer(1, slot(1, 10), || true), None);
+            assert_eq!(entries.get(&1), None);
+            assert_eq!(
+                entries.put_if_newer(1, slot(2, 20), || false),
+                Some(EntryEventKind::Added)
+            );
+            assert_eq!(entries.put_if_newer(1, slot(3, 30), || true), None);
+            assert_eq!(entries.get(&1), Some(2));
+            // An older write is refused by the stamp alone.
+            assert_eq!(entries.put_if_newer(1, slot(4, 15), || false), None);
+            assert_eq!(entries.get(&1), Some(2));
         }
     }
 }

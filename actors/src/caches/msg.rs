@@ -51,6 +51,10 @@ pub struct Batch {
     pub ops: Vec<(String, Op)>,
 }
 
+/// `hello`: this node takes part in the caches and wants every change from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {}
+
 /// `flush`: empty every flushable cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flush {}

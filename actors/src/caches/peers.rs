@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use colony_runtime::{Member, MemberState, NodeId};
+use colony_runtime::{Member, NodeId};
 
 /// Greetings sent and received.
 #[derive(Debug, Default)]
@@ -64,12 +64,12 @@ impl Peers {
         let mut out: Vec<NodeId> = members
             .iter()
             .filter(|m| m.id != me)
-            .filter(|m| !matches!(m.state, MemberState::Down | MemberState::Left))
+            .filter(|m| !m.state.is_gone())
             .map(|m| m.id)
             .collect();
         // A greeter not yet in the member table at all is still a target.
         for g in &s.greeters {
-            if !out.contains(g) && !members.iter().any(|m| m.id == *g) {
+            if !members.iter().any(|m| m.id == *g) {
                 out.push(*g);
             }
         }
@@ -80,6 +80,7 @@ impl Peers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use colony_runtime::MemberState;
 
     fn member(n: u128, state: MemberState) -> Member {
         Member {

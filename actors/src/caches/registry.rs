@@ -13,7 +13,7 @@ use super::error::CacheError;
 use super::gateway::CacheGateway;
 use super::loader::Loader;
 use super::loads::Loads;
-use super::msg::{Flush, Op, SERVICE, Stamp};
+use super::msg::{Flush, Hello, Op, SERVICE, Stamp};
 use super::peers::Peers;
 use super::reference::CachedReference;
 use super::replicator::Replicator;
@@ -208,16 +208,18 @@ async fn greet(shared: Arc<Shared>) {
             _ = tick.tick() => {}
         }
         let pending = shared.greetings.to_greet(node.id(), &node.up_members());
-        for peer in pending {
-            let answer = node
-                .request::<Flush, usize>(
-                    peer,
-                    SERVICE,
-                    "hello",
-                    &Flush {},
-                    Some(std::time::Duration::from_millis(500)),
-                )
-                .await;
+        if pending.is_empty() {
+            continue;
+        }
+        let Ok(hello) = wire::encode_payload(&Hello {}) else {
+            return;
+        };
+        // All at once: a silent peer costs the others nothing.
+        let timeout = Some(std::time::Duration::from_millis(500));
+        let answers = node
+            .request_each(&pending, SERVICE, "hello", hello, timeout)
+            .await;
+        for (peer, answer) in pending.into_iter().zip(answers) {
             if answer.is_ok() {
                 shared.greetings.greeted(peer);
             }

@@ -190,11 +190,9 @@ fn not_yet_connected(error: &RequestError) -> bool {
 
 /// Whether `peer` may still answer: not known to be down or gone.
 fn is_reachable(node: &Node, peer: NodeId) -> bool {
-    !node.members().iter().any(|m| {
-        m.id == peer
-            && matches!(
-                m.state,
-                colony_runtime::MemberState::Down | colony_runtime::MemberState::Left
-            )
-    })
+    let view = node.watch_members().borrow().clone();
+    !view
+        .members
+        .iter()
+        .any(|m| m.id == peer && m.state.is_gone())
 }

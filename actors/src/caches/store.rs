@@ -191,16 +191,12 @@ where
     /// was stored. Loaded values (`LOADED`) come from the system of record and are only refused
     /// by a stored value.
     pub(crate) fn put(&self, key: K, value: V, stamp: Stamp) -> bool {
-        if stamp != LOADED && self.removals.refuses(&key, stamp) {
-            return false;
-        }
-        let kind = self.entries.put_if_newer(
-            key.clone(),
-            Slot {
-                value: value.clone(),
-                stamp,
-            },
-        );
+        let slot = Slot {
+            value: value.clone(),
+            stamp,
+        };
+        let refused = || stamp != LOADED && self.removals.refuses(&key, stamp);
+        let kind = self.entries.put_if_newer(key.clone(), slot, refused);
         if let Some(kind) = kind {
             self.events.publish(EntryEvent {
                 kind,
