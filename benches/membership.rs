@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
         timings.probe_period.as_millis(),
         timings.probe_rtt.as_millis(),
         timings.suspect_to_down.as_millis(),
-        timings.detection_bound(5).as_millis(),
+        timings.detection_bound(NODES).as_millis(),
     );
     let mut results = Vec::new();
     for run in 0..runs {

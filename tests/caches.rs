@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use colony::actors::caches::{CacheSettings, CachesExt, Loader};
 use colony::{MemberEvent, Node};
 use common::caches::{check, hammer, history, wait_writes_done};
-use common::{converged_cluster, logs, serial};
+use common::{converged_cluster, logs, serial, wait_up_and_connected};
 
 fn coherent(mode: &str, synchronous: bool) {
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +140,8 @@ async fn a_node_cut_off_by_a_partition_drops_its_replicated_entries_when_it_rejo
     let mut events = node.subscribe(64);
     node.set_blocked([cluster.addr(0), cluster.addr(1)].into_iter().collect())
         .await;
-    // Meanwhile the rest of the cluster changes the value: this node cannot hear about it.
+    // Meanwhile the value changes underneath: cut off, the node keeps serving its cached
+    // entry. That is the stale entry the rejoin must clear.
     std::fs::write(db.join("k"), "2").unwrap();
     assert_eq!(
         cache.get(&"k".into()).await.unwrap(),
@@ -194,11 +195,7 @@ async fn a_dead_or_paused_peer_holds_synchronous_writers_up_no_longer_than_the_t
             CacheSettings::replicate_via_copy().replication_timeout(timeout),
         )
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while node.up_members().len() < 3 || !node.members().iter().all(|m| node.is_connected(m.id)) {
-        assert!(Instant::now() < deadline, "no sessions to the peers");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_up_and_connected(&node, 3, Duration::from_secs(20)).await;
     cache.put(1, 1).await.unwrap();
     assert_eq!(cache.stats().unacknowledged, 0, "every peer acknowledged");
 
@@ -239,11 +236,7 @@ async fn a_flush_from_the_admin_endpoint_empties_flushable_caches_on_every_node(
         .unwrap();
     flushable.put(1, 1).await.unwrap();
     kept.put(1, 1).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while node.up_members().len() < 3 || !node.members().iter().all(|m| node.is_connected(m.id)) {
-        assert!(Instant::now() < deadline, "no sessions to the peers");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_up_and_connected(&node, 3, Duration::from_secs(20)).await;
     // Asked on another node, the flush reaches this one.
     let answer = tokio::task::block_in_place(|| cluster.admin(0).action("caches.flush")).unwrap();
     assert_eq!(

@@ -32,7 +32,7 @@ fn a_killed_node_is_seen_down_by_every_other_node_within_the_bound_and_rejoins_a
     let killed_at = Instant::now();
     cluster.kill(victim);
     let survivors = [0, 1, 2, 4];
-    let allowed = detection_bound(5) + OBSERVATION_SLACK;
+    let allowed = detection_bound(cluster.len()) + OBSERVATION_SLACK;
     let seen = cluster.wait_until(allowed, |c| {
         survivors
             .iter()
@@ -69,7 +69,7 @@ fn a_paused_node_is_declared_down_and_rejoins_after_it_resumes() {
     let cluster = converged_cluster(3);
     let victim = 2;
     cluster.pause(victim);
-    let allowed = detection_bound(3) + OBSERVATION_SLACK;
+    let allowed = detection_bound(cluster.len()) + OBSERVATION_SLACK;
     let down = cluster.wait_until(allowed, |c| {
         c.sees(0, victim, MemberState::Down) && c.sees(1, victim, MemberState::Down)
     });
@@ -164,7 +164,7 @@ fn graceful_shutdown_is_seen_as_left_not_down() {
         logs(&cluster)
     );
     // And it stays left: the failure detector must not turn it into down later.
-    std::thread::sleep(detection_bound(3));
+    std::thread::sleep(detection_bound(cluster.len()));
     assert!(cluster.sees(0, 2, MemberState::Left) && cluster.sees(1, 2, MemberState::Left));
     assert!(
         !cluster.log(0).contains("member down"),

@@ -166,9 +166,10 @@ fn a_link_without_the_cookie_is_refused_and_counted() {
         "the server should hang up: {closed:?}"
     );
 
+    // Names a link, then stays open and silent: refused when the handshake times out, not
+    // when the stream ends.
     let mut mute = TcpStream::connect(target).unwrap();
     mute.write_all(b"COLONYL1").unwrap();
-    drop(mute);
 
     let counted = cluster.wait_until(Duration::from_secs(15), |c| {
         stat(c, 1, "transport", "handshake_failures") >= before + 2
@@ -179,6 +180,21 @@ fn a_link_without_the_cookie_is_refused_and_counted() {
         "{}",
         cluster.log(1)
     );
+    assert!(
+        cluster.log(1).contains("no handshake within the timeout"),
+        "the silent link was not refused for its silence:\n{}",
+        cluster.log(1)
+    );
+    // The server hung up on it.
+    mute.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = mute.read_to_end(&mut rest);
+    assert!(
+        matches!(closed, Ok(0)),
+        "the server should hang up on the silent link: {closed:?}"
+    );
+    drop(mute);
     assert!(cluster.admin(1).healthy());
     assert!(cluster.converged(&cluster.all()), "{}", logs(&cluster));
 }

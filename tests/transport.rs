@@ -203,7 +203,8 @@ async fn one_request_to_many_nodes_answers_each_and_a_paused_node_fails_alone() 
         assert_eq!(answer.as_deref().expect("an answer"), b"all");
     }
 
-    // A paused node times out; the others still answer, and nothing waits past the timeout.
+    // A paused node times out alone: the others still answer, and its error is a Timeout
+    // naming it and carrying the timeout given.
     cluster.pause(1);
     let timeout = Duration::from_millis(500);
     let answers = node
@@ -229,7 +230,7 @@ async fn one_request_to_many_nodes_answers_each_and_a_paused_node_fails_alone() 
         "{answers:?}"
     );
 
-    // The resumed node answers again on the same link.
+    // The resumed node answers again.
     let again = node
         .request_each(&[b], "node", "echo", b"back".to_vec(), None)
         .await;

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
 use colony::actors::caches::Mode;
@@ -106,15 +106,10 @@ impl Cluster {
     /// # Errors
     /// The writer failed.
     pub fn batch(&mut self, command: &str) -> anyhow::Result<Batch> {
-        let batch = Batch::from_json(&self.writer.request(command)?)?;
-        if batch.errors > 0 {
-            eprintln!(
-                "{} writer: {} of `{command}` failed",
-                mode_name(self.mode),
-                batch.errors
-            );
-        }
-        Ok(batch)
+        let mode = mode_name(self.mode);
+        self.writer.batch(command, |errors| {
+            format!("{mode} writer: {errors} of `{command}` failed")
+        })
     }
 
     /// Proves, end to end, that the peers created the cache and apply the writer's writes: each
@@ -137,19 +132,18 @@ impl Cluster {
 
     /// Waits until the last read of [`PROBE_KEY`] on every peer gave `value`.
     fn wait_for_peers_reading(&self, value: u64) -> anyhow::Result<()> {
-        let deadline = Instant::now() + CHECK_TIMEOUT;
         let histories: Vec<PathBuf> = (0..self.cluster.len())
             .map(|i| self.cluster.home(i).join(HISTORY))
             .collect();
-        while !histories.iter().all(|h| last_probe_read(h) == Some(value)) {
-            if Instant::now() > deadline {
-                bail!(
-                    "{} cache: the peers did not read {PROBE_KEY} = {value}; histories in {}",
-                    mode_name(self.mode),
-                    self.cluster.home(0).display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(READ_EVERY_MS / 2));
+        let read = self.cluster.wait_until(CHECK_TIMEOUT, |_| {
+            histories.iter().all(|h| last_probe_read(h) == Some(value))
+        });
+        if read.is_none() {
+            bail!(
+                "{} cache: the peers did not read {PROBE_KEY} = {value}; histories in {}",
+                mode_name(self.mode),
+                self.cluster.home(0).display()
+            );
         }
         Ok(())
     }

@@ -50,7 +50,7 @@ use colony::actors::caches::Mode;
 use colony_runtime::testkit::ClusterSpec;
 
 use common::process::Worker;
-use common::{Batch, Invocation, median_f64, quantile, us};
+use common::{Batch, Invocation, median, median_f64, quantile, us};
 
 /// The variable that selects this process's role; unset for the orchestrator.
 const ROLE_VAR: &str = "COLONY_BENCH_ROLE";
@@ -363,7 +363,7 @@ impl Figures {
                     .filter_map(|round| round[s].as_ref())
                     .flat_map(|b| b.samples.iter().copied())
                     .collect();
-                (!samples.is_empty()).then(|| (quantile(&samples, 0.5), quantile(&samples, 0.99)))
+                (!samples.is_empty()).then(|| (median(&samples), quantile(&samples, 0.99)))
             })
             .collect();
         Figures { quantiles, depth }
@@ -505,12 +505,12 @@ fn report(
     for (name, colony, other, ratio) in rows {
         println!("  {name:<36} {colony:<24} {other:<32} {ratio}");
     }
-    let mut per_round: Vec<[f64; 3]> = rounds
+    let per_round: Vec<[f64; 3]> = rounds
         .iter()
         .map(|round| Figures::of(std::slice::from_ref(round), options.depth).ratios())
         .collect();
     for (t, (name, bound, at_least)) in TARGETS.iter().enumerate() {
-        let mut values: Vec<f64> = per_round.iter_mut().map(|r| r[t]).collect();
+        let mut values: Vec<f64> = per_round.iter().map(|r| r[t]).collect();
         let median = median_f64(&mut values);
         let (low, high) = (values[0], values[values.len() - 1]);
         let worst = if *at_least {

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::common::quantile;
+use crate::common::median;
 use crate::loopback::MESSAGE;
 
 /// p50 of `calls` round trips with both threads on CPU 0, and with the server on CPU 1; `None`
@@ -52,7 +52,7 @@ fn round_trips(server_cpu: usize, calls: usize) -> anyhow::Result<Duration> {
     });
     let samples = client.join().expect("client thread")?;
     server.join().expect("server thread")?;
-    Ok(quantile(&samples, 0.5))
+    Ok(median(&samples))
 }
 
 fn allowed(cpu: usize) -> bool {

@@ -6,6 +6,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use anyhow::{Context, bail};
 
+use super::Batch;
+
 /// A child process that is SIGKILLed and reaped when dropped, and also when this process dies
 /// (`PR_SET_PDEATHSIG`): nothing it starts outlives the bench. Spawn from the main thread, whose
 /// exit is the process's (the signal follows the spawning thread).
@@ -112,6 +114,23 @@ impl Worker {
     pub fn request(&mut self, command: &str) -> anyhow::Result<String> {
         writeln!(self.stdin, "{command}")?;
         self.read_line()
+    }
+
+    /// Has the process run `command`, which answers with a [`Batch`] line, and returns the
+    /// batch. When some of its operations failed, prints `failed(errors)` to stderr.
+    ///
+    /// # Errors
+    /// As [`Self::request`], or the answer is not a batch.
+    pub fn batch(
+        &mut self,
+        command: &str,
+        failed: impl FnOnce(usize) -> String,
+    ) -> anyhow::Result<Batch> {
+        let batch = Batch::from_json(&self.request(command)?)?;
+        if batch.errors > 0 {
+            eprintln!("{}", failed(batch.errors));
+        }
+        Ok(batch)
     }
 }
 

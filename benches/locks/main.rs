@@ -324,7 +324,7 @@ fn measure(options: &Options, systems: &mut [Box<dyn System>]) -> anyhow::Result
                     round + 1,
                     systems[s].name(),
                     run.rate(),
-                    us(quantile(&run.samples, 0.5)),
+                    us(median(&run.samples)),
                     run.errors
                 );
                 runs[s].push(run);
@@ -369,7 +369,7 @@ impl Figures {
         let all: Vec<Duration> = runs.iter().flat_map(|r| r.samples.clone()).collect();
         Figures {
             rate: median_f64(&mut runs.iter().map(Run::rate).collect::<Vec<_>>()),
-            p50: quantile(&all, 0.5),
+            p50: median(&all),
             p99: quantile(&all, 0.99),
             errors: runs.iter().map(|r| r.errors).sum(),
         }

@@ -39,7 +39,7 @@ use colony_runtime::testkit::{ClusterSpec, TestCluster, free_port};
 use tokio::io::AsyncBufReadExt;
 
 use common::process::Worker;
-use common::{Batch, Invocation, median_f64, quantile, ratio, us};
+use common::{Batch, Invocation, median, median_f64, quantile, ratio, us};
 
 /// The variable that selects this process's role; unset for the orchestrator.
 const ROLE_VAR: &str = "COLONY_BENCH_ROLE";
@@ -239,11 +239,8 @@ fn start(role: Role, options: &Options, target: SocketAddr) -> anyhow::Result<Wo
 
 /// Has the client `worker` run one batch and returns it.
 fn batch(worker: &mut Worker) -> anyhow::Result<Batch> {
-    let batch = Batch::from_json(&worker.request("run")?)?;
-    if batch.errors > 0 {
-        eprintln!("{}: {} calls failed", worker.role(), batch.errors);
-    }
-    Ok(batch)
+    let role = worker.role().to_owned();
+    worker.batch("run", |errors| format!("{role}: {errors} calls failed"))
 }
 
 /// Starts the servers and clients, alternates batches and prints the comparison.
@@ -283,7 +280,7 @@ fn orchestrate(options: &Options) -> anyhow::Result<()> {
     for (name, samples) in [("bare  ", &bare_all), ("colony", &colony_all)] {
         table.push(format!(
             "  {name} p50 {} p99 {} ({} calls)",
-            us(quantile(samples, 0.5)),
+            us(median(samples)),
             us(quantile(samples, 0.99)),
             samples.len()
         ));

@@ -15,6 +15,10 @@ const LOCK: &str = "demo-lock";
 const LEASE_MS: u64 = 1500;
 const WAIT: Duration = Duration::from_secs(30);
 const CACHE_WRITES: u64 = 6;
+/// The lock workload's history, relative to each node's home.
+const LOCK_HISTORY: &str = "log/demo-locks.jsonl";
+/// The cache workload's history, relative to each node's home.
+const CACHE_HISTORY: &str = "log/demo-cache.jsonl";
 
 pub fn run() -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("find the colony binary")?;
@@ -25,7 +29,7 @@ pub fn run() -> anyhow::Result<()> {
         &workload,
         json!({
             "kind": "lock_hammer", "names": [LOCK], "clients": 1, "hold_ms": 3_600_000u64,
-            "pause_ms": 0, "history": "log/demo-locks.jsonl",
+            "pause_ms": 0, "history": LOCK_HISTORY,
         })
         .to_string(),
     )?;
@@ -36,7 +40,7 @@ pub fn run() -> anyhow::Result<()> {
         json!({
             "kind": "cache_hammer", "mode": "invalidation", "synchronous": true,
             "keys_per_node": 1, "write_every_ms": 300, "read_every_ms": 50, "writes": CACHE_WRITES,
-            "db": "demo-db", "history": "log/demo-cache.jsonl",
+            "db": "demo-db", "history": CACHE_HISTORY,
         })
         .to_string(),
     )?;
@@ -214,12 +218,18 @@ fn show_invalidation(cluster: &TestCluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cache_events(cluster: &TestCluster, i: usize) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(cluster.home(i).join("log/demo-cache.jsonl"))
+/// The events node `i` recorded so far in the JSON-lines history `file` (relative to its
+/// home); none while the file is missing.
+fn events(cluster: &TestCluster, i: usize, file: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(cluster.home(i).join(file))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+fn cache_events(cluster: &TestCluster, i: usize) -> Vec<serde_json::Value> {
+    events(cluster, i, CACHE_HISTORY)
 }
 
 /// The node that most recently took the demo lock, and its token.
@@ -228,14 +238,11 @@ fn latest_grant(cluster: &TestCluster) -> Option<(usize, u64)> {
         .all()
         .into_iter()
         .flat_map(|i| {
-            let text = std::fs::read_to_string(cluster.home(i).join("log/demo-locks.jsonl"))
-                .unwrap_or_default();
-            text.lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            events(cluster, i, LOCK_HISTORY)
+                .into_iter()
                 .filter(|e| e["event"] == "acquired")
                 .filter_map(|e| e["token"].as_u64())
-                .map(|t| (i, t))
-                .collect::<Vec<_>>()
+                .map(move |t| (i, t))
         })
         .max_by_key(|(_, t)| *t)
 }

@@ -88,8 +88,8 @@ pub fn wait_writes_done(cluster: &TestCluster, timeout: Duration) -> bool {
 pub fn check(cluster: &TestCluster, synchronous: bool) {
     let (writes, reads) = history(cluster);
     assert!(
-        writes.len() as u64 >= WRITES,
-        "too few writes: {}",
+        writes.len() as u64 >= WRITES * cluster.len() as u64,
+        "too few writes: {} (every node makes {WRITES})",
         writes.len()
     );
     assert!(reads.len() > 500, "too few reads: {}", reads.len());

@@ -50,6 +50,21 @@ pub fn detection_bound(nodes: usize) -> Duration {
     MembershipTimings::default().detection_bound(nodes)
 }
 
+/// Waits until `node` sees `members` nodes up (itself included) and holds a session to each
+/// of them; fails the test after `timeout`.
+pub async fn wait_up_and_connected(node: &colony::Node, members: usize, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while node.up_members().len() < members
+        || !node.members().iter().all(|m| node.is_connected(m.id))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sessions to the peers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn logs(cluster: &TestCluster) -> String {
     cluster
         .all()

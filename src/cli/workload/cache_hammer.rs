@@ -3,23 +3,23 @@
 //! through the cache, whose loader reads the database. Every write and read is recorded.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use colony::Node;
 use colony::actors::caches::{Cache, CacheSettings, CachesExt, Loader};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use super::history::{History, wall_us};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct CacheHammer {
-    /// `invalidation` or `copy`.
-    mode: String,
+    /// How the cache replicates: `local`, `invalidation` or `copy`.
+    mode: HammerMode,
     /// Synchronous replication (else asynchronous).
     synchronous: bool,
-    /// Keys each node writes.
+    /// Keys each node writes; at least one.
+    #[serde(deserialize_with = "at_least_one")]
     keys_per_node: usize,
     /// Pause between two writes of this node.
     write_every_ms: u64,
@@ -31,6 +31,24 @@ pub struct CacheHammer {
     db: PathBuf,
     /// JSON-lines history file, relative to the local home.
     history: PathBuf,
+}
+
+/// The replication mode of the hammered cache, by its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum HammerMode {
+    Local,
+    Invalidation,
+    Copy,
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    match usize::deserialize(deserializer)? {
+        0 => Err(serde::de::Error::custom(
+            "keys_per_node must be at least 1: every node writes its own keys",
+        )),
+        n => Ok(n),
+    }
 }
 
 fn read_db(db: &Path, key: &str) -> std::io::Result<u64> {
@@ -51,9 +69,10 @@ impl CacheHammer {
         let db = node.shared_home().root().join(&self.db);
         std::fs::create_dir_all(&db)?;
         let history = History::open(&node.local_home().root().join(&self.history))?;
-        let settings = match self.mode.as_str() {
-            "copy" => CacheSettings::replicate_via_copy(),
-            _ => CacheSettings::replicate_via_invalidation(),
+        let settings = match self.mode {
+            HammerMode::Local => CacheSettings::local(),
+            HammerMode::Invalidation => CacheSettings::replicate_via_invalidation(),
+            HammerMode::Copy => CacheSettings::replicate_via_copy(),
         };
         let settings = if self.synchronous {
             settings.synchronous()
@@ -69,31 +88,21 @@ impl CacheHammer {
             })),
             settings,
         )?;
-        let me = Arc::new(self);
-        let writer = tokio::spawn(me.clone().write(
-            node.clone(),
-            cache.clone(),
-            db.clone(),
-            history.clone(),
-        ));
-        me.read(node, cache, db, history).await;
-        let _ = writer.await;
+        // One task for both: aborting the workload stops the writer along with the reader.
+        tokio::join!(
+            self.write(&node, &cache, &db, &history),
+            self.read(&node, &cache, &db, &history),
+        );
         Ok(())
     }
 
-    async fn write(
-        self: Arc<Self>,
-        node: Node,
-        cache: Cache<String, u64>,
-        db: PathBuf,
-        history: History,
-    ) {
+    async fn write(&self, node: &Node, cache: &Cache<String, u64>, db: &Path, history: &History) {
         let keys: Vec<String> = (0..self.keys_per_node)
             .map(|i| format!("{}-{i}", node.name()))
             .collect();
         for n in 1..=self.writes {
             let key = &keys[n as usize % keys.len()];
-            if let Err(e) = write_db(&db, key, n) {
+            if let Err(e) = write_db(db, key, n) {
                 tracing::error!(error = %e, "database write failed");
                 continue;
             }
@@ -114,10 +123,10 @@ impl CacheHammer {
         }
     }
 
-    async fn read(&self, node: Node, cache: Cache<String, u64>, db: PathBuf, history: History) {
+    async fn read(&self, node: &Node, cache: &Cache<String, u64>, db: &Path, history: &History) {
         let mut round = 0usize;
         loop {
-            let mut keys: Vec<String> = std::fs::read_dir(&db)
+            let mut keys: Vec<String> = std::fs::read_dir(db)
                 .map(|dir| {
                     dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
                         .filter(|n| !n.starts_with('.'))
