@@ -25,11 +25,13 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod consensus;
 pub mod events;
 pub mod homes;
 pub mod lifecycle;
 pub mod membership;
 mod node;
+pub mod ownership;
 pub mod placement;
 pub mod quorum;
 #[cfg(any(test, feature = "sim"))]

@@ -2,4 +2,4 @@
 
 mod rendezvous;
 
-pub use rendezvous::owner_of;
+pub use rendezvous::{owner_by, owner_of};

@@ -18,14 +18,33 @@ use crate::NodeId;
 /// assert_eq!(owner_of(b"lock:reindex", nodes.iter().rev().copied()), Some(owner));
 /// ```
 pub fn owner_of(key: &[u8], members: impl IntoIterator<Item = NodeId>) -> Option<NodeId> {
-    members.into_iter().max_by_key(|m| (weight(m, key), *m))
+    owner_by(key, members, |m| *m.as_bytes())
+}
+
+/// [`owner_of`] for members of any id type, given the bytes every node hashes for an id.
+///
+/// # Examples
+/// ```
+/// use colony_runtime::placement::owner_by;
+/// let replicas = [7u64, 11, 13];
+/// let owner = owner_by(b"slot/3", replicas, |r| r.to_be_bytes()).unwrap();
+/// assert!(replicas.contains(&owner));
+/// ```
+pub fn owner_by<T: Copy + Ord, B: AsRef<[u8]>>(
+    key: &[u8],
+    members: impl IntoIterator<Item = T>,
+    bytes: impl Fn(&T) -> B,
+) -> Option<T> {
+    members
+        .into_iter()
+        .max_by_key(|m| (weight(bytes(m).as_ref(), key), *m))
 }
 
 /// A 64-bit FNV-1a hash of the member id then the key, finished with a mixer so that
 /// neighbouring ids spread. Stable across builds and platforms: every node must agree.
-fn weight(member: &NodeId, key: &[u8]) -> u64 {
+fn weight(member: &[u8], key: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in member.as_bytes().iter().chain(key) {
+    for b in member.iter().chain(key) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

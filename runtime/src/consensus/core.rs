@@ -1,0 +1,874 @@
+//! The group core: one node's raft-rs [`RawNode`] and the cluster state it applies, with no IO.
+//!
+//! Drive it with one input (`handle_message`, `handle_timeout`, `set_peers`, `propose`,
+//! `leave`), then drain [`GroupCore::poll_output`] **in order** (a [`Output::Persist`] must be
+//! on disk before any [`Output::Send`] queued after it goes out), then sleep until
+//! [`GroupCore::poll_timeout`]. Time is always an argument; randomness comes from the seed.
+//!
+//! Besides raft itself the core keeps this node's liveness (it registers and heartbeats on its
+//! own, and knows until when it is entitled), and, while it leads, the group's duties: revoking
+//! epochs that stopped heartbeating, placing slots, and changing voters ([`super::duties`]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+};
+use raft::{RawNode, StateRole};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::command::{Command, MemberInfo, Outcome, Refusal, ReplicaId};
+use super::config::GroupConfig;
+use super::log::{Log, Persist};
+use super::settings::{ClusterSettings, Disagreement};
+use super::state::ClusterState;
+
+/// The local handle of a proposal, unique within one core.
+pub type ProposalId = u64;
+
+/// Who this node is to the group.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Its member id.
+    pub replica: ReplicaId,
+    /// Its name and address.
+    pub info: MemberInfo,
+    /// The settings it was started with, checked against the cluster's.
+    pub settings: ClusterSettings,
+}
+
+/// How gossip sees a member, as the shell reports it with [`GroupCore::set_peers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Up or merely suspected.
+    Up,
+    /// Down, or not heard of.
+    Unreachable,
+    /// Left on purpose.
+    Left,
+}
+
+/// One applied command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Its log index.
+    pub index: u64,
+    /// The command.
+    pub command: Command,
+    /// What it did.
+    pub outcome: Outcome,
+    /// This node's handle, if this node proposed it in this run.
+    pub proposal: Option<ProposalId>,
+}
+
+/// Something the shell must do or may want to know, in queue order.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum Output {
+    /// Send a raft message to `msg.to`.
+    Send(Message),
+    /// Write this to disk before sending anything queued after it.
+    Persist(Persist),
+    /// A command was applied.
+    Applied(Applied),
+    /// A proposal of this node was not applied within the proposal timeout (or could not be
+    /// proposed): it may still apply later.
+    Failed {
+        /// The handle.
+        proposal: ProposalId,
+        /// The command.
+        command: Command,
+    },
+    /// The leader or term changed.
+    Leader {
+        /// The term.
+        term: u64,
+        /// The leader, if one is known.
+        leader: Option<ReplicaId>,
+    },
+    /// This node's settings disagree with the cluster's: it takes no part in the cluster.
+    Disagrees(Disagreement),
+}
+
+/// Why a message was not stepped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The message is for another group.
+    #[error("message for group {theirs:x}, this node is in group {ours:x}")]
+    OtherGroup {
+        /// This node's group.
+        ours: u64,
+        /// The message's.
+        theirs: u64,
+    },
+    /// The message names another sender than the one its connection authenticated, or another
+    /// receiver than this node.
+    #[error("message from {claimed} to {to}, but it came from {from} to {me}")]
+    Misaddressed {
+        /// The authenticated sender.
+        from: ReplicaId,
+        /// The sender it names.
+        claimed: ReplicaId,
+        /// This node.
+        me: ReplicaId,
+        /// The receiver it names.
+        to: ReplicaId,
+    },
+    /// The sender is not in this node's configuration.
+    #[error("message from {0}, which is not a member of the group")]
+    Stranger(ReplicaId),
+    /// A message no correct peer sends (a local message type, a commit past this node's log,
+    /// entries that do not follow each other, a snapshot that does not decode).
+    #[error("malformed raft message: {0}")]
+    Malformed(&'static str),
+}
+
+/// This node's own liveness.
+#[derive(Debug, Default)]
+pub(super) struct Mine {
+    /// The epoch this process registered in.
+    pub epoch: Option<u64>,
+    /// Until when it is entitled (its last applied heartbeat's send time plus the liveness).
+    pub until: Option<Instant>,
+    /// When it heartbeats or registers next.
+    pub next: Option<Instant>,
+    /// Send times of its liveness proposals (register and heartbeat) still in flight.
+    pub sent: BTreeMap<ProposalId, Instant>,
+    /// Leaving: no new registration; retire once it owns nothing.
+    pub leaving: bool,
+}
+
+/// A node's entitlement: its epoch, in force until `until` on its monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entitlement {
+    /// The epoch.
+    pub epoch: u64,
+    /// When it ends unless a heartbeat extends it.
+    pub until: Instant,
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GroupStats {
+    /// Messages refused before stepping.
+    pub refused: u64,
+    /// Leader changes seen.
+    pub leader_changes: u64,
+    /// Proposals that failed or timed out.
+    pub failed_proposals: u64,
+    /// Snapshots made.
+    pub snapshots: u64,
+}
+
+/// One node's part in the consensus group. See the module doc.
+pub struct GroupCore {
+    pub(super) me: Identity,
+    pub(super) config: GroupConfig,
+    pub(super) group: u64,
+    pub(super) raw: RawNode<Log>,
+    pub(super) state: ClusterState,
+    pub(super) rng: StdRng,
+    /// Tags this process's proposals apart from an earlier run's entries.
+    boot: u64,
+    next_tick: Instant,
+    pub(super) outputs: VecDeque<Output>,
+    next_proposal: ProposalId,
+    pub(super) pending: BTreeMap<ProposalId, (Instant, Command)>,
+    /// When this node applied each member's last registration or heartbeat.
+    pub(super) heard: BTreeMap<ReplicaId, Instant>,
+    /// Gossip's view, and since when.
+    pub(super) peers: BTreeMap<ReplicaId, (PeerState, Instant)>,
+    pub(super) mine: Mine,
+    /// The leader's own proposals in flight, by command, to propose each once.
+    pub(super) duties: HashMap<Command, Instant>,
+    leader: (u64, u64),
+    pub(super) disagrees: Option<Disagreement>,
+    pub(super) stats: GroupStats,
+}
+
+impl std::fmt::Debug for GroupCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCore")
+            .field("me", &self.me.replica)
+            .field("term", &self.raw.raft.term)
+            .field("role", &self.raw.raft.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The raft-rs logger: raft-rs reports through slog; Colony says what matters through tracing.
+fn discard() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+impl GroupCore {
+    /// A core for a node that founds a new group `group` as its only voter.
+    pub fn found(me: Identity, config: GroupConfig, group: u64, now: Instant, seed: u64) -> Self {
+        let log = Log::founding(me.replica.0);
+        let mut core = GroupCore::with_log(me, config, group, log, now, seed);
+        // A single voter wins its own election at once.
+        let _ = core.raw.campaign();
+        core.drain(now);
+        core
+    }
+
+    /// A core rebuilt from what the node persisted: `log` (empty for a node that never joined
+    /// a group: it waits to be added by the leader) and the `group` it belongs to (0 if none
+    /// yet: it adopts the group of the first leader that reaches it).
+    pub fn restore(
+        me: Identity,
+        config: GroupConfig,
+        group: u64,
+        log: Log,
+        now: Instant,
+        seed: u64,
+    ) -> Self {
+        let mut core = GroupCore::with_log(me, config, group, log, now, seed);
+        core.drain(now);
+        core
+    }
+
+    fn with_log(
+        me: Identity,
+        config: GroupConfig,
+        group: u64,
+        log: Log,
+        now: Instant,
+        seed: u64,
+    ) -> Self {
+        let snapshot = log.snapshot_ref().clone();
+        let applied = snapshot.get_metadata().index;
+        let state = decode_state(&snapshot).unwrap_or_default();
+        let raft_config = raft::Config {
+            id: me.replica.0,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            // raft-rs draws its election timeout from a thread-local generator; with a range of
+            // one it always draws the minimum, and the core then sets its own seeded draw
+            // (see `reseed_election`).
+            min_election_tick: config.election_ticks,
+            max_election_tick: config.election_ticks + 1,
+            applied,
+            max_size_per_msg: config.max_append_bytes,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let raw = RawNode::new(&raft_config, log, &discard())
+            .expect("a configuration built from GroupConfig is valid");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let boot = rng.random();
+        let mut heard = BTreeMap::new();
+        for r in state.liveness.keys() {
+            heard.insert(*r, now);
+        }
+        let mut core = GroupCore {
+            me,
+            config,
+            group,
+            raw,
+            state,
+            rng,
+            boot,
+            next_tick: now + config.tick,
+            outputs: VecDeque::new(),
+            next_proposal: 1,
+            pending: BTreeMap::new(),
+            heard,
+            peers: BTreeMap::new(),
+            mine: Mine::default(),
+            duties: HashMap::new(),
+            leader: (0, 0),
+            disagrees: None,
+            stats: GroupStats::default(),
+        };
+        core.reseed_election();
+        core
+    }
+
+    // ---- getters ----
+
+    /// This node's member id.
+    pub fn replica(&self) -> ReplicaId {
+        self.me.replica
+    }
+
+    /// The group's id (0 while this node has not joined one).
+    pub fn group(&self) -> u64 {
+        self.group
+    }
+
+    /// The cluster state as this node applied it.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<ReplicaId> {
+        let id = self.raw.raft.leader_id;
+        (id != raft::INVALID_ID).then_some(ReplicaId(id))
+    }
+
+    /// Whether this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The highest index known committed.
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// The highest index applied.
+    pub fn applied_index(&self) -> u64 {
+        self.raw.raft.raft_log.applied
+    }
+
+    /// The configuration: voters and learners.
+    pub fn conf_state(&self) -> &ConfState {
+        self.raw.store().conf_state()
+    }
+
+    /// The log as persisted (for the shell's first write and for tests).
+    pub fn log(&self) -> &Log {
+        self.raw.store()
+    }
+
+    /// Each member's replicated index, as the leader tracks it (empty on followers).
+    pub fn progress(&self) -> BTreeMap<ReplicaId, u64> {
+        if !self.is_leader() {
+            return BTreeMap::new();
+        }
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, p)| (ReplicaId(*id), p.matched))
+            .collect()
+    }
+
+    /// This node's entitlement at `now`, if it has one.
+    pub fn entitlement(&self, now: Instant) -> Option<Entitlement> {
+        let epoch = self.mine.epoch?;
+        let until = self.mine.until?;
+        (until > now && self.state.in_force(self.me.replica, epoch))
+            .then_some(Entitlement { epoch, until })
+    }
+
+    /// Set when this node's settings disagree with the cluster's.
+    pub fn disagreement(&self) -> Option<&Disagreement> {
+        self.disagrees.as_ref()
+    }
+
+    /// Whether this node left: it asked to leave and its epoch ended.
+    pub fn has_left(&self) -> bool {
+        self.mine.leaving && self.mine.epoch.is_none()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> GroupStats {
+        self.stats
+    }
+
+    // ---- inputs ----
+
+    /// Steps a raft message that came from `from` (the sender its connection authenticated),
+    /// for `group`.
+    ///
+    /// # Errors
+    /// [`Refused`]: the message was not stepped and nothing changed (it is counted).
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        group: u64,
+        from: ReplicaId,
+        msg: Message,
+    ) -> Result<(), Refused> {
+        let checked = self.check(group, from, &msg);
+        if let Err(e) = checked {
+            self.stats.refused += 1;
+            return Err(e);
+        }
+        if self.group == 0 {
+            self.group = group;
+        }
+        let _ = self.raw.step(msg);
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Advances time: raft ticks, proposal timeouts, this node's heartbeat, the leader's duties.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut ticks = 0;
+        while self.next_tick <= now {
+            self.raw.tick();
+            self.next_tick += self.config.tick;
+            ticks += 1;
+            // A long pause is not a reason to replay every tick it missed.
+            if ticks > self.config.election_ticks * 2 {
+                self.next_tick = now + self.config.tick;
+            }
+        }
+        self.expire_proposals(now);
+        self.own_duties(now);
+        if self.is_leader() {
+            self.leader_duties(now);
+        }
+        self.after_input(now);
+    }
+
+    /// Gossip's view of the members, by replica id.
+    pub fn set_peers(
+        &mut self,
+        now: Instant,
+        peers: impl IntoIterator<Item = (ReplicaId, PeerState)>,
+    ) {
+        let mut next = BTreeMap::new();
+        for (replica, seen) in peers {
+            let since = match self.peers.get(&replica) {
+                Some((old, since)) if *old == seen => *since,
+                _ => now,
+            };
+            next.insert(replica, (seen, since));
+        }
+        self.peers = next;
+    }
+
+    /// Proposes `command`. The answer comes as an [`Output::Applied`] carrying the returned
+    /// handle, or an [`Output::Failed`].
+    pub fn propose(&mut self, now: Instant, command: Command) -> ProposalId {
+        let id = self.propose_quiet(now, command);
+        self.after_input(now);
+        id
+    }
+
+    /// Starts a graceful leave: this node's slots move away with their tables, then its epoch
+    /// retires. Leadership moves to another voter first.
+    pub fn leave(&mut self, now: Instant) {
+        self.mine.leaving = true;
+        self.mine.next = Some(now);
+        if self.is_leader()
+            && let Some(to) = self.transfer_target()
+        {
+            self.raw.transfer_leader(to.0);
+        }
+        self.own_duties(now);
+        self.after_input(now);
+    }
+
+    // ---- outputs ----
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`GroupCore::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_tick)
+    }
+
+    // ---- internals ----
+
+    fn check(&self, group: u64, from: ReplicaId, msg: &Message) -> Result<(), Refused> {
+        if self.group != 0 && group != self.group {
+            return Err(Refused::OtherGroup {
+                ours: self.group,
+                theirs: group,
+            });
+        }
+        if msg.from != from.0 || msg.to != self.me.replica.0 {
+            return Err(Refused::Misaddressed {
+                from,
+                claimed: ReplicaId(msg.from),
+                me: self.me.replica,
+                to: ReplicaId(msg.to),
+            });
+        }
+        let conf = self.conf_state();
+        let known = conf.voters.contains(&from.0)
+            || conf.learners.contains(&from.0)
+            || conf.voters_outgoing.contains(&from.0)
+            || conf.learners_next.contains(&from.0);
+        // A node that never joined hears first from the leader that adds it.
+        if !known && self.raw.store().is_initialized() {
+            return Err(Refused::Stranger(from));
+        }
+        check_shape(msg, self.raw.raft.raft_log.last_index())
+    }
+
+    fn tag(&self, id: ProposalId) -> Vec<u8> {
+        let mut tag = Vec::with_capacity(24);
+        tag.extend_from_slice(&self.me.replica.0.to_be_bytes());
+        tag.extend_from_slice(&self.boot.to_be_bytes());
+        tag.extend_from_slice(&id.to_be_bytes());
+        tag
+    }
+
+    /// The handle of this run's proposal that `context` tags, if it is one.
+    fn mine(&self, context: &[u8]) -> Option<ProposalId> {
+        let word = |i: usize| {
+            context
+                .get(i * 8..i * 8 + 8)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+        };
+        (word(0)? == self.me.replica.0 && word(1)? == self.boot)
+            .then(|| word(2))
+            .flatten()
+    }
+
+    fn after_input(&mut self, now: Instant) {
+        self.drain(now);
+        self.reseed_election();
+    }
+
+    /// Replaces raft-rs's thread-local draw of the election timeout (always the minimum, see
+    /// `with_log`) by a draw from the core's seeded generator, so a seed replays a run.
+    fn reseed_election(&mut self) {
+        let base = self.config.election_ticks;
+        if self.raw.raft.randomized_election_timeout() == base {
+            let t = self.rng.random_range(base + 1..=2 * base);
+            self.raw.raft.set_randomized_election_timeout(t);
+        }
+    }
+
+    fn expire_proposals(&mut self, now: Instant) {
+        let timeout = self.config.proposal_timeout;
+        let expired: Vec<ProposalId> = self
+            .pending
+            .iter()
+            .filter(|(_, (sent, _))| now.saturating_duration_since(*sent) >= timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((_, command)) = self.pending.remove(&id) {
+                self.stats.failed_proposals += 1;
+                self.outputs.push_back(Output::Failed {
+                    proposal: id,
+                    command,
+                });
+            }
+        }
+        // A liveness proposal older than the liveness period can entitle nothing any more.
+        let liveness = self.config.liveness;
+        self.mine
+            .sent
+            .retain(|_, sent| now.saturating_duration_since(*sent) < liveness);
+        self.duties
+            .retain(|_, sent| now.saturating_duration_since(*sent) < timeout);
+    }
+
+    /// Handles every `Ready` raft-rs has, in the order it requires.
+    fn drain(&mut self, now: Instant) {
+        while self.raw.has_ready() {
+            let mut rd = self.raw.ready();
+            if let Some(ss) = rd.ss() {
+                let leader = (self.raw.raft.term, ss.leader_id);
+                if leader != self.leader {
+                    self.leader = leader;
+                    self.stats.leader_changes += 1;
+                    self.outputs.push_back(Output::Leader {
+                        term: leader.0,
+                        leader: (ss.leader_id != raft::INVALID_ID)
+                            .then_some(ReplicaId(ss.leader_id)),
+                    });
+                }
+            }
+            for m in rd.take_messages() {
+                self.outputs.push_back(Output::Send(m));
+            }
+            let mut persist = Persist::default();
+            if !rd.snapshot().is_empty() {
+                let snapshot = rd.snapshot().clone();
+                self.install(&snapshot, now);
+                persist.snapshot = Some(snapshot);
+            }
+            let committed = rd.take_committed_entries();
+            self.apply_entries(committed, now, &mut persist);
+            persist.entries = rd.take_entries();
+            persist.hard_state = rd.hs().cloned();
+            self.write(persist);
+            for m in rd.take_persisted_messages() {
+                self.outputs.push_back(Output::Send(m));
+            }
+            let mut light = self.raw.advance(rd);
+            let mut persist = Persist::default();
+            if let Some(commit) = light.commit_index() {
+                let mut hs = self.raw.store().hard_state().clone();
+                hs.commit = commit;
+                persist.hard_state = Some(hs);
+            }
+            for m in light.take_messages() {
+                self.outputs.push_back(Output::Send(m));
+            }
+            self.apply_entries(light.take_committed_entries(), now, &mut persist);
+            self.write(persist);
+            self.raw.advance_apply();
+            self.compact();
+        }
+    }
+
+    /// Applies a change to the in-memory log and queues it for the disk.
+    fn write(&mut self, persist: Persist) {
+        if persist.is_empty() {
+            return;
+        }
+        self.raw.mut_store().apply(&persist);
+        self.outputs.push_back(Output::Persist(persist));
+    }
+
+    fn install(&mut self, snapshot: &Snapshot, now: Instant) {
+        match decode_state(snapshot) {
+            Some(state) => {
+                self.state = state;
+                // Heartbeats applied before the snapshot are known only as "some time before now".
+                self.heard = self.state.liveness.keys().map(|r| (*r, now)).collect();
+            }
+            None => tracing::error!("a snapshot that was checked on receipt did not decode"),
+        }
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>, now: Instant, persist: &mut Persist) {
+        for entry in entries {
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(&entry, now),
+                EntryType::EntryConfChange => {
+                    // Colony proposes only the second form; a first-form change is converted.
+                    if let Ok(cc) = ConfChange::parse_from_bytes(&entry.data) {
+                        let mut single = raft::eraftpb::ConfChangeSingle::default();
+                        single.set_change_type(cc.get_change_type());
+                        single.node_id = cc.node_id;
+                        let mut v2 = ConfChangeV2::default();
+                        v2.set_changes(vec![single].into());
+                        self.apply_conf(&v2, persist);
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    if let Ok(cc) = ConfChangeV2::parse_from_bytes(&entry.data) {
+                        self.apply_conf(&cc, persist);
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_conf(&mut self, cc: &ConfChangeV2, persist: &mut Persist) {
+        match self.raw.apply_conf_change(cc) {
+            Ok(cs) => {
+                let members: Vec<u64> = cs.voters.iter().chain(&cs.learners).copied().collect();
+                let gone: Vec<ReplicaId> = self
+                    .state
+                    .liveness
+                    .keys()
+                    .filter(|r| !members.contains(&r.0))
+                    .copied()
+                    .collect();
+                for r in gone {
+                    self.state.forget(r);
+                }
+                persist.conf_state = Some(cs);
+            }
+            Err(e) => tracing::warn!(error = %e, "a committed configuration change did not apply"),
+        }
+    }
+
+    fn apply_normal(&mut self, entry: &Entry, now: Instant) {
+        // The leader's empty entry at the start of its term.
+        if entry.data.is_empty() {
+            return;
+        }
+        let Some(command) = decode_command(&entry.data) else {
+            tracing::error!(index = entry.index, "a committed entry does not decode");
+            return;
+        };
+        let outcome = self.state.apply(&command);
+        let proposal = self.mine(&entry.context);
+        if let Some(id) = proposal {
+            self.pending.remove(&id);
+        }
+        self.note_liveness(&command, &outcome, proposal, now);
+        self.outputs.push_back(Output::Applied(Applied {
+            index: entry.index,
+            command,
+            outcome,
+            proposal,
+        }));
+    }
+
+    /// Keeps `heard` and this node's own entitlement up to date with an applied command.
+    fn note_liveness(
+        &mut self,
+        command: &Command,
+        outcome: &Outcome,
+        proposal: Option<ProposalId>,
+        now: Instant,
+    ) {
+        match (command, outcome) {
+            (Command::Register { replica, .. }, Outcome::Registered { .. })
+            | (Command::Heartbeat { replica, .. }, Outcome::Alive { .. }) => {
+                self.heard.insert(*replica, now);
+            }
+            _ => {}
+        }
+        let me = self.me.replica;
+        let sent = proposal.and_then(|id| self.mine.sent.remove(&id));
+        match (command, outcome) {
+            (Command::Register { replica, .. }, Outcome::Registered { epoch })
+                if *replica == me && proposal.is_some() =>
+            {
+                self.mine.epoch = Some(*epoch);
+                self.mine.until = sent.map(|s| s + self.config.liveness);
+                self.mine.next = Some(now);
+            }
+            (Command::Heartbeat { replica, epoch }, Outcome::Alive { .. })
+                if *replica == me && Some(*epoch) == self.mine.epoch =>
+            {
+                if let Some(s) = sent {
+                    let until = s + self.config.liveness;
+                    self.mine.until = Some(self.mine.until.map_or(until, |u| u.max(until)));
+                }
+            }
+            (_, Outcome::Refused(Refusal::StillLive)) if proposal.is_some() => {
+                // An earlier run's epoch is still in force: ask again once it is revoked.
+                self.mine.next = Some(now + self.config.beat_every());
+            }
+            _ => {}
+        }
+        if let Some(epoch) = self.mine.epoch
+            && !self.state.in_force(me, epoch)
+        {
+            self.mine.epoch = None;
+            self.mine.until = None;
+        }
+    }
+
+    /// Snapshots the state and compacts the log once enough entries were applied.
+    fn compact(&mut self) {
+        let applied = self.raw.raft.raft_log.applied;
+        let last = self.raw.store().snapshot_ref().get_metadata().index;
+        if applied < last + self.config.compact_every {
+            return;
+        }
+        let Ok(term) = raft::Storage::term(self.raw.store(), applied) else {
+            return;
+        };
+        let mut snapshot = Snapshot {
+            data: encode_state(&self.state).into(),
+            ..Default::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = applied;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state().clone());
+        self.stats.snapshots += 1;
+        self.write(Persist {
+            snapshot: Some(snapshot),
+            ..Default::default()
+        });
+    }
+
+    /// Proposes a command this core decided on itself (its liveness, the leader's duties),
+    /// once per proposal timeout.
+    pub(super) fn propose_once(&mut self, now: Instant, command: Command) -> Option<ProposalId> {
+        if self.duties.contains_key(&command) {
+            return None;
+        }
+        self.duties.insert(command.clone(), now);
+        let id = self.propose_quiet(now, command);
+        Some(id)
+    }
+
+    /// Proposes without draining (callers drain once at the end of their input). A proposal
+    /// raft-rs drops at once (no leader known) fails at once.
+    pub(super) fn propose_quiet(&mut self, now: Instant, command: Command) -> ProposalId {
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        let data = encode_command(&command);
+        if self.raw.propose(self.tag(id), data).is_ok() {
+            self.pending.insert(id, (now, command));
+        } else {
+            self.stats.failed_proposals += 1;
+            self.outputs.push_back(Output::Failed {
+                proposal: id,
+                command,
+            });
+        }
+        id
+    }
+
+    /// Proposes a configuration change.
+    pub(super) fn propose_conf(&mut self, cc: ConfChangeV2) {
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        if self.raw.propose_conf_change(self.tag(id), cc).is_err() {
+            self.stats.failed_proposals += 1;
+        }
+    }
+}
+
+/// Refuses messages no correct peer sends, before raft-rs sees them (some would panic it).
+fn check_shape(msg: &Message, last_index: u64) -> Result<(), Refused> {
+    use MessageType::*;
+    match msg.get_msg_type() {
+        MsgHup | MsgBeat | MsgUnreachable | MsgSnapStatus | MsgCheckQuorum => {
+            return Err(Refused::Malformed("a local message type"));
+        }
+        MsgHeartbeat if msg.commit > last_index => {
+            return Err(Refused::Malformed("a commit index past this node's log"));
+        }
+        MsgSnapshot if decode_state(msg.get_snapshot()).is_none() => {
+            return Err(Refused::Malformed("a snapshot that does not decode"));
+        }
+        _ => {}
+    }
+    for (expected, e) in (msg.index + 1..).zip(msg.get_entries()) {
+        if e.index != expected || e.term > msg.term {
+            return Err(Refused::Malformed("entries that do not follow each other"));
+        }
+    }
+    Ok(())
+}
+
+/// Encodes a command for the log.
+pub fn encode_command(command: &Command) -> Vec<u8> {
+    crate::wire::encode_payload(command).expect("commands always encode")
+}
+
+/// Decodes a command from the log.
+pub fn decode_command(bytes: &[u8]) -> Option<Command> {
+    crate::wire::decode_payload(bytes).ok()
+}
+
+fn encode_state(state: &ClusterState) -> Vec<u8> {
+    crate::wire::encode_payload(state).expect("the cluster state always encodes")
+}
+
+/// The cluster state a snapshot carries; `None` for an empty or undecodable one.
+fn decode_state(snapshot: &Snapshot) -> Option<ClusterState> {
+    if snapshot.get_metadata().index == 0 {
+        return None;
+    }
+    crate::wire::decode_payload(&snapshot.data).ok()
+}
+
+/// Encodes a raft message for the wire.
+pub fn encode_message(msg: &Message) -> Vec<u8> {
+    msg.write_to_bytes().expect("raft messages always encode")
+}
+
+/// Decodes a raft message from the wire.
+///
+/// # Errors
+/// The protobuf decoder's complaint; never panics.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, protobuf::ProtobufError> {
+    Message::parse_from_bytes(bytes)
+}
