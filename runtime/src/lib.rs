@@ -24,6 +24,11 @@
 //! - `testkit` (feature `testkit`): multi-process clusters with fault injection.
 #![warn(missing_docs)]
 
+/// Checkers of recorded histories, one per promise, shared by the simulator and the
+/// multi-process tests (also reachable as `testkit::check`).
+#[cfg(any(test, feature = "sim", feature = "testkit"))]
+#[path = "testkit/check/mod.rs"]
+pub mod check;
 pub mod config;
 pub mod consensus;
 pub mod events;

@@ -187,6 +187,9 @@ pub struct GroupCore {
     leader: (u64, u64),
     pub(super) disagrees: Option<Disagreement>,
     pub(super) stats: GroupStats,
+    /// The configuration changed since the last snapshot: raft-rs refuses a snapshot whose
+    /// configuration does not name the receiver, so a member added later needs a newer one.
+    snapshot_due: bool,
 }
 
 impl std::fmt::Debug for GroupCore {
@@ -207,10 +210,11 @@ fn discard() -> slog::Logger {
 impl GroupCore {
     /// A core for a node that founds a new group `group` as its only voter.
     pub fn found(me: Identity, config: GroupConfig, group: u64, now: Instant, seed: u64) -> Self {
-        let log = Log::founding(me.replica.0);
+        let log = Log::founding(me.replica.0, encode_state(&ClusterState::new()));
         let mut core = GroupCore::with_log(me, config, group, log, now, seed);
         // A single voter wins its own election at once.
         let _ = core.raw.campaign();
+        core.reseed_election();
         core.drain(now);
         core
     }
@@ -246,11 +250,10 @@ impl GroupCore {
             id: me.replica.0,
             election_tick: config.election_ticks,
             heartbeat_tick: config.heartbeat_ticks,
-            // raft-rs draws its election timeout from a thread-local generator; with a range of
-            // one it always draws the minimum, and the core then sets its own seeded draw
-            // (see `reseed_election`).
+            // raft-rs draws its election timeout from a thread-local generator; the core
+            // replaces every draw with its own seeded one (see `reseed_election`).
             min_election_tick: config.election_ticks,
-            max_election_tick: config.election_ticks + 1,
+            max_election_tick: config.election_ticks * 2,
             applied,
             max_size_per_msg: config.max_append_bytes,
             max_inflight_msgs: 256,
@@ -285,6 +288,7 @@ impl GroupCore {
             leader: (0, 0),
             disagrees: None,
             stats: GroupStats::default(),
+            snapshot_due: false,
         };
         core.reseed_election();
         core
@@ -356,6 +360,13 @@ impl GroupCore {
             .collect()
     }
 
+    /// The epoch this process registered in, while it is in force.
+    pub fn epoch(&self) -> Option<u64> {
+        self.mine
+            .epoch
+            .filter(|e| self.state.in_force(self.me.replica, *e))
+    }
+
     /// This node's entitlement at `now`, if it has one.
     pub fn entitlement(&self, now: Instant) -> Option<Entitlement> {
         let epoch = self.mine.epoch?;
@@ -402,6 +413,7 @@ impl GroupCore {
             self.group = group;
         }
         let _ = self.raw.step(msg);
+        self.reseed_election();
         self.after_input(now);
         Ok(())
     }
@@ -411,6 +423,7 @@ impl GroupCore {
         let mut ticks = 0;
         while self.next_tick <= now {
             self.raw.tick();
+            self.reseed_election();
             self.next_tick += self.config.tick;
             ticks += 1;
             // A long pause is not a reason to replay every tick it missed.
@@ -528,15 +541,16 @@ impl GroupCore {
 
     fn after_input(&mut self, now: Instant) {
         self.drain(now);
-        self.reseed_election();
     }
 
-    /// Replaces raft-rs's thread-local draw of the election timeout (always the minimum, see
-    /// `with_log`) by a draw from the core's seeded generator, so a seed replays a run.
+    /// Replaces raft-rs's thread-local draw of the election timeout by a draw from the core's
+    /// seeded generator, so that a seed replays a run. raft-rs draws only when it resets the
+    /// election clock to zero; the core redraws whenever it finds the clock at zero after a
+    /// call into raft-rs (also after a leader's heartbeat, which is as good a time to draw).
     fn reseed_election(&mut self) {
-        let base = self.config.election_ticks;
-        if self.raw.raft.randomized_election_timeout() == base {
-            let t = self.rng.random_range(base + 1..=2 * base);
+        if self.raw.raft.election_elapsed == 0 {
+            let base = self.config.election_ticks;
+            let t = self.rng.random_range(base..2 * base);
             self.raw.raft.set_randomized_election_timeout(t);
         }
     }
@@ -583,9 +597,13 @@ impl GroupCore {
                     });
                 }
             }
-            for m in rd.take_messages() {
-                self.outputs.push_back(Output::Send(m));
-            }
+            let mut sent = rd.take_messages();
+            let snapshots: Vec<u64> = sent
+                .iter()
+                .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+                .map(|m| m.to)
+                .collect();
+            self.outputs.extend(sent.drain(..).map(Output::Send));
             let mut persist = Persist::default();
             if !rd.snapshot().is_empty() {
                 let snapshot = rd.snapshot().clone();
@@ -613,6 +631,12 @@ impl GroupCore {
             self.apply_entries(light.take_committed_entries(), now, &mut persist);
             self.write(persist);
             self.raw.advance_apply();
+            // A snapshot is one message that may be lost like any other: raft-rs waits for its
+            // status before it replicates to that member again. Reported as sent, the member
+            // is probed, and a lost snapshot is sent again when the probe finds the gap.
+            for to in snapshots {
+                self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+            }
             self.compact();
         }
     }
@@ -676,8 +700,11 @@ impl GroupCore {
                     self.state.forget(r);
                 }
                 persist.conf_state = Some(cs);
+                self.snapshot_due = true;
             }
-            Err(e) => tracing::warn!(error = %e, "a committed configuration change did not apply"),
+            Err(e) => {
+                tracing::warn!(error = %e, "a committed configuration change did not apply")
+            }
         }
     }
 
@@ -751,13 +778,16 @@ impl GroupCore {
         }
     }
 
-    /// Snapshots the state and compacts the log once enough entries were applied.
+    /// Snapshots the state and compacts the log once enough entries were applied, or the
+    /// configuration changed.
     fn compact(&mut self) {
         let applied = self.raw.raft.raft_log.applied;
         let last = self.raw.store().snapshot_ref().get_metadata().index;
-        if applied < last + self.config.compact_every {
+        let due = self.snapshot_due || applied >= last + self.config.compact_every;
+        if !due || applied <= last {
             return;
         }
+        self.snapshot_due = false;
         let Ok(term) = raft::Storage::term(self.raw.store(), applied) else {
             return;
         };
@@ -830,9 +860,12 @@ fn check_shape(msg: &Message, last_index: u64) -> Result<(), Refused> {
         }
         _ => {}
     }
-    for (expected, e) in (msg.index + 1..).zip(msg.get_entries()) {
-        if e.index != expected || e.term > msg.term {
-            return Err(Refused::Malformed("entries that do not follow each other"));
+    // Appended entries follow the one they are appended after; a proposal's have no index yet.
+    if msg.get_msg_type() == MsgAppend {
+        for (expected, e) in (msg.index + 1..).zip(msg.get_entries()) {
+            if e.index != expected || e.term > msg.term {
+                return Err(Refused::Malformed("entries that do not follow each other"));
+            }
         }
     }
     Ok(())

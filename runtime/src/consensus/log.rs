@@ -43,14 +43,32 @@ impl Persist {
 }
 
 impl Log {
-    /// The log of a node founding a group with itself as the only voter.
-    pub fn founding(replica: u64) -> Self {
+    /// The log of a node founding a group with itself as the only voter: a snapshot at index
+    /// 1 holding that configuration and the initial state `data`. A node that joins later has
+    /// nothing at index 1, so it always starts from a snapshot and so learns the founding
+    /// configuration before any change to it (as TiKV starts its logs above zero).
+    pub fn founding(replica: u64, data: Vec<u8>) -> Self {
+        let conf_state = ConfState {
+            voters: vec![replica],
+            ..Default::default()
+        };
+        let mut snapshot = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = 1;
+        meta.term = 1;
+        meta.set_conf_state(conf_state.clone());
         Log {
-            conf_state: ConfState {
-                voters: vec![replica],
+            hard_state: HardState {
+                term: 1,
+                commit: 1,
                 ..Default::default()
             },
-            ..Default::default()
+            conf_state,
+            snapshot,
+            entries: Vec::new(),
         }
     }
 
@@ -218,7 +236,7 @@ mod tests {
 
     #[test]
     fn appending_replaces_the_conflicting_tail() {
-        let mut log = Log::founding(1);
+        let mut log = Log::default();
         log.apply(&Persist {
             entries: vec![entry(1, 1), entry(2, 1), entry(3, 1)],
             ..Default::default()
@@ -239,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_compacts_what_it_covers_and_keeps_what_follows() {
-        let mut log = Log::founding(1);
+        let mut log = Log::default();
         log.apply(&Persist {
             entries: (1..=5).map(|i| entry(i, 1)).collect(),
             ..Default::default()
@@ -268,7 +286,7 @@ mod tests {
 
     #[test]
     fn asking_past_the_end_is_an_error_not_a_panic() {
-        let log = Log::founding(1);
+        let log = Log::default();
         assert!(
             log.entries(1, 3, None, GetEntriesContext::empty(false))
                 .is_err()

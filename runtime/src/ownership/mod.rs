@@ -171,18 +171,22 @@ impl Ownership {
                         extending: extending && s.block.1 == end,
                     }
                 }
+                // Another node's table is authoritative while that node's epoch is in force
+                // (it may have served since this node handed the slot over): wait for it.
+                (Some(_), _) if s.from.is_some_and(|(r, fe)| state.in_force(r, fe)) => {
+                    SlotView::Awaiting {
+                        generation: s.generation,
+                    }
+                }
                 (Some(e), SlotView::HandingOver { .. }) => {
-                    // Given back before the hand-over finished: the table never left.
+                    // Given back, and nobody else holds a table in force: this node's never left.
                     changes.push(Change::Resume { slot });
                     serving(s, e)
                 }
-                (Some(e), _) if !s.from.is_some_and(|(r, fe)| state.in_force(r, fe)) => {
+                (Some(e), _) => {
                     changes.push(Change::ServeFresh { slot });
                     serving(s, e)
                 }
-                (Some(_), _) => SlotView::Awaiting {
-                    generation: s.generation,
-                },
                 (None, _) => {
                     let handing = epoch.is_some_and(|e| s.from == Some((self.me, e)));
                     match (handing, s.owner) {

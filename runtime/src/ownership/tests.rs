@@ -177,3 +177,24 @@ fn a_lease_never_outlives_the_entitlement() {
         Duration::from_millis(100)
     );
 }
+
+#[test]
+fn a_slot_given_back_after_another_node_served_it_waits_for_that_nodes_table() {
+    // Found by the simulator: node 1 handed slot 0 to node 2, which served it; the slot came
+    // back to node 1 before node 1 had applied node 2's acceptance.
+    let mut s = state(2);
+    let mut a = Ownership::new(ReplicaId(1), D);
+    assign(&mut s, 0, 1);
+    let _ = a.update(&s, Some(1));
+    assign(&mut s, 0, 2);
+    let _ = a.update(&s, Some(1));
+    let generation = s.slot(D, 0).unwrap().generation;
+    let _ = s.apply(&Command::Accept {
+        domain: D,
+        slot: 0,
+        generation,
+    });
+    assign(&mut s, 0, 1);
+    assert_eq!(a.update(&s, Some(1)), vec![]);
+    assert!(matches!(a.view(0), SlotView::Awaiting { .. }));
+}

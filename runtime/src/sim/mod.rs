@@ -32,6 +32,7 @@
 //! ```
 
 pub mod check;
+pub mod group;
 pub mod history;
 pub mod net;
 pub mod script;

@@ -9,7 +9,8 @@
 //!
 //! Each node's stdout and stderr go to `<home>/log/node.log`; [`TestCluster::log`] reads it.
 
-pub mod check;
+/// The history checkers, shared with the simulator.
+pub use crate::check;
 mod cluster;
 mod http;
 
