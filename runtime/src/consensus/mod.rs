@@ -22,6 +22,7 @@
 pub mod command;
 pub mod config;
 pub mod core;
+pub mod disk;
 mod duties;
 pub mod log;
 pub mod settings;
