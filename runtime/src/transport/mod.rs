@@ -5,6 +5,10 @@
 //! detector and no reconnect, so `sessions` dials members that gossip reports up, drops those
 //! it reports down, and redials with backoff. Remote actor references are looked up for each
 //! request (through the process group of the target's gateway), never kept across sessions.
+//!
+//! A request's sender, as services see it ([`Request::from`]), is the node its connection
+//! authenticated, not what the envelope claims; connections that have not authenticated yet
+//! are capped and given a deadline (`admission`), so junk cannot exhaust the node.
 
 mod admission;
 mod gateway;
