@@ -13,10 +13,11 @@ use dashmap::DashMap;
 use futures_util::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use super::sessions::Session;
 use crate::NodeId;
+use crate::membership::View;
 use crate::wire::{self, Envelope, ErrorCode, MIN_PROTOCOL_VERSION, Reply};
 
 /// Requests one gateway handles at once; beyond that callers get [`ErrorCode::Busy`].
@@ -40,7 +41,7 @@ pub struct Request {
     ///
     /// The one weaker lane is a ractor_cluster session, used only while a peer has no open
     /// link: ractor_cluster does not say which session a call came through, so there the claim
-    /// is only known to name a peer that holds an authenticated session with this node.
+    /// is only known to name a peer that holds a session with this node, or a member.
     /// Identity is as strong as the cluster cookie: any holder of the cookie can name itself
     /// any node in a handshake.
     pub from: NodeId,
@@ -98,10 +99,14 @@ pub(crate) enum Sender<'a> {
     Local(NodeId),
     /// The node a link's handshake authenticated.
     Link(NodeId),
-    /// Some peer with a ready ractor_cluster session. ractor_cluster hands a remote call to the
+    /// Some peer with a ractor_cluster session. ractor_cluster hands a remote call to the
     /// gateway actor without saying which session it came through, so all that can be checked
-    /// is that the claim names a peer holding one.
-    Session(&'a DashMap<NodeId, Session>),
+    /// is that the claim names a peer holding a ready session or, since the session task may
+    /// not have seen it ready yet, a member this node lists and has not counted out.
+    Session {
+        sessions: &'a DashMap<NodeId, Session>,
+        view: &'a View,
+    },
 }
 
 impl Sender<'_> {
@@ -115,10 +120,20 @@ impl Sender<'_> {
             Sender::Link(peer) => Err(format!(
                 "the envelope claims to come from node {claimed} but its link authenticated node {peer}"
             )),
-            Sender::Session(peers) if peers.contains_key(&claimed) => Ok(claimed),
-            Sender::Session(_) => Err(format!(
-                "the envelope claims to come from node {claimed}, which holds no session with this node"
-            )),
+            Sender::Session { sessions, view } => {
+                let member = || {
+                    view.members
+                        .iter()
+                        .any(|m| m.id == claimed && !m.state.is_gone())
+                };
+                if sessions.contains_key(&claimed) || member() {
+                    Ok(claimed)
+                } else {
+                    Err(format!(
+                        "the envelope claims to come from node {claimed}, which holds no session with this node and is no member"
+                    ))
+                }
+            }
         }
     }
 }
@@ -238,8 +253,10 @@ impl Dispatcher {
 /// The gateway actor: requests that come through ractor_cluster sessions.
 pub(crate) struct Gateway {
     pub dispatcher: Dispatcher,
-    /// The peers with a ready session: a request's claimed sender must be one of them.
+    /// The peers with a ready session and the membership view: a request's claimed sender
+    /// must be in one of them.
     pub sessions: Arc<DashMap<NodeId, Session>>,
+    pub view: watch::Receiver<Arc<View>>,
 }
 
 impl Actor for Gateway {
@@ -258,11 +275,15 @@ impl Actor for Gateway {
         _: &mut (),
     ) -> Result<(), ActorProcessingErr> {
         let GatewayMsg::Call(bytes, reply) = message;
+        // A clone, taken apart: the service's first poll runs inside `dispatch` and must not
+        // find the view borrowed.
+        let view = self.view.borrow().clone();
+        let sender = Sender::Session {
+            sessions: &self.sessions,
+            view: &view,
+        };
         // The caller may have timed out and gone; nothing to do then.
-        match self
-            .dispatcher
-            .dispatch(&bytes, Sender::Session(&self.sessions))
-        {
+        match self.dispatcher.dispatch(&bytes, sender) {
             Answer::Now(answer) => {
                 let _ = reply.send(answer);
             }

@@ -245,6 +245,7 @@ impl Transport {
         let gateway = Gateway {
             dispatcher: dispatcher.clone(),
             sessions: self.inner.sessions.clone(),
+            view: self.inner.links.cut.view.clone(),
         };
         let (actor, _) =
             Actor::spawn(None, gateway, ())
