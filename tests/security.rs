@@ -1,14 +1,23 @@
-//! What reaches a node from the network without the cookie gets nowhere and breaks nothing.
-//! DESIGN: "Gossip packets carry a tag keyed by the cluster cookie"; "nothing from the network
-//! may panic a node".
+//! What reaches a node from the network without the cookie gets nowhere and breaks nothing, and
+//! what comes with it cannot speak for another node. DESIGN: "Gossip packets carry a tag keyed
+//! by the cluster cookie"; "nothing from the network may panic a node"; "The serving side knows
+//! which peer its link authenticated and trusts no identity claimed inside a payload".
+
+// Each async test runs on its own runtime; the lock only keeps whole tests from overlapping.
+#![allow(clippy::await_holding_lock)]
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{converged_cluster, logs, serial};
+use colony_runtime::NodeId;
+use colony_runtime::wire::{self, Envelope, ErrorCode, PROTOCOL_VERSION, Reply};
+use common::{LIMIT, converged_cluster, join, logs, peer_id, raw_call, serial};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn stat(cluster: &colony_runtime::testkit::TestCluster, i: usize, layer: &str, field: &str) -> u64 {
     cluster.admin(i).stats().expect("stats")[layer][field]
@@ -197,4 +206,296 @@ fn a_link_without_the_cookie_is_refused_and_counted() {
     drop(mute);
     assert!(cluster.admin(1).healthy());
     assert!(cluster.converged(&cluster.all()), "{}", logs(&cluster));
+}
+
+/// A link opened by hand with the cluster's cookie, the way a node opens one
+/// (`runtime/src/transport/links/handshake.rs`), so that it can send envelopes no node sends.
+struct RawLink {
+    stream: tokio::net::TcpStream,
+    next_id: u64,
+}
+
+impl RawLink {
+    /// Connects from `source` to `target` and proves the cookie, naming itself `claim`.
+    async fn open(target: SocketAddr, source: IpAddr, claim: NodeId) -> std::io::Result<RawLink> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        let mut stream = socket.connect(target).await?;
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(b"colony link v1")
+            .chain_update(b"colony-test-cookie")
+            .finalize()
+            .into();
+        let mine = [0x5a; 16];
+        stream
+            .write_all(&[&b"COLONYL1"[..], claim.as_bytes(), &mine].concat())
+            .await?;
+        let mut answer = [0; 64];
+        stream.read_exact(&mut answer).await?;
+        let (server, theirs) = (&answer[..16], &answer[16..32]);
+        let mut proof = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        for part in [&b"client"[..], theirs, &mine, claim.as_bytes(), server] {
+            proof.update(part);
+        }
+        stream.write_all(&proof.finalize().into_bytes()).await?;
+        Ok(RawLink { stream, next_id: 1 })
+    }
+
+    /// Sends `envelope` to the `node` service and reads its reply.
+    async fn call(&mut self, envelope: &Envelope) -> Reply {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = wire::encode(envelope, LIMIT).unwrap();
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&((1 + 8 + 1 + 4 + body.len()) as u32).to_le_bytes());
+        frame.push(1);
+        frame.extend_from_slice(&id.to_le_bytes());
+        frame.push(4);
+        frame.extend_from_slice(b"node");
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).await.unwrap();
+        let len = self.stream.read_u32_le().await.unwrap() as usize;
+        let mut reply = vec![0; len];
+        self.stream.read_exact(&mut reply).await.unwrap();
+        assert_eq!((reply[0], &reply[1..9]), (2, &id.to_le_bytes()[..]));
+        wire::decode(&reply[9..], LIMIT).unwrap()
+    }
+}
+
+fn echo(from: NodeId, payload: &[u8]) -> Envelope {
+    Envelope {
+        version: PROTOCOL_VERSION,
+        request_id: 7,
+        from,
+        kind: "echo".into(),
+        payload: payload.to_vec(),
+    }
+}
+
+fn node_id(cluster: &colony_runtime::testkit::TestCluster, i: usize) -> NodeId {
+    NodeId::parse(&cluster.status(i).expect("status").id).expect("a node id")
+}
+
+/// An envelope names its sender, but a node believes the connection: a link that proved the
+/// cookie as one node and a session lane request naming a node with no session are refused,
+/// counted and logged, and the link stays usable for what it may say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_that_claims_another_sender_than_its_connection_is_refused_and_counted() {
+    let _serial = serial();
+    let cluster = tokio::task::block_in_place(|| converged_cluster(2));
+    let forged =
+        |c: &colony_runtime::testkit::TestCluster| stat(c, 1, "transport", "forged_senders");
+    let before = forged(&cluster);
+    let (victim, me) = (node_id(&cluster, 0), NodeId::random());
+
+    // Over a link: the handshake named `me`, the envelope names node 0.
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut link = RawLink::open(cluster.addr(1), localhost, me).await.unwrap();
+    let reply = link.call(&echo(victim, b"for node 0")).await;
+    let error = reply.error.expect("a forged sender is refused");
+    assert_eq!(error.code(), ErrorCode::BadRequest);
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("authenticated node {me}")),
+        "{error}"
+    );
+    assert_eq!(reply.ok, None);
+    // The same link, speaking for itself, is answered.
+    let reply = link.call(&echo(me, b"for me")).await;
+    assert_eq!(
+        (reply.error, reply.ok.as_deref()),
+        (None, Some(&b"for me"[..]))
+    );
+
+    // Over a session (the lane used while a peer has no link): a sender with no session.
+    let home = tempfile::tempdir().unwrap();
+    let node = join(&cluster, home.path()).await;
+    let peer = peer_id(&node, &cluster, 1).await;
+    let bytes = wire::encode(&echo(NodeId::random(), b"nobody"), LIMIT).unwrap();
+    let reply = raw_call(peer, bytes).await;
+    let error = reply.error.expect("a sender with no session is refused");
+    assert_eq!(error.code(), ErrorCode::BadRequest);
+    assert!(error.to_string().contains("holds no session"), "{error}");
+
+    let counted = tokio::task::block_in_place(|| forged(&cluster));
+    assert_eq!(counted, before + 2, "{}", cluster.log(1));
+    assert!(
+        cluster.log(1).contains("request refused"),
+        "{}",
+        cluster.log(1)
+    );
+    node.shutdown().await;
+}
+
+/// Raises this process's open-file limit to `want` (or its hard limit): the test holds
+/// thousands of sockets.
+fn raise_open_files(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+}
+
+/// Opens `n` connections to `target` from `addresses` loopback addresses (127.0.1.1 on), all
+/// apart from the members' 127.0.0.1, and sends nothing.
+async fn open_idle(target: SocketAddr, n: usize, addresses: u8) -> Vec<tokio::net::TcpStream> {
+    let mut open = Vec::with_capacity(n);
+    for batch in (0..n).collect::<Vec<_>>().chunks(200) {
+        let mut connecting = tokio::task::JoinSet::new();
+        for &i in batch {
+            let source = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + (i % addresses as usize) as u8));
+            connecting.spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(source, 0))?;
+                socket.connect(target).await
+            });
+        }
+        while let Some(done) = connecting.join_next().await {
+            open.push(done.unwrap().expect("connect"));
+        }
+    }
+    open
+}
+
+/// Sends `opening` at once, then one byte a second from 127.0.2.x; returns whether the node
+/// hung up before ten bytes had gone.
+async fn drip(target: SocketAddr, source: u8, opening: Vec<u8>) -> bool {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(Ipv4Addr::new(127, 0, 2, source).into(), 0))
+        .unwrap();
+    let Ok(mut stream) = socket.connect(target).await else {
+        return true;
+    };
+    if stream.write_all(&opening).await.is_err() {
+        return true;
+    }
+    let mut scratch = [0; 64];
+    for _ in 0..10 {
+        // The node's answer to a slow sender is to close: a read that ends says so. Waiting a
+        // second for it paces the drip.
+        let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut scratch)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return true;
+        }
+        if stream.write_all(&[0]).await.is_err() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Idle and slow connections that never authenticate take at most their capped slots for at
+/// most the accept deadline: members' links, sessions and new member connections keep working
+/// meanwhile, the refused connections are counted, and nothing is left once the junk closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_unauthenticated_connections_neither_stop_members_nor_linger() {
+    let _serial = serial();
+    raise_open_files(8192);
+    let cluster = tokio::task::block_in_place(|| converged_cluster(3));
+    let home = tempfile::tempdir().unwrap();
+    let node = join(&cluster, home.path()).await;
+    let (a, b) = (
+        peer_id(&node, &cluster, 0).await,
+        peer_id(&node, &cluster, 1).await,
+    );
+    let target = cluster.addr(1);
+    let stats = |c: &colony_runtime::testkit::TestCluster| c.admin(1).stats().expect("stats");
+    let before = tokio::task::block_in_place(|| stats(&cluster));
+
+    // Slow senders: from the first byte, after naming a link, and after a session's first
+    // frame header.
+    let mut drips = tokio::task::JoinSet::new();
+    for source in 1..=48u8 {
+        let opening = match source % 3 {
+            0 => Vec::new(),
+            1 => b"COLONYL1".to_vec(),
+            _ => 100u64.to_be_bytes().to_vec(),
+        };
+        drips.spawn(drip(target, source, opening));
+    }
+    // 2,000 idle connections from 40 addresses: more than the caps per address and overall.
+    let idle = open_idle(target, 2000, 40).await;
+
+    // Meanwhile members still answer, over the links they had...
+    for round in 0..20u8 {
+        let answers = node
+            .request_each(
+                &[a, b],
+                "node",
+                "echo",
+                vec![round],
+                Some(Duration::from_secs(5)),
+            )
+            .await;
+        for answer in answers {
+            assert_eq!(answer.expect("a member answers"), [round]);
+        }
+    }
+    // ...and a new member connection from a member's address gets in past the full overall cap.
+    let me = NodeId::random();
+    let mut link = RawLink::open(target, IpAddr::V4(Ipv4Addr::LOCALHOST), me)
+        .await
+        .expect("a new link from a member's address");
+    let reply = link.call(&echo(me, b"new")).await;
+    assert_eq!(
+        (reply.error, reply.ok.as_deref()),
+        (None, Some(&b"new"[..]))
+    );
+
+    let during = tokio::task::block_in_place(|| stats(&cluster));
+    let refused = during["transport"]["refused_connections"].as_u64().unwrap()
+        - before["transport"]["refused_connections"].as_u64().unwrap();
+    assert!(refused > 0, "{during}");
+    let unauthenticated = during["transport"]["unauthenticated"].as_u64().unwrap();
+    assert!(unauthenticated <= 256 + 32, "{during}");
+
+    // Every slow sender was hung up on, by the deadline rather than by its own end.
+    while let Some(hung_up) = drips.join_next().await {
+        assert!(
+            hung_up.unwrap(),
+            "a slow sender was still open after ten seconds"
+        );
+    }
+    drop((idle, link));
+    let settled = tokio::task::block_in_place(|| {
+        let tasks = before["tasks"].as_u64().unwrap();
+        cluster.wait_until(Duration::from_secs(15), |c| {
+            let now = stats(c);
+            now["transport"]["unauthenticated"] == 0 && now["tasks"].as_u64().unwrap() <= tasks + 16
+        })
+    });
+    assert!(
+        settled.is_some(),
+        "connections or tasks linger: before {before}, now {}",
+        stats(&cluster)
+    );
+    let (failures_before, failures) = (
+        before["transport"]["handshake_failures"].as_u64().unwrap(),
+        stats(&cluster)["transport"]["handshake_failures"]
+            .as_u64()
+            .unwrap(),
+    );
+    assert!(failures >= failures_before + 48, "slow senders not counted");
+    assert!(cluster.admin(1).healthy());
+    // Membership never wavered: every process, and this one, still sees all four nodes up.
+    let all = cluster.all();
+    let up = |i: usize, j: usize| cluster.sees(i, j, colony_runtime::MemberState::Up);
+    assert!(
+        all.iter().all(|&i| all.iter().all(|&j| up(i, j))),
+        "{}",
+        logs(&cluster)
+    );
+    assert_eq!(node.up_members().len(), cluster.len() + 1);
+    assert!(!cluster.log(1).contains("panicked"), "{}", cluster.log(1));
+    node.shutdown().await;
 }

@@ -9,65 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use colony_runtime::transport::{GatewayMsg, RequestError, gateway_group};
-use colony_runtime::wire::{self, ErrorCode, Reply};
-use colony_runtime::{Node, NodeId};
-use common::{converged_cluster, logs, serial};
-use ractor::ActorRef;
-use ractor::rpc::CallResult;
-
-const LIMIT: usize = 64 * 1024;
-
-/// The test process joins the cluster as one more node: a process holds one node.
-async fn join(cluster: &colony_runtime::testkit::TestCluster, home: &std::path::Path) -> Node {
-    Node::builder()
-        .name("tester")
-        .home(home)
-        .bind("127.0.0.1:0")
-        .seeds([cluster.addr(0)])
-        .cookie("colony-test-cookie")
-        .cluster_size(cluster.len() + 1)
-        .max_message_bytes(LIMIT)
-        .start()
-        .await
-        .expect("start the in-process node")
-}
-
-async fn peer_id(node: &Node, cluster: &colony_runtime::testkit::TestCluster, i: usize) -> NodeId {
-    for _ in 0..400 {
-        if let Some(m) = node
-            .members()
-            .into_iter()
-            .find(|m| m.name == cluster.name(i) && m.state.is_up())
-            && node.is_connected(m.id)
-        {
-            return m.id;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no session to {}:\n{}", cluster.name(i), logs(cluster));
-}
-
-async fn raw_call(node: NodeId, bytes: Vec<u8>) -> Reply {
-    let cell = ractor::pg::get_members(&gateway_group("node", node))
-        .into_iter()
-        .next()
-        .expect("gateway proxy");
-    let gateway = ActorRef::<GatewayMsg>::from(cell);
-    match ractor::rpc::call(
-        &gateway.get_cell(),
-        |port| GatewayMsg::Call(bytes, port),
-        Some(Duration::from_secs(5)),
-    )
-    .await
-    {
-        Ok(CallResult::Success(bytes)) => wire::decode(&bytes, LIMIT).expect("reply decodes"),
-        other => panic!(
-            "no reply: {:?}",
-            other.map(|r| matches!(r, CallResult::Timeout))
-        ),
-    }
-}
+use colony_runtime::NodeId;
+use colony_runtime::transport::RequestError;
+use colony_runtime::wire::{self, ErrorCode};
+use common::{LIMIT, converged_cluster, join, peer_id, raw_call, serial};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_cross_processes_through_the_envelope_and_survive_bad_input() {

@@ -65,6 +65,70 @@ pub async fn wait_up_and_connected(node: &colony::Node, members: usize, timeout:
     }
 }
 
+/// The in-process node's `max_message_bytes`.
+pub const LIMIT: usize = 64 * 1024;
+
+/// The test process joins the cluster as one more node: a process holds one node.
+pub async fn join(
+    cluster: &colony_runtime::testkit::TestCluster,
+    home: &std::path::Path,
+) -> colony_runtime::Node {
+    colony_runtime::Node::builder()
+        .name("tester")
+        .home(home)
+        .bind("127.0.0.1:0")
+        .seeds([cluster.addr(0)])
+        .cookie("colony-test-cookie")
+        .cluster_size(cluster.len() + 1)
+        .max_message_bytes(LIMIT)
+        .start()
+        .await
+        .expect("start the in-process node")
+}
+
+pub async fn peer_id(
+    node: &colony_runtime::Node,
+    cluster: &colony_runtime::testkit::TestCluster,
+    i: usize,
+) -> colony_runtime::NodeId {
+    for _ in 0..400 {
+        if let Some(m) = node
+            .members()
+            .into_iter()
+            .find(|m| m.name == cluster.name(i) && m.state.is_up())
+            && node.is_connected(m.id)
+        {
+            return m.id;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no session to {}:\n{}", cluster.name(i), logs(cluster));
+}
+
+/// Sends `bytes` to `node`'s `node` service over the ractor_cluster session, as no node would.
+pub async fn raw_call(node: colony_runtime::NodeId, bytes: Vec<u8>) -> colony_runtime::wire::Reply {
+    let cell = ractor::pg::get_members(&colony_runtime::transport::gateway_group("node", node))
+        .into_iter()
+        .next()
+        .expect("gateway proxy");
+    let gateway = ractor::ActorRef::<colony_runtime::transport::GatewayMsg>::from(cell);
+    match ractor::rpc::call(
+        &gateway.get_cell(),
+        |port| colony_runtime::transport::GatewayMsg::Call(bytes, port),
+        Some(Duration::from_secs(5)),
+    )
+    .await
+    {
+        Ok(ractor::rpc::CallResult::Success(bytes)) => {
+            colony_runtime::wire::decode(&bytes, LIMIT).expect("reply decodes")
+        }
+        other => panic!(
+            "no reply: {:?}",
+            other.map(|r| matches!(r, ractor::rpc::CallResult::Timeout))
+        ),
+    }
+}
+
 pub fn logs(cluster: &TestCluster) -> String {
     cluster
         .all()

@@ -92,6 +92,9 @@ pub struct NodeStats {
     pub events_published: u64,
     /// Events dropped for full listener queues.
     pub events_dropped: u64,
+    /// Tokio tasks alive in the node's runtime (0 when read outside a runtime): whatever the
+    /// network opens and closes must bring this back down.
+    pub tasks: usize,
 }
 
 impl Node {
@@ -214,6 +217,9 @@ impl Node {
             transport: self.inner.transport.counters(),
             events_published: self.inner.events.published(),
             events_dropped: self.inner.events.dropped(),
+            tasks: tokio::runtime::Handle::try_current()
+                .map(|h| h.metrics().num_alive_tasks())
+                .unwrap_or(0),
         }
     }
 

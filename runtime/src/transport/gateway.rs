@@ -9,12 +9,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use dashmap::DashMap;
 use futures_util::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
+use super::sessions::Session;
 use crate::NodeId;
+use crate::membership::View;
 use crate::wire::{self, Envelope, ErrorCode, MIN_PROTOCOL_VERSION, Reply};
 
 /// Requests one gateway handles at once; beyond that callers get [`ErrorCode::Busy`].
@@ -31,7 +34,16 @@ pub enum GatewayMsg {
 /// A decoded request handed to a [`Service`].
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// The node that sent it.
+    /// The node that sent it, as the connection it came by authenticated it: the node a link's
+    /// handshake named, or this node for its own requests. The envelope's own `from` claim is
+    /// checked against it and the request refused when they differ, so a service may act on
+    /// this field (for example, let a node act only for its own lock guards).
+    ///
+    /// The one weaker lane is a ractor_cluster session, used only while a peer has no open
+    /// link: ractor_cluster does not say which session a call came through, so there the claim
+    /// is only known to name a peer that holds a session with this node, or a member.
+    /// Identity is as strong as the cluster cookie: any holder of the cookie can name itself
+    /// any node in a handshake.
     pub from: NodeId,
     /// The sender's protocol version.
     pub version: u16,
@@ -63,6 +75,10 @@ pub type ServiceFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, ServiceErro
 /// Implementors must answer every request (the future must complete) and must treat the payload
 /// as untrusted: decode with [`wire::decode_payload`] and return [`ServiceError::BadPayload`]
 /// on failure. Handlers should be idempotent: a caller that timed out may retry.
+///
+/// Who sent a request is [`Request::from`], which the transport has checked against the
+/// connection (see there for what each lane guarantees). A node id inside the payload is a
+/// claim: a service that acts for a node must compare it with `from`, never trust it alone.
 pub trait Service: Send + Sync + 'static {
     /// Handles one request.
     fn call(&self, request: Request) -> ServiceFuture;
@@ -74,6 +90,52 @@ pub(crate) struct GatewayStats {
     pub handled: AtomicU64,
     pub bad_requests: AtomicU64,
     pub busy: AtomicU64,
+    pub forged_senders: AtomicU64,
+}
+
+/// Who the connection a request came by says sent it: what the envelope's `from` must be.
+pub(crate) enum Sender<'a> {
+    /// This node, calling its own service.
+    Local(NodeId),
+    /// The node a link's handshake authenticated.
+    Link(NodeId),
+    /// Some peer with a ractor_cluster session. ractor_cluster hands a remote call to the
+    /// gateway actor without saying which session it came through, so all that can be checked
+    /// is that the claim names a peer holding a ready session or, since the session task may
+    /// not have seen it ready yet, a member this node lists and has not counted out.
+    Session {
+        sessions: &'a DashMap<NodeId, Session>,
+        view: &'a View,
+    },
+}
+
+impl Sender<'_> {
+    /// The sender, if `claimed` agrees with the connection; else why not.
+    fn check(&self, claimed: NodeId) -> Result<NodeId, String> {
+        match *self {
+            Sender::Local(me) | Sender::Link(me) if claimed == me => Ok(me),
+            Sender::Local(me) => Err(format!(
+                "a local request claims to come from node {claimed}, not this node {me}"
+            )),
+            Sender::Link(peer) => Err(format!(
+                "the envelope claims to come from node {claimed} but its link authenticated node {peer}"
+            )),
+            Sender::Session { sessions, view } => {
+                let member = || {
+                    view.members
+                        .iter()
+                        .any(|m| m.id == claimed && !m.state.is_gone())
+                };
+                if sessions.contains_key(&claimed) || member() {
+                    Ok(claimed)
+                } else {
+                    Err(format!(
+                        "the envelope claims to come from node {claimed}, which holds no session with this node and is no member"
+                    ))
+                }
+            }
+        }
+    }
 }
 
 /// Turns encoded requests into encoded replies for one service, whichever way they came (the
@@ -111,8 +173,8 @@ impl Dispatcher {
         }
     }
 
-    /// Decodes and checks one request, then hands it to the service.
-    pub(crate) fn dispatch(&self, bytes: &[u8]) -> Answer {
+    /// Decodes and checks one request from `sender`, then hands it to the service.
+    pub(crate) fn dispatch(&self, bytes: &[u8], sender: Sender<'_>) -> Answer {
         let limit = self.max_message_bytes;
         let envelope = match wire::decode::<Envelope>(bytes, limit) {
             Ok(e) => e,
@@ -135,6 +197,17 @@ impl Dispatcher {
                 limit,
             ));
         }
+        let from = match sender.check(envelope.from) {
+            Ok(from) => from,
+            Err(why) => {
+                self.stats.forged_senders.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(service = %self.service_name, "request refused: {why}");
+                return Answer::Now(encode(
+                    Reply::error(envelope.request_id, ErrorCode::BadRequest, why),
+                    limit,
+                ));
+            }
+        };
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             self.stats.busy.fetch_add(1, Ordering::Relaxed);
             let msg = format!("{MAX_IN_FLIGHT} requests already in flight");
@@ -146,7 +219,7 @@ impl Dispatcher {
         self.stats.handled.fetch_add(1, Ordering::Relaxed);
         let id = envelope.request_id;
         let future = self.service.call(Request {
-            from: envelope.from,
+            from,
             version: envelope.version,
             kind: envelope.kind,
             payload: envelope.payload,
@@ -177,8 +250,14 @@ impl Dispatcher {
     }
 }
 
-/// The gateway actor: requests that come through ractor_cluster sessions (and local ones).
-pub(crate) struct Gateway(pub Dispatcher);
+/// The gateway actor: requests that come through ractor_cluster sessions.
+pub(crate) struct Gateway {
+    pub dispatcher: Dispatcher,
+    /// The peers with a ready session and the membership view: a request's claimed sender
+    /// must be in one of them.
+    pub sessions: Arc<DashMap<NodeId, Session>>,
+    pub view: watch::Receiver<Arc<View>>,
+}
 
 impl Actor for Gateway {
     type Msg = GatewayMsg;
@@ -196,8 +275,15 @@ impl Actor for Gateway {
         _: &mut (),
     ) -> Result<(), ActorProcessingErr> {
         let GatewayMsg::Call(bytes, reply) = message;
+        // A clone, taken apart: the service's first poll runs inside `dispatch` and must not
+        // find the view borrowed.
+        let view = self.view.borrow().clone();
+        let sender = Sender::Session {
+            sessions: &self.sessions,
+            view: &view,
+        };
         // The caller may have timed out and gone; nothing to do then.
-        match self.0.dispatch(&bytes) {
+        match self.dispatcher.dispatch(&bytes, sender) {
             Answer::Now(answer) => {
                 let _ = reply.send(answer);
             }

@@ -5,7 +5,12 @@
 //! detector and no reconnect, so `sessions` dials members that gossip reports up, drops those
 //! it reports down, and redials with backoff. Remote actor references are looked up for each
 //! request (through the process group of the target's gateway), never kept across sessions.
+//!
+//! A request's sender, as services see it ([`Request::from`]), is the node its connection
+//! authenticated, not what the envelope claims; connections that have not authenticated yet
+//! are capped and given a deadline (`admission`), so junk cannot exhaust the node.
 
+mod admission;
 mod gateway;
 mod links;
 mod listener;
@@ -27,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::NodeId;
 use crate::membership::View;
+use admission::Admission;
 use gateway::{Dispatcher, Gateway, GatewayStats};
 use links::{Cut, LinkKey, Links};
 use sessions::{Forwarder, Session, SessionTask};
@@ -62,6 +68,7 @@ pub(crate) struct TransportStats {
     pub request_failures: AtomicU64,
     pub link_requests: AtomicU64,
     pub link_dials: AtomicU64,
+    pub refused_connections: AtomicU64,
 }
 
 /// A snapshot of the transport counters.
@@ -89,6 +96,14 @@ pub struct TransportCounters {
     pub links: usize,
     /// Link dial attempts (each side dials its own).
     pub link_dials: u64,
+    /// Connections closed as soon as they were accepted: too many connections that have not
+    /// authenticated were open already, overall or from the same address.
+    pub refused_connections: u64,
+    /// Connections open now that have not authenticated yet (at most 256, 32 per address).
+    pub unauthenticated: usize,
+    /// Incoming requests refused because the envelope's `from` is not the node the connection
+    /// authenticated.
+    pub forged_senders: u64,
 }
 
 /// The node's transport.
@@ -105,6 +120,8 @@ struct Inner {
     /// Every service's dispatcher, shared by the gateways and the links.
     services: Arc<DashMap<Arc<str>, Dispatcher>>,
     accepting: tokio::task::JoinHandle<()>,
+    /// Connections accepted and not yet authenticated.
+    admission: Arc<Admission>,
     /// Set when the node stops: closes the links it serves.
     stopping: watch::Sender<bool>,
     gateways: DashMap<String, ActorRef<GatewayMsg>>,
@@ -145,15 +162,19 @@ impl Transport {
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| fail(e.to_string()))?;
+        let stats = Arc::new(TransportStats::default());
+        let admission = Admission::new(stats.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         server
             .cast(NodeServerMessage::SubscribeToEvents {
                 id: "colony-sessions".into(),
-                subscription: Box::new(Forwarder(tx)),
+                subscription: Box::new(Forwarder {
+                    events: tx,
+                    admission: admission.clone(),
+                }),
             })
             .map_err(|e| fail(e.to_string()))?;
         let sessions = Arc::new(DashMap::new());
-        let stats = Arc::new(TransportStats::default());
         let (blocked, blocked_rx) = watch::channel(HashSet::new());
         let (stopping, stopping_rx) = watch::channel(false);
         let cut = Cut {
@@ -171,7 +192,7 @@ impl Transport {
             cut: cut.clone(),
             stats: stats.clone(),
         });
-        let accepting = listener::spawn(tcp, server.clone(), links.clone());
+        let accepting = listener::spawn(tcp, server.clone(), links.clone(), admission.clone());
         tokio::spawn(
             SessionTask {
                 local,
@@ -191,6 +212,7 @@ impl Transport {
                 links,
                 services,
                 accepting,
+                admission,
                 stopping,
                 gateways: DashMap::new(),
                 blocked,
@@ -220,12 +242,18 @@ impl Transport {
             self.inner.max_message_bytes,
             self.inner.gateway_stats.clone(),
         );
-        let (actor, _) = Actor::spawn(None, Gateway(dispatcher.clone()), ())
-            .await
-            .map_err(|e| TransportError::Start {
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                reason: e.to_string(),
-            })?;
+        let gateway = Gateway {
+            dispatcher: dispatcher.clone(),
+            sessions: self.inner.sessions.clone(),
+            view: self.inner.links.cut.view.clone(),
+        };
+        let (actor, _) =
+            Actor::spawn(None, gateway, ())
+                .await
+                .map_err(|e| TransportError::Start {
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    reason: e.to_string(),
+                })?;
         ractor::pg::join(
             gateway_group(name, self.inner.local),
             vec![actor.get_cell()],
@@ -271,6 +299,9 @@ impl Transport {
             link_requests: s.link_requests.load(Ordering::Relaxed),
             links: self.inner.links.open(),
             link_dials: s.link_dials.load(Ordering::Relaxed),
+            refused_connections: s.refused_connections.load(Ordering::Relaxed),
+            unauthenticated: self.inner.admission.unauthenticated(),
+            forged_senders: g.forged_senders.load(Ordering::Relaxed),
         }
     }
 

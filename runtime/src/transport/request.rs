@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 
-use super::gateway::Answer;
+use super::gateway::{Answer, Sender};
 use super::links::{Call, CallError};
 use super::{GatewayMsg, Transport};
 use crate::NodeId;
@@ -253,7 +253,7 @@ impl Transport {
                     service: service.to_owned(),
                 });
             };
-            match dispatcher.dispatch(&bytes) {
+            match dispatcher.dispatch(&bytes, Sender::Local(self.local())) {
                 Answer::Now(reply) => Ok(reply),
                 Answer::Later(reply) => tokio::time::timeout(timeout, reply)
                     .await

@@ -14,10 +14,12 @@ use ractor_cluster::{NodeEventSubscription, NodeServerMessage, NodeSessionMessag
 use tokio::sync::mpsc;
 
 use super::TransportStats;
+use super::admission::Admission;
 use super::links::{Cut, Links};
 use crate::NodeId;
 
-/// A connection that has not authenticated by then is closed.
+/// A dialled connection that has not authenticated by then is closed (accepted ones have
+/// `admission::ACCEPT_DEADLINE`, counted from the accept).
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONCILE_EVERY: Duration = Duration::from_millis(250);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -31,22 +33,30 @@ pub(crate) enum SessionEvent {
     Disconnected(NodeServerSessionInformation),
 }
 
-pub(crate) struct Forwarder(pub mpsc::UnboundedSender<SessionEvent>);
+pub(crate) struct Forwarder {
+    pub events: mpsc::UnboundedSender<SessionEvent>,
+    pub admission: Arc<Admission>,
+}
 
-// Channel sends only: the callbacks run inside the NodeServer actor and must not block it. The
-// channel is unbounded but each event stands for a TCP connection, which the OS bounds.
+// Channel sends and short locks only: the callbacks run inside the NodeServer actor and must not
+// block it. The channel is unbounded but each event stands for a TCP connection, which the OS
+// and the admission caps bound.
 impl NodeEventSubscription for Forwarder {
     fn node_session_opened(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.send(SessionEvent::Opened(ses));
+        let _ = self.events.send(SessionEvent::Opened(ses));
     }
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.send(SessionEvent::Disconnected(ses));
+        self.admission.forget(&ses.peer_addr);
+        let _ = self.events.send(SessionEvent::Disconnected(ses));
     }
     fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.send(SessionEvent::Authenticated(ses));
+        // Here rather than in the session task: the session's stream stops checking its
+        // frames one hop sooner.
+        self.admission.authenticated(&ses.peer_addr);
+        let _ = self.events.send(SessionEvent::Authenticated(ses));
     }
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.send(SessionEvent::Ready(ses));
+        let _ = self.events.send(SessionEvent::Ready(ses));
     }
 }
 

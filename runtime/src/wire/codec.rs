@@ -75,8 +75,26 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Wire
     }
     rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode {
         what: short_type_name::<T>(),
-        reason: e.to_string(),
+        reason: bounded(e.to_string()),
     })
+}
+
+/// The longest decoder complaint kept, in bytes.
+const MAX_REASON: usize = 200;
+
+/// Cuts a decoder's complaint to [`MAX_REASON`] bytes. serde quotes some offending values in
+/// full (an unknown enum variant: "unknown variant `...`"), so without a cut one junk request
+/// of `max_message_bytes` would be logged and echoed back whole.
+fn bounded(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push_str("...");
+    }
+    reason
 }
 
 /// Encodes a service payload with no size limit of its own (the envelope's limit applies).
@@ -171,6 +189,20 @@ mod tests {
             let back: Reply = decode(&encode(&reply, 1 << 20).unwrap(), 1 << 20).unwrap();
             assert_eq!(back, reply);
         }
+    }
+
+    #[test]
+    fn a_junk_value_is_not_echoed_whole_in_the_error() {
+        #[derive(Debug, Deserialize)]
+        enum Kind {
+            Echo,
+        }
+        let bytes = encode(&"é".repeat(50_000), 1 << 20).unwrap();
+        let WireError::Decode { reason, .. } = decode::<Kind>(&bytes, 1 << 20).unwrap_err() else {
+            panic!("not a decode error");
+        };
+        assert!(reason.len() <= MAX_REASON + 3, "{} bytes", reason.len());
+        assert!(reason.starts_with("unknown variant"), "{reason}");
     }
 
     proptest! {

@@ -16,7 +16,9 @@ pub struct Envelope {
     pub version: u16,
     /// Chosen by the sender, unique among its requests in flight; echoed in the reply.
     pub request_id: u64,
-    /// The sending node.
+    /// The sending node, as the sender claims it. The serving side checks the claim against the
+    /// node its connection authenticated and refuses a request whose claim differs; services
+    /// read the checked sender, `transport::Request::from`.
     pub from: NodeId,
     /// What is asked, e.g. `echo`; each service defines its kinds.
     pub kind: String,

@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::TransportStats;
+use super::admission::Permit;
 use super::gateway::Dispatcher;
 use super::sessions::{Dial, HANDSHAKE_TIMEOUT};
 use crate::NodeId;
@@ -53,6 +54,15 @@ impl Cut {
                 .members
                 .iter()
                 .any(|m| m.id == peer && blocked.contains(&m.addr))
+    }
+
+    /// Whether a member this node knows of (in any state but gone) lives at `ip`.
+    pub(crate) fn hosts_member(&self, ip: std::net::IpAddr) -> bool {
+        self.view
+            .borrow()
+            .members
+            .iter()
+            .any(|m| m.addr.ip() == ip && !m.state.is_gone())
     }
 
     /// Whether membership counts `peer` out (down or left).
@@ -159,13 +169,21 @@ impl Links {
         tracing::debug!(%peer, "link ready");
     }
 
-    /// Serves a connection whose first bytes were [`MAGIC`]: handshake, then requests.
-    pub(crate) async fn accept(self: Arc<Self>, mut stream: TcpStream) {
-        let proven = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
+    /// Serves a connection whose first bytes were [`MAGIC`]: handshake by `deadline`, then
+    /// requests. `permit` is the connection's slot among the unauthenticated ones: given back
+    /// once the handshake is over, whatever its outcome.
+    pub(crate) async fn accept(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        permit: Permit,
+        deadline: tokio::time::Instant,
+    ) {
+        let proven = tokio::time::timeout_at(
+            deadline,
             handshake::server(&mut stream, &self.key, self.local),
         )
         .await;
+        drop(permit);
         let peer = match proven {
             Ok(Ok(peer)) => peer,
             Ok(Err(e)) => return self.refused(&stream, &e.to_string()),

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use super::Cut;
 use super::frame::{self, Frame, FrameReader};
 use crate::NodeId;
-use crate::transport::gateway::{Answer, Dispatcher};
+use crate::transport::gateway::{Answer, Dispatcher, Sender};
 use crate::wire::{self, ErrorCode, Reply};
 
 type Pending = Pin<Box<dyn Future<Output = (u64, Vec<u8>)> + Send>>;
@@ -57,7 +57,10 @@ pub(crate) async fn serve(
             }
             frame = reader.next() => match frame {
                 Ok(Some(Frame::Request { id, service, envelope })) => {
-                    match services.get(service.as_str()).map(|d| d.dispatch(&envelope)) {
+                    let dispatched = services
+                        .get(service.as_str())
+                        .map(|d| d.dispatch(&envelope, Sender::Link(peer)));
+                    match dispatched {
                         Some(Answer::Now(reply)) => frame::put_reply(&mut out, id, &reply),
                         Some(Answer::Later(answer)) => {
                             in_flight.push(Box::pin(async move { (id, answer.await) }));
@@ -95,4 +98,118 @@ fn unknown_service(service: &str) -> Vec<u8> {
         format!("no service named `{service}` on this node"),
     );
     wire::encode(&reply, usize::MAX).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::atomic::Ordering;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::membership::View;
+    use crate::transport::gateway::GatewayStats;
+    use crate::transport::links::handshake::{self, LinkKey};
+    use crate::transport::{Request, Service, ServiceFuture};
+    use crate::wire::{Envelope, PROTOCOL_VERSION};
+
+    /// Answers with the sender the transport handed it.
+    struct WhoAsks;
+
+    impl Service for WhoAsks {
+        fn call(&self, request: Request) -> ServiceFuture {
+            Box::pin(async move { Ok(request.from.as_bytes().to_vec()) })
+        }
+    }
+
+    fn request(id: u64, from: NodeId) -> Vec<u8> {
+        let envelope = Envelope {
+            version: PROTOCOL_VERSION,
+            request_id: id,
+            from,
+            kind: "who".into(),
+            payload: Vec::new(),
+        };
+        let mut out = Vec::new();
+        frame::put_request(&mut out, id, "who", &wire::encode(&envelope, 1024).unwrap());
+        out
+    }
+
+    async fn answer<R: tokio::io::AsyncRead + Unpin>(replies: &mut FrameReader<R>) -> (u64, Reply) {
+        match replies.next().await.unwrap() {
+            Some(Frame::Reply { id, reply }) => (id, wire::decode(&reply, 4096).unwrap()),
+            other => panic!("not a reply: {other:?}"),
+        }
+    }
+
+    /// DESIGN principle 3: "The serving side knows which peer its link authenticated and
+    /// trusts no identity claimed inside a payload."
+    #[tokio::test]
+    async fn a_link_refuses_and_counts_an_envelope_from_another_node_than_it_authenticated() {
+        let (server_id, client_id, other) = (
+            NodeId::from_u128(1),
+            NodeId::from_u128(2),
+            NodeId::from_u128(3),
+        );
+        let key = LinkKey::from_cookie("k");
+        let stats = Arc::new(GatewayStats::default());
+        let services = Arc::new(DashMap::new());
+        services.insert(
+            Arc::from("who"),
+            Dispatcher::new("who", Arc::new(WhoAsks), 1024, stats.clone()),
+        );
+        let view = View {
+            members: Vec::new(),
+            up: Vec::new(),
+            stats: Default::default(),
+        };
+        let (_blocked, blocked) = watch::channel(HashSet::new());
+        let (_view, view) = watch::channel(Arc::new(view));
+        let (_stopping, stopping) = watch::channel(false);
+        let cut = Cut {
+            blocked,
+            view,
+            stopping,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_key = key.clone();
+        let serving = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut magic = [0; handshake::MAGIC.len()];
+            tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic)
+                .await
+                .unwrap();
+            let peer = handshake::server(&mut stream, &server_key, server_id)
+                .await
+                .unwrap();
+            serve(stream, peer, services, 4096, cut).await;
+        });
+
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        handshake::client(&mut stream, &key, client_id, server_id)
+            .await
+            .unwrap();
+        stream
+            .write_all(&[request(1, other), request(2, client_id)].concat())
+            .await
+            .unwrap();
+        let (read, _write) = stream.into_split();
+        let mut replies = FrameReader::new(read, 4096);
+        let (id, forged) = answer(&mut replies).await;
+        assert_eq!((id, forged.request_id), (1, 1));
+        let error = forged.error.expect("refused");
+        assert_eq!(error.code(), ErrorCode::BadRequest);
+        assert!(error.to_string().contains("authenticated node"), "{error}");
+        let (id, honest) = answer(&mut replies).await;
+        assert_eq!((id, honest.error), (2, None));
+        assert_eq!(honest.ok.as_deref(), Some(&client_id.as_bytes()[..]));
+        assert_eq!(stats.forged_senders.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.handled.load(Ordering::Relaxed), 1);
+        drop(replies);
+        serving.abort();
+    }
 }
