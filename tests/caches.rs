@@ -95,7 +95,7 @@ async fn in_process(
         .bind("127.0.0.1:0")
         .seeds([cluster.addr(0)])
         .cookie("colony-test-cookie")
-        .cluster_size(cluster.len() + 1)
+        .cluster_size(cluster.cluster_size())
         .fault_injection(true)
         .start()
         .await

@@ -39,7 +39,7 @@ async fn subscribers_see_down_rejoined_and_left() {
         .bind("127.0.0.1:0")
         .seeds([cluster.addr(0)])
         .cookie("colony-test-cookie")
-        .cluster_size(3)
+        .cluster_size(cluster.cluster_size())
         .start()
         .await
         .unwrap();

@@ -206,12 +206,18 @@ async fn next_about_b(
 async fn stopping_a_node_still_starting_is_a_leave_its_peers_see() {
     let _serial = serial();
     let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = builder(home_a.path()).name("a").start().await.unwrap();
+    let a = builder(home_a.path())
+        .name("a")
+        .cluster_size(2)
+        .start()
+        .await
+        .unwrap();
     let mut events = a.subscribe(16);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let b = builder(home_b.path())
         .name("b")
         .seeds([a.addr()])
+        .cluster_size(2)
         .component(Stuck)
         .start_until(async {
             let _ = stopped.await;

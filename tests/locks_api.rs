@@ -181,7 +181,7 @@ async fn a_partitioned_holder_is_told_before_its_lease_ends_and_unlock_reports_t
     .bind("127.0.0.1:0")
     .seeds([cluster.addr(0)])
     .cookie("colony-test-cookie")
-    .cluster_size(3)
+    .cluster_size(cluster.cluster_size())
     .fault_injection(true)
     .start()
     .await

@@ -37,10 +37,13 @@ pub struct Primitives {
 /// # Ok(()) }
 /// ```
 pub fn with_primitives(builder: NodeBuilder, settings: Primitives) -> NodeBuilder {
-    builder.on_start(Box::new(move |node| {
-        Box::pin(async move {
-            locks::install(&node, settings.locks).await?;
-            caches::install(&node).await
-        })
-    }))
+    // The lease is a cluster setting, recorded in the consensus group.
+    builder
+        .lock_lease(settings.locks.lease)
+        .on_start(Box::new(move |node| {
+            Box::pin(async move {
+                locks::install(&node, settings.locks).await?;
+                caches::install(&node).await
+            })
+        }))
 }

@@ -39,6 +39,7 @@ mod node;
 pub mod ownership;
 pub mod placement;
 pub mod quorum;
+pub mod shell;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 #[cfg(feature = "testkit")]
@@ -47,5 +48,5 @@ pub mod transport;
 pub mod wire;
 
 pub use membership::{Member, MemberEvent, MemberState, NodeId};
-pub use node::admin_types::{ClusterStatus, Faults};
+pub use node::admin_types::{ClusterStatus, ConsensusReport, Faults};
 pub use node::{AdminAction, Node, NodeBuilder, NodeStats, StartError, StartHook};

@@ -26,6 +26,7 @@ impl NodeArgs {
             suspect_to_down_ms: self.suspect_to_down_ms,
             max_message_bytes: self.max_message_bytes,
             request_timeout_ms: None,
+            lock_lease_ms: self.lock_lease_ms,
             admin: self.admin.clone(),
             fault_injection: self.fault_injection.then_some(true),
         }
@@ -40,7 +41,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let env = from_env(|k| std::env::var(k).ok());
     let layer = args.layer().over(env.over(file));
     let mut primitives = Primitives::default();
-    if let Some(ms) = args.lock_lease_ms {
+    if let Some(ms) = layer.lock_lease_ms {
         primitives.locks = LockSettings {
             lease: Duration::from_millis(ms),
         };

@@ -39,5 +39,38 @@ pub fn table(status: &ClusterStatus) -> String {
             m.incarnation
         ));
     }
+    let c = &status.consensus;
+    out.push_str(&format!(
+        "consensus group {}  term {}  leader {}  commit {}  applied {}\n",
+        if c.group.is_empty() {
+            "(none yet)"
+        } else {
+            &c.group
+        },
+        c.term,
+        c.leader.as_deref().unwrap_or("(none)"),
+        c.commit,
+        c.applied,
+    ));
+    for r in c
+        .voters
+        .iter()
+        .map(|r| (r, "voter"))
+        .chain(c.learners.iter().map(|r| (r, "learner")))
+    {
+        let name = status
+            .members
+            .iter()
+            .find(|m| format!("{:x}", m.replica) == *r.0)
+            .map_or("?", |m| m.name.as_str());
+        let lag = c
+            .lag
+            .get(r.0)
+            .map_or(String::new(), |l| format!("  lag {l}"));
+        out.push_str(&format!("  {:<18} {:<12} {}{}\n", r.0, name, r.1, lag));
+    }
+    if let Some(problem) = &c.problem {
+        out.push_str(&format!("  problem: {problem}\n"));
+    }
     out
 }

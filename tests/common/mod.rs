@@ -79,7 +79,7 @@ pub async fn join(
         .bind("127.0.0.1:0")
         .seeds([cluster.addr(0)])
         .cookie("colony-test-cookie")
-        .cluster_size(cluster.len() + 1)
+        .cluster_size(cluster.cluster_size())
         .max_message_bytes(LIMIT)
         .start()
         .await

@@ -89,6 +89,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             state,
             incarnation: 1,
+            replica: 0,
         }
     }
 

@@ -55,6 +55,8 @@ pub struct ConfigLayer {
     pub max_message_bytes: Option<usize>,
     /// Default request timeout in milliseconds.
     pub request_timeout_ms: Option<u64>,
+    /// Cluster lock lease in milliseconds (a cluster setting: every node must agree).
+    pub lock_lease_ms: Option<u64>,
     /// Admin endpoint `host:port`.
     pub admin: Option<String>,
     /// Accept fault-injection commands (tests only).
@@ -93,6 +95,7 @@ impl ConfigLayer {
             suspect_to_down_ms: self.suspect_to_down_ms.or(lower.suspect_to_down_ms),
             max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
             request_timeout_ms: self.request_timeout_ms.or(lower.request_timeout_ms),
+            lock_lease_ms: self.lock_lease_ms.or(lower.lock_lease_ms),
             admin: self.admin.or(lower.admin),
             fault_injection: self.fault_injection.or(lower.fault_injection),
         }
@@ -139,6 +142,7 @@ impl ConfigLayer {
             },
             max_message_bytes: self.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
             request_timeout: ms(self.request_timeout_ms.unwrap_or(5_000)),
+            lock_lease: ms(self.lock_lease_ms.unwrap_or(5_000)),
             admin: self.admin.map(|a| parse_addr("admin", &a)).transpose()?,
             fault_injection: self.fault_injection.unwrap_or(false),
         };

@@ -49,6 +49,10 @@ pub struct NodeConfig {
     pub max_message_bytes: usize,
     /// Timeout for one request to another node when the caller gives none.
     pub request_timeout: Duration,
+    /// How long a cluster lock grant lasts without renewal, and how long a node stays entitled
+    /// to grant after its last heartbeat to the consensus group was committed. A cluster
+    /// setting: every node must have the same. 500 ms to 10 minutes; default 5 s.
+    pub lock_lease: Duration,
     /// Where the admin HTTP endpoint listens, if anywhere.
     pub admin: Option<SocketAddr>,
     /// Accept fault-injection commands on the admin endpoint (tests only; see `docs/testing.md`).
@@ -131,6 +135,17 @@ impl NodeConfig {
         }
         if self.cluster_size == 0 {
             return invalid("cluster_size", "must be at least 1".into());
+        }
+        if self.cluster_size == 1 && !self.seeds.is_empty() {
+            return invalid(
+                "cluster_size",
+                "is 1 but seeds are given: set cluster_size to the number of nodes the cluster is meant to have".into(),
+            );
+        }
+        if self.lock_lease < Duration::from_millis(500)
+            || self.lock_lease > Duration::from_secs(600)
+        {
+            return invalid("lock_lease_ms", "must be between 500 and 600000".into());
         }
         if self.quorum == 0 || self.quorum > self.cluster_size {
             return invalid(

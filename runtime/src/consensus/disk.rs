@@ -163,7 +163,11 @@ impl Disk {
             conf_state,
             ..Default::default()
         });
-        if log.entries_ref().windows(2).any(|w| w[1].index != w[0].index + 1) {
+        if log
+            .entries_ref()
+            .windows(2)
+            .any(|w| w[1].index != w[0].index + 1)
+        {
             return Err("entries do not follow each other".into());
         }
         Ok((
@@ -320,7 +324,11 @@ mod tests {
     fn an_unreadable_store_is_moved_aside_and_the_node_starts_as_a_new_member() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("group.redb");
-        std::fs::write(&path, b"this is not a redb file, just junk bytes of some length").unwrap();
+        std::fs::write(
+            &path,
+            b"this is not a redb file, just junk bytes of some length",
+        )
+        .unwrap();
         let (_, loaded) = Disk::open(&path, 5).unwrap();
         assert_eq!(loaded.replica, 5);
         assert!(!loaded.log.is_initialized());

@@ -18,12 +18,15 @@
 //! - [`core`]: the sans-IO core ([`GroupCore`]) around raft-rs's `RawNode`.
 //! - `duties`: what the core does as time passes (liveness, revocation, placement, voters).
 //! - [`config`]: timings ([`GroupConfig`]).
+//! - [`disk`]: the store in the local home (redb).
+//! - [`group`]: the group on a running node: its shell, transport service and [`Group`] handle.
 
 pub mod command;
 pub mod config;
 pub mod core;
 pub mod disk;
 mod duties;
+pub mod group;
 pub mod log;
 pub mod settings;
 pub mod state;
@@ -36,6 +39,7 @@ pub use command::{
 };
 pub use config::GroupConfig;
 pub use duties::slot_key;
+pub use group::{Group, GroupStatus, ProposeError};
 pub use log::{Log, Persist};
 pub use settings::{ClusterSettings, Disagreement};
 pub use state::{ClusterState, Liveness, Phase, Slot};

@@ -24,7 +24,7 @@ pub struct ClusterSettings {
 /// A setting on which a node and its cluster disagree.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "setting `{name}` is {ours} on this node but {cluster} in the cluster; start the node with the cluster's value"
+    "refused by the cluster: setting `{name}` is {ours} on this node but {cluster} in the cluster; start the node with the cluster's value"
 )]
 pub struct Disagreement {
     /// The setting's name, as in the configuration file.

@@ -13,7 +13,7 @@
 //!
 //! let ident = |n: u128, port| NodeIdentity {
 //!     id: NodeId::from_u128(n), name: format!("n{n}"),
-//!     addr: format!("127.0.0.1:{port}").parse().unwrap(), incarnation: 1,
+//!     addr: format!("127.0.0.1:{port}").parse().unwrap(), incarnation: 1, replica: 0,
 //! };
 //! let key = GossipKey::from_cookie("secret");
 //! let mut a = MembershipCore::new(ident(1, 7001), MembershipTimings::default(), 2, key.clone(), 1);
@@ -396,6 +396,7 @@ impl MembershipCore {
                 name: String::new(),
                 addr,
                 incarnation: 0,
+                replica: 0,
             };
             if let Err(e) = self.foca.announce(target, &mut self.runtime) {
                 tracing::debug!(error = %e, "announce");

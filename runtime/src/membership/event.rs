@@ -57,6 +57,8 @@ pub struct Member {
     pub state: MemberState,
     /// Its identity's incarnation (grows on restart and renewal).
     pub incarnation: u64,
+    /// Its member id in the consensus group (0: none).
+    pub replica: u64,
 }
 
 impl Member {
@@ -67,6 +69,7 @@ impl Member {
             addr: id.addr,
             state,
             incarnation: id.incarnation,
+            replica: id.replica,
         }
     }
 }

@@ -61,6 +61,9 @@ pub struct NodeIdentity {
     pub addr: SocketAddr,
     /// Grows on every restart and every renewal.
     pub incarnation: u64,
+    /// Its member id in the consensus group: stable across restarts while its consensus store
+    /// is kept (0: none).
+    pub replica: u64,
 }
 
 impl foca::Identity for NodeIdentity {
@@ -93,6 +96,7 @@ mod tests {
             name: "a".into(),
             addr: "127.0.0.1:1".parse().unwrap(),
             incarnation,
+            replica: 0,
         }
     }
 

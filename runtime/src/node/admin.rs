@@ -28,6 +28,74 @@ pub struct ClusterStatus {
     pub cluster_size: usize,
     /// Every known member, this node first.
     pub members: Vec<Member>,
+    /// The consensus group as this node sees it.
+    pub consensus: ConsensusReport,
+}
+
+/// The consensus group in `GET /cluster`. Member ids are hexadecimal strings (they exceed the
+/// integers JavaScript holds exactly).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConsensusReport {
+    /// This node's member id.
+    pub replica: String,
+    /// The group's id (empty: not in a group yet).
+    pub group: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader's member id, if one is known.
+    pub leader: Option<String>,
+    /// Voting members.
+    pub voters: Vec<String>,
+    /// Members that follow without voting.
+    pub learners: Vec<String>,
+    /// Highest index known committed.
+    pub commit: u64,
+    /// Highest index applied on this node.
+    pub applied: u64,
+    /// Entries each member is behind the leader's commit (reported by the leader only).
+    pub lag: std::collections::BTreeMap<String, u64>,
+    /// This node's liveness epoch, while in force.
+    pub epoch: Option<u64>,
+    /// Milliseconds left of this node's entitlement to act on its slots.
+    pub entitled_ms: Option<u64>,
+    /// Why this node takes no part, if it does not (disagreeing settings, a failed store).
+    pub problem: Option<String>,
+}
+
+impl ConsensusReport {
+    /// The report of `node` now.
+    pub fn of(node: &Node) -> Self {
+        let s = node.group().status();
+        let hex = |r: &crate::consensus::ReplicaId| format!("{:x}", r.0);
+        let now = std::time::Instant::now();
+        ConsensusReport {
+            replica: hex(&s.replica),
+            group: if s.group == 0 {
+                String::new()
+            } else {
+                format!("{:x}", s.group)
+            },
+            term: s.term,
+            leader: s.leader.as_ref().map(hex),
+            voters: s.voters.iter().map(hex).collect(),
+            learners: s.learners.iter().map(hex).collect(),
+            commit: s.commit,
+            applied: s.applied,
+            lag: s
+                .progress
+                .iter()
+                .map(|(r, matched)| (hex(r), s.commit.saturating_sub(*matched)))
+                .collect(),
+            epoch: s.epoch,
+            entitled_ms: s
+                .entitlement
+                .map(|e| e.until.saturating_duration_since(now).as_millis() as u64),
+            problem: s
+                .failed
+                .clone()
+                .or_else(|| s.disagreement.as_ref().map(ToString::to_string)),
+        }
+    }
 }
 
 impl ClusterStatus {
@@ -40,6 +108,7 @@ impl ClusterStatus {
             quorum: node.config().quorum,
             cluster_size: node.config().cluster_size,
             members: node.members(),
+            consensus: ConsensusReport::of(node),
         }
     }
 }

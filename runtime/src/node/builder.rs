@@ -11,10 +11,16 @@ use tokio::net::UdpSocket;
 use super::{Inner, Node, admin, builtin};
 use crate::NodeId;
 use crate::config::{ConfigError, ConfigLayer, MembershipTimings, NodeConfig};
+use crate::consensus::disk::{Disk, Loaded};
+use crate::consensus::group::{GroupDriver, GroupService};
+use crate::consensus::{
+    ClusterSettings, Group, GroupConfig, GroupCore, Identity, MemberInfo, ReplicaId,
+};
 use crate::events::Events;
 use crate::homes::{HomeError, LocalHome, SharedHome};
 use crate::lifecycle::{Component, ComponentError};
 use crate::membership::{GossipKey, MembershipCore, NodeIdentity, driver, next_incarnation};
+use crate::shell::Shell;
 use crate::transport::{Transport, TransportError};
 
 /// Why a node did not start. Whatever had started was stopped again.
@@ -56,6 +62,12 @@ pub enum StartError {
     /// A component's `on_start` failed.
     #[error(transparent)]
     Component(#[from] ComponentError),
+    /// The consensus store cannot be used.
+    #[error(transparent)]
+    Consensus(#[from] crate::consensus::disk::DiskError),
+    /// This node's settings disagree with the cluster's.
+    #[error(transparent)]
+    Settings(#[from] crate::consensus::Disagreement),
 }
 
 /// Settings for a node, then [`NodeBuilder::start`].
@@ -120,6 +132,12 @@ impl NodeBuilder {
     /// The expected number of nodes.
     pub fn cluster_size(mut self, n: usize) -> Self {
         self.layer.cluster_size = Some(n);
+        self
+    }
+
+    /// The cluster lock lease (a cluster setting: every node must agree).
+    pub fn lock_lease(mut self, lease: Duration) -> Self {
+        self.layer.lock_lease_ms = Some(lease.as_millis() as u64);
         self
     }
 
@@ -254,11 +272,14 @@ async fn start(
         })?;
     let (socket, addr) = bind_gossip(config.bind).await?;
     let id = NodeId::random();
+    let fresh_replica = u64::from_le_bytes(id.as_bytes()[8..].try_into().expect("8 bytes")) | 1;
+    let (disk, stored) = Disk::open(&local_home.state().join("consensus.redb"), fresh_replica)?;
     let identity = NodeIdentity {
         id,
         name: config.name.clone(),
         addr,
         incarnation,
+        replica: stored.replica,
     };
     let seed = u64::from_le_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"));
     let core = MembershipCore::new(
@@ -289,6 +310,23 @@ async fn start(
         transport.stop();
         return Err(e.into());
     }
+    let group = match start_group(
+        &config,
+        &shared_home,
+        addr,
+        disk,
+        stored,
+        &transport,
+        &membership,
+    )
+    .await
+    {
+        Ok(group) => group,
+        Err(e) => {
+            transport.stop();
+            return Err(e);
+        }
+    };
     tracing::info!(node = %config.name, %id, %addr, incarnation, "node started");
     let node = Node {
         inner: Arc::new(Inner {
@@ -300,6 +338,7 @@ async fn start(
             events,
             membership,
             transport,
+            group,
             components,
             started: tokio::sync::Mutex::new(0),
             extensions: Default::default(),
@@ -334,14 +373,15 @@ async fn start(
     let join = async {
         node.joined().await;
         tracing::info!(node = %node.name(), members = node.members().len(), "joined the cluster");
-        start_components(&node).await
+        wait_for_group(&node).await?;
+        start_components(&node).await.map_err(StartError::from)
     };
     tokio::select! {
         started = join => match started {
             Ok(()) => Ok(Some(node)),
             Err(e) => {
                 node.shutdown().await;
-                Err(e.into())
+                Err(e)
             }
         },
         () = stop => {
@@ -367,6 +407,104 @@ async fn bind_gossip(bind: SocketAddr) -> Result<(UdpSocket, SocketAddr), StartE
         std::io::ErrorKind::AddrInUse,
         "no port free for both UDP and TCP",
     )))
+}
+
+/// Founds the group, or restores this node's place in it from its store, and starts its shell.
+///
+/// A node founds a new group only when it has never belonged to one, has no seeds, and either
+/// runs alone (`cluster_size` 1) or finds no founding mark in the shared home: a founding node
+/// whose store was lost must not found a second group beside the first.
+async fn start_group(
+    config: &NodeConfig,
+    shared_home: &SharedHome,
+    addr: SocketAddr,
+    disk: Disk,
+    stored: Loaded,
+    transport: &Transport,
+    membership: &driver::MembershipHandle,
+) -> Result<Group, StartError> {
+    let me = Identity {
+        replica: ReplicaId(stored.replica),
+        info: MemberInfo {
+            name: config.name.clone(),
+            addr,
+        },
+        settings: cluster_settings(config),
+    };
+    let group_config = GroupConfig::with_liveness(config.lock_lease);
+    let now = std::time::Instant::now();
+    let seed = stored.replica ^ now.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+    let mark = shared_home.data().join("consensus-founded");
+    let found = !stored.log.is_initialized()
+        && config.seeds.is_empty()
+        && (config.cluster_size == 1 || !mark.exists());
+    let core = if found {
+        let group_id = seed.rotate_left(17) | 1;
+        if config.cluster_size > 1 {
+            let written = std::fs::create_dir_all(mark.parent().expect("a parent"))
+                .and_then(|()| std::fs::write(&mark, format!("{group_id:x}\n")));
+            if let Err(source) = written {
+                return Err(StartError::State { path: mark, source });
+            }
+        }
+        tracing::info!(group = %format!("{group_id:x}"), "founding a new consensus group");
+        GroupCore::found(me, group_config, group_id, now, seed)
+    } else {
+        GroupCore::restore(me, group_config, stored.group, stored.log, now, seed)
+    };
+    let (driver, status) = GroupDriver::new(core, disk, transport.clone());
+    let shell = Shell::spawn(driver, membership.watch())
+        .await
+        .map_err(|e| TransportError::Start {
+            addr,
+            reason: e.to_string(),
+        })?;
+    transport
+        .register(
+            crate::consensus::group::SERVICE,
+            Arc::new(GroupService(shell.clone())),
+        )
+        .await?;
+    Ok(Group::new(shell, status))
+}
+
+/// The settings this node must share with its cluster.
+fn cluster_settings(config: &NodeConfig) -> ClusterSettings {
+    ClusterSettings {
+        cluster_size: config.cluster_size as u32,
+        quorum: config.quorum as u32,
+        lock_lease_ms: config.lock_lease.as_millis() as u64,
+        probe_period_ms: config.timings.probe_period.as_millis() as u64,
+        probe_rtt_ms: config.timings.probe_rtt.as_millis() as u64,
+        suspect_to_down_ms: config.timings.suspect_to_down.as_millis() as u64,
+    }
+}
+
+/// Waits until this node has the cluster's settings from the group (it was added and caught
+/// up), and refuses to go on if its own disagree.
+async fn wait_for_group(node: &Node) -> Result<(), StartError> {
+    let mut status = node.group().watch();
+    let mut said = std::time::Instant::now();
+    loop {
+        let s = status.borrow_and_update().clone();
+        if let Some(d) = &s.disagreement {
+            return Err(StartError::Settings(d.clone()));
+        }
+        if let Some(settings) = &s.state.settings {
+            if let Some(d) = cluster_settings(node.config()).disagreement(settings) {
+                return Err(StartError::Settings(d));
+            }
+            return Ok(());
+        }
+        if said.elapsed() > Duration::from_secs(5) {
+            said = std::time::Instant::now();
+            tracing::info!(leader = ?s.leader, "waiting to be added to the consensus group");
+        }
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), status.changed()).await {
+            // The group stopped: the node is stopping.
+            return Ok(());
+        }
+    }
 }
 
 async fn start_components(node: &Node) -> Result<(), ComponentError> {

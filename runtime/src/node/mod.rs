@@ -3,7 +3,7 @@
 mod admin;
 /// The JSON bodies of the admin endpoint.
 pub mod admin_types {
-    pub use super::admin::{ClusterStatus, Faults};
+    pub use super::admin::{ClusterStatus, ConsensusReport, Faults};
 }
 mod builder;
 mod builtin;
@@ -62,6 +62,7 @@ struct Inner {
     events: Events,
     membership: MembershipHandle,
     transport: Transport,
+    group: crate::consensus::Group,
     components: Vec<Arc<dyn Component>>,
     started: Mutex<usize>,
     extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
@@ -69,6 +70,9 @@ struct Inner {
     stopping: AtomicBool,
     admin: std::sync::Mutex<Option<admin::AdminServer>>,
 }
+
+/// How long a leaving node waits for its slots to move away with their tables.
+const LEAVE_GROUP_WITHIN: Duration = Duration::from_secs(5);
 
 /// An operation that operators may start from the admin endpoint (`POST /actions/{name}`);
 /// it answers with JSON or an error message.
@@ -131,6 +135,11 @@ impl Node {
     /// The cluster's shared home, as mounted on this node.
     pub fn shared_home(&self) -> &SharedHome {
         &self.inner.shared_home
+    }
+
+    /// The consensus group as this node takes part in it.
+    pub fn group(&self) -> &crate::consensus::Group {
+        &self.inner.group
     }
 
     /// The node's event bus (membership events and the application's own).
@@ -342,7 +351,15 @@ impl Node {
         }
         tracing::info!(node = %self.name(), "leaving the cluster");
         self.stop_components().await;
+        // Slots move away with their tables while the transport still carries them.
+        let handed_over = self.inner.group.leave(LEAVE_GROUP_WITHIN).await;
+        if !handed_over {
+            tracing::warn!(
+                "left before every slot was handed over; they move once this node's epoch is revoked"
+            );
+        }
         self.inner.membership.leave().await;
+        self.inner.group.stop();
         self.inner.transport.stop();
         if let Some(admin) = self.inner.admin.lock().expect("admin lock").take() {
             admin.stop();

@@ -497,6 +497,7 @@ impl World {
             name: name.into(),
             addr,
             incarnation,
+            replica: 0,
         };
         MembershipCore::new(
             identity,
@@ -517,6 +518,7 @@ impl World {
                 name: slot.name.clone(),
                 addr: slot.addr,
                 incarnation: slot.incarnation,
+                replica: 0,
             },
             cookie: slot.cookie.clone(),
         };

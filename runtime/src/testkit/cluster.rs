@@ -184,6 +184,11 @@ impl TestCluster {
         Ok(())
     }
 
+    /// The cluster size the nodes are told: an in-process node that joins must say the same.
+    pub fn cluster_size(&self) -> usize {
+        self.spec.cluster_size.unwrap_or(self.spec.nodes)
+    }
+
     /// Number of nodes (running or not).
     pub fn len(&self) -> usize {
         self.procs.len()

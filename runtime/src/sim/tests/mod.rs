@@ -31,6 +31,7 @@ pub(crate) fn ident(n: u8) -> crate::membership::NodeIdentity {
         name: format!("n{n}"),
         addr: addr(n),
         incarnation: 1,
+        replica: 0,
     }
 }
 

@@ -1,0 +1,441 @@
+//! The group on a running node: the [`GroupCore`] in its actor shell, with its store on disk,
+//! its messages on the transport, and what it knows published for the node's primitives.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use super::command::{Command, Outcome, ReplicaId};
+use super::core::{Entitlement, GroupCore, GroupStats, Output, PeerState, ProposalId};
+use super::disk::Disk;
+use super::settings::Disagreement;
+use super::state::ClusterState;
+use crate::NodeId;
+use crate::membership::{MemberState, View};
+use crate::shell::{Driven, Shell};
+use crate::transport::{Request, RequestError, Service, ServiceError, ServiceFuture, Transport};
+use crate::wire;
+
+/// The service name of the group's messages.
+pub const SERVICE: &str = "consensus";
+
+/// How long a batch of raft messages may take to reach a peer; raft retries on its own.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Raft messages from one member to another, as the `consensus` service carries them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RaftBatch {
+    /// The group they belong to.
+    pub group: u64,
+    /// The sending member.
+    pub from: u64,
+    /// Each message, protobuf-encoded.
+    pub messages: Vec<serde_bytes::ByteBuf>,
+}
+
+/// What the group knows, as published after every change.
+#[derive(Debug, Clone)]
+pub struct GroupStatus {
+    /// This node's member id.
+    pub replica: ReplicaId,
+    /// The group's id (0: not in one yet).
+    pub group: u64,
+    /// The current term.
+    pub term: u64,
+    /// The leader, if known.
+    pub leader: Option<ReplicaId>,
+    /// Voters.
+    pub voters: Vec<ReplicaId>,
+    /// Learners.
+    pub learners: Vec<ReplicaId>,
+    /// Highest index known committed.
+    pub commit: u64,
+    /// Highest index applied here.
+    pub applied: u64,
+    /// Each member's replicated index (known on the leader only).
+    pub progress: BTreeMap<ReplicaId, u64>,
+    /// The cluster state as applied here.
+    pub state: Arc<ClusterState>,
+    /// This node's epoch, while in force.
+    pub epoch: Option<u64>,
+    /// This node's entitlement (its end moves with every heartbeat applied).
+    pub entitlement: Option<Entitlement>,
+    /// Set when this node's settings disagree with the cluster's.
+    pub disagreement: Option<Disagreement>,
+    /// This node left the group on purpose.
+    pub left: bool,
+    /// Counters.
+    pub stats: GroupStats,
+    /// The store failed: the group stopped on this node.
+    pub failed: Option<String>,
+}
+
+/// Why a proposal did not give an outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// It was not applied in time: no leader, no quorum, or a slow group. It may still apply
+    /// later; every command is safe to propose again.
+    #[error("the consensus group did not apply the proposal in time (no leader or no quorum?)")]
+    Timeout,
+    /// The group has stopped on this node.
+    #[error("the consensus group has stopped on this node")]
+    Stopped,
+}
+
+/// Inputs of the group's driver.
+pub enum GroupInput {
+    /// Raft messages that came from `from` (the node its connection authenticated).
+    Batch {
+        /// The sending node.
+        from: NodeId,
+        /// The messages.
+        batch: RaftBatch,
+    },
+    /// A command to propose; the outcome goes to `reply`.
+    Propose(Command, oneshot::Sender<Result<Outcome, ProposeError>>),
+    /// Leave the group gracefully.
+    Leave,
+}
+
+/// The group's driver: the core and its IO.
+pub struct GroupDriver {
+    core: GroupCore,
+    disk: Disk,
+    transport: Transport,
+    /// Members' current node ids, from the membership view.
+    nodes: HashMap<ReplicaId, NodeId>,
+    replicas: HashMap<NodeId, ReplicaId>,
+    waiting: HashMap<ProposalId, oneshot::Sender<Result<Outcome, ProposeError>>>,
+    status: watch::Sender<Arc<GroupStatus>>,
+    saved_group: u64,
+    failed: Option<String>,
+    refused_batches: u64,
+}
+
+impl GroupDriver {
+    /// A driver around `core`, persisting to `disk` and sending over `transport`.
+    pub(crate) fn new(
+        core: GroupCore,
+        disk: Disk,
+        transport: Transport,
+    ) -> (GroupDriver, watch::Receiver<Arc<GroupStatus>>) {
+        let saved_group = core.group();
+        let (status, rx) = watch::channel(Arc::new(status_of(&core, Instant::now(), None)));
+        let driver = GroupDriver {
+            core,
+            disk,
+            transport,
+            nodes: HashMap::new(),
+            replicas: HashMap::new(),
+            waiting: HashMap::new(),
+            status,
+            saved_group,
+            failed: None,
+            refused_batches: 0,
+        };
+        (driver, rx)
+    }
+
+    fn send(&self, batches: BTreeMap<ReplicaId, Vec<serde_bytes::ByteBuf>>) {
+        let group = self.core.group();
+        let from = self.core.replica().0;
+        for (to, messages) in batches {
+            let Some(node) = self.nodes.get(&to).copied() else {
+                continue;
+            };
+            let batch = RaftBatch {
+                group,
+                from,
+                messages,
+            };
+            let Ok(payload) = wire::encode_payload(&batch) else {
+                continue;
+            };
+            let transport = self.transport.clone();
+            tokio::spawn(async move {
+                let sent = transport
+                    .request(node, SERVICE, "raft", payload, SEND_TIMEOUT)
+                    .await;
+                if let Err(e) = sent
+                    && !matches!(e, RequestError::Timeout { .. })
+                {
+                    tracing::trace!(%to, error = %e, "raft messages not delivered");
+                }
+            });
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        tracing::error!(%reason, "the consensus store failed: this node stops taking part in the group");
+        self.failed = Some(reason);
+        for (_, reply) in self.waiting.drain() {
+            let _ = reply.send(Err(ProposeError::Stopped));
+        }
+    }
+}
+
+impl Driven for GroupDriver {
+    type Input = GroupInput;
+
+    fn input(&mut self, now: Instant, input: GroupInput) {
+        if self.failed.is_some() {
+            if let GroupInput::Propose(_, reply) = input {
+                let _ = reply.send(Err(ProposeError::Stopped));
+            }
+            return;
+        }
+        match input {
+            GroupInput::Batch { from, batch } => {
+                // The member the connection authenticated, not the one the batch names.
+                let Some(replica) = self.replicas.get(&from).copied() else {
+                    self.refused_batches += 1;
+                    return;
+                };
+                for bytes in batch.messages {
+                    match super::core::decode_message(&bytes) {
+                        Ok(msg) => {
+                            if let Err(e) = self.core.handle_message(now, batch.group, replica, msg)
+                            {
+                                tracing::debug!(%replica, error = %e, "raft message refused");
+                            }
+                        }
+                        Err(_) => self.refused_batches += 1,
+                    }
+                }
+            }
+            GroupInput::Propose(command, reply) => {
+                let id = self.core.propose(now, command);
+                self.waiting.insert(id, reply);
+            }
+            GroupInput::Leave => self.core.leave(now),
+        }
+    }
+
+    fn view(&mut self, now: Instant, view: &Arc<View>) {
+        self.nodes.clear();
+        self.replicas.clear();
+        let mut peers = Vec::new();
+        for m in view.members.iter().filter(|m| m.replica != 0) {
+            let replica = ReplicaId(m.replica);
+            if replica == self.core.replica() {
+                continue;
+            }
+            let seen = match m.state {
+                MemberState::Left => PeerState::Left,
+                MemberState::Down => PeerState::Unreachable,
+                _ => PeerState::Up,
+            };
+            peers.push((replica, seen));
+            if !m.state.is_gone() {
+                self.nodes.insert(replica, m.id);
+                self.replicas.insert(m.id, replica);
+            }
+        }
+        self.core.set_peers(now, peers);
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        if self.failed.is_none() {
+            self.core.handle_timeout(now);
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        let mut batches: BTreeMap<ReplicaId, Vec<serde_bytes::ByteBuf>> = BTreeMap::new();
+        while let Some(output) = self.core.poll_output() {
+            if self.failed.is_some() {
+                continue;
+            }
+            match output {
+                Output::Send(msg) => {
+                    batches
+                        .entry(ReplicaId(msg.to))
+                        .or_default()
+                        .push(serde_bytes::ByteBuf::from(super::core::encode_message(
+                            &msg,
+                        )))
+                }
+                Output::Persist(change) => {
+                    // Messages queued before the change may go; later ones only once it is on disk.
+                    self.send(std::mem::take(&mut batches));
+                    if let Err(e) = self.disk.write(&change) {
+                        self.fail(e.to_string());
+                    }
+                }
+                Output::Applied(applied) => {
+                    if let Some(reply) = applied.proposal.and_then(|id| self.waiting.remove(&id)) {
+                        let _ = reply.send(Ok(applied.outcome));
+                    }
+                }
+                Output::Failed { proposal, .. } => {
+                    if let Some(reply) = self.waiting.remove(&proposal) {
+                        let _ = reply.send(Err(ProposeError::Timeout));
+                    }
+                }
+                Output::Leader { term, leader } => {
+                    tracing::info!(term, leader = ?leader, "consensus leader");
+                }
+                Output::Disagrees(d) => {
+                    tracing::error!(error = %d, "this node's settings disagree with the cluster's");
+                }
+            }
+        }
+        self.send(batches);
+        if self.core.group() != self.saved_group && self.failed.is_none() {
+            self.saved_group = self.core.group();
+            if let Err(e) = self.disk.set_group(self.saved_group) {
+                self.fail(e.to_string());
+            }
+        }
+        let status = status_of(&self.core, now, self.failed.clone());
+        let changed = {
+            let old = self.status.borrow();
+            old.applied != status.applied
+                || old.term != status.term
+                || old.leader != status.leader
+                || old.entitlement != status.entitlement
+                || old.failed != status.failed
+                || old.voters != status.voters
+                || old.learners != status.learners
+        };
+        if changed {
+            self.status.send_replace(Arc::new(status));
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.core.poll_timeout()
+    }
+}
+
+fn status_of(core: &GroupCore, now: Instant, failed: Option<String>) -> GroupStatus {
+    let conf = core.conf_state();
+    GroupStatus {
+        replica: core.replica(),
+        group: core.group(),
+        term: core.term(),
+        leader: core.leader(),
+        voters: conf.voters.iter().map(|r| ReplicaId(*r)).collect(),
+        learners: conf.learners.iter().map(|r| ReplicaId(*r)).collect(),
+        commit: core.commit_index(),
+        applied: core.applied_index(),
+        progress: core.progress(),
+        state: Arc::new(core.state().clone()),
+        epoch: core.epoch(),
+        entitlement: core.entitlement(now),
+        disagreement: core.disagreement().cloned(),
+        left: core.has_left(),
+        stats: core.stats(),
+        failed,
+    }
+}
+
+/// The consensus group on this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Group {
+    shell: Shell<GroupDriver>,
+    status: watch::Receiver<Arc<GroupStatus>>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("replica", &self.status.borrow().replica)
+            .finish()
+    }
+}
+
+impl Group {
+    pub(crate) fn new(
+        shell: Shell<GroupDriver>,
+        status: watch::Receiver<Arc<GroupStatus>>,
+    ) -> Self {
+        Group { shell, status }
+    }
+
+    /// What the group knows now.
+    pub fn status(&self) -> Arc<GroupStatus> {
+        self.status.borrow().clone()
+    }
+
+    /// Wakes on every change of [`Group::status`].
+    pub fn watch(&self) -> watch::Receiver<Arc<GroupStatus>> {
+        self.status.clone()
+    }
+
+    /// Proposes `command` and waits for its outcome, at most `timeout`.
+    ///
+    /// # Errors
+    /// [`ProposeError`]; on a timeout the command may still apply later.
+    pub async fn propose(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<Outcome, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        self.shell
+            .cast(GroupInput::Propose(command, tx))
+            .map_err(|_| ProposeError::Stopped)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(ProposeError::Stopped),
+            Err(_) => Err(ProposeError::Timeout),
+        }
+    }
+
+    /// Leaves gracefully: this node's slots move away with their tables and its epoch retires.
+    /// Waits until it has, at most `timeout`; returns whether it did.
+    pub async fn leave(&self, timeout: Duration) -> bool {
+        if self.shell.cast(GroupInput::Leave).is_err() {
+            return false;
+        }
+        let mut status = self.status.clone();
+        let done = async {
+            loop {
+                let s = status.borrow_and_update().clone();
+                if s.left || s.epoch.is_none() {
+                    return true;
+                }
+                // With nobody to take them, this node's slots move once its epoch is revoked.
+                if s.state.placement_targets().all(|r| r == s.replica) {
+                    return false;
+                }
+                if status.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, done).await.unwrap_or(false)
+    }
+
+    /// Stops the group on this node.
+    pub fn stop(&self) {
+        self.shell.stop();
+    }
+}
+
+/// The `consensus` service: raft messages from other members, handed to the group's actor.
+pub(crate) struct GroupService(pub Shell<GroupDriver>);
+
+impl Service for GroupService {
+    fn call(&self, request: Request) -> ServiceFuture {
+        let result = match request.kind.as_str() {
+            "raft" => match wire::decode_payload::<RaftBatch>(&request.payload) {
+                Ok(batch) => self
+                    .0
+                    .cast(GroupInput::Batch {
+                        from: request.from,
+                        batch,
+                    })
+                    .map(|()| Vec::new())
+                    .map_err(|e| ServiceError::Failed(e.to_string())),
+                Err(e) => Err(ServiceError::BadPayload(e)),
+            },
+            other => Err(ServiceError::UnknownKind(other.to_owned())),
+        };
+        Box::pin(std::future::ready(result))
+    }
+}

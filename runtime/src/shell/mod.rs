@@ -1,0 +1,226 @@
+//! The actor shell every sans-IO core runs in: one ractor actor that feeds a core its inputs,
+//! the membership view and its timer, and after each of them lets the core's driver carry out
+//! what the core queued.
+//!
+//! A primitive implements [`Driven`] for its driver (its core plus the IO the core asks for:
+//! sockets, disk, waiting callers), and gets a [`Shell`]: inputs can be stepped in the caller's
+//! own task ([`Shell::send`], no hand-off to the actor and back) or queued on the actor's
+//! mailbox ([`Shell::cast`], for callers that must not wait on the driver's lock, such as a
+//! connection's task that serves other requests too). Either way the step is the same: one
+//! input with the current time, one flush, the timer re-armed at the core's next deadline.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
+
+use crate::membership::View;
+
+/// A core with its IO, as the shell drives it.
+pub trait Driven: Send + 'static {
+    /// What callers hand the core.
+    type Input: Send + 'static;
+
+    /// One input.
+    fn input(&mut self, now: Instant, input: Self::Input);
+
+    /// The membership view changed (called once at the start, too).
+    fn view(&mut self, now: Instant, view: &Arc<View>);
+
+    /// The deadline of [`Driven::deadline`] passed.
+    fn timeout(&mut self, now: Instant);
+
+    /// Carries out everything the core queued. Called after every input, view and timeout.
+    fn flush(&mut self, now: Instant);
+
+    /// When [`Driven::timeout`] is due next.
+    fn deadline(&self) -> Option<Instant>;
+}
+
+/// The shell is gone: its node is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the service has stopped: its node is shutting down")]
+pub struct Stopped;
+
+/// The actor's messages.
+pub enum ShellMsg<I> {
+    /// An input queued with [`Shell::cast`].
+    Input(I),
+    /// The membership view changed.
+    View(Arc<View>),
+    /// The deadline passed.
+    Tick,
+}
+
+impl<I: Send + 'static> ractor::Message for ShellMsg<I> {}
+
+struct Stepper<D> {
+    driven: D,
+    deadline: watch::Sender<Option<Instant>>,
+}
+
+impl<D: Driven> Stepper<D> {
+    fn settle(&mut self, now: Instant) {
+        self.driven.flush(now);
+        let next = self.driven.deadline();
+        // `send_replace` wakes the timer even if the deadline did not move: after a tick it
+        // waits for exactly that.
+        self.deadline.send_replace(next);
+    }
+}
+
+/// A running shell. Cheap to clone.
+pub struct Shell<D: Driven> {
+    actor: ActorRef<ShellMsg<D::Input>>,
+    state: Arc<Mutex<Stepper<D>>>,
+}
+
+impl<D: Driven> Clone for Shell<D> {
+    fn clone(&self) -> Self {
+        Shell {
+            actor: self.actor.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+struct ShellActor<D>(std::marker::PhantomData<fn() -> D>);
+
+impl<D: Driven> Shell<D> {
+    /// Starts the actor around `driven`, feeding it `views` until the view's sender is gone.
+    ///
+    /// # Errors
+    /// ractor's reason if the actor could not start.
+    pub async fn spawn(
+        driven: D,
+        views: watch::Receiver<Arc<View>>,
+    ) -> Result<Shell<D>, ractor::SpawnErr> {
+        let (deadline, wake) = watch::channel(None);
+        let state = Arc::new(Mutex::new(Stepper { driven, deadline }));
+        let (actor, _) = Actor::spawn(
+            None,
+            ShellActor::<D>(std::marker::PhantomData),
+            (state.clone(), wake, views),
+        )
+        .await?;
+        Ok(Shell { actor, state })
+    }
+
+    /// Steps `input` now, in the caller's task.
+    ///
+    /// # Errors
+    /// [`Stopped`] once the shell stopped: the input was not handed to the core.
+    pub fn send(&self, input: D::Input) -> Result<(), Stopped> {
+        if self.actor.get_status() != ractor::ActorStatus::Running {
+            return Err(Stopped);
+        }
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        state.driven.input(now, input);
+        state.settle(now);
+        Ok(())
+    }
+
+    /// Queues `input` on the actor's mailbox.
+    ///
+    /// # Errors
+    /// [`Stopped`] once the shell stopped.
+    pub fn cast(&self, input: D::Input) -> Result<(), Stopped> {
+        self.actor.cast(ShellMsg::Input(input)).map_err(|_| Stopped)
+    }
+
+    /// Reads the driver.
+    pub fn with<R>(&self, read: impl FnOnce(&D) -> R) -> R {
+        read(&lock(&self.state).driven)
+    }
+
+    /// Stops the actor; later inputs fail with [`Stopped`].
+    pub fn stop(&self) {
+        self.actor.stop(None);
+    }
+}
+
+fn lock<D>(state: &Mutex<Stepper<D>>) -> MutexGuard<'_, Stepper<D>> {
+    // A panic in a core is a bug; the state it left is still the best there is.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type Args<D> = (
+    Arc<Mutex<Stepper<D>>>,
+    watch::Receiver<Option<Instant>>,
+    watch::Receiver<Arc<View>>,
+);
+
+impl<D: Driven> Actor for ShellActor<D> {
+    type Msg = ShellMsg<D::Input>;
+    type State = Arc<Mutex<Stepper<D>>>;
+    type Arguments = Args<D>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (state, mut wake, mut views): Args<D>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // One long-lived timer task, told the earliest deadline through a watch: cheaper than a
+        // spawned timer each time the deadline moves.
+        let me = myself.clone();
+        tokio::spawn(async move {
+            loop {
+                let at = *wake.borrow_and_update();
+                let fired = match at {
+                    Some(at) => tokio::select! {
+                        changed = wake.changed() => { if changed.is_err() { return } false }
+                        () = tokio::time::sleep_until(at.into()) => true,
+                    },
+                    None => {
+                        if wake.changed().await.is_err() {
+                            return;
+                        }
+                        false
+                    }
+                };
+                // After a tick, wait for the step to set the next deadline.
+                if fired && (me.cast(ShellMsg::Tick).is_err() || wake.changed().await.is_err()) {
+                    return;
+                }
+            }
+        });
+        let me = myself.clone();
+        tokio::spawn(async move {
+            loop {
+                let view = views.borrow_and_update().clone();
+                if me.cast(ShellMsg::View(view)).is_err() {
+                    return;
+                }
+                if views.changed().await.is_err() {
+                    me.stop(None);
+                    return;
+                }
+            }
+        });
+        {
+            let now = Instant::now();
+            let mut s = lock(&state);
+            s.settle(now);
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        let mut s = lock(state);
+        match message {
+            ShellMsg::Input(input) => s.driven.input(now, input),
+            ShellMsg::View(view) => s.driven.view(now, &view),
+            ShellMsg::Tick => s.driven.timeout(now),
+        }
+        s.settle(now);
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! The consensus group across real processes: it forms, elects again when its leader is
+//! killed, keeps every member's place across restarts (one node, or all of them), refuses a
+//! node whose settings disagree, and takes a node whose store is unreadable back as a new
+//! member.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use colony_runtime::ConsensusReport;
+use colony_runtime::testkit::TestCluster;
+use common::{converged_cluster, logs, serial, spec};
+
+/// Each running node's consensus report.
+fn reports(cluster: &TestCluster) -> Vec<Option<ConsensusReport>> {
+    (0..cluster.len())
+        .map(|i| cluster.status(i).map(|s| s.consensus))
+        .collect()
+}
+
+/// Waits until every node in `nodes` agrees on one leader and `voters` voters and is
+/// registered in an epoch; returns the agreed report of the first.
+fn wait_for_group(cluster: &TestCluster, nodes: &[usize], voters: usize) -> ConsensusReport {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = reports(cluster);
+        let seen: Vec<&ConsensusReport> = nodes.iter().filter_map(|i| all[*i].as_ref()).collect();
+        let agreed = seen.len() == nodes.len()
+            && seen.iter().all(|r| {
+                r.leader.is_some()
+                    && r.leader == seen[0].leader
+                    && r.voters.len() == voters
+                    && r.epoch.is_some()
+                    && r.problem.is_none()
+            });
+        if agreed {
+            return seen[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agreed group: {all:#?}\n{}",
+            logs(cluster)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn index_of(cluster: &TestCluster, replica: &str) -> usize {
+    (0..cluster.len())
+        .find(|i| {
+            cluster
+                .status(*i)
+                .is_some_and(|s| s.consensus.replica == replica)
+        })
+        .expect("a node with that replica id")
+}
+
+#[test]
+fn a_group_forms_elects_again_and_keeps_every_member_across_restarts() {
+    let _serial = serial();
+    let mut cluster = converged_cluster(3);
+    let all = [0, 1, 2];
+    let first = wait_for_group(&cluster, &all, 3);
+    let ids: Vec<String> = reports(&cluster)
+        .into_iter()
+        .map(|r| r.unwrap().replica)
+        .collect();
+
+    // Kill the leader: the others elect a new one in a higher term.
+    let leader = index_of(&cluster, first.leader.as_deref().unwrap());
+    cluster.kill(leader);
+    let others: Vec<usize> = all.iter().copied().filter(|i| *i != leader).collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let second = loop {
+        let r = cluster.status(others[0]).map(|s| s.consensus);
+        if let Some(r) = r.filter(|r| r.leader.is_some() && r.leader != first.leader) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader\n{}",
+            logs(&cluster)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(second.term > first.term);
+
+    // The killed node comes back with the same member id and a new epoch.
+    cluster.restart(leader).unwrap();
+    let back = wait_for_group(&cluster, &all, 3);
+    assert_eq!(back.voters.len(), 3);
+    assert_eq!(
+        cluster.status(leader).unwrap().consensus.replica,
+        ids[leader]
+    );
+
+    // Every node stops, then starts again: the group, its members and its log are recovered.
+    for i in all {
+        cluster.terminate(i, Duration::from_secs(15));
+    }
+    for i in all {
+        cluster.restart(i).unwrap();
+    }
+    let again = wait_for_group(&cluster, &all, 3);
+    assert_eq!(again.group, first.group);
+    let mut before = first.voters.clone();
+    let mut after = again.voters.clone();
+    before.sort();
+    after.sort();
+    assert_eq!(before, after, "the same members vote");
+    assert!(again.commit >= back.commit);
+}
+
+#[test]
+fn a_node_whose_settings_disagree_is_refused_with_both_values() {
+    let _serial = serial();
+    let cluster = converged_cluster(3);
+    wait_for_group(&cluster, &[0, 1, 2], 3);
+    let home = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut node = Command::new(env!("CARGO_BIN_EXE_colony"))
+        .arg("node")
+        .args(["--name", "odd"])
+        .arg("--home")
+        .arg(home.path())
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--seeds", &cluster.addr(0).to_string()])
+        .args(["--cookie", &spec(3).cookie])
+        .args(["--cluster-size", "3"])
+        .args(["--lock-lease-ms", "1500"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = node.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the odd node was not refused");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = node.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("`lock_lease_ms` is 1500 on this node but 5000 in the cluster"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_node_whose_store_is_unreadable_comes_back_as_a_new_member() {
+    let _serial = serial();
+    let mut cluster = converged_cluster(3);
+    wait_for_group(&cluster, &[0, 1, 2], 3);
+    let old = cluster.status(2).unwrap().consensus.replica;
+    cluster.kill(2);
+    let store = cluster.home(2).join("state").join("consensus.redb");
+    std::fs::write(&store, b"not a consensus store: junk written over it").unwrap();
+    cluster.restart(2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = cluster.status(2).map(|s| s.consensus);
+        if let Some(r) = r.filter(|r| r.epoch.is_some()) {
+            assert_ne!(r.replica, old, "a new member id");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never rejoined\n{}",
+            logs(&cluster)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        cluster.log(2).contains("the consensus store is unreadable"),
+        "{}",
+        cluster.log(2)
+    );
+    let moved_aside = std::fs::read_dir(cluster.home(2).join("state"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+    assert!(moved_aside);
+}
