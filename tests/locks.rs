@@ -6,14 +6,16 @@ mod common;
 
 use std::time::Duration;
 
-use colony_runtime::placement::owner_of;
+use colony_runtime::ownership::slot_of;
 use common::locks::{LEASE_MS, hammer, holding, stop_and_check, total, wait_progress};
-use common::{assert_converges, logs, serial};
+use common::{assert_converges, logs, serial, wait_voters};
 
 const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
 
-fn key(name: &str) -> Vec<u8> {
-    colony::actors::locks::core::key(&colony::actors::locks::name::named_key(name))
+fn slot(name: &str) -> usize {
+    usize::from(slot_of(
+        colony::actors::locks::name::named_key(name).as_bytes(),
+    ))
 }
 
 #[test]
@@ -52,12 +54,11 @@ fn no_overlap_when_the_owner_is_killed() {
         logs(&cluster)
     );
     let status = cluster.status(0).unwrap();
-    let ids: Vec<_> = status.members.iter().map(|m| m.id).collect();
-    let owner = owner_of(&key("alpha"), ids.iter().copied()).unwrap();
+    let owner = status.consensus.lock_slots[slot("alpha")].clone().unwrap();
     let victim = status
         .members
         .iter()
-        .find(|m| m.id == owner)
+        .find(|m| format!("{:x}", m.replica) == owner)
         .unwrap()
         .name
         .clone();
@@ -135,6 +136,7 @@ fn no_overlap_across_a_two_three_partition_and_its_healing() {
         "no progress:\n{}",
         logs(&cluster)
     );
+    wait_voters(&cluster, 5);
     cluster.partition(&[&[0, 1], &[2, 3, 4]]).unwrap();
     let before = total(&cluster);
     assert!(

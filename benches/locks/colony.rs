@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use colony::actors::locks::{LockSettings, core, name};
+use colony::actors::locks::LockSettings;
 use colony::{ClusterLock, LocksExt, MemberState, Node, NodeId, Primitives};
 use colony_runtime::testkit::{ClusterSpec, TestCluster, free_port};
 
@@ -337,7 +337,7 @@ async fn client(lock: ClusterLock, until: Instant) -> Batch {
 
 /// The owner of lock `name` in `node`'s view.
 fn owner_of(node: &Node, name: &str) -> Option<NodeId> {
-    node.owner_of(&core::key(&name::named_key(name)))
+    node.locks().owner_of(name)
 }
 
 /// The id of the member named `name` if `node` sees it up.

@@ -129,6 +129,20 @@ pub async fn raw_call(node: colony_runtime::NodeId, bytes: Vec<u8>) -> colony_ru
     }
 }
 
+/// Waits until node 0 sees `voters` voters in the consensus group (a partition while the group
+/// is still forming can leave the larger side without a voting majority).
+pub fn wait_voters(cluster: &TestCluster, voters: usize) {
+    let done = cluster.wait_until(Duration::from_secs(30), |c| {
+        c.status(0)
+            .is_some_and(|s| s.consensus.voters.len() == voters && s.consensus.learners.is_empty())
+    });
+    assert!(
+        done.is_some(),
+        "the group never had {voters} voters:\n{}",
+        logs(cluster)
+    );
+}
+
 pub fn logs(cluster: &TestCluster) -> String {
     cluster
         .all()

@@ -1,30 +1,33 @@
-//! The lock table of the names this node owns, with no IO.
+//! The lock table of the slots this node serves, with no IO.
 //!
-//! Each name's state lives on its owner, the up member chosen by rendezvous hashing. The table
-//! grants leases, queues waiters in FIFO order, renews and releases, and settles ownership
-//! changes. Drive it with one input (`acquire`, `renew`, `release`, `cancel`, `set_view`,
-//! `handle_timeout`), then drain [`LockTable::poll_output`], then sleep until
-//! [`LockTable::poll_timeout`].
+//! A lock name belongs to a slot ([`slot_of`]); the consensus group gives each slot to one node
+//! under an epoch, and [`Ownership`] says when this node may act on it. The table grants leases,
+//! queues waiters in FIFO order, renews and releases, and hands a slot's holds to the next owner
+//! when the slot moves. Drive it with one input (`acquire`, `renew`, `release`, `cancel`,
+//! `received`, `set_group`, `handle_timeout`), then drain [`LockTable::poll_output`], then sleep
+//! until [`LockTable::poll_timeout`].
 //!
 //! # Safety argument
-//! - A name is granted only by a node that has owned it, with quorum, for the whole takeover
-//!   delay (a lease plus the failure-detection bound) before the grant ([`super::views`]). An
-//!   earlier owner stops granting and renewing within the detection bound of losing the name
-//!   (it sees the new view or loses quorum), so every lease it gave has ended by then.
-//! - A holder re-asserting its lease during that delay (its renewal reaching the new owner) is
-//!   adopted, so a hold survives a change of owner and the token floor rises to its token.
-//! - A released or expired name is granted to the next waiter at once: the owner itself ended
-//!   the previous lease.
+//! - Only a node the group entitled to a slot grants or renews its names, and only while its
+//!   own entitlement lasts ([`Ownership::may_serve`]); a grant or renewal never outlives that
+//!   entitlement ([`Ownership::lease`]). A node whose epoch ended granted nothing still valid,
+//!   so the next owner starts with an empty table; a live owner hands its holds over before the
+//!   next owner serves.
+//! - The lease on the wire is a duration from the owner's receipt of the request. The holder
+//!   counts it from before it sent the request, shortened by the drift allowance, so it never
+//!   believes it holds longer than the owner granted.
+//! - Tokens come from the slot's block, drawn by the group above every earlier block: they
+//!   strictly increase per name across owners, with no clock involved.
 //! - Entries with no holder and no waiter are removed: ever-new names leave nothing behind.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use colony_runtime::NodeId;
+use colony_runtime::consensus::{ClusterState, Command, Domain, Entitlement, ReplicaId};
+use colony_runtime::ownership::{Change, Ownership, SlotView, slot_of};
 use serde::{Deserialize, Serialize};
-
-use super::tokens::Tokens;
-use super::views::{View, Views};
 
 /// Who holds or waits: a guard on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,33 +53,59 @@ pub enum Wait {
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
-    /// The lock is held with this token for one lease from the grant.
+    /// The lock is held with this token for `lease_ms` from the grant.
     Granted {
         /// The fencing token.
         token: u64,
-        /// How long the request waited in the queue before the grant, in microseconds: the
-        /// holder's lease runs from its send time plus this.
+        /// How long the grant lasts from when the owner made it, in milliseconds.
+        lease_ms: u64,
+        /// How long the request waited in the queue before the grant, in microseconds.
         waited_us: u64,
     },
-    /// Someone else holds it (or it cannot be granted yet) and the caller did not wait.
+    /// Someone else holds it and the caller did not wait.
     Busy,
     /// The wait ended without a grant.
     TimedOut,
-    /// The lease was renewed.
-    Renewed,
+    /// The lease was renewed for `lease_ms` from the owner's receipt of the renewal.
+    Renewed {
+        /// How long the renewal lasts, in milliseconds.
+        lease_ms: u64,
+    },
     /// The lock was released.
     Released,
     /// The caller does not hold the lock (its lease ended or was never granted).
     NotHeld,
-    /// This node does not own the name; ask `owner`.
-    NotOwner {
-        /// The owner in this node's view.
-        owner: Option<NodeId>,
-    },
-    /// This node cannot see a quorum; nothing is granted or renewed.
-    NoQuorum,
+    /// This node does not serve the name's slot now (it moved, or this node's entitlement
+    /// lapsed): ask the owner the group names.
+    NotOwner,
     /// The waiter was withdrawn.
     Cancelled,
+    /// A hand-over was taken (or was not awaited; the sender tries again while it matters).
+    Received,
+}
+
+/// One hold as it travels to the next owner of its slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedHold {
+    /// The lock's key.
+    pub name: String,
+    /// Its holder.
+    pub holder: Holder,
+    /// Its token.
+    pub token: u64,
+    /// What was left of its lease when it was sent, in milliseconds.
+    pub left_ms: u64,
+}
+
+/// A slot's table on its way to the next owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotTable {
+    /// The slot.
+    pub slot: u16,
+    /// The new owner's generation.
+    pub generation: u64,
+    /// The holds.
+    pub holds: Vec<MovedHold>,
 }
 
 /// Something the shell must do.
@@ -90,6 +119,15 @@ pub enum Output {
         /// The answer.
         answer: Answer,
     },
+    /// Send `table` to `to`, the slot's next owner (again until the group records it).
+    HandOver {
+        /// The next owner.
+        to: ReplicaId,
+        /// The table.
+        table: SlotTable,
+    },
+    /// Propose `command` to the group.
+    Propose(Command),
 }
 
 #[derive(Debug, Clone)]
@@ -107,65 +145,54 @@ struct Waiter {
     since: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Entry {
+    slot: u16,
     hold: Option<Hold>,
     waiters: VecDeque<Waiter>,
     /// This entry's one timer, at its earliest deadline.
     timer: Option<(Instant, u64)>,
 }
 
-impl Entry {
-    fn is_empty(&self) -> bool {
-        self.hold.is_none() && self.waiters.is_empty()
-    }
-}
-
 /// Timing of the lock table.
 #[derive(Debug, Clone, Copy)]
 pub struct TableConfig {
-    /// How long a grant or renewal lasts.
+    /// How long a grant or renewal lasts, at most.
     pub lease: Duration,
-    /// How long a node must own a name before it grants it: a lease plus the failure-detection
-    /// bound. Zero for a cluster of one, where no other owner can have existed.
-    pub takeover_delay: Duration,
+    /// The drift allowance, in parts per thousand: a lease carried over to another node is
+    /// stretched by it.
+    pub drift_permille: u32,
+    /// How often a slot's table is sent again while its hand-over is not recorded.
+    pub resend: Duration,
 }
 
 /// The lock table. See the module doc.
 #[derive(Debug)]
 pub struct LockTable {
-    me: NodeId,
     config: TableConfig,
-    views: Views,
+    own: Ownership,
+    state: Arc<ClusterState>,
+    entitlement: Option<Entitlement>,
     entries: HashMap<String, Entry>,
-    tokens: Tokens,
-    /// A monotonic instant and the wall-clock milliseconds at it, to date grants on the wall
-    /// clock that tokens follow.
-    clock: Option<(Instant, u64)>,
     timers: BTreeMap<(Instant, u64), String>,
     next_timer: u64,
+    /// When each slot being handed over is sent next.
+    resend: BTreeMap<u16, Instant>,
     outputs: VecDeque<Output>,
 }
 
-/// The placement key of a lock name: every node must compute the same owner from it.
-pub fn key(name: &str) -> Vec<u8> {
-    let mut k = b"lock/".to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k
-}
-
 impl LockTable {
-    /// An empty table for node `me`.
-    pub fn new(me: NodeId, config: TableConfig) -> Self {
+    /// An empty table for member `me`.
+    pub fn new(me: ReplicaId, config: TableConfig) -> Self {
         LockTable {
-            me,
             config,
-            views: Views::new(config.takeover_delay),
+            own: Ownership::new(me, Domain::Locks),
+            state: Arc::new(ClusterState::new()),
+            entitlement: None,
             entries: HashMap::new(),
-            tokens: Tokens::default(),
-            clock: None,
             timers: BTreeMap::new(),
             next_timer: 0,
+            resend: BTreeMap::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -182,7 +209,7 @@ impl LockTable {
         self.entries.is_empty()
     }
 
-    /// The current holder of `name` and its token, as this owner sees it.
+    /// The current holder of `name` and its token, as this node's table has it.
     pub fn holder(&self, name: &str) -> Option<(Holder, u64)> {
         let hold = self.entries.get(name)?.hold.as_ref()?;
         Some((hold.holder, hold.token))
@@ -193,14 +220,28 @@ impl LockTable {
         self.entries.get(name).map_or(0, |e| e.waiters.len())
     }
 
-    /// The owner of `name` in the current view.
-    pub fn owner(&self, name: &str) -> Option<NodeId> {
-        self.views.current().and_then(|v| v.owner(&key(name)))
+    /// Every held name: key, holder, token and lease end.
+    pub fn holds(&self) -> impl Iterator<Item = (&str, Holder, u64, Instant)> + '_ {
+        self.entries.iter().filter_map(|(name, e)| {
+            e.hold
+                .as_ref()
+                .map(|h| (name.as_str(), h.holder, h.token, h.expires))
+        })
     }
 
-    /// The next deadline for [`Self::handle_timeout`].
+    /// The member the group gives `name`'s slot to, in this node's applied state.
+    pub fn owner(&self, name: &str) -> Option<ReplicaId> {
+        self.state
+            .slot(Domain::Locks, slot_of(name.as_bytes()))?
+            .owner
+            .map(|(r, _)| r)
+    }
+
+    /// When the next deadline is.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.keys().next().map(|(at, _)| *at)
+        let timer = self.timers.keys().next().map(|(at, _)| *at);
+        let resend = self.resend.values().min().copied();
+        timer.into_iter().chain(resend).min()
     }
 
     /// The next output.
@@ -210,68 +251,66 @@ impl LockTable {
 
     // ---- inputs ----
 
-    /// A new membership view: `up` members (this node included), and whether they are a quorum.
-    /// `wall_ms` is the wall clock (milliseconds since the Unix epoch) at `now`; tokens follow it.
-    pub fn set_view(&mut self, now: Instant, wall_ms: u64, mut up: Vec<NodeId>, has_quorum: bool) {
-        up.sort_unstable();
-        if self
-            .views
-            .current()
-            .is_some_and(|v| v.up == up && v.has_quorum == has_quorum)
-        {
-            return;
-        }
-        self.views.push(View {
-            since: now,
-            up,
-            has_quorum,
-        });
-        self.clock = Some((now, wall_ms));
-        let names: Vec<String> = self.entries.keys().cloned().collect();
-        for name in names {
-            let answer = if !has_quorum {
-                Some(Answer::NoQuorum)
-            } else {
-                let owner = self.owner(&name);
-                (owner != Some(self.me)).then_some(Answer::NotOwner { owner })
-            };
-            if let Some(answer) = answer {
-                // Holders re-assert at the new owner; waiters ask it again.
-                let entry = self.entries.remove(&name).expect("listed above");
-                if let Some(slot) = entry.timer {
-                    self.timers.remove(&slot);
+    /// The group's state as this node applied it, and this node's epoch and entitlement.
+    pub fn set_group(
+        &mut self,
+        now: Instant,
+        state: Arc<ClusterState>,
+        epoch: Option<u64>,
+        entitlement: Option<Entitlement>,
+    ) {
+        self.state = state;
+        self.entitlement = entitlement;
+        for change in self.own.update(&self.state, epoch) {
+            match change {
+                Change::ServeFresh { slot } => self.clear_slot(slot),
+                Change::Resume { .. } => {}
+                Change::HandOver { slot, .. } => {
+                    self.stop_waiters(slot);
+                    self.resend.insert(slot, now);
                 }
-                for w in entry.waiters {
-                    self.reply(w.request, answer.clone());
+                Change::Handed { slot } | Change::Drop { slot } => {
+                    self.resend.remove(&slot);
+                    self.clear_slot(slot);
                 }
-            } else {
-                self.rearm(&name);
             }
+        }
+        for command in self.own.extensions() {
+            self.outputs.push_back(Output::Propose(command));
+        }
+        self.send_due(now);
+        // A lapsed entitlement that came back, or a new block: waiters may be granted now.
+        let ready: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.hold.is_none() && !e.waiters.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ready {
+            self.promote(now, &name);
         }
     }
 
-    /// This node did not run between `dark_since` and `now` (the process was paused or starved).
-    /// Its view may be stale by that much: others may have declared it down and taken its names
-    /// over. So it starts a new term and grants nothing it did not hear about for a full
-    /// takeover delay, as a new owner would.
-    pub fn went_dark(&mut self, dark_since: Instant, now: Instant, wall_ms: u64) {
-        let Some(current) = self.views.current().cloned() else {
+    /// A slot's table arrived from its previous owner.
+    pub fn received(&mut self, now: Instant, table: SlotTable) {
+        let Some(accept) = self.own.received(&self.state, table.slot, table.generation) else {
             return;
         };
-        self.views.push(View {
-            since: dark_since,
-            up: current.up.clone(),
-            has_quorum: false,
-        });
-        self.views.push(View {
-            since: now,
-            ..current
-        });
-        self.clock = Some((now, wall_ms));
-        let names: Vec<String> = self.entries.keys().cloned().collect();
-        for name in names {
-            self.rearm(&name);
+        for h in table.holds {
+            if slot_of(h.name.as_bytes()) != table.slot {
+                continue;
+            }
+            let left = Duration::from_millis(h.left_ms);
+            let expires = now + left + left * self.config.drift_permille / 1000;
+            let entry = self.entry(&h.name);
+            entry.hold = Some(Hold {
+                holder: h.holder,
+                token: h.token,
+                expires,
+            });
+            self.rearm(&h.name);
         }
+        self.outputs.push_back(Output::Propose(accept));
     }
 
     /// `holder` asks for `name`.
@@ -280,73 +319,62 @@ impl LockTable {
         now: Instant,
         name: &str,
         holder: Holder,
-        request: RequestId,
         wait: Wait,
+        request: RequestId,
     ) {
-        if let Some(refusal) = self.refusal(name) {
-            self.reply(request, refusal);
+        let slot = slot_of(name.as_bytes());
+        if !self.own.may_serve(slot, now, self.entitlement) {
+            self.reply(request, Answer::NotOwner);
             return;
         }
-        let entry = self.entries.entry(name.to_owned()).or_default();
-        if let Some(hold) = entry.hold.as_mut()
-            && hold.holder == holder
-        {
-            // A repeated acquire of a grant the caller never saw: same token, fresh lease.
-            hold.expires = now + self.config.lease;
-            let token = hold.token;
-            self.rearm(name);
-            self.reply(
+        let entry = self.entry(name);
+        let held_by_other = entry.hold.as_ref().is_some_and(|h| h.holder != holder);
+        if entry.hold.as_ref().is_some_and(|h| h.holder == holder) {
+            // A repeated acquire of a grant the caller never saw: grant it afresh below.
+            entry.hold = None;
+        }
+        if held_by_other || !entry.waiters.is_empty() {
+            match wait {
+                Wait::No => {
+                    self.reply(request, Answer::Busy);
+                    self.forget_if_empty(name);
+                }
+                Wait::Until(deadline) => {
+                    let entry = self.entry(name);
+                    if let Some(w) = entry.waiters.iter_mut().find(|w| w.holder == holder) {
+                        let old = std::mem::replace(&mut w.request, request);
+                        w.deadline = deadline;
+                        self.reply(old, Answer::Cancelled);
+                    } else {
+                        entry.waiters.push_back(Waiter {
+                            holder,
+                            request,
+                            deadline,
+                            since: now,
+                        });
+                    }
+                    self.rearm(name);
+                }
+            }
+            return;
+        }
+        match self.grant(now, name, holder) {
+            Some((token, lease)) => self.reply(
                 request,
                 Answer::Granted {
                     token,
+                    lease_ms: lease.as_millis() as u64,
                     waited_us: 0,
                 },
-            );
-            return;
-        }
-        if let Some(pos) = entry.waiters.iter().position(|w| w.holder == holder) {
-            // The caller re-sent its wait (a long poll renewed): keep its place in the queue.
-            let old = std::mem::replace(&mut entry.waiters[pos].request, request);
-            // The caller's lease will be counted from this request: so is the wait.
-            entry.waiters[pos].since = now;
-            if let Wait::Until(deadline) = wait {
-                entry.waiters[pos].deadline = deadline;
-            }
-            self.rearm(name);
-            self.reply(old, Answer::Cancelled);
-            return;
-        }
-        match wait {
-            Wait::No => {
-                let free = entry.hold.is_none() && entry.waiters.is_empty();
-                if free && self.views.owned_throughout(self.me, &key(name), now) {
-                    let token = self.grant(now, name, holder);
-                    self.reply(
-                        request,
-                        Answer::Granted {
-                            token,
-                            waited_us: 0,
-                        },
-                    );
-                } else {
-                    self.reply(request, Answer::Busy);
-                }
-                self.rearm(name);
-            }
-            Wait::Until(deadline) => {
-                entry.waiters.push_back(Waiter {
-                    holder,
-                    request,
-                    deadline,
-                    since: now,
-                });
-                self.promote(now, name);
-                self.rearm(name);
+            ),
+            None => {
+                self.reply(request, Answer::NotOwner);
+                self.forget_if_empty(name);
             }
         }
     }
 
-    /// `holder` extends its lease on `name` with `token`.
+    /// `holder` renews its lease on `name` granted with `token`.
     pub fn renew(
         &mut self,
         now: Instant,
@@ -355,36 +383,36 @@ impl LockTable {
         token: u64,
         request: RequestId,
     ) {
-        if let Some(refusal) = self.refusal(name) {
-            self.reply(request, refusal);
+        let slot = slot_of(name.as_bytes());
+        let (Some(e), true) = (
+            self.entitlement,
+            self.own.may_serve(slot, now, self.entitlement),
+        ) else {
+            self.reply(request, Answer::NotOwner);
             return;
-        }
-        let lease = self.config.lease;
-        let grantable = self.views.owned_throughout(self.me, &key(name), now);
-        let entry = self.entries.entry(name.to_owned()).or_default();
-        let answer = match entry.hold.as_mut() {
-            Some(hold) if hold.holder == holder && hold.token == token => {
-                hold.expires = now + lease;
-                Answer::Renewed
-            }
-            // Nobody holds it here and this node has not granted it yet: the caller held it from
-            // the previous owner. Adopt the hold so that it survives the change of owner.
-            None if !grantable => {
-                entry.hold = Some(Hold {
-                    holder,
-                    token,
-                    expires: now + lease,
-                });
-                self.tokens.observe(token);
-                Answer::Renewed
-            }
-            _ => Answer::NotHeld,
         };
-        self.rearm(name);
-        self.reply(request, answer);
+        let lease = Ownership::lease(now, e, self.config.lease);
+        let renewed = match self.entries.get_mut(name).and_then(|e| e.hold.as_mut()) {
+            Some(h) if h.holder == holder && h.token == token && h.expires > now => {
+                h.expires = now + lease;
+                true
+            }
+            _ => false,
+        };
+        if renewed {
+            self.rearm(name);
+            self.reply(
+                request,
+                Answer::Renewed {
+                    lease_ms: lease.as_millis() as u64,
+                },
+            );
+        } else {
+            self.reply(request, Answer::NotHeld);
+        }
     }
 
-    /// `holder` gives `name` back.
+    /// `holder` releases `name`.
     pub fn release(
         &mut self,
         now: Instant,
@@ -393,69 +421,151 @@ impl LockTable {
         token: u64,
         request: RequestId,
     ) {
-        let held = self
-            .entries
-            .get(name)
-            .and_then(|e| e.hold.as_ref())
-            .is_some_and(|h| h.holder == holder && h.token == token);
-        if held {
-            self.entries.get_mut(name).expect("checked").hold = None;
+        let slot = slot_of(name.as_bytes());
+        if !matches!(self.own.view(slot), SlotView::Serving { .. }) {
+            self.reply(request, Answer::NotOwner);
+            return;
+        }
+        let released = match self.entries.get_mut(name) {
+            Some(e)
+                if e.hold
+                    .as_ref()
+                    .is_some_and(|h| h.holder == holder && h.token == token) =>
+            {
+                e.hold = None;
+                true
+            }
+            _ => false,
+        };
+        if released {
             self.reply(request, Answer::Released);
             self.promote(now, name);
         } else {
             self.reply(request, Answer::NotHeld);
         }
-        self.rearm(name);
     }
 
-    /// `holder` withdraws from `name`: out of the queue, or released if the grant raced.
+    /// `holder` withdraws its wait for `name` (or gives back a grant it never saw).
     pub fn cancel(&mut self, now: Instant, name: &str, holder: Holder, request: RequestId) {
         let Some(entry) = self.entries.get_mut(name) else {
             self.reply(request, Answer::Cancelled);
             return;
         };
-        let withdrawn = entry
+        let withdrawn: Vec<RequestId> = entry
             .waiters
             .iter()
-            .position(|w| w.holder == holder)
-            .and_then(|pos| entry.waiters.remove(pos));
-        let was_holder = entry.hold.as_ref().is_some_and(|h| h.holder == holder);
-        if was_holder {
+            .filter(|w| w.holder == holder)
+            .map(|w| w.request)
+            .collect();
+        entry.waiters.retain(|w| w.holder != holder);
+        let held = entry.hold.as_ref().is_some_and(|h| h.holder == holder);
+        let serving = matches!(self.own.view(entry.slot), SlotView::Serving { .. });
+        if held && serving {
             entry.hold = None;
         }
-        if let Some(w) = withdrawn {
-            self.reply(w.request, Answer::Cancelled);
-        }
-        if was_holder {
-            self.promote(now, name);
+        for r in withdrawn {
+            self.reply(r, Answer::Cancelled);
         }
         self.reply(request, Answer::Cancelled);
-        self.rearm(name);
+        self.promote(now, name);
     }
 
-    /// Expires leases and waits, and grants what became grantable.
+    /// Expires leases and waits whose time has come, and sends due hand-overs again.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(entry) = self.timers.first_entry() {
-            if entry.key().0 > now {
+        while let Some(((at, id), name)) = self.timers.first_key_value() {
+            if *at > now {
                 break;
             }
-            let name = entry.remove();
+            let (at, id, name) = (*at, *id, name.clone());
+            self.timers.remove(&(at, id));
             if let Some(e) = self.entries.get_mut(&name) {
                 e.timer = None;
             }
             self.expire(now, &name);
         }
+        self.send_due(now);
+    }
+
+    /// A proposal for another block of `slot`'s tokens failed: ask again when next due.
+    pub fn extension_failed(&mut self, slot: u16) {
+        self.own.extension_failed(slot);
     }
 
     // ---- internals ----
 
-    fn refusal(&self, name: &str) -> Option<Answer> {
-        match self.views.current() {
-            None => Some(Answer::NoQuorum),
-            Some(v) if !v.has_quorum => Some(Answer::NoQuorum),
-            Some(v) => {
-                let owner = v.owner(&key(name));
-                (owner != Some(self.me)).then_some(Answer::NotOwner { owner })
+    fn entry(&mut self, name: &str) -> &mut Entry {
+        self.entries
+            .entry(name.to_owned())
+            .or_insert_with(|| Entry {
+                slot: slot_of(name.as_bytes()),
+                hold: None,
+                waiters: VecDeque::new(),
+                timer: None,
+            })
+    }
+
+    fn send_due(&mut self, now: Instant) {
+        let due: Vec<u16> = self
+            .resend
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for slot in due {
+            let SlotView::HandingOver { generation, to } = self.own.view(slot) else {
+                self.resend.remove(&slot);
+                continue;
+            };
+            let holds = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.slot == slot)
+                .filter_map(|(name, e)| {
+                    let h = e.hold.as_ref().filter(|h| h.expires > now)?;
+                    Some(MovedHold {
+                        name: name.clone(),
+                        holder: h.holder,
+                        token: h.token,
+                        left_ms: h.expires.saturating_duration_since(now).as_millis() as u64 + 1,
+                    })
+                })
+                .collect();
+            self.outputs.push_back(Output::HandOver {
+                to,
+                table: SlotTable {
+                    slot,
+                    generation,
+                    holds,
+                },
+            });
+            self.resend.insert(slot, now + self.config.resend);
+        }
+    }
+
+    /// Answers the waiters of `slot`'s names with `NotOwner`: they ask the new owner.
+    fn stop_waiters(&mut self, slot: u16) {
+        let mut answers = Vec::new();
+        for e in self.entries.values_mut().filter(|e| e.slot == slot) {
+            answers.extend(e.waiters.drain(..).map(|w| w.request));
+        }
+        for r in answers {
+            self.reply(r, Answer::NotOwner);
+        }
+    }
+
+    fn clear_slot(&mut self, slot: u16) {
+        self.stop_waiters(slot);
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.slot == slot)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            if let Some(e) = self.entries.remove(&name)
+                && let Some(t) = e.timer
+            {
+                self.timers.remove(&t);
             }
         }
     }
@@ -475,78 +585,93 @@ impl LockTable {
             }
             keep
         });
-        for request in timed_out {
-            self.reply(request, Answer::TimedOut);
+        for r in timed_out {
+            self.reply(r, Answer::TimedOut);
         }
         self.promote(now, name);
+    }
+
+    /// Grants `name` to its first waiter if it is free, and re-arms its timer.
+    fn promote(&mut self, now: Instant, name: &str) {
+        let free = self
+            .entries
+            .get(name)
+            .is_some_and(|e| e.hold.is_none() && !e.waiters.is_empty());
+        if free {
+            let holder = self.entries[name].waiters[0].holder;
+            if let Some((token, lease)) = self.grant(now, name, holder) {
+                let w = self
+                    .entries
+                    .get_mut(name)
+                    .and_then(|e| e.waiters.pop_front())
+                    .expect("checked above");
+                let waited = now.saturating_duration_since(w.since);
+                self.reply(
+                    w.request,
+                    Answer::Granted {
+                        token,
+                        lease_ms: lease.as_millis() as u64,
+                        waited_us: waited.as_micros() as u64,
+                    },
+                );
+            }
+        }
+        self.forget_if_empty(name);
         self.rearm(name);
     }
 
-    /// Grants `name` to the first waiter if it is free and grantable.
-    fn promote(&mut self, now: Instant, name: &str) {
-        if !self.views.owned_throughout(self.me, &key(name), now) {
-            return;
+    /// Gives `name` to `holder`: a token from the slot's block and a lease cut at this node's
+    /// entitlement. `None` if this node may not serve the slot now or its block is used up.
+    fn grant(&mut self, now: Instant, name: &str, holder: Holder) -> Option<(u64, Duration)> {
+        let slot = slot_of(name.as_bytes());
+        let e = self.entitlement?;
+        let token = self.own.issue(slot, now, Some(e))?;
+        let lease = Ownership::lease(now, e, self.config.lease);
+        for command in self.own.extensions() {
+            self.outputs.push_back(Output::Propose(command));
         }
-        let Some(entry) = self.entries.get_mut(name) else {
-            return;
-        };
-        if entry.hold.is_some() {
-            return;
-        }
-        while let Some(w) = entry.waiters.pop_front() {
-            if w.deadline <= now {
-                self.outputs.push_back(Output::Reply {
-                    request: w.request,
-                    answer: Answer::TimedOut,
-                });
-                continue;
-            }
-            let token = self.grant(now, name, w.holder);
-            let waited_us = now.saturating_duration_since(w.since).as_micros() as u64;
-            self.reply(w.request, Answer::Granted { token, waited_us });
-            return;
-        }
-    }
-
-    fn grant(&mut self, now: Instant, name: &str, holder: Holder) -> u64 {
-        let wall_ms = self.clock.map_or(0, |(at, ms)| {
-            ms + now.saturating_duration_since(at).as_millis() as u64
-        });
-        let token = self.tokens.issue(wall_ms);
-        let expires = now + self.config.lease;
-        self.entries.entry(name.to_owned()).or_default().hold = Some(Hold {
+        self.entry(name).hold = Some(Hold {
             holder,
             token,
-            expires,
+            expires: now + lease,
         });
-        token
+        Some((token, lease))
     }
 
-    /// Points the one timer of `name` at its earliest deadline: lease end, a waiter's deadline,
-    /// or the moment this node may start granting it. Removes the entry if it is empty.
+    fn forget_if_empty(&mut self, name: &str) {
+        if self
+            .entries
+            .get(name)
+            .is_some_and(|e| e.hold.is_none() && e.waiters.is_empty())
+            && let Some(e) = self.entries.remove(name)
+            && let Some(t) = e.timer
+        {
+            self.timers.remove(&t);
+        }
+    }
+
     fn rearm(&mut self, name: &str) {
-        let grantable_at = self.views.grantable_at(self.me, &key(name));
         let Some(entry) = self.entries.get_mut(name) else {
             return;
         };
+        let next = entry
+            .hold
+            .as_ref()
+            .map(|h| h.expires)
+            .into_iter()
+            .chain(entry.waiters.iter().map(|w| w.deadline))
+            .min();
+        if entry.timer.map(|(at, _)| at) == next {
+            return;
+        }
         if let Some(old) = entry.timer.take() {
             self.timers.remove(&old);
         }
-        if entry.is_empty() {
-            self.entries.remove(name);
-            return;
-        }
-        let waiting = entry.waiters.iter().map(|w| w.deadline).min();
-        let wake = waiting.and(grantable_at.filter(|_| entry.hold.is_none()));
-        let at = [entry.hold.as_ref().map(|h| h.expires), waiting, wake]
-            .into_iter()
-            .flatten()
-            .min();
-        if let Some(at) = at {
+        if let Some(at) = next {
+            let id = self.next_timer;
             self.next_timer += 1;
-            let slot = (at, self.next_timer);
-            self.timers.insert(slot, name.to_owned());
-            entry.timer = Some(slot);
+            entry.timer = Some((at, id));
+            self.timers.insert((at, id), name.to_owned());
         }
     }
 

@@ -26,10 +26,15 @@ pub enum NameError {
 /// Why a lock could not be acquired. Nothing is held.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LockError {
-    /// This node cannot see a quorum of the cluster, so nothing may be granted. Retry once the
-    /// cluster is whole again.
-    #[error("no quorum: this node cannot see a majority of the cluster, so no lock can be granted")]
-    NoQuorum,
+    /// No node may grant this name now: its slot is moving, or the consensus group has no
+    /// quorum to entitle an owner. Retry once the cluster is whole again.
+    #[error(
+        "lock `{name}` cannot be granted now: no node is entitled to it (the consensus group may lack a quorum)"
+    )]
+    Unavailable {
+        /// The lock name.
+        name: String,
+    },
     /// The lock service is not running on this node: build it with `colony::node()` (or install
     /// the primitives with `colony_actors::install`).
     #[error("the lock service is not installed on this node (start it with colony::node())")]

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::actor::{Lease, LockMsg, TableOp, ask};
+use super::actor::{Lease, LockInput, ask};
 use super::core::{Answer, Holder};
 use super::error::UnlockError;
+use super::msg::LockRequest;
 use super::service::Shared;
 
 /// A held cluster lock. Release it with [`LockGuard::unlock`]; dropping it releases it too, in
@@ -81,7 +82,7 @@ impl LockGuard {
     }
 
     /// Resolves when the lease can no longer be trusted: renewal failed until shortly before the
-    /// lease's end, the owner says the lock is no longer held, or this node lost quorum. It
+    /// lease's end, or the owner says the lock is no longer held. It
     /// resolves *before* the lease ends, so stop work on it and stop writing with its token.
     ///
     /// # Cancel safety
@@ -133,18 +134,18 @@ async fn release(
     already_lost: bool,
     name: &str,
 ) -> Result<(), UnlockError> {
-    let _ = shared.service.send(LockMsg::Forget(holder.guard));
+    let _ = shared.service.send(LockInput::Forget(holder.guard));
     if already_lost {
         return Err(UnlockError::Lost {
             name: name.to_owned(),
         });
     }
-    let op = TableOp::Release {
+    let op = LockRequest::Release {
         name: key,
         holder,
         token,
     };
-    match ask(&shared.node, &shared.service, op, Duration::from_secs(2)).await {
+    match ask(&shared.node, op, Duration::from_secs(2)).await {
         Some(Answer::Released) => Ok(()),
         Some(Answer::NotHeld) => Err(UnlockError::Lost {
             name: name.to_owned(),
@@ -178,7 +179,7 @@ impl Drop for LockGuard {
             }
             // No runtime to release from: the lease ends by itself.
             Err(_) => {
-                let _ = shared.service.actor.cast(LockMsg::Forget(holder.guard));
+                let _ = shared.service.cast(LockInput::Forget(holder.guard));
             }
         }
     }

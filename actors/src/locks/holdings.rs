@@ -1,10 +1,10 @@
 //! The locks held by this node's guards, with no IO: when to renew, and when a lease is lost.
 //!
-//! A lease is counted from the moment its request left this node, so it ends here no later
-//! than on the owner, which counts from when the request arrived. It is declared lost at
-//! `valid_until - margin`, before it ends, whenever a renewal has not succeeded by then; at
-//! once when the owner says the guard no longer holds it; and at once when this node loses
-//! quorum.
+//! The owner says how long each grant or renewal lasts from when it received the request. This
+//! node counts that duration from the moment its request left, shortened by the drift
+//! allowance, so the lease ends here no later than on the owner however the two clocks run. It
+//! is declared lost at `valid_until - margin`, before it ends, whenever a renewal has not
+//! succeeded by then, and at once when the owner says the guard no longer holds it.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -12,16 +12,25 @@ use std::time::{Duration, Instant};
 /// Timing of renewals.
 #[derive(Debug, Clone, Copy)]
 pub struct HoldingsConfig {
-    /// The lease the owner grants.
+    /// The longest lease an owner grants.
     pub lease: Duration,
     /// How long before the lease ends it is declared lost if not renewed.
     pub margin: Duration,
+    /// The drift allowance, in parts per thousand: a lease is counted that much shorter here.
+    pub drift_permille: u32,
 }
 
 impl HoldingsConfig {
     /// Renew three times per lease, as etcd's keep-alive does.
     pub fn renew_every(&self) -> Duration {
         self.lease / 3
+    }
+
+    /// The end of a lease of `lease_ms` granted for a request sent at `sent_at`, as this node
+    /// may count it.
+    pub fn valid_until(&self, sent_at: Instant, lease_ms: u64) -> Instant {
+        let lease = Duration::from_millis(lease_ms).min(self.lease);
+        sent_at + lease - lease * self.drift_permille / 1000
     }
 }
 
@@ -67,7 +76,7 @@ struct Holding {
 pub enum RenewFailure {
     /// The owner says the guard does not hold the lock: lost now.
     NotHeld,
-    /// No answer, or no quorum there, or the owner moved: try again until the lease runs out.
+    /// No answer, or the owner moved: try again until the lease runs out.
     Unreachable,
 }
 
@@ -124,7 +133,7 @@ impl Holdings {
             .min()
     }
 
-    /// `guard` was granted `name` with `token`; the request left at `sent_at`.
+    /// `guard` was granted `name` with `token` for `lease_ms`; the request left at `sent_at`.
     pub fn granted(
         &mut self,
         now: Instant,
@@ -132,23 +141,25 @@ impl Holdings {
         name: String,
         token: u64,
         sent_at: Instant,
+        lease_ms: u64,
     ) {
         self.held.insert(
             guard,
             Holding {
                 name,
                 token,
-                valid_until: sent_at + self.config.lease,
+                valid_until: self.config.valid_until(sent_at, lease_ms),
                 next_renew: now + self.config.renew_every(),
                 in_flight: false,
             },
         );
     }
 
-    /// A renewal sent at `sent_at` succeeded.
-    pub fn renewed(&mut self, now: Instant, guard: u64, sent_at: Instant) {
+    /// A renewal sent at `sent_at` succeeded for `lease_ms`.
+    pub fn renewed(&mut self, now: Instant, guard: u64, sent_at: Instant, lease_ms: u64) {
+        let until = self.config.valid_until(sent_at, lease_ms);
         if let Some(h) = self.held.get_mut(&guard) {
-            h.valid_until = h.valid_until.max(sent_at + self.config.lease);
+            h.valid_until = h.valid_until.max(until);
             h.next_renew = now + self.config.renew_every();
             h.in_flight = false;
             self.outputs.push_back(Output::Extended {
@@ -176,14 +187,6 @@ impl Holdings {
     /// `guard` released its lock (or gave it up): forget it.
     pub fn released(&mut self, guard: u64) {
         self.held.remove(&guard);
-    }
-
-    /// This node lost quorum: no lease can be renewed, every guard is told now.
-    pub fn quorum_lost(&mut self) {
-        let guards: Vec<u64> = self.held.keys().copied().collect();
-        for guard in guards {
-            self.lose(guard);
-        }
     }
 
     /// Sends due renewals and declares lost the leases about to end.
@@ -222,6 +225,7 @@ mod tests {
         HoldingsConfig {
             lease: Duration::from_secs(3),
             margin: Duration::from_millis(500),
+            drift_permille: 0,
         }
     }
 
@@ -233,7 +237,7 @@ mod tests {
     fn renews_every_third_of_a_lease() {
         let t0 = Instant::now();
         let mut h = Holdings::new(config());
-        h.granted(t0, 1, "a".into(), 7, t0);
+        h.granted(t0, 1, "a".into(), 7, t0, 3000);
         assert_eq!(h.poll_timeout(), Some(t0 + Duration::from_secs(1)));
         h.handle_timeout(t0 + Duration::from_secs(1));
         assert_eq!(
@@ -248,6 +252,7 @@ mod tests {
             t0 + Duration::from_millis(1010),
             1,
             t0 + Duration::from_secs(1),
+            3000,
         );
         assert_eq!(h.valid_until(1), Some(t0 + Duration::from_secs(4)));
     }
@@ -256,7 +261,7 @@ mod tests {
     fn a_lease_that_cannot_be_renewed_is_lost_before_it_ends() {
         let t0 = Instant::now();
         let mut h = Holdings::new(config());
-        h.granted(t0, 1, "a".into(), 7, t0);
+        h.granted(t0, 1, "a".into(), 7, t0, 3000);
         let mut lost_at = None;
         while lost_at.is_none() {
             let now = h.poll_timeout().unwrap();
@@ -280,15 +285,27 @@ mod tests {
     }
 
     #[test]
-    fn quorum_loss_and_not_held_are_lost_at_once() {
+    fn not_held_is_lost_at_once() {
         let t0 = Instant::now();
         let mut h = Holdings::new(config());
-        h.granted(t0, 1, "a".into(), 7, t0);
-        h.granted(t0, 2, "b".into(), 8, t0);
+        h.granted(t0, 1, "a".into(), 7, t0, 3000);
         h.renew_failed(t0, 1, RenewFailure::NotHeld);
         assert_eq!(drain(&mut h), [Output::Lost { guard: 1 }]);
-        h.quorum_lost();
-        assert_eq!(drain(&mut h), [Output::Lost { guard: 2 }]);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn the_holder_never_counts_a_longer_lease_than_the_owner_gave() {
+        let t0 = Instant::now();
+        let config = HoldingsConfig {
+            drift_permille: 20,
+            ..config()
+        };
+        let mut h = Holdings::new(config);
+        // A lease cut short at the owner's entitlement, and one longer than any owner grants.
+        h.granted(t0, 1, "a".into(), 7, t0, 1000);
+        h.granted(t0, 2, "b".into(), 8, t0, 60_000);
+        assert_eq!(h.valid_until(1), Some(t0 + Duration::from_millis(980)));
+        assert_eq!(h.valid_until(2), Some(t0 + Duration::from_millis(2940)));
     }
 }

@@ -5,17 +5,19 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::actor::{Lease, LockMsg, TableOp, ask};
+use super::actor::{Lease, LockInput, ask};
 use super::core::{Answer, Holder};
 use super::error::LockError;
 use super::gateway::MAX_WAIT;
 use super::guard::LockGuard;
+use super::msg::LockRequest;
 use super::service::Shared;
 
 /// Extra time a request may take on the wire beyond the owner's wait.
 const WIRE_SLACK: Duration = Duration::from_secs(2);
-/// Attempts a `try_lock` makes while ownership is moving or the owner is unreachable.
-const TRY_ATTEMPTS: u32 = 5;
+/// How long a `try_lock` keeps asking while the name's slot is moving or its owner is
+/// unreachable.
+const TRY_FOR: Duration = Duration::from_secs(2);
 
 /// A cluster-wide lock with a name. Cheap to clone.
 ///
@@ -52,7 +54,8 @@ impl ClusterLock {
     /// Takes the lock if it is free now.
     ///
     /// # Errors
-    /// [`LockError::NoQuorum`], [`LockError::Unreachable`] or [`LockError::NotInstalled`];
+    /// [`LockError::Unavailable`], [`LockError::Unreachable`], [`LockError::ShuttingDown`] or
+    /// [`LockError::NotInstalled`];
     /// `Ok(None)` means someone else holds it.
     pub async fn try_lock(&self) -> Result<Option<LockGuard>, LockError> {
         self.acquire(Mode::Try).await
@@ -69,8 +72,8 @@ impl ClusterLock {
         self.acquire(Mode::For(Instant::now() + timeout)).await
     }
 
-    /// Takes the lock, waiting as long as it takes (FIFO per name). While the node has no
-    /// quorum it keeps waiting.
+    /// Takes the lock, waiting as long as it takes (FIFO per name). While no node may grant
+    /// the name (no quorum, a slot moving) it keeps waiting.
     ///
     /// # Errors
     /// [`LockError::NotInstalled`] or [`LockError::ShuttingDown`].
@@ -93,15 +96,14 @@ impl ClusterLock {
         // the wait at the owner, so that a grant racing the departure does not linger a lease.
         let mut withdraw = Withdraw {
             shared: shared.clone(),
-            op: Some(TableOp::Cancel {
+            op: Some(LockRequest::Cancel {
                 name: self.key.clone(),
                 holder,
             }),
         };
         let mut backoff = Duration::from_millis(5);
-        let mut attempts = 0;
+        let started = Instant::now();
         loop {
-            attempts += 1;
             let wait = match mode {
                 Mode::Try => None,
                 Mode::For(deadline) => Some(
@@ -113,34 +115,48 @@ impl ClusterLock {
             }
             .filter(|w| !w.is_zero());
             let timeout = wait.unwrap_or_default() + WIRE_SLACK;
-            let op = TableOp::Acquire {
+            if node.is_stopping() {
+                withdraw.op = None;
+                return Err(LockError::ShuttingDown);
+            }
+            let op = LockRequest::Acquire {
                 name: self.key.clone(),
                 holder,
-                wait,
+                wait_ms: wait.map_or(0, |w| w.as_millis() as u64),
             };
             let sent_at = Instant::now();
-            let answer = ask(node, &shared.service, op, timeout).await;
+            let answer = ask(node, op, timeout).await;
             let transient = match answer {
-                Some(Answer::Granted { token, waited_us }) => {
+                Some(Answer::Granted {
+                    token,
+                    lease_ms,
+                    waited_us,
+                }) => {
                     withdraw.op = None;
                     let sent_at = sent_at + Duration::from_micros(waited_us);
-                    return Ok(Some(self.held(shared, holder, token, sent_at)));
+                    return Ok(Some(self.held(shared, holder, token, sent_at, lease_ms)));
                 }
                 Some(Answer::Busy) => {
                     withdraw.op = None;
                     return Ok(None);
                 }
                 Some(Answer::TimedOut) => None,
-                Some(Answer::NoQuorum) => Some(LockError::NoQuorum),
-                None if !node.has_quorum() => Some(LockError::NoQuorum),
-                // Ownership is moving, or the owner did not answer: ask again.
+                // The slot is moving, or its owner's entitlement lapsed: ask again.
+                Some(Answer::NotOwner) => Some(LockError::Unavailable {
+                    name: self.name.to_string(),
+                }),
+                None if super::actor::owner_of(node, &self.key).is_none() => {
+                    Some(LockError::Unavailable {
+                        name: self.name.to_string(),
+                    })
+                }
                 _ => Some(LockError::Unreachable {
                     name: self.name.to_string(),
                     after: timeout,
                 }),
             };
             let expired = match mode {
-                Mode::Try => attempts >= TRY_ATTEMPTS,
+                Mode::Try => started.elapsed() >= TRY_FOR,
                 Mode::For(deadline) => Instant::now() >= deadline,
                 Mode::Forever => false,
             };
@@ -167,20 +183,22 @@ impl ClusterLock {
         holder: Holder,
         token: u64,
         sent_at: Instant,
+        lease_ms: u64,
     ) -> LockGuard {
         let lease = Lease {
-            valid_until: sent_at + shared.settings.lease,
+            valid_until: shared.holdings.valid_until(sent_at, lease_ms),
             lost: false,
         };
         let (lease_tx, lease_rx) = watch::channel(lease);
         // If the actor is gone the node is stopping; the guard then reads as lost.
         if shared
             .service
-            .send(LockMsg::Held {
+            .send(LockInput::Held {
                 guard: holder.guard,
                 name: self.key.clone(),
                 token,
                 sent_at,
+                lease_ms,
                 lease: lease_tx.clone(),
             })
             .is_err()
@@ -195,7 +213,7 @@ impl ClusterLock {
 /// Withdraws a wait when dropped while still armed.
 struct Withdraw {
     shared: Arc<Shared>,
-    op: Option<TableOp>,
+    op: Option<LockRequest>,
 }
 
 impl Drop for Withdraw {
@@ -203,9 +221,9 @@ impl Drop for Withdraw {
         let Some(op) = self.op.take() else {
             return;
         };
-        let (node, service) = (self.shared.node.clone(), self.shared.service.clone());
+        let node = self.shared.node.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { ask(&node, &service, op, WIRE_SLACK).await });
+            runtime.spawn(async move { ask(&node, op, WIRE_SLACK).await });
         }
     }
 }

@@ -1,14 +1,16 @@
-//! Cluster locks: named locks and entity locks with fencing tokens, leases, lost-lock signals
-//! and quorum.
+//! Cluster locks: named locks and entity locks with fencing tokens, leases and lost-lock
+//! signals, on the consensus group's entitlements.
 //!
-//! A name's state lives on its owner node, chosen by rendezvous hashing over the up members.
-//! Grants are leases that the holder's node renews; a guard is told it lost its lock before the
-//! lease ends. See `docs/locks.md` for the guarantees and how to use fencing tokens.
+//! A name belongs to a slot; the consensus group gives each slot to one node under an epoch,
+//! with a block of fencing tokens above every earlier one. That node serves the name from its
+//! memory while its entitlement lasts. Grants are leases that the holder's node renews; a guard
+//! is told it lost its lock before the lease ends. See `docs/locks.md` for the guarantees and
+//! how to use fencing tokens.
 //!
 //! # Layout
 //! - [`core`]: the owner's lock table (sans-IO); [`holdings`]: the holder's renewals (sans-IO).
-//! - [`tokens`], [`views`]: fencing tokens, and the view history behind the takeover delay.
-//! - `actor`, `gateway`: the shell and the `locks` service.
+//! - [`msg`]: the typed protocol of the `locks` service.
+//! - `actor`, `gateway`: the driver in the runtime's shell, and the `locks` service.
 //! - [`Locks`], [`ClusterLock`], [`LockGuard`], [`EntityLock`]: the API.
 
 mod actor;
@@ -22,8 +24,6 @@ mod lock;
 pub mod msg;
 pub mod name;
 mod service;
-pub mod tokens;
-pub mod views;
 
 pub use actor::LockStats;
 pub use entity::{EntityLock, EntityLockError};

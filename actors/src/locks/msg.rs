@@ -1,39 +1,81 @@
-//! Wire payloads of the `locks` service. Named fields: a newer node may add some.
+//! The typed protocol of the `locks` service: one request enum, answered with an
+//! [`Answer`](super::core::Answer). Named fields: a newer node may add some.
 
 use serde::{Deserialize, Serialize};
 
-use super::core::Holder;
+use super::core::{Holder, SlotTable};
 
 /// The service name every node registers.
 pub const SERVICE: &str = "locks";
 
-/// `acquire`: ask the owner for a name, waiting up to `wait_ms` (0: try once).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AcquireMsg {
-    /// The lock's key (kind prefix included).
-    pub name: String,
-    /// Who asks.
-    pub holder: Holder,
-    /// How long the owner may queue the request, in milliseconds.
-    pub wait_ms: u64,
+/// The one request kind of the service (the payload says what is asked).
+pub const KIND: &str = "lock";
+
+/// A request to the node that serves a lock name's slot. The same encoded request goes to this
+/// node's own service when it is the owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockRequest {
+    /// Ask for a name, waiting up to `wait_ms` (0: try once).
+    Acquire {
+        /// The lock's key.
+        name: String,
+        /// Who asks.
+        holder: Holder,
+        /// How long the owner may queue the request, in milliseconds.
+        wait_ms: u64,
+    },
+    /// Renew a lease.
+    Renew {
+        /// The lock's key.
+        name: String,
+        /// The holder.
+        holder: Holder,
+        /// The grant's token.
+        token: u64,
+    },
+    /// Release a lock.
+    Release {
+        /// The lock's key.
+        name: String,
+        /// The holder.
+        holder: Holder,
+        /// The grant's token.
+        token: u64,
+    },
+    /// Withdraw a wait (or release a grant the caller never saw).
+    Cancel {
+        /// The lock's key.
+        name: String,
+        /// Who withdraws.
+        holder: Holder,
+    },
+    /// A slot's holds, from its previous owner to its next one.
+    HandOver {
+        /// The table.
+        table: SlotTable,
+    },
 }
 
-/// `renew`, `release`: a holder's operation on its lease.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LeaseMsg {
-    /// The lock's key.
-    pub name: String,
-    /// The holder.
-    pub holder: Holder,
-    /// The fencing token of the grant.
-    pub token: u64,
-}
+impl LockRequest {
+    /// The node the request acts for, if it acts for a guard.
+    pub fn holder(&self) -> Option<Holder> {
+        match self {
+            LockRequest::Acquire { holder, .. }
+            | LockRequest::Renew { holder, .. }
+            | LockRequest::Release { holder, .. }
+            | LockRequest::Cancel { holder, .. } => Some(*holder),
+            LockRequest::HandOver { .. } => None,
+        }
+    }
 
-/// `cancel`: withdraw a wait (or release a grant the caller never saw).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CancelMsg {
-    /// The lock's key.
-    pub name: String,
-    /// Who withdraws.
-    pub holder: Holder,
+    /// The lock key the request is about, if one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            LockRequest::Acquire { name, .. }
+            | LockRequest::Renew { name, .. }
+            | LockRequest::Release { name, .. }
+            | LockRequest::Cancel { name, .. } => Some(name),
+            LockRequest::HandOver { .. } => None,
+        }
+    }
 }

@@ -40,9 +40,10 @@ pub fn named_key(name: &str) -> String {
     format!("n:{name}")
 }
 
-/// The stored key of an entity lock.
+/// The stored key of an entity lock. The namespace's length goes first, so that no two
+/// (namespace, key) pairs share a key: `("a/b", "c")` and `("a", "b/c")` are different locks.
 pub fn entity_key(namespace: &str, key: &str) -> String {
-    format!("e:{namespace}/{key}")
+    format!("e:{}:{namespace}/{key}", namespace.len())
 }
 
 #[cfg(test)]
@@ -63,5 +64,6 @@ mod tests {
         ));
         assert!(validate_namespace("repository").is_ok());
         assert_ne!(named_key("repo/5"), entity_key("repo", "5"));
+        assert_ne!(entity_key("a/b", "c"), entity_key("a", "b/c"));
     }
 }

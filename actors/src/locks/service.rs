@@ -5,15 +5,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use colony_runtime::Node;
+use colony_runtime::consensus::GroupConfig;
 use colony_runtime::lifecycle::ComponentError;
-use ractor::Actor;
+use colony_runtime::shell::Shell;
 
-use super::actor::{LockActor, LockHandle, LockMsg, LockStats};
-use super::core::TableConfig;
+use super::actor::{LockDriver, LockHandle, LockInput, LockStats};
+use super::core::{LockTable, TableConfig};
 use super::entity::EntityLock;
 use super::error::NameError;
 use super::gateway::LockGateway;
-use super::holdings::HoldingsConfig;
+use super::holdings::{Holdings, HoldingsConfig};
 use super::lock::ClusterLock;
 use super::msg::SERVICE;
 use super::name;
@@ -21,9 +22,10 @@ use super::name;
 /// Settings of the lock service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockSettings {
-    /// How long a grant lasts without renewal. A crashed holder's lock is free again within
-    /// one lease; a new owner waits a lease plus the failure-detection bound before granting
-    /// names it took over. Holders renew three times per lease.
+    /// How long a grant lasts without renewal: a crashed holder's lock is free again within one
+    /// lease, and a crashed owner's names within one lease plus the revocation allowance.
+    /// Holders renew three times per lease. A cluster setting (`lock_lease_ms`): every node
+    /// must have the same, and `colony::node_with` records it in the node's settings.
     pub lease: Duration,
 }
 
@@ -47,6 +49,7 @@ pub(crate) struct Shared {
     pub node: Node,
     pub service: LockHandle,
     pub settings: LockSettings,
+    pub holdings: HoldingsConfig,
     next_guard: AtomicU64,
 }
 
@@ -57,7 +60,7 @@ impl Shared {
 }
 
 /// Starts the lock service on `node`: its actor and its `locks` gateway. Every node of a cluster
-/// must run it, since any node may own a name; `colony::node()` installs it.
+/// must run it, since any node may serve a name; `colony::node()` installs it.
 ///
 /// # Errors
 /// [`ComponentError`] when the actor or the gateway cannot start.
@@ -66,36 +69,49 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
         component: "locks".into(),
         reason,
     };
-    let config = node.config();
-    let takeover_delay = if config.cluster_size == 1 {
-        // No other owner can have granted anything.
-        Duration::ZERO
-    } else {
-        settings.lease + config.timings.detection_bound(config.cluster_size)
+    // The lease in force is the cluster's: the node's setting, agreed through the group.
+    if settings.lease != node.config().lock_lease {
+        tracing::warn!(asked = ?settings.lease, cluster = ?node.config().lock_lease,
+            "the lock lease is a cluster setting (lock_lease_ms): using the node's");
+    }
+    let settings = LockSettings {
+        lease: node.config().lock_lease,
     };
-    let actor = LockActor {
-        node: node.clone(),
-        table: TableConfig {
-            lease: settings.lease,
-            takeover_delay,
-        },
-        holdings: HoldingsConfig {
-            lease: settings.lease,
-            margin: settings.margin(),
-        },
-        // Well below the time others need to declare this node down and take over.
-        pause_threshold: config.timings.probe_period,
+    let drift_permille = GroupConfig::with_liveness(settings.lease).drift_permille;
+    let holdings = HoldingsConfig {
+        lease: settings.lease,
+        margin: settings.margin(),
+        drift_permille,
     };
-    let (state, wake) = actor.initial_state();
-    let config = actor.clone();
-    let (actor, _) = Actor::spawn(None, actor, (state.clone(), wake))
+    let table = LockTable::new(
+        node.group().status().replica,
+        TableConfig {
+            lease: settings.lease,
+            drift_permille,
+            resend: Duration::from_millis(300),
+        },
+    );
+    let driver = LockDriver::new(
+        node.clone(),
+        table,
+        Holdings::new(holdings),
+        holdings.renew_every(),
+    );
+    let service = Shell::spawn(driver, node.watch_members())
         .await
         .map_err(|e| fail(e.to_string()))?;
-    let service = LockHandle {
-        actor,
-        config,
-        state,
-    };
+    service.with_mut(|d| d.shell = Some(service.clone()));
+    // Feed the group's status to the table, the current one first.
+    let mut status = node.group().watch();
+    let feed = service.clone();
+    tokio::spawn(async move {
+        loop {
+            let s = status.borrow_and_update().clone();
+            if feed.send(LockInput::Group(s)).is_err() || status.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     node.register_service(
         SERVICE,
         Arc::new(LockGateway {
@@ -108,6 +124,7 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
         node: node.clone(),
         service,
         settings,
+        holdings,
         next_guard: AtomicU64::new(1),
     }));
     Ok(())
@@ -178,8 +195,15 @@ impl Locks {
     pub async fn stats(&self) -> Option<LockStats> {
         let shared = self.shared.as_ref()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        shared.service.actor.cast(LockMsg::Stats(tx)).ok()?;
+        shared.service.cast(LockInput::Stats(tx)).ok()?;
         rx.await.ok()
+    }
+
+    /// The node that serves lock `name` now, as this node's group state says (`None`: no node
+    /// is entitled to it yet, or the service is not installed).
+    pub fn owner_of(&self, name: &str) -> Option<colony_runtime::NodeId> {
+        let shared = self.shared.as_ref()?;
+        super::actor::owner_of(&shared.node, &name::named_key(name))
     }
 
     /// The lease in force.

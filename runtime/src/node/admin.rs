@@ -60,6 +60,9 @@ pub struct ConsensusReport {
     pub entitled_ms: Option<u64>,
     /// Why this node takes no part, if it does not (disagreeing settings, a failed store).
     pub problem: Option<String>,
+    /// The member serving each slot of the lock names (`None`: nobody yet), by slot number.
+    #[serde(default)]
+    pub lock_slots: Vec<Option<String>>,
 }
 
 impl ConsensusReport {
@@ -94,6 +97,17 @@ impl ConsensusReport {
                 .failed
                 .clone()
                 .or_else(|| s.disagreement.as_ref().map(ToString::to_string)),
+            lock_slots: s
+                .state
+                .slots
+                .get(&crate::consensus::Domain::Locks)
+                .map(|slots| {
+                    slots
+                        .iter()
+                        .map(|x| x.owner.map(|(r, _)| hex(&r)))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

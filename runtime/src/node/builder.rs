@@ -494,7 +494,10 @@ async fn wait_for_group(node: &Node) -> Result<(), StartError> {
             if let Some(d) = cluster_settings(node.config()).disagreement(settings) {
                 return Err(StartError::Settings(d));
             }
-            return Ok(());
+            // Registered in an epoch: the group may give this node slots from now on.
+            if s.epoch.is_some() {
+                return Ok(());
+            }
         }
         if said.elapsed() > Duration::from_secs(5) {
             said = std::time::Instant::now();

@@ -342,6 +342,11 @@ impl Node {
         }
     }
 
+    /// Whether [`Node::shutdown`] has begun: services refuse new work from then on.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
     /// Leaves the cluster gracefully: stops components in reverse order, tells every member this
     /// node is leaving (they see it *left*, not *down*), then closes sessions and the listener.
     /// Calling it again does nothing.

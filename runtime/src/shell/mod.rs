@@ -135,6 +135,11 @@ impl<D: Driven> Shell<D> {
         read(&lock(&self.state).driven)
     }
 
+    /// Changes the driver outside of a step (to hand it its own shell, say).
+    pub fn with_mut<R>(&self, change: impl FnOnce(&mut D) -> R) -> R {
+        change(&mut lock(&self.state).driven)
+    }
+
     /// Stops the actor; later inputs fail with [`Stopped`].
     pub fn stop(&self) {
         self.actor.stop(None);
