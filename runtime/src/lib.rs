@@ -9,7 +9,8 @@
 //!
 //! ## Not here
 //! The primitives themselves (locks, caches, scheduler, buckets) live in `colony-actors`. This
-//! crate gives no consensus log: exclusivity comes from quorum plus leases in the primitives.
+//! crate gives them the consensus group that decides exclusivity and the entitlement machinery
+//! they share; what is exclusive and how it is served is theirs.
 //!
 //! ## Layout
 //! - [`config`]: settings and their layering (file < environment < flags).
@@ -17,7 +18,10 @@
 //! - [`wire`]: the versioned envelope and its size-checked codec.
 //! - [`membership`]: SWIM gossip (foca) with authentication; sans-IO core plus a UDP shell.
 //! - [`transport`]: ractor_cluster sessions that follow membership, gateways, requests.
-//! - [`placement`], [`quorum`]: who owns a key, and who may act.
+//! - [`placement`], [`quorum`]: rendezvous hashing, and quorum arithmetic for the membership view.
+//! - [`consensus`]: the raft-rs group (sans-IO core, redb store, shell) holding settings,
+//!   liveness epochs and slot ownership; [`ownership`]: which slots a node may serve now.
+//! - [`shell`]: the actor shell every sans-IO core runs in.
 //! - [`events`]: the bounded local event bus.
 //! - [`lifecycle`]: components started after join and stopped before leave.
 //! - [`Node`]: the handle that ties them together, and the admin endpoint.

@@ -7,7 +7,7 @@
 //!
 //! Besides raft itself the core keeps this node's liveness (it registers and heartbeats on its
 //! own, and knows until when it is entitled), and, while it leads, the group's duties: revoking
-//! epochs that stopped heartbeating, placing slots, and changing voters ([`super::duties`]).
+//! epochs that stopped heartbeating, placing slots, and changing voters (the `duties` module).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
