@@ -11,6 +11,14 @@ use serde_json::{Value, json};
 /// Lease used by lock tests: short, so that faults resolve quickly.
 pub const LEASE_MS: u64 = 1000;
 
+/// Holds recorded so far, counting renewals: how many lasted longer than `lease_ms`.
+pub fn renewed_holds(cluster: &TestCluster, lease_ms: u64) -> usize {
+    holds(&all_events(cluster))
+        .iter()
+        .filter(|h| h.end_us.saturating_sub(h.start_us) > lease_ms * 1000)
+        .count()
+}
+
 /// A cluster whose every node hammers `names` with `clients` clients holding for `hold_ms`.
 pub fn hammer(
     dir: &Path,
@@ -88,8 +96,9 @@ pub fn holding(cluster: &TestCluster, i: usize) -> bool {
     !open.is_empty()
 }
 
-/// Holds built from the events: valid from acquisition until release, loss or lease end,
-/// whichever came first.
+/// Holds built from the events: valid from acquisition until release, loss or the end of the
+/// lease, whichever came first, where the lease's end is the latest any renewal gave it (the
+/// holder records its lease's end again when it releases).
 pub fn holds(events: &[Value]) -> Vec<Hold> {
     let mut holds: HashMap<(String, u64), Hold> = HashMap::new();
     for e in events.iter().filter(|e| e["event"] == "acquired") {
@@ -108,6 +117,7 @@ pub fn holds(events: &[Value]) -> Vec<Hold> {
             },
         );
     }
+    let mut stopped: HashMap<(String, u64), u64> = HashMap::new();
     for e in events
         .iter()
         .filter(|e| e["event"] == "released" || e["event"] == "lost")
@@ -117,7 +127,17 @@ pub fn holds(events: &[Value]) -> Vec<Hold> {
             e["token"].as_u64().unwrap(),
         );
         if let Some(h) = holds.get_mut(&key) {
-            h.end_us = h.end_us.min(e["at_us"].as_u64().unwrap());
+            if let Some(renewed_to) = e["valid_until_us"].as_u64() {
+                h.end_us = h.end_us.max(renewed_to);
+            }
+            let at = e["at_us"].as_u64().unwrap();
+            let first = stopped.entry(key).or_insert(at);
+            *first = (*first).min(at);
+        }
+    }
+    for (key, at) in stopped {
+        if let Some(h) = holds.get_mut(&key) {
+            h.end_us = h.end_us.min(at);
         }
     }
     holds.into_values().collect()

@@ -147,6 +147,16 @@ pub fn logs(cluster: &TestCluster) -> String {
     cluster
         .all()
         .into_iter()
-        .map(|i| format!("----- {} -----\n{}\n", cluster.name(i), cluster.log(i)))
+        .map(|i| {
+            let status = cluster
+                .status(i)
+                .map(|s| format!("{:?}", s.consensus))
+                .unwrap_or_else(|| "no status".into());
+            format!(
+                "----- {} -----\n{}\nconsensus: {status}\n",
+                cluster.name(i),
+                cluster.log(i)
+            )
+        })
         .collect()
 }

@@ -35,7 +35,10 @@ impl Service for LockGateway {
             if let LockRequest::Acquire { wait_ms, .. } = &mut op {
                 *wait_ms = (*wait_ms).min(MAX_WAIT.as_millis() as u64);
             }
-            let stopping = || ServiceError::Failed("the lock service is stopping".into());
+            let stopping = || {
+                tracing::warn!("a lock request found the lock service stopped");
+                ServiceError::Failed("the lock service is stopping".into())
+            };
             let (tx, rx) = tokio::sync::oneshot::channel();
             service
                 .send(LockInput::Table(op, tx))

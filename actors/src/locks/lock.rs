@@ -103,6 +103,7 @@ impl ClusterLock {
         };
         let mut backoff = Duration::from_millis(5);
         let started = Instant::now();
+        let mut said = started;
         loop {
             let wait = match mode {
                 Mode::Try => None,
@@ -170,7 +171,12 @@ impl ClusterLock {
                     _ => Ok(None),
                 };
             }
-            if transient.is_some() {
+            if let Some(e) = &transient {
+                // A wait that keeps failing is worth an operator's look.
+                if said.elapsed() >= Duration::from_secs(5) {
+                    said = Instant::now();
+                    tracing::warn!(lock = %self.name, error = %e, waited = ?started.elapsed(), "still cannot acquire");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(250));
             }

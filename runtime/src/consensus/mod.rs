@@ -24,6 +24,8 @@
 pub mod command;
 pub mod config;
 pub mod core;
+#[cfg(test)]
+mod core_tests;
 pub mod disk;
 mod duties;
 pub mod group;

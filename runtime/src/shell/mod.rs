@@ -117,6 +117,7 @@ impl<D: Driven> Shell<D> {
         }
         let now = Instant::now();
         let mut state = lock(&self.state);
+        let _loud = Loud;
         state.driven.input(now, input);
         state.settle(now);
         Ok(())
@@ -143,6 +144,17 @@ impl<D: Driven> Shell<D> {
     /// Stops the actor; later inputs fail with [`Stopped`].
     pub fn stop(&self) {
         self.actor.stop(None);
+    }
+}
+
+/// Logs an error when dropped during a panic.
+struct Loud;
+
+impl Drop for Loud {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("a core panicked in its actor shell: the service it drives stops");
+        }
     }
 }
 
@@ -220,6 +232,8 @@ impl<D: Driven> Actor for ShellActor<D> {
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         let mut s = lock(state);
+        // A core that panics is a bug; say so loudly before the actor dies with it.
+        let _loud = Loud;
         match message {
             ShellMsg::Input(input) => s.driven.input(now, input),
             ShellMsg::View(view) => s.driven.view(now, &view),

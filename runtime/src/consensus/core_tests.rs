@@ -1,0 +1,159 @@
+//! The group core's refusals of bad input, and a walk through founding and registering.
+
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use raft::eraftpb::{Entry, Message, MessageType};
+
+use super::core::*;
+use super::*;
+
+fn identity(replica: u64) -> Identity {
+    Identity {
+        replica: ReplicaId(replica),
+        info: MemberInfo {
+            name: format!("n{replica}"),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        },
+        settings: ClusterSettings {
+            cluster_size: 3,
+            quorum: 2,
+            lock_lease_ms: 1000,
+            probe_period_ms: 400,
+            probe_rtt_ms: 150,
+            suspect_to_down_ms: 1200,
+        },
+    }
+}
+
+/// A founded one-voter group, run until its settings and its own registration are applied.
+fn founded(now: Instant) -> GroupCore {
+    let mut core = GroupCore::found(
+        identity(1),
+        GroupConfig::with_liveness(Duration::from_secs(1)),
+        77,
+        now,
+        5,
+    );
+    let mut t = now;
+    while core.epoch().is_none() {
+        t += Duration::from_millis(100);
+        core.handle_timeout(t);
+        while core.poll_output().is_some() {}
+        assert!(t < now + Duration::from_secs(5), "never registered");
+    }
+    core
+}
+
+fn msg(kind: MessageType, from: u64, to: u64, term: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(kind);
+    m.from = from;
+    m.to = to;
+    m.term = term;
+    m
+}
+
+#[test]
+fn a_founding_node_leads_records_the_settings_and_registers_itself() {
+    let t0 = Instant::now();
+    let core = founded(t0);
+    assert!(core.is_leader());
+    assert_eq!(core.state().settings, Some(identity(1).settings));
+    assert_eq!(core.epoch(), Some(1));
+    assert!(core.entitlement(t0 + Duration::from_millis(200)).is_some());
+}
+
+#[test]
+fn messages_from_other_groups_strangers_or_with_a_forged_sender_are_refused() {
+    let t0 = Instant::now();
+    let mut core = founded(t0);
+    let term = core.term();
+    let append = msg(MessageType::MsgAppend, 2, 1, term + 5);
+    assert!(matches!(
+        core.handle_message(t0, 99, ReplicaId(2), append.clone()),
+        Err(Refused::OtherGroup { .. })
+    ));
+    assert!(matches!(
+        core.handle_message(t0, 77, ReplicaId(2), append.clone()),
+        Err(Refused::Stranger(ReplicaId(2)))
+    ));
+    assert!(matches!(
+        core.handle_message(t0, 77, ReplicaId(3), append),
+        Err(Refused::Misaddressed { .. })
+    ));
+    let local = msg(MessageType::MsgHup, 1, 1, term);
+    assert!(matches!(
+        core.handle_message(t0, 77, ReplicaId(1), local),
+        Err(Refused::Malformed(_))
+    ));
+    assert_eq!(core.stats().refused, 4);
+    assert_eq!(core.term(), term, "nothing was stepped");
+    assert!(core.is_leader());
+}
+
+#[test]
+fn messages_no_correct_peer_sends_are_refused_before_raft_sees_them() {
+    let t0 = Instant::now();
+    let mut core = founded(t0);
+    let last = core.log().last();
+    let mut beat = msg(MessageType::MsgHeartbeat, 1, 1, core.term());
+    beat.commit = last + 10;
+    assert!(matches!(
+        core.handle_message(t0, 77, ReplicaId(1), beat),
+        Err(Refused::Malformed(_))
+    ));
+    let mut append = msg(MessageType::MsgAppend, 1, 1, core.term());
+    append.index = last;
+    append.set_entries(
+        vec![
+            Entry {
+                index: last + 1,
+                term: 1,
+                ..Default::default()
+            },
+            Entry {
+                index: last + 3,
+                term: 1,
+                ..Default::default()
+            },
+        ]
+        .into(),
+    );
+    assert!(matches!(
+        core.handle_message(t0, 77, ReplicaId(1), append),
+        Err(Refused::Malformed(_))
+    ));
+    let mut snap = msg(MessageType::MsgSnapshot, 1, 1, core.term());
+    snap.mut_snapshot().mut_metadata().index = last + 5;
+    snap.mut_snapshot().data = b"not a cluster state".to_vec().into();
+    assert!(matches!(
+        core.handle_message(t0, 77, ReplicaId(1), snap),
+        Err(Refused::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_message_from_a_stale_term_changes_nothing() {
+    let t0 = Instant::now();
+    let mut core = founded(t0);
+    let (term, applied) = (core.term(), core.applied_index());
+    let stale = msg(MessageType::MsgRequestVote, 1, 1, term - 1);
+    let _ = core.handle_message(t0, 77, ReplicaId(1), stale);
+    assert_eq!(core.term(), term);
+    assert!(core.is_leader());
+    assert_eq!(core.applied_index(), applied);
+}
+
+proptest! {
+    #[test]
+    fn junk_never_decodes_into_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let t0 = Instant::now();
+        let mut core = founded(t0);
+        if let Ok(m) = decode_message(&bytes) {
+            let from = ReplicaId(m.from);
+            let _ = core.handle_message(t0, 77, from, m);
+        }
+        let _ = decode_command(&bytes);
+    }
+}
