@@ -178,6 +178,8 @@ pub struct LockTable {
     next_timer: u64,
     /// When each slot being handed over is sent next.
     resend: BTreeMap<u16, Instant>,
+    /// Tables that arrived before this node applied the move they belong to.
+    early: BTreeMap<u16, (Instant, SlotTable)>,
     outputs: VecDeque<Output>,
 }
 
@@ -193,6 +195,7 @@ impl LockTable {
             timers: BTreeMap::new(),
             next_timer: 0,
             resend: BTreeMap::new(),
+            early: BTreeMap::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -278,6 +281,10 @@ impl LockTable {
         for command in self.own.extensions() {
             self.outputs.push_back(Output::Propose(command));
         }
+        // A table that came before this node applied its move can be taken now.
+        for (_, (at, table)) in std::mem::take(&mut self.early) {
+            self.take_table(now, at, table);
+        }
         self.send_due(now);
         // A lapsed entitlement that came back, or a new block: waiters may be granted now.
         let ready: Vec<String> = self
@@ -293,15 +300,34 @@ impl LockTable {
 
     /// A slot's table arrived from its previous owner.
     pub fn received(&mut self, now: Instant, table: SlotTable) {
+        self.take_table(now, now, table);
+    }
+
+    /// Installs `table`, which arrived at `at`, if this node awaits it; keeps it if it is for a
+    /// move this node has not applied yet.
+    fn take_table(&mut self, now: Instant, at: Instant, table: SlotTable) {
+        let current = self
+            .state
+            .slot(Domain::Locks, table.slot)
+            .map_or(0, |s| s.generation);
         let Some(accept) = self.own.received(&self.state, table.slot, table.generation) else {
+            if table.generation > current {
+                self.early.insert(table.slot, (at, table));
+            }
             return;
         };
+        // Time spent waiting here is taken off the leases it carries.
+        let waited = now.saturating_duration_since(at);
         for h in table.holds {
             if slot_of(h.name.as_bytes()) != table.slot {
                 continue;
             }
             let left = Duration::from_millis(h.left_ms);
-            let expires = now + left + left * self.config.drift_permille / 1000;
+            let Some(left) = (left + left * self.config.drift_permille / 1000).checked_sub(waited)
+            else {
+                continue;
+            };
+            let expires = now + left;
             let entry = self.entry(&h.name);
             entry.hold = Some(Hold {
                 holder: h.holder,

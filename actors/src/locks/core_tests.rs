@@ -297,3 +297,46 @@ fn names_with_nobody_holding_or_waiting_leave_nothing_behind() {
     }
     assert!(t.is_empty());
 }
+
+#[test]
+fn a_table_that_arrives_before_the_move_is_applied_is_taken_once_it_is() {
+    let t0 = Instant::now();
+    let mut next = LockTable::new(ReplicaId(2), config());
+    let before = state_with("a", &[1]);
+    next.set_group(t0, Arc::new(before), Some(1), entitled(t0, LEASE * 10));
+    let moved = state_with("a", &[1, 2]);
+    let slot = slot_of(b"a");
+    let generation = moved.slot(Domain::Locks, slot).unwrap().generation;
+    next.received(
+        t0,
+        SlotTable {
+            slot,
+            generation,
+            holds: vec![MovedHold {
+                name: "a".into(),
+                holder: holder(1),
+                token: 77,
+                left_ms: 500,
+            }],
+        },
+    );
+    assert_eq!(drain(&mut next), []);
+    // 100 ms later the move is applied here: the table is taken, its lease less the wait.
+    let t1 = t0 + Duration::from_millis(100);
+    next.set_group(t1, Arc::new(moved), Some(1), entitled(t1, LEASE * 10));
+    assert_eq!(
+        drain(&mut next),
+        [Output::Propose(Command::Accept {
+            domain: Domain::Locks,
+            slot,
+            generation
+        })]
+    );
+    assert_eq!(next.holder("a"), Some((holder(1), 77)));
+    next.handle_timeout(t0 + Duration::from_millis(511));
+    assert_eq!(
+        next.holder("a"),
+        None,
+        "500 ms stretched by 2% from the receipt"
+    );
+}
