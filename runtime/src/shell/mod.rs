@@ -112,7 +112,10 @@ impl<D: Driven> Shell<D> {
     /// # Errors
     /// [`Stopped`] once the shell stopped: the input was not handed to the core.
     pub fn send(&self, input: D::Input) -> Result<(), Stopped> {
-        if self.actor.get_status() != ractor::ActorStatus::Running {
+        // Not "is it running": ractor marks an actor running only after `spawn` returned, and an
+        // input stepped in that gap is as good as any (the driver was built before).
+        use ractor::ActorStatus::{Draining, Stopped as Dead, Stopping};
+        if matches!(self.actor.get_status(), Draining | Stopping | Dead) {
             return Err(Stopped);
         }
         let now = Instant::now();
