@@ -12,6 +12,7 @@
 //! crate gives no consensus log: exclusivity comes from quorum plus leases in the primitives.
 //!
 //! ## Layout
+//! - [`clock`]: the node's wall clock (with a test-only offset).
 //! - [`config`]: settings and their layering (file < environment < flags).
 //! - [`homes`]: the local and shared home directories.
 //! - [`wire`]: the versioned envelope and its size-checked codec.
@@ -24,6 +25,7 @@
 //! - `testkit` (feature `testkit`): multi-process clusters with fault injection.
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod config;
 pub mod events;
 pub mod homes;

@@ -28,6 +28,7 @@ impl NodeArgs {
             request_timeout_ms: None,
             admin: self.admin.clone(),
             fault_injection: self.fault_injection.then_some(true),
+            clock_offset_ms: self.clock_offset_ms,
         }
     }
 }

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
 
@@ -153,6 +152,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Shift this node's wall clock by `offset_ms` milliseconds (tests only: refused at start
+    /// unless [`Self::fault_injection`] is on). See [`crate::clock`].
+    pub fn clock_offset_ms(mut self, offset_ms: i64) -> Self {
+        self.layer.clock_offset_ms = Some(offset_ms);
+        self
+    }
+
     /// Settings from another source (file, environment, flags), below the values set here.
     pub fn layer(mut self, layer: ConfigLayer) -> Self {
         self.lower = layer.over(self.lower);
@@ -243,10 +249,7 @@ async fn start(
     }
     let local_home = LocalHome::open(&config.home)?;
     let shared_home = SharedHome::open(&config.shared_home)?;
-    let now_micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_micros() as u64;
+    let now_micros = config.wall_clock().now_micros();
     let incarnation =
         next_incarnation(&local_home.state(), now_micros).map_err(|source| StartError::State {
             path: local_home.state(),
