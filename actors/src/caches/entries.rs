@@ -120,6 +120,14 @@ where
         }
     }
 
+    /// Removes `key` whatever it holds; returns the removed value.
+    pub(crate) fn remove(&self, key: &K) -> Option<V> {
+        match self {
+            Entries::Bounded(c) => c.remove(key).map(|s| s.value),
+            Entries::Unbounded(m) => m.remove(key).map(|(_, s)| s.value),
+        }
+    }
+
     pub(crate) fn clear(&self) {
         match self {
             Entries::Bounded(c) => c.invalidate_all(),

@@ -11,13 +11,15 @@
 //! - [`Cache`], [`CachedReference`], [`Caches`]: the API.
 
 mod cache;
+pub mod core;
+#[cfg(test)]
+mod core_tests;
 mod entries;
 mod error;
 mod gateway;
 mod loader;
 mod loads;
 pub mod msg;
-mod peers;
 mod reference;
 mod registry;
 mod removals;

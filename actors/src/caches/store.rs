@@ -207,6 +207,37 @@ where
         kind.is_some()
     }
 
+    /// Stores a value loaded from the system of record unless a write is there or `stale` says
+    /// a change arrived since the load began. `stale` runs under the entry's lock, so an
+    /// invalidation either lands before it (and the value is not stored) or after the store
+    /// (and removes it): a load never caches over a finished change.
+    pub(crate) fn put_loaded(&self, key: K, value: V, stale: impl FnOnce() -> bool) -> bool {
+        let slot = Slot {
+            value: value.clone(),
+            stamp: LOADED,
+        };
+        let kind = self.entries.put_if_newer(key.clone(), slot, stale);
+        if let Some(kind) = kind {
+            self.events.publish(EntryEvent {
+                kind,
+                key,
+                value: Some(value),
+            });
+        }
+        kind.is_some()
+    }
+
+    /// Removes `key` whatever it holds (an invalidation: the system of record decides).
+    pub(crate) fn drop_key(&self, key: &K) {
+        if let Some(value) = self.entries.remove(key) {
+            self.events.publish(EntryEvent {
+                kind: EntryEventKind::Removed,
+                key: key.clone(),
+                value: Some(value),
+            });
+        }
+    }
+
     /// Removes `key` unless it holds a write newer than `stamp`, and remembers the removal.
     pub(crate) fn remove(&self, key: &K, stamp: Stamp) {
         self.removals.removed(key.clone(), stamp);
