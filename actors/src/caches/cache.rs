@@ -129,28 +129,35 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Fut: Future<Output = Result<V, String>>,
     {
         let inner = &self.inner;
+        let timed = |key: K| async move {
+            let started = Instant::now();
+            let loaded = load(key).await;
+            let micros = started.elapsed().as_micros() as u64;
+            inner.store.counters.loaded(loaded.is_ok(), micros);
+            loaded.map_err(|reason| CacheError::Load {
+                name: inner.name.clone(),
+                reason,
+            })
+        };
+        // Without its leases this node may have missed a change, and a load in progress may
+        // predate it: this caller loads on its own and caches nothing. A lease lost during a
+        // shared load is followed by a clear, which marks that load stale.
+        if inner.settings.is_replicated() && !inner.shared.leased() {
+            let value = timed(key.clone()).await;
+            // What it read may be newer than what a shared load in progress read: that one
+            // must not be cached now, or a later read here would go back.
+            inner.loads.changed(key);
+            return value;
+        }
         inner
             .loads
             .run(key, |inflight| async move {
-                // Without its leases this node may miss changes: what it loads then is not
-                // cached. Asked before loading: a lease lost during the load is followed by a
-                // clear, which marks this load stale. A local cache has no peers to hear from.
-                let cacheable = !inner.settings.is_replicated() || inner.shared.leased();
-                let started = Instant::now();
-                let loaded = load(key.clone()).await;
-                let micros = started.elapsed().as_micros() as u64;
-                inner.store.counters.loaded(loaded.is_ok(), micros);
-                let value = loaded.map_err(|reason| CacheError::Load {
-                    name: inner.name.clone(),
-                    reason,
-                })?;
+                let value = timed(key.clone()).await?;
                 // A change that arrived meanwhile may be newer than what was loaded: decided
-                // under the entry's lock, against the same flag every change sets first.
-                if cacheable {
-                    inner
-                        .store
-                        .put_loaded(key.clone(), value.clone(), || inflight.is_stale());
-                }
+                // under the entry's lock, against the flag every change sets first.
+                inner
+                    .store
+                    .put_loaded(key.clone(), value.clone(), || inflight.is_stale());
                 Ok(value)
             })
             .await

@@ -292,6 +292,9 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
         component: "caches".into(),
         reason: e.to_string(),
     })?;
+    // The view as it stands now, before any cache exists: a node alone serves at once.
+    let members = view_of(&node.watch_members().borrow());
+    shared.input(|core, now, _| core.handle_view(now, members));
     tokio::spawn(drive(shared.clone()));
     tokio::spawn(watch_events(shared.clone()));
     node.register_admin_action(
@@ -319,12 +322,7 @@ async fn drive(shared: Arc<Shared>) {
     let mut view_changed = true;
     loop {
         if view_changed {
-            let members: Vec<(NodeId, bool)> = views
-                .borrow_and_update()
-                .members
-                .iter()
-                .map(|m| (m.id, m.state.is_gone()))
-                .collect();
+            let members = view_of(&views.borrow_and_update());
             shared.input(|core, now, _| core.handle_view(now, members));
         }
         let next = shared.core.lock().expect("coherence lock").poll_timeout();
@@ -348,6 +346,14 @@ async fn drive(shared: Arc<Shared>) {
             () = shared.wake.notified() => false,
         };
     }
+}
+
+/// `(id, gone)` of every member of `view`, as the core takes it.
+fn view_of(view: &colony_runtime::membership::View) -> Vec<(NodeId, bool)> {
+    view.members
+        .iter()
+        .map(|m| (m.id, m.state.is_gone()))
+        .collect()
 }
 
 /// Clears on rejoins: a node that was down or cut off missed changes, and so may this node

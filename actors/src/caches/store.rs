@@ -207,16 +207,15 @@ where
         kind.is_some()
     }
 
-    /// Stores a value loaded from the system of record unless a write is there or `stale` says
-    /// a change arrived since the load began. `stale` runs under the entry's lock, so an
-    /// invalidation either lands before it (and the value is not stored) or after the store
-    /// (and removes it): a load never caches over a finished change.
+    /// Stores a value loaded from the system of record if the key has no value and `stale`
+    /// does not say that a change arrived since the load began. `stale` runs under the entry's
+    /// lock, so an invalidation either lands before it (and the value is not stored) or after
+    /// the store (and removes it): a load never caches over a finished change, and never
+    /// replaces a value that is already there (it may be newer than what this load read).
     pub(crate) fn put_loaded(&self, key: K, value: V, stale: impl FnOnce() -> bool) -> bool {
-        let slot = Slot {
-            value: value.clone(),
-            stamp: LOADED,
-        };
-        let kind = self.entries.put_if_newer(key.clone(), slot, stale);
+        let kind = self
+            .entries
+            .insert_if_vacant(key.clone(), value.clone(), stale);
         if let Some(kind) = kind {
             self.events.publish(EntryEvent {
                 kind,
