@@ -144,9 +144,10 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         // shared load is followed by a clear, which marks that load stale.
         if inner.settings.is_replicated() && !inner.shared.leased() {
             let value = timed(key.clone()).await;
-            // What it read may be newer than what a shared load in progress read: that one
-            // must not be cached now, or a later read here would go back.
+            // What it read may be newer than what this node holds or what a shared load in
+            // progress read: neither may be served after it, or a later read here would go back.
             inner.loads.changed(key);
+            inner.store.drop_key(key);
             return value;
         }
         inner

@@ -15,7 +15,8 @@
 //!   the answer carries the peer's last synchronous sequence number (`mark`). The lease runs
 //!   from when the *question* left (so a delayed answer cannot stretch it) and is granted only
 //!   if every synchronous change up to `mark` was received: a gap stops renewals. A lease that
-//!   runs out clears every replicated cache and restarts the sequence past `mark`. The first
+//!   runs out clears every replicated cache and restarts the sequence past `mark`; so does a
+//!   gap seen while no lease is held, and a peer that goes gone while its lease runs. The first
 //!   answer from a peer clears too: what was missed before it is unknown.
 //! - **Writers**: a synchronous change gets the next number of the writer's one sequence. A
 //!   peer that did not acknowledge it may still hold a lease granted before the change was
@@ -177,6 +178,11 @@ pub enum ClearReason {
     Joined(NodeId),
     /// The lease from this peer ran out (silence, or a gap in its sequence).
     LeaseExpired(NodeId),
+    /// This node holds no lease from this peer and its answer showed a gap: the sequence
+    /// starts again past it.
+    Gap(NodeId),
+    /// This node stopped hearing from this peer (gone in its view) while holding its lease.
+    Gone(NodeId),
     /// This peer gave up asynchronous changes for this node.
     AsyncLost(NodeId),
     /// More synchronous changes arrived ahead of a gap than a stream keeps.
@@ -420,8 +426,19 @@ impl CoherenceCore {
             .into_iter()
             .filter(|(id, _)| *id != self.me)
             .collect();
-        self.streams
-            .retain(|id, _| members.get(id).is_some_and(|gone| !gone));
+        // A peer this node stops hearing from while its lease runs may have changed what this
+        // node holds (its writer waits that lease out, not longer): clear now.
+        let mut left = Vec::new();
+        self.streams.retain(|id, stream| {
+            let keep = members.get(id).is_some_and(|gone| !gone);
+            if !keep && stream.lease_until.is_some() {
+                left.push(*id);
+            }
+            keep
+        });
+        for id in left {
+            self.clear(ClearReason::Gone(id));
+        }
         for (&id, &gone) in &members {
             if !gone {
                 self.streams.entry(id).or_insert_with(|| Stream::new(now));
@@ -503,7 +520,15 @@ impl CoherenceCore {
             true
         } else if stream.complete_to(reply.mark) {
             true
+        } else if stream.lease_until.is_none() {
+            // Not leased, so serving nothing cached: clear now and start again past the mark,
+            // rather than wait for a lease that a gap would never let come.
+            self.stats.gaps += 1;
+            stream.restart();
+            reasons.push(ClearReason::Gap(from));
+            true
         } else {
+            // Leased: keep serving until the lease runs out, unless the gap fills first.
             self.stats.gaps += 1;
             false
         };

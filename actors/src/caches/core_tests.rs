@@ -117,10 +117,12 @@ fn a_gap_in_the_writers_sequence_stops_renewals_and_the_lease_running_out_clears
         ]
     );
     assert_eq!(reader.lease(), Lease::Expired);
+    // Another change lost while no lease is held: the next answer clears and renews.
+    let _ = writer.stamp_sync(t0 + LEASE, WALL);
     // After the clear the sequence restarts past the mark: the next answer renews.
     let answer = writer.handle_sync_request(t0 + LEASE, B, SyncRequest {});
     reader.handle_sync_reply(t0 + LEASE, WALL, A, 3, answer);
-    assert_eq!(drain(&mut reader), vec![]);
+    assert_eq!(drain(&mut reader), vec![Output::Clear(ClearReason::Gap(A))]);
     assert_eq!(reader.lease(), Lease::Until(t0 + LEASE + LEASE));
     // The lost change turning up now only drops its key: a clear covered it.
     let late = Batch {
@@ -311,6 +313,22 @@ fn numbers_far_ahead_of_a_gap_restart_the_stream_with_a_clear_and_memory_stays_b
 }
 
 #[test]
+fn a_peer_that_goes_gone_while_its_lease_runs_clears_and_is_needed_no_more() {
+    let t0 = Instant::now();
+    let mut writer = core(A, t0);
+    let mut reader = core(B, t0);
+    leased(&mut writer, &mut reader, t0);
+    // The writer's change may be lost and its writer may return once this lease is over: the
+    // reader must not keep serving past it on the strength of the other peers' leases.
+    reader.handle_view(t0 + ms(10), [(A, true), (B, false)]);
+    assert_eq!(
+        drain(&mut reader),
+        vec![Output::Clear(ClearReason::Gone(A))]
+    );
+    assert_eq!(reader.lease(), Lease::Unbounded);
+}
+
+#[test]
 fn a_rejoin_clears() {
     let t0 = Instant::now();
     let mut reader = core(B, t0);
@@ -359,7 +377,14 @@ proptest! {
                                 let complete = (covered_below..=answer.mark)
                                     .all(|s| received.contains(&s));
                                 reader.handle_sync_reply(now, WALL, A, id, answer);
-                                if !complete {
+                                let cleared = drain(&mut reader)
+                                    .iter()
+                                    .any(|o| matches!(o, Output::Clear(_)));
+                                if cleared {
+                                    // Restarted past the mark: everything up to it is covered.
+                                    let past = received.last().copied().unwrap_or(0).max(mark_seen);
+                                    covered_below = covered_below.max(past + 1);
+                                } else if !complete {
                                     prop_assert!(
                                         reader.lease() == before || reader.lease() == Lease::Expired,
                                         "renewed over a gap"

@@ -25,6 +25,8 @@ mod registry;
 mod removals;
 mod replicator;
 mod settings;
+#[cfg(test)]
+mod sim;
 mod stamp;
 mod store;
 
