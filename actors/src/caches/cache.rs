@@ -156,9 +156,14 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 let value = timed(key.clone()).await?;
                 // A change that arrived meanwhile may be newer than what was loaded: decided
                 // under the entry's lock, against the flag every change sets first.
-                inner
+                let stored = inner
                     .store
                     .put_loaded(key.clone(), value.clone(), || inflight.is_stale());
+                if !stored && inflight.is_stale() {
+                    // And what was loaded may be newer than what the change left here: its
+                    // callers see it now, so a later read here must not see less.
+                    inner.store.drop_key(key);
+                }
                 Ok(value)
             })
             .await
@@ -340,13 +345,15 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 targets: core.targets(now),
             });
         }
+        // One replication timeout covers the wait for leases and the fan-out together.
+        let deadline = tokio::time::Instant::now() + inner.settings.replication_timeout;
         if inner.settings.mode == Mode::Copy {
-            let deadline = tokio::time::Instant::now() + inner.settings.replication_timeout;
             shared.await_lease(deadline).await;
         }
         shared.with_core(|core, now, wall| Begun::Sync {
             write: core.stamp_sync(now, wall),
             targets: core.targets(now),
+            deadline,
         })
     }
 
@@ -357,12 +364,16 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         let inner = &self.inner;
         match change {
             Begun::Local(_) => {}
-            Begun::Sync { write, targets } => {
+            Begun::Sync {
+                write,
+                targets,
+                deadline,
+            } => {
                 let ops = vec![(inner.name.clone(), op)];
                 let unacked = inner
                     .shared
                     .replicator
-                    .send_sync(&targets, &write, ops, inner.settings.replication_timeout)
+                    .send_sync(&targets, &write, ops, deadline)
                     .await;
                 inner
                     .store
@@ -386,6 +397,8 @@ enum Begun {
     Sync {
         write: SyncWrite,
         targets: Vec<NodeId>,
+        /// When the replication timeout of this write ends.
+        deadline: tokio::time::Instant,
     },
     Async {
         stamp: Stamp,

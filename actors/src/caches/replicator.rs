@@ -42,7 +42,7 @@ impl Replicator {
     }
 
     /// Sends the synchronous change `write` (`ops`) to `targets` and waits for all of them, at
-    /// most `timeout`; then, for each target that did not acknowledge, until the lease it may
+    /// most until `deadline`; then, for each target that did not acknowledge, until the lease it may
     /// hold has run out ([`SyncWrite::holds`]). Returns how many did not acknowledge; each is
     /// logged.
     pub(crate) async fn send_sync(
@@ -50,7 +50,7 @@ impl Replicator {
         targets: &[NodeId],
         write: &SyncWrite,
         ops: Vec<(String, Op)>,
-        timeout: Duration,
+        deadline: tokio::time::Instant,
     ) -> u64 {
         if targets.is_empty() {
             return 0;
@@ -63,7 +63,7 @@ impl Replicator {
         let Ok(payload) = wire::encode_payload(&batch) else {
             return targets.len() as u64;
         };
-        let deadline = tokio::time::Instant::now() + timeout;
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         // One request to every target at once, from the writer's own task.
         let answers = self
             .node
