@@ -227,6 +227,18 @@ pub struct SyncWrite {
     pub holds: Vec<(NodeId, Instant)>,
 }
 
+impl SyncWrite {
+    /// Until when the writer must wait, given the peers that did not acknowledge the change:
+    /// the end of the latest lease any of them may hold. `None`: no wait.
+    pub fn hold_until(&self, unacked: &[NodeId]) -> Option<Instant> {
+        self.holds
+            .iter()
+            .filter(|(peer, _)| unacked.contains(peer))
+            .map(|(_, until)| *until)
+            .max()
+    }
+}
+
 /// Counters of the core.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CoreStats {

@@ -47,6 +47,14 @@ fn leased(writer: &mut CoherenceCore, reader: &mut CoherenceCore, at: Instant) {
     drain(writer);
 }
 
+/// A writer `A` and a reader `B` that holds a lease from it granted at the returned instant.
+fn leased_pair() -> (Instant, CoherenceCore, CoherenceCore) {
+    let t0 = Instant::now();
+    let (mut writer, mut reader) = (core(A, t0), core(B, t0));
+    leased(&mut writer, &mut reader, t0);
+    (t0, writer, reader)
+}
+
 fn invalidate(seq: Option<u64>, stamp: Stamp) -> Batch {
     Batch {
         seq,
@@ -93,10 +101,7 @@ fn a_lease_runs_from_the_question_so_a_late_answer_grants_nothing() {
 
 #[test]
 fn a_gap_in_the_writers_sequence_stops_renewals_and_the_lease_running_out_clears() {
-    let t0 = Instant::now();
-    let mut writer = core(A, t0);
-    let mut reader = core(B, t0);
-    leased(&mut writer, &mut reader, t0);
+    let (t0, mut writer, mut reader) = leased_pair();
     // Change 1 never reaches the reader (lost with a closed link).
     let lost = writer.stamp_sync(t0 + ms(10), WALL);
     assert_eq!(lost.seq, 1);
@@ -152,10 +157,7 @@ fn a_gap_in_the_writers_sequence_stops_renewals_and_the_lease_running_out_clears
 
 #[test]
 fn changes_that_arrive_out_of_order_fill_the_gap_and_renewals_resume() {
-    let t0 = Instant::now();
-    let mut writer = core(A, t0);
-    let mut reader = core(B, t0);
-    leased(&mut writer, &mut reader, t0);
+    let (t0, mut writer, mut reader) = leased_pair();
     let one = writer.stamp_sync(t0, WALL);
     let two = writer.stamp_sync(t0, WALL);
     reader.handle_batch(t0, WALL, A, invalidate(Some(two.seq), two.stamp));
@@ -245,10 +247,7 @@ fn a_stamp_too_far_ahead_is_refused_and_counted_but_still_drops_its_key() {
 
 #[test]
 fn a_peer_back_from_a_false_down_verdict_is_told_to_clear_by_its_next_batch_or_answer() {
-    let t0 = Instant::now();
-    let mut writer = core(A, t0);
-    let mut reader = core(B, t0);
-    leased(&mut writer, &mut reader, t0);
+    let (t0, mut writer, mut reader) = leased_pair();
     let async_batch = |dropped| Batch {
         seq: None,
         dropped,
@@ -297,10 +296,7 @@ fn an_asker_outside_the_view_is_a_target_only_while_its_lease_can_last() {
 
 #[test]
 fn numbers_far_ahead_of_a_gap_restart_the_stream_with_a_clear_and_memory_stays_bounded() {
-    let t0 = Instant::now();
-    let mut writer = core(A, t0);
-    let mut reader = core(B, t0);
-    leased(&mut writer, &mut reader, t0);
+    let (t0, _writer, mut reader) = leased_pair();
     for seq in 2..=4098 {
         reader.handle_batch(t0, WALL, A, invalidate(Some(seq), LOADED));
     }
@@ -314,10 +310,7 @@ fn numbers_far_ahead_of_a_gap_restart_the_stream_with_a_clear_and_memory_stays_b
 
 #[test]
 fn a_peer_that_goes_gone_while_its_lease_runs_clears_and_is_needed_no_more() {
-    let t0 = Instant::now();
-    let mut writer = core(A, t0);
-    let mut reader = core(B, t0);
-    leased(&mut writer, &mut reader, t0);
+    let (t0, _writer, mut reader) = leased_pair();
     // The writer's change may be lost and its writer may return once this lease is over: the
     // reader must not keep serving past it on the strength of the other peers' leases.
     reader.handle_view(t0 + ms(10), [(A, true), (B, false)]);

@@ -92,13 +92,7 @@ impl Replicator {
         }
         // A peer that did not acknowledge may still serve under a lease granted before this
         // change: return only once that lease has run out, so it clears before serving again.
-        let hold = write
-            .holds
-            .iter()
-            .filter(|(peer, _)| unacked.contains(peer))
-            .map(|(_, until)| *until)
-            .max();
-        if let Some(until) = hold.filter(|t| *t > Instant::now()) {
+        if let Some(until) = write.hold_until(&unacked).filter(|t| *t > Instant::now()) {
             tokio::time::sleep_until(until.into()).await;
         }
         unacked.len() as u64

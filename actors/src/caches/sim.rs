@@ -187,6 +187,8 @@ pub(crate) struct CacheWorld {
     /// `(observer, subject, from, to)`: when a node's view had another as gone.
     verdicts: Vec<(usize, usize, Duration, Duration)>,
     pub clears: u64,
+    /// Print every event (`COLONY_SIM_TRACE`).
+    trace: bool,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -251,6 +253,7 @@ impl CacheWorld {
             writers: BTreeMap::new(),
             verdicts: Vec::new(),
             clears: 0,
+            trace: std::env::var_os("COLONY_SIM_TRACE").is_some(),
         };
         for i in 0..n {
             world.feed_view(i);
@@ -401,7 +404,7 @@ impl CacheWorld {
     // ---- the nodes' processes ----
 
     fn process(&mut self, ev: Ev) {
-        if std::env::var_os("COLONY_SIM_TRACE").is_some() {
+        if self.trace {
             eprintln!("{:>10?} {ev:?}", self.now);
         }
         if let Some(i) = ev.node()
@@ -520,7 +523,7 @@ impl CacheWorld {
                 }
                 Output::Apply { change, .. } => self.apply(i, change),
                 Output::Clear(reason) => {
-                    if std::env::var_os("COLONY_SIM_TRACE").is_some() {
+                    if self.trace {
                         eprintln!("{:>10?} n{i} clears: {reason:?}", self.now);
                     }
                     self.clears += 1;
@@ -618,7 +621,7 @@ impl CacheWorld {
 
     /// Applies a decided change to node `i`'s store, as `Replica::apply` does.
     fn apply(&mut self, i: usize, change: Change) {
-        if std::env::var_os("COLONY_SIM_TRACE").is_some() {
+        if self.trace {
             eprintln!("{:>10?} n{i} applies {change:?}", self.now);
         }
         let key = |k: &[u8]| u32::from_le_bytes(k.try_into().expect("4-byte keys"));
@@ -716,7 +719,7 @@ impl CacheWorld {
             return;
         };
         let i = load.node;
-        if std::env::var_os("COLONY_SIM_TRACE").is_some() {
+        if self.trace {
             eprintln!(
                 "{:>10?} n{i} load of {} done: {} shared {} stale {}",
                 self.now, load.key, load.value, load.shared, load.stale
@@ -810,7 +813,7 @@ impl CacheWorld {
             (core.stamp_sync(now, wall), core.targets(now))
         });
         let targets: Vec<usize> = targets.into_iter().map(|t| self.index(t)).collect();
-        if std::env::var_os("COLONY_SIM_TRACE").is_some() {
+        if self.trace {
             let w = &self.writes[&id];
             eprintln!(
                 "{:>10?} n{i} begins write {id} key {} value {} remove {}: {:?} seq {} to {targets:?}",
@@ -861,13 +864,7 @@ impl CacheWorld {
             .map(|&t| self.nodes[t].id)
             .collect();
         // Wait out the lease an unacknowledging peer may hold.
-        let hold = write
-            .holds
-            .iter()
-            .filter(|(p, _)| ids.contains(p))
-            .map(|(_, until)| *until)
-            .max();
-        match hold {
+        match write.hold_until(&ids) {
             Some(until) => {
                 let at = self.nodes[i]
                     .clock

@@ -197,6 +197,11 @@ where
         };
         let refused = || stamp != LOADED && self.removals.refuses(&key, stamp);
         let kind = self.entries.put_if_newer(key.clone(), slot, refused);
+        self.stored(kind, key, value)
+    }
+
+    /// Publishes what a store did, if anything; says whether it stored.
+    fn stored(&self, kind: Option<EntryEventKind>, key: K, value: V) -> bool {
         if let Some(kind) = kind {
             self.events.publish(EntryEvent {
                 kind,
@@ -216,14 +221,7 @@ where
         let kind = self
             .entries
             .insert_if_vacant(key.clone(), value.clone(), stale);
-        if let Some(kind) = kind {
-            self.events.publish(EntryEvent {
-                kind,
-                key,
-                value: Some(value),
-            });
-        }
-        kind.is_some()
+        self.stored(kind, key, value)
     }
 
     /// Removes `key` whatever it holds (an invalidation: the system of record decides).
