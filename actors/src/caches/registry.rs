@@ -132,6 +132,7 @@ impl Shared {
         feed: impl FnOnce(&mut CoherenceCore, Instant, u64) -> T,
     ) -> T {
         let mut core = self.core.lock().expect("coherence lock");
+        let armed = core.poll_timeout();
         let result = feed(&mut core, Instant::now(), self.wall.now_micros());
         while let Some(output) = core.poll_output() {
             match output {
@@ -149,8 +150,12 @@ impl Shared {
             }
         }
         self.lease.set(core.lease());
+        // The timer is re-armed only when the deadline moved: most changes leave it alone.
+        let moved = core.poll_timeout() != armed;
         drop(core);
-        self.wake.notify_one();
+        if moved {
+            self.wake.notify_one();
+        }
         result
     }
 
@@ -178,14 +183,13 @@ impl Shared {
             if self.leased() {
                 return true;
             }
-            let wait = tokio::time::timeout_at(deadline, changed.changed());
-            // A lease that runs out publishes nothing: look again every few milliseconds.
-            match tokio::time::timeout(Duration::from_millis(20), wait).await {
-                Ok(Err(_)) => return false, // deadline passed
-                Ok(Ok(Err(_))) => return false,
-                _ if tokio::time::Instant::now() >= deadline => return self.leased(),
-                _ => {}
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
             }
+            // A lease that runs out publishes nothing: look again every few milliseconds.
+            let tick = (now + Duration::from_millis(20)).min(deadline);
+            let _ = tokio::time::timeout_at(tick, changed.changed()).await;
         }
     }
 
