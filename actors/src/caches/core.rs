@@ -337,6 +337,8 @@ pub struct CoherenceCore {
     streams: BTreeMap<NodeId, Stream>,
     /// Peers that read this node's changes: members, and askers not (yet) in the view.
     readers: BTreeMap<NodeId, Reader>,
+    /// Every member of the last view, gone or not.
+    members: BTreeSet<NodeId>,
     next_id: u64,
     outputs: VecDeque<Output>,
     stats: CoreStats,
@@ -352,6 +354,7 @@ impl CoherenceCore {
             seq: 0,
             streams: BTreeMap::new(),
             readers: BTreeMap::new(),
+            members: BTreeSet::new(),
             next_id: 0,
             outputs: VecDeque::new(),
             stats: CoreStats::default(),
@@ -438,6 +441,7 @@ impl CoherenceCore {
             .into_iter()
             .filter(|(id, _)| *id != self.me)
             .collect();
+        self.members = members.keys().copied().collect();
         // A peer this node stops hearing from while its lease runs may have changed what this
         // node holds (its writer waits that lease out, not longer): clear now.
         let mut left = Vec::new();
@@ -634,11 +638,14 @@ impl CoherenceCore {
 
     // ---- internals ----
 
+    /// The record of `peer` as a reader; one outside the view counts as gone (a target only
+    /// while the lease it asked for may last).
     fn reader(&mut self, peer: NodeId) -> &mut Reader {
+        let gone = !self.members.contains(&peer);
         self.readers.entry(peer).or_insert(Reader {
             answered: None,
             dropped: 0,
-            gone: false,
+            gone,
         })
     }
 
