@@ -841,9 +841,9 @@ impl CacheWorld {
         if empty {
             self.complete(id);
         } else {
-            // The timeout counts on the writer's clock, from now.
+            // One timeout, on the writer's clock, covers the wait for leases and the fan-out.
             let clock = self.nodes[i].clock;
-            let deadline = clock.world(clock.local(self.now) + TIMEOUT);
+            let deadline = clock.world(clock.local(start) + TIMEOUT).max(self.now);
             self.at(deadline, Ev::WriteDeadline { node: i, write: id });
         }
     }
