@@ -32,6 +32,22 @@ pub struct TooFarAhead {
 
 /// A hybrid logical clock. Plain data: the caller passes the wall-clock reading.
 ///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use colony_actors::NodeId;
+/// use colony_actors::caches::core::Hlc;
+///
+/// let mut a = Hlc::new(NodeId::from_u128(1), Duration::from_secs(1));
+/// let mut b = Hlc::new(NodeId::from_u128(2), Duration::from_secs(1));
+/// let first = a.tick(5_200_000); // a's clock reads 5.2 s
+/// b.observe(first, 5_000_000).unwrap(); // b's clock is 200 ms behind
+/// assert!(b.tick(5_000_100) > first); // b's next write is later all the same
+/// // A stamp far in the future is refused, and b's clock stays where it was.
+/// assert!(b.observe(a.tick(60_000_000), 5_000_200).is_err());
+/// assert!(b.tick(5_000_300).micros < 6_000_000);
+/// ```
+///
 #[derive(Debug, Clone)]
 pub struct Hlc {
     node: [u8; 16],

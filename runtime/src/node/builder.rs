@@ -154,6 +154,14 @@ impl NodeBuilder {
 
     /// Shift this node's wall clock by `offset_ms` milliseconds (tests only: refused at start
     /// unless [`Self::fault_injection`] is on). See [`crate::clock`].
+    ///
+    /// # Examples
+    /// ```
+    /// let builder = colony_runtime::Node::builder().cookie("c").clock_offset_ms(-200);
+    /// assert!(builder.resolve().is_err(), "refused without fault injection");
+    /// let config = builder.fault_injection(true).resolve().unwrap();
+    /// assert_eq!(config.wall_clock().offset(), -200);
+    /// ```
     pub fn clock_offset_ms(mut self, offset_ms: i64) -> Self {
         self.layer.clock_offset_ms = Some(offset_ms);
         self
