@@ -286,7 +286,7 @@ impl Stream {
     /// Restarts the sequence past everything known: the caller clears.
     fn restart(&mut self) {
         let past = self.ahead.last().copied().unwrap_or(0).max(self.mark);
-        self.next = Some(self.next.unwrap_or(0).max(past + 1));
+        self.next = Some(self.next.unwrap_or(0).max(past.saturating_add(1)));
         self.ahead.clear();
     }
 
@@ -299,8 +299,9 @@ impl Stream {
             return true;
         }
         if seq == next {
-            let mut n = next + 1;
-            while self.ahead.remove(&n) {
+            // Numbers come from the network: saturate rather than overflow on `u64::MAX`.
+            let mut n = next.saturating_add(1);
+            while n < u64::MAX && self.ahead.remove(&n) {
                 n += 1;
             }
             self.next = Some(n);

@@ -323,6 +323,27 @@ fn a_peer_that_goes_gone_while_its_lease_runs_clears_and_is_needed_no_more() {
 }
 
 #[test]
+fn numbers_and_marks_at_the_end_of_the_range_do_not_panic_the_reader() {
+    let (t0, mut writer, mut reader) = leased_pair();
+    for seq in [u64::MAX, u64::MAX - 1, 0] {
+        reader.handle_batch(t0, WALL, A, invalidate(Some(seq), LOADED));
+    }
+    reader.handle_timeout(t0 + ms(100));
+    let id = drain(&mut reader)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::SendSync { id, .. } => Some(id),
+            _ => None,
+        })
+        .expect("a question");
+    let mut answer = writer.handle_sync_request(t0 + ms(100), B, SyncRequest {});
+    answer.mark = u64::MAX;
+    reader.handle_sync_reply(t0 + ms(100), WALL, A, id, answer);
+    reader.handle_timeout(t0 + LEASE + LEASE);
+    drain(&mut reader);
+}
+
+#[test]
 fn a_rejoin_clears() {
     let t0 = Instant::now();
     let mut reader = core(B, t0);

@@ -76,7 +76,7 @@ impl Hlc {
             self.logical = 0;
         } else if self.logical == u32::MAX {
             // Only a burst of four billion stamps in one microsecond gets here.
-            self.micros += 1;
+            self.micros = self.micros.saturating_add(1);
             self.logical = 0;
         } else {
             self.logical += 1;
