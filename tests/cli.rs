@@ -177,6 +177,28 @@ fn a_missing_cookie_is_named_with_where_to_set_it() {
 }
 
 #[test]
+fn a_clock_offset_without_fault_injection_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(Command::new(BIN)
+        .arg("node")
+        .arg("--home")
+        .arg(dir.path())
+        .args([
+            "--cookie",
+            "c",
+            "--bind",
+            "127.0.0.1:0",
+            "--clock-offset-ms=-200",
+        ]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("clock_offset_ms") && err.contains("fault_injection"),
+        "{err}"
+    );
+}
+
+#[test]
 fn status_against_a_dead_endpoint_fails_cleanly() {
     let out =
         run(Command::new(BIN).args(["status", "--admin", &format!("127.0.0.1:{}", free_port())]));
