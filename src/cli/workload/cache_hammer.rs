@@ -32,6 +32,9 @@ pub struct CacheHammer {
     /// lock per key in the database orders them), each writing the key's next value.
     #[serde(default)]
     shared_keys: bool,
+    /// The cache's name (default `hammer`).
+    #[serde(default = "default_cache")]
+    cache: String,
     /// The database directory, relative to the shared home.
     db: PathBuf,
     /// JSON-lines history file, relative to the local home.
@@ -45,6 +48,10 @@ enum HammerMode {
     Local,
     Invalidation,
     Copy,
+}
+
+fn default_cache() -> String {
+    "hammer".to_owned()
 }
 
 fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
@@ -99,7 +106,7 @@ impl CacheHammer {
         };
         let loader_db = db.clone();
         let cache: Cache<String, u64> = node.caches().get_cache(
-            "hammer",
+            &self.cache,
             Some(Loader::new(move |key: String| {
                 let db = loader_db.clone();
                 async move { read_db(&db, &key) }
