@@ -137,23 +137,26 @@ fn flags_beat_environment_which_beats_the_config_file() {
     assert!(parsed["has_quorum"].as_bool().unwrap());
 }
 
+/// Runs `colony node --home HOME ARGS...` (with no cookie in the environment), expects it to
+/// fail to start, and returns what it wrote to stderr.
+fn refused_start(home: &std::path::Path, args: &[&str]) -> String {
+    let out = run(Command::new(BIN)
+        .arg("node")
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("COLONY_COOKIE"));
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn an_unusable_home_stops_start_up_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"not a directory").unwrap();
-    let out = run(Command::new(BIN)
-        .arg("node")
-        .arg("--home")
-        .arg(file.join("home"))
-        .args([
-            "--cookie",
-            "c",
-            "--bind",
-            &format!("127.0.0.1:{}", free_port()),
-        ]));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let bind = format!("127.0.0.1:{}", free_port());
+    let err = refused_start(&file.join("home"), &["--cookie", "c", "--bind", &bind]);
     assert!(
         err.contains("local home") && err.contains("not usable"),
         "{err}"
@@ -163,15 +166,26 @@ fn an_unusable_home_stops_start_up_with_a_clear_error() {
 #[test]
 fn a_missing_cookie_is_named_with_where_to_set_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(Command::new(BIN)
-        .arg("node")
-        .arg("--home")
-        .arg(dir.path())
-        .env_remove("COLONY_COOKIE"));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(dir.path(), &[]);
     assert!(
         err.contains("cookie") && err.contains("COLONY_COOKIE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_clock_offset_without_fault_injection_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--cookie",
+        "c",
+        "--bind",
+        "127.0.0.1:0",
+        "--clock-offset-ms=-200",
+    ];
+    let err = refused_start(dir.path(), &args);
+    assert!(
+        err.contains("clock_offset_ms") && err.contains("fault_injection"),
         "{err}"
     );
 }

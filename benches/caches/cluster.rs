@@ -25,6 +25,8 @@ use crate::{NODES, Options, ROLE_VAR, mode_name};
 const DB: &str = "db";
 /// The workload's history file, relative to each peer's home.
 const HISTORY: &str = "cache-history.jsonl";
+/// The history of the asynchronous copy cache's workload (copy cluster only).
+const ASYNC_HISTORY: &str = "cache-async-history.jsonl";
 /// How often the peers read [`PROBE_KEY`].
 const READ_EVERY_MS: u64 = 100;
 /// How long the end-to-end check may take at each step.
@@ -63,6 +65,18 @@ impl Cluster {
         spec.cluster_size = Some(NODES);
         spec.cookie = options.cookie.clone();
         spec.extra_args = vec!["--workload".into(), file.display().to_string()];
+        if mode == Mode::Copy {
+            // The asynchronous copy cache the writer's `aput` writes: the peers must have it
+            // to apply its changes.
+            let file = workload.path().join("workload-async.json");
+            let mut description = description.clone();
+            description["cache"] = crate::writer::ASYNC_COPY.into();
+            description["synchronous"] = false.into();
+            description["history"] = ASYNC_HISTORY.into();
+            std::fs::write(&file, description.to_string())?;
+            spec.extra_args
+                .extend(["--workload".into(), file.display().to_string()]);
+        }
         let cluster = TestCluster::start(spec)?;
         let db = cluster.shared_home().join(DB);
         std::fs::create_dir_all(&db)?;

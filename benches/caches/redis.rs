@@ -182,9 +182,34 @@ impl Client {
         depth: usize,
         count: usize,
     ) -> anyhow::Result<Batch> {
+        self.pipelines(&[b"GET", key], &Reply::Bulk(Some(len)), depth, count)
+    }
+
+    /// Times `count` pipelines of `depth` SETs of `key` to `value` each, as
+    /// [`Self::timed_pipelines`] times GETs.
+    ///
+    /// # Errors
+    /// The connection failed.
+    pub fn timed_set_pipelines(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        depth: usize,
+        count: usize,
+    ) -> anyhow::Result<Batch> {
+        self.pipelines(&[b"SET", key, value], &Reply::Simple, depth, count)
+    }
+
+    fn pipelines(
+        &mut self,
+        command: &[&[u8]],
+        expected: &Reply,
+        depth: usize,
+        count: usize,
+    ) -> anyhow::Result<Batch> {
         let mut request = Vec::new();
         for _ in 0..depth {
-            encode(&[b"GET", key], &mut request);
+            encode(command, &mut request);
         }
         let mut batch = Batch::default();
         for _ in 0..count {
@@ -192,7 +217,7 @@ impl Client {
             self.writer.write_all(&request)?;
             let mut ok = true;
             for _ in 0..depth {
-                ok &= self.reply()? == Reply::Bulk(Some(len));
+                ok &= self.reply()? == *expected;
             }
             batch.record(start, ok);
         }

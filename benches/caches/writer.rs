@@ -18,6 +18,8 @@ use crate::{NODES, Options, loopback};
 
 /// The cache the peers' `cache_hammer` workload creates (String keys, u64 values).
 pub const REPLICATED: &str = "hammer";
+/// The asynchronous copy cache of the copy cluster, for `aput`.
+pub const ASYNC_COPY: &str = "hammer-async";
 /// The key of the end-to-end check (see `cluster::Cluster::check_peers_apply`).
 pub const PROBE_KEY: &str = "probe";
 /// The key of the local hits.
@@ -85,6 +87,15 @@ async fn serve(options: &Options, node: &Node, mode: Mode) -> anyhow::Result<()>
     }
     let mut writer = Writer {
         replicated: caches.get_cache(REPLICATED, None, replicated_settings(mode))?,
+        async_copy: (mode == Mode::Copy)
+            .then(|| {
+                caches.get_cache(
+                    ASYNC_COPY,
+                    None,
+                    CacheSettings::replicate_via_copy().asynchronous(),
+                )
+            })
+            .transpose()?,
         local,
         echo,
         node: node.clone(),
@@ -111,6 +122,8 @@ async fn serve(options: &Options, node: &Node, mode: Mode) -> anyhow::Result<()>
 
 struct Writer {
     replicated: Cache<String, u64>,
+    /// The asynchronous copy cache (copy cluster only).
+    async_copy: Option<Cache<String, u64>>,
     local: Cache<String, u64>,
     echo: Vec<loopback::Client>,
     node: Node,
@@ -144,6 +157,7 @@ impl Writer {
             "request" => self.requests(n as usize, false).await.to_json(),
             "fanout" => self.requests(n as usize, true).await.to_json(),
             "hit" => self.hits(n as usize).await.to_json(),
+            "aput" => self.async_puts(n as usize).await?.to_json(),
             "probe" => {
                 self.replicated.put(PROBE_KEY.to_owned(), n).await?;
                 "ok".to_owned()
@@ -166,6 +180,24 @@ impl Writer {
         }
         batch.errors += (self.replicated.stats().unacknowledged - unacknowledged) as usize;
         batch
+    }
+
+    /// Times `n` asynchronous copy puts, each of a new value under the next key: each returns
+    /// once its change is queued for both peers.
+    async fn async_puts(&mut self, n: usize) -> anyhow::Result<Batch> {
+        let cache = self
+            .async_copy
+            .as_ref()
+            .context("aput needs the copy cluster's writer")?;
+        let mut batch = Batch::default();
+        for _ in 0..n {
+            self.writes += 1;
+            let key = self.keys[self.writes as usize % self.keys.len()].clone();
+            let start = Instant::now();
+            let ok = cache.put(key, self.writes).await.is_ok();
+            batch.record(start, ok);
+        }
+        Ok(batch)
     }
 
     /// Times `n` echo requests to the first peer, or to both at once if `both`.

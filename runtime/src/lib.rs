@@ -13,6 +13,7 @@
 //! they share; what is exclusive and how it is served is theirs.
 //!
 //! ## Layout
+//! - [`clock`]: the node's wall clock (with a test-only offset).
 //! - [`config`]: settings and their layering (file < environment < flags).
 //! - [`homes`]: the local and shared home directories.
 //! - [`wire`]: the versioned envelope and its size-checked codec.
@@ -33,6 +34,7 @@
 #[cfg(any(test, feature = "sim", feature = "testkit"))]
 #[path = "testkit/check/mod.rs"]
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod consensus;
 pub mod events;

@@ -86,6 +86,10 @@ pub struct NodeArgs {
     /// Accept fault-injection commands on the admin endpoint. For tests only.
     #[arg(long, hide = true)]
     fault_injection: bool,
+    /// Shift this node's wall clock by this many milliseconds; needs `--fault-injection`.
+    /// For tests only.
+    #[arg(long, hide = true, value_name = "MS", allow_hyphen_values = true)]
+    clock_offset_ms: Option<i64>,
     /// Run a scripted workload (JSON file) once the node is up; may be repeated. For tests,
     /// benchmarks and the demo only.
     #[arg(long, hide = true, value_name = "FILE")]

@@ -29,6 +29,7 @@ impl NodeArgs {
             lock_lease_ms: self.lock_lease_ms,
             admin: self.admin.clone(),
             fault_injection: self.fault_injection.then_some(true),
+            clock_offset_ms: self.clock_offset_ms,
         }
     }
 }

@@ -7,27 +7,55 @@ use colony_runtime::testkit::check::{Read, Write, no_stale_reads, reads_never_go
 use colony_runtime::testkit::{ClusterSpec, TestCluster};
 use serde_json::{Value, json};
 
-/// Writes each node makes in a coherence run.
+/// Writes each node makes in a coherence run, unless told otherwise.
 pub const WRITES: u64 = 150;
 
-/// A cluster whose nodes each write their keys and read everyone's through one cache.
-pub fn hammer(dir: &Path, nodes: usize, mode: &str, synchronous: bool) -> TestCluster {
-    let workload = dir.join("workload.json");
-    std::fs::write(
-        &workload,
-        json!({
-            "kind": "cache_hammer", "mode": mode, "synchronous": synchronous,
-            "keys_per_node": 3, "write_every_ms": 10, "read_every_ms": 2, "writes": WRITES,
-            "db": "cachedb", "history": "log/cache.jsonl",
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut spec: ClusterSpec = super::spec(nodes);
-    spec.extra_args = vec!["--workload".into(), workload.display().to_string()];
-    let cluster = TestCluster::start(spec).expect("spawn nodes");
-    super::assert_converges(&cluster, "no convergence");
-    cluster
+/// A cache workload on every node of a new cluster.
+pub struct Hammer {
+    /// `local`, `invalidation` or `copy`.
+    pub mode: &'static str,
+    /// Synchronous replication (else asynchronous).
+    pub synchronous: bool,
+    /// Every node writes the same keys, one write of a key after another.
+    pub shared_keys: bool,
+    /// Wall-clock offsets of the nodes, in milliseconds.
+    pub clock_offsets_ms: Vec<i64>,
+    /// Writes per node.
+    pub writes: u64,
+}
+
+impl Hammer {
+    pub fn new(mode: &'static str, synchronous: bool) -> Self {
+        Hammer {
+            mode,
+            synchronous,
+            shared_keys: false,
+            clock_offsets_ms: Vec::new(),
+            writes: WRITES,
+        }
+    }
+
+    /// Starts `nodes` nodes running the workload and waits until they converge.
+    pub fn start(&self, dir: &Path, nodes: usize) -> TestCluster {
+        let workload = dir.join("workload.json");
+        std::fs::write(
+            &workload,
+            json!({
+                "kind": "cache_hammer", "mode": self.mode, "synchronous": self.synchronous,
+                "keys_per_node": 3, "write_every_ms": 10, "read_every_ms": 2,
+                "writes": self.writes, "shared_keys": self.shared_keys,
+                "db": "cachedb", "history": "log/cache.jsonl",
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let mut spec: ClusterSpec =
+            super::spec(nodes).clock_offsets_ms(self.clock_offsets_ms.iter().copied());
+        spec.extra_args = vec!["--workload".into(), workload.display().to_string()];
+        let cluster = TestCluster::start(spec).expect("spawn nodes");
+        super::assert_converges(&cluster, "no convergence");
+        cluster
+    }
 }
 
 fn events(cluster: &TestCluster) -> Vec<Value> {
@@ -73,9 +101,9 @@ pub fn history(cluster: &TestCluster) -> (Vec<Write>, Vec<Read>) {
     (writes, reads)
 }
 
-/// Waits until every node has made all its writes.
-pub fn wait_writes_done(cluster: &TestCluster, timeout: Duration) -> bool {
-    let want = WRITES as usize * cluster.len();
+/// Waits until every node has made `writes` writes.
+pub fn wait_writes(cluster: &TestCluster, writes: u64, timeout: Duration) -> bool {
+    let want = writes as usize * cluster.len();
     cluster
         .wait_until(timeout, |c| {
             events(c).iter().filter(|e| e["event"] == "write").count() >= want
@@ -85,11 +113,11 @@ pub fn wait_writes_done(cluster: &TestCluster, timeout: Duration) -> bool {
 
 /// The reads never went back on any node, and (for synchronous runs) never served a value
 /// older than a returned write.
-pub fn check(cluster: &TestCluster, synchronous: bool) {
+pub fn check_writes(cluster: &TestCluster, synchronous: bool, each: u64) {
     let (writes, reads) = history(cluster);
     assert!(
-        writes.len() as u64 >= WRITES * cluster.len() as u64,
-        "too few writes: {} (every node makes {WRITES})",
+        writes.len() as u64 >= each * cluster.len() as u64,
+        "too few writes: {} (every node makes {each})",
         writes.len()
     );
     assert!(reads.len() > 500, "too few reads: {}", reads.len());

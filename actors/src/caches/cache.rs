@@ -5,17 +5,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use colony_runtime::events::Subscription;
-use colony_runtime::wire;
+use colony_runtime::{NodeId, wire};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::core::SyncWrite;
 use super::error::CacheError;
 use super::loader::Loader;
 use super::loads::Loads;
 use super::msg::{Op, Stamp};
 use super::registry::Shared;
 use super::settings::{CacheSettings, Mode};
-use super::stamp::LOADED;
 use super::store::{CacheStats, EntryEvent, Store};
 
 /// What every key and value type of a cache must be: hashable keys, cloneable values, and both
@@ -108,10 +108,17 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     fn hit(&self, key: &K) -> Option<V> {
-        let found = self.inner.store.get(key);
+        let inner = &self.inner;
+        // A replicated cache serves what it holds only under its leases: without them it may
+        // have missed a change (see `core`).
+        let found = if inner.settings.is_replicated() && !inner.shared.leased() {
+            None
+        } else {
+            inner.store.get(key)
+        };
         match found {
-            Some(_) => self.inner.store.counters.hit(),
-            None => self.inner.store.counters.miss(),
+            Some(_) => inner.store.counters.hit(),
+            None => inner.store.counters.miss(),
         }
         found
     }
@@ -122,24 +129,40 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Fut: Future<Output = Result<V, String>>,
     {
         let inner = &self.inner;
+        let timed = |key: K| async move {
+            let started = Instant::now();
+            let loaded = load(key).await;
+            let micros = started.elapsed().as_micros() as u64;
+            inner.store.counters.loaded(loaded.is_ok(), micros);
+            loaded.map_err(|reason| CacheError::Load {
+                name: inner.name.clone(),
+                reason,
+            })
+        };
+        // Without its leases this node may have missed a change, and a load in progress may
+        // predate it: this caller loads on its own and caches nothing. A lease lost during a
+        // shared load is followed by a clear, which marks that load stale.
+        if inner.settings.is_replicated() && !inner.shared.leased() {
+            let value = timed(key.clone()).await;
+            // What it read may be newer than what this node holds or what a shared load in
+            // progress read: neither may be served after it, or a later read here would go back.
+            inner.loads.changed(key);
+            inner.store.drop_key(key);
+            return value;
+        }
         inner
             .loads
             .run(key, |inflight| async move {
-                // Until every peer knows this node, their changes may skip it (see `peers`). Asked
-                // before loading: a peer that learns of this node during the load may already
-                // have sent a change it missed. A local cache has no peers to wait for.
-                let cacheable = !inner.settings.is_replicated() || inner.shared.ready();
-                let started = Instant::now();
-                let loaded = load(key.clone()).await;
-                let micros = started.elapsed().as_micros() as u64;
-                inner.store.counters.loaded(loaded.is_ok(), micros);
-                let value = loaded.map_err(|reason| CacheError::Load {
-                    name: inner.name.clone(),
-                    reason,
-                })?;
-                // A change that arrived meanwhile may be newer than what was loaded.
-                if cacheable && !inflight.is_stale() {
-                    inner.store.put(key.clone(), value.clone(), LOADED);
+                let value = timed(key.clone()).await?;
+                // A change that arrived meanwhile may be newer than what was loaded: decided
+                // under the entry's lock, against the flag every change sets first.
+                let stored = inner
+                    .store
+                    .put_loaded(key.clone(), value.clone(), || inflight.is_stale());
+                if !stored && inflight.is_stale() {
+                    // And what was loaded may be newer than what the change left here: its
+                    // callers see it now, so a later read here must not see less.
+                    inner.store.drop_key(key);
                 }
                 Ok(value)
             })
@@ -152,11 +175,22 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// [`CacheError::Serialize`] or [`CacheError::TooLarge`] for a replicated cache; nothing
     /// changed then.
     pub async fn put(&self, key: K, value: V) -> Result<(), CacheError> {
-        let stamp = self.inner.shared.stamper.stamp();
-        let op = self.op_for_put(&key, &value, stamp)?;
+        let encoded = self.encode_put(&key, &value)?;
+        let change = self.begin().await;
         self.inner.loads.changed(&key);
-        self.inner.store.put(key, value, stamp);
-        self.replicate(op).await;
+        self.inner.store.put(key, value, change.stamp());
+        let op = encoded.map(|(key, value)| match value {
+            Some(value) => Op::Put {
+                key,
+                value,
+                stamp: change.stamp(),
+            },
+            None => Op::Invalidate {
+                key,
+                stamp: change.stamp(),
+            },
+        });
+        self.replicate(change, op).await;
         Ok(())
     }
 
@@ -192,31 +226,34 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// # Errors
     /// [`CacheError::Serialize`] for a key that cannot be encoded.
     pub async fn remove(&self, key: &K) -> Result<(), CacheError> {
-        let stamp = self.inner.shared.stamper.stamp();
-        let op = match self.inner.settings.mode {
+        let encoded = match self.inner.settings.mode {
             Mode::Local => None,
-            _ => Some(Op::Invalidate {
-                key: self.encode("key", key)?,
-                stamp,
-            }),
+            _ => Some(self.encode("key", key)?),
         };
+        let change = self.begin().await;
         self.inner.loads.changed(key);
-        self.inner.store.remove(key, stamp);
-        self.replicate(op).await;
+        match self.inner.settings.mode {
+            // Copy mode keeps the last write by stamp and remembers the removal.
+            Mode::Copy => self.inner.store.remove(key, change.stamp()),
+            Mode::Local | Mode::Invalidation => self.inner.store.drop_key(key),
+        }
+        let op = encoded.map(|key| Op::Invalidate {
+            key,
+            stamp: change.stamp(),
+        });
+        self.replicate(change, op).await;
         Ok(())
     }
 
     /// Removes every key here and on every other node.
     pub async fn remove_all(&self) {
-        let stamp = self.inner.shared.stamper.stamp();
+        let change = self.begin().await;
         self.inner.loads.changed_all();
-        self.inner.store.clear(stamp);
-        let op = self
-            .inner
-            .settings
-            .is_replicated()
-            .then_some(Op::Clear { stamp });
-        self.replicate(op).await;
+        self.inner.store.clear(change.stamp());
+        let op = self.inner.settings.is_replicated().then_some(Op::Clear {
+            stamp: change.stamp(),
+        });
+        self.replicate(change, op).await;
     }
 
     /// The keys with a value on this node.
@@ -258,25 +295,23 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         })
     }
 
-    fn op_for_put(&self, key: &K, value: &V, stamp: Stamp) -> Result<Option<Op>, CacheError> {
+    /// The encoded key and (copy mode) value of a put, `None` for a local cache. Encoded in
+    /// invalidation mode too: a value that could not cross the wire must fail here, on every
+    /// node, and not later on another one.
+    #[allow(clippy::type_complexity)]
+    fn encode_put(
+        &self,
+        key: &K,
+        value: &V,
+    ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, CacheError> {
         let mode = self.inner.settings.mode;
         if mode == Mode::Local {
             return Ok(None);
         }
         let key = self.encode("key", key)?;
-        // Encoded in invalidation mode too: a value that could not cross the wire must fail
-        // here, on every node, and not later on another one.
         let value = self.encode("value", value)?;
-        let op = if mode == Mode::Copy {
-            Op::Put { key, value, stamp }
-        } else {
-            Op::Invalidate { key, stamp }
-        };
-        let size = match &op {
-            Op::Put { key, value, .. } => key.len() + value.len(),
-            Op::Invalidate { key, .. } => key.len(),
-            Op::Clear { .. } => 0,
-        } + self.inner.name.len();
+        let size =
+            key.len() + if mode == Mode::Copy { value.len() } else { 0 } + self.inner.name.len();
         let limit = self
             .inner
             .shared
@@ -291,26 +326,91 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                 limit,
             });
         }
-        Ok(Some(op))
+        Ok(Some((key, (mode == Mode::Copy).then_some(value))))
     }
 
-    async fn replicate(&self, op: Option<Op>) {
+    /// Stamps a change made now (numbered, for a synchronous replicated cache) and says where
+    /// it goes. A synchronous copy-mode write first waits, within the replication timeout, for
+    /// this node's leases: with them its clock has seen every write that returned before, so
+    /// its stamp is later than theirs on every node.
+    async fn begin(&self) -> Begun {
+        let inner = &self.inner;
+        let shared = &inner.shared;
+        if !inner.settings.is_replicated() {
+            return Begun::Local(shared.with_core(|core, _, wall| core.stamp(wall)));
+        }
+        if !inner.settings.synchronous {
+            return shared.with_core(|core, now, wall| Begun::Async {
+                stamp: core.stamp(wall),
+                targets: core.targets(now),
+            });
+        }
+        // One replication timeout covers the wait for leases and the fan-out together.
+        let deadline = tokio::time::Instant::now() + inner.settings.replication_timeout;
+        if inner.settings.mode == Mode::Copy {
+            shared.await_lease(deadline).await;
+        }
+        shared.with_core(|core, now, wall| Begun::Sync {
+            write: core.stamp_sync(now, wall),
+            targets: core.targets(now),
+            deadline,
+        })
+    }
+
+    async fn replicate(&self, change: Begun, op: Option<Op>) {
         let Some(op) = op else {
             return;
         };
-        let replicator = &self.inner.shared.replicator;
-        if self.inner.settings.synchronous {
-            let ops = vec![(self.inner.name.clone(), op)];
-            let unacked = replicator
-                .send_sync(ops, self.inner.settings.replication_timeout)
-                .await;
-            self.inner
-                .store
-                .counters
-                .unacknowledged
-                .fetch_add(unacked, std::sync::atomic::Ordering::Relaxed);
-        } else {
-            replicator.send_async(&self.inner.name, op);
+        let inner = &self.inner;
+        match change {
+            Begun::Local(_) => {}
+            Begun::Sync {
+                write,
+                targets,
+                deadline,
+            } => {
+                let ops = vec![(inner.name.clone(), op)];
+                let unacked = inner
+                    .shared
+                    .replicator
+                    .send_sync(&targets, &write, ops, deadline)
+                    .await;
+                inner
+                    .store
+                    .counters
+                    .unacknowledged
+                    .fetch_add(unacked, std::sync::atomic::Ordering::Relaxed);
+            }
+            Begun::Async { targets, .. } => {
+                inner
+                    .shared
+                    .replicator
+                    .send_async(&inner.shared, &targets, &inner.name, op);
+            }
+        }
+    }
+}
+
+/// A change stamped by [`Cache::begin`].
+enum Begun {
+    Local(Stamp),
+    Sync {
+        write: SyncWrite,
+        targets: Vec<NodeId>,
+        /// When the replication timeout of this write ends.
+        deadline: tokio::time::Instant,
+    },
+    Async {
+        stamp: Stamp,
+        targets: Vec<NodeId>,
+    },
+}
+
+impl Begun {
+    fn stamp(&self) -> Stamp {
+        match self {
+            Begun::Local(stamp) | Begun::Async { stamp, .. } => *stamp,
+            Begun::Sync { write, .. } => write.stamp,
         }
     }
 }

@@ -99,6 +99,41 @@ where
         }
     }
 
+    /// Stores `value` as loaded (`LOADED`) if `key` has no value and `refused` says no
+    /// otherwise; `refused` runs under the entry's lock.
+    pub(crate) fn insert_if_vacant(
+        &self,
+        key: K,
+        value: V,
+        refused: impl FnOnce() -> bool,
+    ) -> Option<EntryEventKind> {
+        let slot = Slot {
+            value,
+            stamp: super::stamp::LOADED,
+        };
+        let mut added = None;
+        match self {
+            Entries::Bounded(c) => {
+                c.entry(key).and_compute_with(|existing| match existing {
+                    None if !refused() => {
+                        added = Some(EntryEventKind::Added);
+                        Compute::Put(slot)
+                    }
+                    _ => Compute::Nop,
+                });
+            }
+            Entries::Unbounded(m) => {
+                if let Entry::Vacant(e) = m.entry(key)
+                    && !refused()
+                {
+                    e.insert(slot);
+                    added = Some(EntryEventKind::Added);
+                }
+            }
+        }
+        added
+    }
+
     /// Removes `key` unless it holds a write newer than `stamp`; returns the removed value.
     pub(crate) fn remove_if_not_newer(&self, key: &K, stamp: Stamp) -> Option<V> {
         match self {
@@ -117,6 +152,14 @@ where
             Entries::Unbounded(m) => m
                 .remove_if(key, |_, s| s.stamp <= stamp)
                 .map(|(_, s)| s.value),
+        }
+    }
+
+    /// Removes `key` whatever it holds; returns the removed value.
+    pub(crate) fn remove(&self, key: &K) -> Option<V> {
+        match self {
+            Entries::Bounded(c) => c.remove(key).map(|s| s.value),
+            Entries::Unbounded(m) => m.remove(key).map(|(_, s)| s.value),
         }
     }
 

@@ -1,11 +1,14 @@
-//! The `caches` service: changes and flushes from other nodes.
+//! The `caches` service: changes, lease questions and flushes from other nodes.
+//!
+//! The sender of every request is the peer its link authenticated (`Request::from`); no payload
+//! carries an identity claim to trust instead.
 
 use std::sync::Arc;
 
 use colony_runtime::transport::{Request, Service, ServiceError, ServiceFuture};
 use colony_runtime::wire;
 
-use super::msg::{Batch, Flush};
+use super::msg::{Batch, Flush, SyncRequest};
 use super::registry::Shared;
 
 pub(crate) struct CacheGateway {
@@ -14,22 +17,25 @@ pub(crate) struct CacheGateway {
 
 impl Service for CacheGateway {
     fn call(&self, request: Request) -> ServiceFuture {
+        let from = request.from;
         let answer = match request.kind.as_str() {
             "apply" => wire::decode_payload::<Batch>(&request.payload)
                 .map_err(ServiceError::from)
                 .and_then(|batch| {
-                    for (name, op) in &batch.ops {
-                        // A cache this node never created has nothing to change.
-                        if let Some(replica) = self.shared.replica(name) {
-                            replica.apply(op).map_err(ServiceError::Failed)?;
-                        }
-                    }
-                    wire::encode_payload(&batch.ops.len()).map_err(ServiceError::from)
+                    let n = batch.ops.len();
+                    // Applied before the answer leaves: the acknowledgement means applied.
+                    self.shared
+                        .input(|core, now, wall| core.handle_batch(now, wall, from, batch));
+                    wire::encode_payload(&n).map_err(ServiceError::from)
                 }),
-            "hello" => {
-                self.shared.greetings.greeter(request.from);
-                wire::encode_payload(&0usize).map_err(ServiceError::from)
-            }
+            "sync" => wire::decode_payload::<SyncRequest>(&request.payload)
+                .map_err(ServiceError::from)
+                .and_then(|ask| {
+                    let reply = self
+                        .shared
+                        .input(|core, now, _| core.handle_sync_request(now, from, ask));
+                    wire::encode_payload(&reply).map_err(ServiceError::from)
+                }),
             "flush" => wire::decode_payload::<Flush>(&request.payload)
                 .map_err(ServiceError::from)
                 .and_then(|_| {

@@ -35,7 +35,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Loads<K, V> {
     }
 
     /// Runs `load` for `key` unless a load of it is already running, in which case its result
-    /// is shared. `load` gets the in-flight record, to check staleness before caching.
+    /// is shared. `load` gets the in-flight record, to check staleness under the entry's lock
+    /// when it stores (see `Store::put_loaded`).
     pub(crate) async fn run<F, Fut>(&self, key: &K, load: F) -> Result<V, CacheError>
     where
         F: FnOnce(Arc<Inflight<V>>) -> Fut,

@@ -2,27 +2,36 @@
 //! expiry, size bounds, statistics and entry events. See `docs/caches.md`.
 //!
 //! # Layout
+//! - [`core`]: the sans-IO coherence core: hybrid logical stamps, leases from every peer with
+//!   per-origin sequence numbers, what to keep, refuse and clear. Everything below is its shell.
+//! - `sim` (tests only): the core of 3 to 5 nodes under a seeded world with faults.
 //! - [`CacheSettings`]: mode, synchrony, expiry, bounds.
 //! - `store`, `entries`: one cache's entries on a node (moka when bounded or expiring, a
 //!   concurrent map otherwise), stamps so the last write wins, counters.
 //! - `loads`: one load per key at a time, and no stale load cached over a newer change.
-//! - `replicator`: synchronous fan-out with acknowledgements, ordered asynchronous queues.
-//! - `registry`, `gateway`: the service, the `caches` wire service, rejoin clearing, flush.
+//! - `replicator`: synchronous fan-out with acknowledgements (and the wait for an
+//!   unacknowledging peer's lease), ordered asynchronous queues.
+//! - `registry`, `gateway`: the service, the core's driver and timer, the `caches` wire
+//!   service (`apply`, `sync`, `flush`), flush.
 //! - [`Cache`], [`CachedReference`], [`Caches`]: the API.
 
 mod cache;
+pub mod core;
+#[cfg(test)]
+mod core_tests;
 mod entries;
 mod error;
 mod gateway;
 mod loader;
 mod loads;
 pub mod msg;
-mod peers;
 mod reference;
 mod registry;
 mod removals;
 mod replicator;
 mod settings;
+#[cfg(test)]
+mod sim;
 mod stamp;
 mod store;
 

@@ -3,29 +3,32 @@
 
 use std::any::{Any, type_name};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use colony_runtime::clock::WallClock;
 use colony_runtime::lifecycle::ComponentError;
-use colony_runtime::{MemberEvent, Node, wire};
+use colony_runtime::{MemberEvent, Node, NodeId, wire};
+use tokio::sync::{Notify, watch};
 
 use super::cache::{Cache, CacheKey, CacheValue, Inner};
+use super::core::{Change, CoherenceCore, CoreConfig, CoreStats, Lease, Output};
 use super::error::CacheError;
 use super::gateway::CacheGateway;
 use super::loader::Loader;
 use super::loads::Loads;
-use super::msg::{Flush, Hello, Op, SERVICE, Stamp};
-use super::peers::Peers;
+use super::msg::{Flush, SERVICE, Stamp, SyncReply, SyncRequest};
 use super::reference::CachedReference;
 use super::replicator::Replicator;
-use super::settings::CacheSettings;
+use super::settings::{CacheSettings, Mode};
 use super::stamp::LOADED;
-use super::stamp::Stamper;
 use super::store::Store;
 
 /// A cache as the service sees it, whatever its types.
 pub(crate) trait Replica: Send + Sync {
-    /// Applies a change received from another node.
-    fn apply(&self, op: &Op) -> Result<(), String>;
+    /// Applies a change decided by the coherence core.
+    fn apply(&self, change: &Change) -> Result<(), String>;
     /// Drops every entry (and marks loads in progress stale); writes older than `stamp` are
     /// refused from now on (`LOADED` refuses none: a local flush is no write).
     fn clear(&self, stamp: Stamp);
@@ -33,20 +36,31 @@ pub(crate) trait Replica: Send + Sync {
 }
 
 impl<K: CacheKey, V: CacheValue> Replica for Inner<K, V> {
-    fn apply(&self, op: &Op) -> Result<(), String> {
-        match op {
-            Op::Invalidate { key, stamp } => {
+    fn apply(&self, change: &Change) -> Result<(), String> {
+        match change {
+            Change::Remove { key, stamp } => {
                 let key: K = wire::decode_payload(key).map_err(|e| e.to_string())?;
                 self.loads.changed(&key);
-                self.store.remove(&key, *stamp);
+                match stamp {
+                    // Copy mode keeps the last write by stamp, and remembers the removal.
+                    Some(stamp) if self.settings.mode == Mode::Copy => {
+                        self.store.remove(&key, *stamp)
+                    }
+                    // An invalidation always drops the key: the system of record decides.
+                    _ => self.store.drop_key(&key),
+                }
             }
-            Op::Put { key, value, stamp } => {
+            Change::Put { key, value, stamp } => {
                 let key: K = wire::decode_payload(key).map_err(|e| e.to_string())?;
-                let value: V = wire::decode_payload(value).map_err(|e| e.to_string())?;
                 self.loads.changed(&key);
-                self.store.put(key, value, *stamp);
+                if self.settings.mode == Mode::Copy {
+                    let value: V = wire::decode_payload(value).map_err(|e| e.to_string())?;
+                    self.store.put(key, value, *stamp);
+                } else {
+                    self.store.drop_key(&key);
+                }
             }
-            Op::Clear { stamp } => self.clear(*stamp),
+            Change::Clear { stamp } => self.clear(stamp.unwrap_or(LOADED)),
         }
         Ok(())
     }
@@ -67,20 +81,141 @@ struct Registered {
     replica: Arc<dyn Replica>,
 }
 
+/// The lease of the coherence core as readers see it, without a lock: nanoseconds since
+/// `origin` until which cached values may be served (`u64::MAX`: always, 0: not now).
+struct Published {
+    origin: Instant,
+    until: AtomicU64,
+    changed: watch::Sender<()>,
+}
+
+impl Published {
+    fn set(&self, lease: Lease) {
+        let until = match lease {
+            Lease::Unbounded => u64::MAX,
+            Lease::Expired => 0,
+            Lease::Until(t) => u64::try_from(t.saturating_duration_since(self.origin).as_nanos())
+                .unwrap_or(u64::MAX - 1)
+                .max(1),
+        };
+        if self.until.swap(until, Ordering::AcqRel) != until {
+            self.changed.send_replace(());
+        }
+    }
+
+    fn allows(&self, now: Instant) -> bool {
+        match self.until.load(Ordering::Acquire) {
+            u64::MAX => true,
+            0 => false,
+            until => now < self.origin + Duration::from_nanos(until),
+        }
+    }
+}
+
 /// What every handle of one node's cache service shares.
 pub(crate) struct Shared {
     pub node: Node,
-    pub stamper: Stamper,
+    pub wall: WallClock,
     pub replicator: Replicator,
-    pub greetings: Arc<Peers>,
+    core: Mutex<CoherenceCore>,
+    lease: Published,
+    wake: Notify,
     caches: Mutex<HashMap<String, Registered>>,
 }
 
 impl Shared {
-    /// Whether loaded values may be cached: every up peer has answered this node's greeting.
-    pub(crate) fn ready(&self) -> bool {
-        self.greetings
-            .ready(self.node.id(), &self.node.up_members())
+    /// Feeds the coherence core one input at this instant, then carries out every output, in
+    /// order, before anyone else can feed it: a clear is applied before a lease that follows it
+    /// is published.
+    pub(crate) fn input<T>(
+        self: &Arc<Self>,
+        feed: impl FnOnce(&mut CoherenceCore, Instant, u64) -> T,
+    ) -> T {
+        let mut core = self.core.lock().expect("coherence lock");
+        let armed = core.poll_timeout();
+        let result = feed(&mut core, Instant::now(), self.wall.now_micros());
+        while let Some(output) = core.poll_output() {
+            match output {
+                Output::SendSync { to, id } => self.ask(to, id, core.config().lease),
+                Output::Apply { cache, change } => {
+                    if let Some(replica) = self.replica(&cache)
+                        && let Err(e) = replica.apply(&change)
+                    {
+                        tracing::warn!(cache, error = %e, "undecodable cache change");
+                    }
+                }
+                Output::Clear(reason) => {
+                    self.clear_replicated(&format!("{reason:?}"));
+                }
+            }
+        }
+        self.lease.set(core.lease());
+        // The timer is re-armed only when the deadline moved: most changes leave it alone.
+        let moved = core.poll_timeout() != armed;
+        drop(core);
+        if moved {
+            self.wake.notify_one();
+        }
+        result
+    }
+
+    /// Runs `f` on the coherence core at this instant, for commands and getters that queue no
+    /// output (stamps, targets, counts).
+    pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut CoherenceCore, Instant, u64) -> T) -> T {
+        let mut core = self.core.lock().expect("coherence lock");
+        let result = f(&mut core, Instant::now(), self.wall.now_micros());
+        debug_assert!(
+            core.poll_output().is_none(),
+            "an output was left in the core"
+        );
+        result
+    }
+
+    /// Whether this node may serve cached values of replicated caches now.
+    pub(crate) fn leased(&self) -> bool {
+        self.lease.allows(Instant::now())
+    }
+
+    /// Waits until this node holds its leases, at most until `deadline`; says whether it does.
+    pub(crate) async fn await_lease(&self, deadline: tokio::time::Instant) -> bool {
+        let mut changed = self.lease.changed.subscribe();
+        loop {
+            if self.leased() {
+                return true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // A lease that runs out publishes nothing: look again every few milliseconds.
+            let tick = (now + Duration::from_millis(20)).min(deadline);
+            let _ = tokio::time::timeout_at(tick, changed.changed()).await;
+        }
+    }
+
+    /// Counters of the coherence core.
+    pub(crate) fn core_stats(&self) -> CoreStats {
+        self.core.lock().expect("coherence lock").stats()
+    }
+
+    /// Asks `to` for a lease, in the background; the answer goes back to the core.
+    fn ask(self: &Arc<Self>, to: NodeId, id: u64, timeout: Duration) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let answer = shared
+                .node
+                .request::<SyncRequest, SyncReply>(
+                    to,
+                    SERVICE,
+                    "sync",
+                    &SyncRequest {},
+                    Some(timeout),
+                )
+                .await;
+            if let Ok(reply) = answer {
+                shared.input(|core, now, wall| core.handle_sync_reply(now, wall, to, id, reply));
+            }
+        });
     }
 
     pub(crate) fn replica(&self, name: &str) -> Option<Arc<dyn Replica>> {
@@ -119,7 +254,7 @@ impl Shared {
             .filter(|r| r.settings().is_replicated())
             .collect();
         if !replicated.is_empty() {
-            tracing::info!(
+            tracing::debug!(
                 caches = replicated.len(),
                 "clearing replicated caches: {why}"
             );
@@ -128,19 +263,26 @@ impl Shared {
     }
 }
 
-/// Starts the cache service on `node`: its `caches` gateway, and the watch that clears
-/// replicated caches when this node or a peer comes back from being down. Every node of a
-/// cluster must run it; `colony::node()` installs it.
+/// Starts the cache service on `node`: its `caches` gateway, the coherence core with its
+/// timer, and the watches that feed it the membership view. Every node of a cluster must run
+/// it; `colony::node()` installs it.
 ///
 /// # Errors
 /// [`ComponentError`] when the gateway cannot start.
 pub async fn install(node: &Node) -> Result<(), ComponentError> {
-    let greetings = Arc::new(Peers::default());
+    let (changed, _) = watch::channel(());
+    let config = CoreConfig::default();
     let shared = Arc::new(Shared {
         node: node.clone(),
-        stamper: Stamper::new(node.id()),
-        replicator: Replicator::new(node.clone(), greetings.clone()),
-        greetings,
+        wall: node.wall_clock(),
+        replicator: Replicator::new(node.clone()),
+        core: Mutex::new(CoherenceCore::new(node.id(), config)),
+        lease: Published {
+            origin: Instant::now(),
+            until: AtomicU64::new(0),
+            changed,
+        },
+        wake: Notify::new(),
         caches: Mutex::new(HashMap::new()),
     });
     node.register_service(
@@ -154,31 +296,11 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
         component: "caches".into(),
         reason: e.to_string(),
     })?;
-    let mut events = node.subscribe(256);
-    let watcher = shared.clone();
-    tokio::spawn(async move {
-        let mut dropped = 0;
-        while let Some(event) = events.recv().await {
-            // A node that was down or cut off missed changes, and so may this node have: both
-            // sides of a healed partition see the other rejoin. A missed event may be one too.
-            match &event {
-                MemberEvent::NodeRejoined { member, previous } => {
-                    watcher.greetings.forget(*previous);
-                    watcher.greetings.forget(member.id);
-                    watcher.clear_replicated(&format!("{} rejoined", member.name));
-                }
-                MemberEvent::NodeDown(m) | MemberEvent::NodeLeft(m) => {
-                    watcher.greetings.forget(m.id)
-                }
-                _ => {}
-            }
-            if events.dropped() != dropped {
-                dropped = events.dropped();
-                watcher.clear_replicated("membership events were missed");
-            }
-        }
-    });
-    tokio::spawn(greet(shared.clone()));
+    // The view as it stands now, before any cache exists: a node alone serves at once.
+    let members = view_of(&node.watch_members().borrow());
+    shared.input(|core, now, _| core.handle_view(now, members));
+    tokio::spawn(drive(shared.clone()));
+    tokio::spawn(watch_events(shared.clone()));
     node.register_admin_action(
         "caches.flush",
         Arc::new(|node: Node| {
@@ -197,32 +319,57 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
     Ok(())
 }
 
-/// Greets every up peer that has not answered yet, whenever membership changes and until it does.
-async fn greet(shared: Arc<Shared>) {
-    let node = shared.node.clone();
-    let mut views = node.watch_members();
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+/// Drives the core: feeds it every membership view and runs its timer (one sleep until
+/// `poll_timeout`, re-armed after every input). Ends when the membership view closes.
+async fn drive(shared: Arc<Shared>) {
+    let mut views = shared.node.watch_members();
+    let mut view_changed = true;
     loop {
-        tokio::select! {
-            changed = views.changed() => if changed.is_err() { return },
-            _ = tick.tick() => {}
+        if view_changed {
+            let members = view_of(&views.borrow_and_update());
+            shared.input(|core, now, _| core.handle_view(now, members));
         }
-        let pending = shared.greetings.to_greet(node.id(), &node.up_members());
-        if pending.is_empty() {
-            continue;
-        }
-        let Ok(hello) = wire::encode_payload(&Hello {}) else {
-            return;
-        };
-        // All at once: a silent peer costs the others nothing.
-        let timeout = Some(std::time::Duration::from_millis(500));
-        let answers = node
-            .request_each(&pending, SERVICE, "hello", hello, timeout)
-            .await;
-        for (peer, answer) in pending.into_iter().zip(answers) {
-            if answer.is_ok() {
-                shared.greetings.greeted(peer);
+        let next = shared.core.lock().expect("coherence lock").poll_timeout();
+        let sleep = async {
+            match next {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
             }
+        };
+        // `notify_one` keeps a permit when nobody waits: an input made since `poll_timeout`
+        // was read still wakes this loop.
+        view_changed = tokio::select! {
+            changed = views.changed() => match changed {
+                Ok(()) => true,
+                Err(_) => return,
+            },
+            () = sleep => {
+                shared.input(|core, now, _| core.handle_timeout(now));
+                false
+            }
+            () = shared.wake.notified() => false,
+        };
+    }
+}
+
+/// `(id, gone)` of every member of `view`, as the core takes it.
+fn view_of(view: &colony_runtime::membership::View) -> Vec<(NodeId, bool)> {
+    view.members
+        .iter()
+        .map(|m| (m.id, m.state.is_gone()))
+        .collect()
+}
+
+/// Clears on rejoins: a node that was down or cut off missed changes, and so may this node
+/// have (both sides of a healed partition see the other rejoin). A missed event may be one.
+async fn watch_events(shared: Arc<Shared>) {
+    let mut events = shared.node.subscribe(256);
+    let mut dropped = 0;
+    while let Some(event) = events.recv().await {
+        let missed = events.dropped() != dropped;
+        dropped = events.dropped();
+        if missed || matches!(event, MemberEvent::NodeRejoined { .. }) {
+            shared.input(|core, now, _| core.handle_rejoined(now));
         }
     }
 }
@@ -336,6 +483,12 @@ impl Caches {
             names.sort();
             names
         })
+    }
+
+    /// Counters of this node's cache coherence: stamps refused for being too far ahead, clears
+    /// and why, gaps seen. `None` when the service is not installed.
+    pub fn coherence_stats(&self) -> Option<CoreStats> {
+        self.shared.as_ref().map(|s| s.core_stats())
     }
 
     /// Empties every flushable cache on every up node. Returns the nodes that did not confirm.

@@ -1,17 +1,22 @@
-//! Sending changes to the other nodes: synchronous writes wait for every up node, asynchronous
+//! Sending changes to the other nodes: synchronous writes wait for every target, asynchronous
 //! ones go through one ordered queue per peer.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use colony_runtime::transport::RequestError;
 use colony_runtime::{Node, NodeId, wire};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
+use super::core::SyncWrite;
 use super::msg::{Batch, Op, SERVICE};
+use super::registry::Shared;
 
-/// Changes queued for one peer before the queue overflows into a full clear.
+/// Changes queued for one peer before the queue overflows: it is then emptied and the peer
+/// told to clear.
 const QUEUE: usize = 10_000;
 /// Changes sent in one asynchronous request at most.
 const BATCH: usize = 512;
@@ -20,52 +25,53 @@ const ASYNC_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Replicator {
     node: Node,
-    greetings: Arc<super::peers::Peers>,
     peers: Mutex<HashMap<NodeId, Peer>>,
 }
 
 struct Peer {
     tx: mpsc::Sender<(String, Op)>,
-    /// Caches ever sent to this peer: what to clear if its queue overflows.
-    names: Arc<Mutex<BTreeSet<String>>>,
-    overflowed: Arc<std::sync::atomic::AtomicBool>,
+    overflowed: Arc<AtomicBool>,
 }
 
 impl Replicator {
-    pub(crate) fn new(node: Node, greetings: Arc<super::peers::Peers>) -> Self {
+    pub(crate) fn new(node: Node) -> Self {
         Replicator {
             node,
-            greetings,
             peers: Mutex::new(HashMap::new()),
         }
     }
 
-    fn peers(&self) -> Vec<NodeId> {
-        // The shared view itself: cloning the member list would cost an allocation per member
-        // on every write.
-        let view = self.node.watch_members().borrow().clone();
-        self.greetings.targets(self.node.id(), &view.members)
-    }
-
-    /// Sends `ops` to every other up node and waits for all of them, at most `timeout`.
-    /// Returns how many did not acknowledge; each is logged.
-    pub(crate) async fn send_sync(&self, ops: Vec<(String, Op)>, timeout: Duration) -> u64 {
-        let peers = self.peers();
-        if peers.is_empty() {
+    /// Sends the synchronous change `write` (`ops`) to `targets` and waits for all of them, at
+    /// most until `deadline`; then, for each target that did not acknowledge, until the lease it may
+    /// hold has run out ([`SyncWrite::holds`]). Returns how many did not acknowledge; each is
+    /// logged.
+    pub(crate) async fn send_sync(
+        &self,
+        targets: &[NodeId],
+        write: &SyncWrite,
+        ops: Vec<(String, Op)>,
+        deadline: tokio::time::Instant,
+    ) -> u64 {
+        if targets.is_empty() {
             return 0;
         }
-        let Ok(payload) = wire::encode_payload(&Batch { ops }) else {
-            return peers.len() as u64;
+        let batch = Batch {
+            seq: Some(write.seq),
+            dropped: 0,
+            ops,
         };
-        let deadline = tokio::time::Instant::now() + timeout;
-        // One request to every peer at once, from the writer's own task.
+        let Ok(payload) = wire::encode_payload(&batch) else {
+            return targets.len() as u64;
+        };
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        // One request to every target at once, from the writer's own task.
         let answers = self
             .node
-            .request_each(&peers, SERVICE, "apply", payload.clone(), Some(timeout))
+            .request_each(targets, SERVICE, "apply", payload.clone(), Some(timeout))
             .await;
         // A peer not connected yet (it just joined, or its session is being redialled) is
         // waited for: skipping it would leave it stale.
-        let retries = peers.iter().zip(answers).map(|(&peer, answer)| {
+        let retries = targets.iter().zip(answers).map(|(&peer, answer)| {
             let payload = &payload;
             async move {
                 let answer = match answer {
@@ -77,85 +83,99 @@ impl Replicator {
                 (peer, answer)
             }
         });
-        let mut unacked = 0;
+        let mut unacked = Vec::new();
         for (peer, answer) in futures_util::future::join_all(retries).await {
             if let Err(e) = answer {
-                unacked += 1;
+                unacked.push(peer);
                 tracing::warn!(%peer, error = %e, "cache change not acknowledged");
             }
         }
-        unacked
+        // A peer that did not acknowledge may still serve under a lease granted before this
+        // change: return only once that lease has run out, so it clears before serving again.
+        if let Some(until) = write.hold_until(&unacked).filter(|t| *t > Instant::now()) {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        unacked.len() as u64
     }
 
-    /// Queues `op` for every other up node; each peer gets changes in the order queued.
-    pub(crate) fn send_async(&self, cache: &str, op: Op) {
+    /// Queues `op` for each of `targets`; each peer gets changes in the order queued.
+    pub(crate) fn send_async(&self, shared: &Arc<Shared>, targets: &[NodeId], cache: &str, op: Op) {
         let mut peers = self.peers.lock().expect("peers lock");
-        for peer in self.peers() {
-            let entry = peers.entry(peer).or_insert_with(|| self.spawn_peer(peer));
-            entry
-                .names
-                .lock()
-                .expect("names lock")
-                .insert(cache.to_owned());
-            if entry.tx.try_send((cache.to_owned(), op.clone())).is_err() {
-                // Full: what is queued no longer matters, the peer will be told to clear.
-                entry
-                    .overflowed
-                    .store(true, std::sync::atomic::Ordering::Release);
-            }
-        }
         peers.retain(|_, p| !p.tx.is_closed());
-    }
-
-    fn spawn_peer(&self, peer: NodeId) -> Peer {
-        let (tx, mut rx) = mpsc::channel::<(String, Op)>(QUEUE);
-        let names: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(BTreeSet::new()));
-        let overflowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (node, names2, overflowed2) = (self.node.clone(), names.clone(), overflowed.clone());
-        tokio::spawn(async move {
-            let mut ops = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut ops, BATCH).await > 0 {
-                if overflowed2.swap(false, std::sync::atomic::Ordering::AcqRel) {
-                    while rx.try_recv().is_ok() {}
-                    let stamp = super::stamp::LOADED;
-                    ops = names2
-                        .lock()
-                        .expect("names lock")
-                        .iter()
-                        .map(|n| (n.clone(), Op::Clear { stamp }))
-                        .collect();
-                    tracing::warn!(%peer, "cache change queue overflowed; the peer clears its replicated caches");
-                }
-                let batch = Batch {
-                    ops: std::mem::take(&mut ops),
-                };
-                let Ok(payload) = wire::encode_payload(&batch) else {
-                    continue;
-                };
-                // Retry while the peer is up: dropping a change would leave it stale.
-                let mut backoff = Duration::from_millis(20);
-                loop {
-                    let answer = node
-                        .request_raw(peer, SERVICE, "apply", payload.clone(), Some(ASYNC_TIMEOUT))
-                        .await;
-                    if answer.is_ok() {
-                        break;
+        for &peer in targets {
+            let entry = peers
+                .entry(peer)
+                .or_insert_with(|| spawn_peer(Arc::downgrade(shared), peer));
+            match entry.tx.try_send((cache.to_owned(), op.clone())) {
+                Ok(()) => {}
+                // Full: what is queued no longer matters, the peer will be told to clear.
+                Err(TrySendError::Full(_)) => entry.overflowed.store(true, Ordering::Release),
+                // Its queue gave up meanwhile (and told the core): start a new one.
+                Err(TrySendError::Closed(item)) => {
+                    *entry = spawn_peer(Arc::downgrade(shared), peer);
+                    if entry.tx.try_send(item).is_err() {
+                        entry.overflowed.store(true, Ordering::Release);
                     }
-                    if !is_reachable(&node, peer) {
-                        // Down: it clears its replicated caches when it comes back.
-                        return;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
-        });
-        Peer {
-            tx,
-            names,
-            overflowed,
         }
     }
+}
+
+/// Starts the ordered queue to `peer`: batches of changes, retried while the peer is not gone.
+/// Every change it cannot deliver ends in a count the peer sees ([`Batch::dropped`]), so the
+/// peer clears: nothing is lost silently.
+fn spawn_peer(shared: Weak<Shared>, peer: NodeId) -> Peer {
+    let (tx, mut rx) = mpsc::channel::<(String, Op)>(QUEUE);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let flag = overflowed.clone();
+    tokio::spawn(async move {
+        let mut ops = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut ops, BATCH).await > 0 {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            if flag.swap(false, Ordering::AcqRel) {
+                // Everything queued so far is dropped, then counted: the peer's clear comes
+                // after all of it.
+                ops.clear();
+                while rx.try_recv().is_ok() {}
+                shared.with_core(|core, _, _| core.gave_up_async(peer));
+                tracing::warn!(%peer, "cache change queue overflowed; the peer clears its replicated caches");
+                continue;
+            }
+            let dropped = shared.with_core(|core, _, _| core.dropped_for(peer));
+            let batch = Batch {
+                seq: None,
+                dropped,
+                ops: std::mem::take(&mut ops),
+            };
+            let Ok(payload) = wire::encode_payload(&batch) else {
+                continue;
+            };
+            // Retry while the peer is not gone: dropping a change would leave it stale.
+            let mut backoff = Duration::from_millis(20);
+            loop {
+                let answer = shared
+                    .node
+                    .request_raw(peer, SERVICE, "apply", payload.clone(), Some(ASYNC_TIMEOUT))
+                    .await;
+                if answer.is_ok() {
+                    break;
+                }
+                if !is_reachable(&shared.node, peer) {
+                    // Closed first, counted after: whatever was queued precedes the count.
+                    rx.close();
+                    while rx.try_recv().is_ok() {}
+                    shared.with_core(|core, _, _| core.gave_up_async(peer));
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    });
+    Peer { tx, overflowed }
 }
 
 /// Sends one batch to `peer` by `deadline`, waiting while it is up but not connected yet.

@@ -197,6 +197,11 @@ where
         };
         let refused = || stamp != LOADED && self.removals.refuses(&key, stamp);
         let kind = self.entries.put_if_newer(key.clone(), slot, refused);
+        self.stored(kind, key, value)
+    }
+
+    /// Publishes what a store did, if anything; says whether it stored.
+    fn stored(&self, kind: Option<EntryEventKind>, key: K, value: V) -> bool {
         if let Some(kind) = kind {
             self.events.publish(EntryEvent {
                 kind,
@@ -205,6 +210,29 @@ where
             });
         }
         kind.is_some()
+    }
+
+    /// Stores a value loaded from the system of record if the key has no value and `stale`
+    /// does not say that a change arrived since the load began. `stale` runs under the entry's
+    /// lock, so an invalidation either lands before it (and the value is not stored) or after
+    /// the store (and removes it): a load never caches over a finished change, and never
+    /// replaces a value that is already there (it may be newer than what this load read).
+    pub(crate) fn put_loaded(&self, key: K, value: V, stale: impl FnOnce() -> bool) -> bool {
+        let kind = self
+            .entries
+            .insert_if_vacant(key.clone(), value.clone(), stale);
+        self.stored(kind, key, value)
+    }
+
+    /// Removes `key` whatever it holds (an invalidation: the system of record decides).
+    pub(crate) fn drop_key(&self, key: &K) {
+        if let Some(value) = self.entries.remove(key) {
+            self.events.publish(EntryEvent {
+                kind: EntryEventKind::Removed,
+                key: key.clone(),
+                value: Some(value),
+            });
+        }
     }
 
     /// Removes `key` unless it holds a write newer than `stamp`, and remembers the removal.

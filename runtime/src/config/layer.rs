@@ -61,6 +61,8 @@ pub struct ConfigLayer {
     pub admin: Option<String>,
     /// Accept fault-injection commands (tests only).
     pub fault_injection: Option<bool>,
+    /// Wall-clock offset in milliseconds (tests only, needs `fault_injection`).
+    pub clock_offset_ms: Option<i64>,
 }
 
 impl ConfigLayer {
@@ -98,6 +100,7 @@ impl ConfigLayer {
             lock_lease_ms: self.lock_lease_ms.or(lower.lock_lease_ms),
             admin: self.admin.or(lower.admin),
             fault_injection: self.fault_injection.or(lower.fault_injection),
+            clock_offset_ms: self.clock_offset_ms.or(lower.clock_offset_ms),
         }
     }
 
@@ -145,6 +148,7 @@ impl ConfigLayer {
             lock_lease: ms(self.lock_lease_ms.unwrap_or(5_000)),
             admin: self.admin.map(|a| parse_addr("admin", &a)).transpose()?,
             fault_injection: self.fault_injection.unwrap_or(false),
+            clock_offset_ms: self.clock_offset_ms.unwrap_or(0),
         };
         config.validate()?;
         Ok(config)
@@ -217,6 +221,31 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_refused() {
         assert!(toml::from_str::<ConfigLayer>("nmae = \"typo\"").is_err());
+    }
+
+    #[test]
+    fn a_clock_offset_needs_fault_injection() {
+        let layer: ConfigLayer = toml::from_str("cookie = \"c\"\nclock_offset_ms = -200").unwrap();
+        let err = layer.clone().resolve().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    setting: "clock_offset_ms",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("fault_injection"), "{err}");
+        let config = ConfigLayer {
+            fault_injection: Some(true),
+            ..layer
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.clock_offset_ms, -200);
+        assert_eq!(config.wall_clock().offset(), -200);
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct NodeConfig {
     pub admin: Option<SocketAddr>,
     /// Accept fault-injection commands on the admin endpoint (tests only; see `docs/testing.md`).
     pub fault_injection: bool,
+    /// Shift this node's wall clock by this many milliseconds (tests only: it proves that
+    /// nothing depends on clocks agreeing). Accepted only with `fault_injection`; see
+    /// [`crate::clock`]. Default 0.
+    pub clock_offset_ms: i64,
 }
 
 /// A secret string (the cluster cookie) that prints as `***`.
@@ -159,7 +163,18 @@ impl NodeConfig {
                 "must be between 1 KiB and 15 MiB (the transport's frame limit is 16 MiB)".into(),
             );
         }
+        if self.clock_offset_ms != 0 && !self.fault_injection {
+            return invalid(
+                "clock_offset_ms",
+                "is a test-only setting: it is accepted only with `fault_injection = true`".into(),
+            );
+        }
         self.timings.validate()
+    }
+
+    /// The node's wall clock: the system clock shifted by `clock_offset_ms`.
+    pub fn wall_clock(&self) -> crate::clock::WallClock {
+        crate::clock::WallClock::with_offset_ms(self.clock_offset_ms)
     }
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
@@ -171,6 +171,21 @@ impl NodeBuilder {
         self
     }
 
+    /// Shift this node's wall clock by `offset_ms` milliseconds (tests only: refused at start
+    /// unless [`Self::fault_injection`] is on). See [`crate::clock`].
+    ///
+    /// # Examples
+    /// ```
+    /// let builder = colony_runtime::Node::builder().cookie("c").clock_offset_ms(-200);
+    /// assert!(builder.resolve().is_err(), "refused without fault injection");
+    /// let config = builder.fault_injection(true).resolve().unwrap();
+    /// assert_eq!(config.wall_clock().offset(), -200);
+    /// ```
+    pub fn clock_offset_ms(mut self, offset_ms: i64) -> Self {
+        self.layer.clock_offset_ms = Some(offset_ms);
+        self
+    }
+
     /// Settings from another source (file, environment, flags), below the values set here.
     pub fn layer(mut self, layer: ConfigLayer) -> Self {
         self.lower = layer.over(self.lower);
@@ -261,10 +276,7 @@ async fn start(
     }
     let local_home = LocalHome::open(&config.home)?;
     let shared_home = SharedHome::open(&config.shared_home)?;
-    let now_micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_micros() as u64;
+    let now_micros = config.wall_clock().now_micros();
     let incarnation =
         next_incarnation(&local_home.state(), now_micros).map_err(|source| StartError::State {
             path: local_home.state(),

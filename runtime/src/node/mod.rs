@@ -127,6 +127,19 @@ impl Node {
         &self.inner.config
     }
 
+    /// The node's wall clock: every wall-clock read of a component goes through it, so that a
+    /// test can offset one node's clock (`clock_offset_ms`). See [`crate::clock`].
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn demo(node: colony_runtime::Node) {
+    /// let micros = node.wall_clock().now_micros();
+    /// # let _ = micros; }
+    /// ```
+    pub fn wall_clock(&self) -> crate::clock::WallClock {
+        self.inner.config.wall_clock()
+    }
+
     /// The node's local home.
     pub fn local_home(&self) -> &LocalHome {
         &self.inner.local_home

@@ -11,6 +11,8 @@
 //! # Layout
 //! - [`world`]: the [`World`], its clock and scenario steps (`kill`, `restart`, `pause`, `leave`,
 //!   `run_for`, `run_until`).
+//! - [`clock`]: per-node clocks with skew and drift ([`SkewedClock`]), for cores of other
+//!   crates simulated over their own worlds (the cache coherence core's, for one).
 //! - [`net`]: links with cuts, loss and delay ([`Net`]).
 //! - [`script`]: scenarios as a list of [`Op`]s.
 //! - [`history`]: what happened ([`History`]), and the processes it implies ([`Life`]).
@@ -32,12 +34,14 @@
 //! ```
 
 pub mod check;
+pub mod clock;
 pub mod group;
 pub mod history;
 pub mod net;
 pub mod script;
 pub mod world;
 
+pub use clock::SkewedClock;
 pub use history::{End, Entry, Happening, History, Life, Span};
 pub use net::{Link, Net, NetChange};
 pub use script::Op;

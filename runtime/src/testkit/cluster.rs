@@ -29,6 +29,9 @@ pub struct ClusterSpec {
     pub extra_args: Vec<String>,
     /// Where homes go; a fresh temporary directory when `None`.
     pub root: Option<PathBuf>,
+    /// Wall-clock offsets in milliseconds by node index (`--clock-offset-ms`); nodes past the
+    /// end of the list, and nodes added later, run on the system clock.
+    pub clock_offsets_ms: Vec<i64>,
 }
 
 impl ClusterSpec {
@@ -42,7 +45,21 @@ impl ClusterSpec {
             timings: MembershipTimings::default(),
             extra_args: Vec::new(),
             root: None,
+            clock_offsets_ms: Vec::new(),
         }
+    }
+
+    /// The same spec with node `i`'s wall clock shifted by `offsets_ms[i]` milliseconds.
+    ///
+    /// # Examples
+    /// ```
+    /// use colony_runtime::testkit::ClusterSpec;
+    /// let spec = ClusterSpec::new("colony", 3).clock_offsets_ms([200, 0, -200]);
+    /// assert_eq!(spec.clock_offsets_ms, vec![200, 0, -200]);
+    /// ```
+    pub fn clock_offsets_ms(mut self, offsets_ms: impl IntoIterator<Item = i64>) -> Self {
+        self.clock_offsets_ms = offsets_ms.into_iter().collect();
+        self
     }
 }
 
@@ -178,6 +195,9 @@ impl TestCluster {
             .stderr(log);
         if i != 0 {
             cmd.args(["--seeds", &seed]);
+        }
+        if let Some(offset) = self.spec.clock_offsets_ms.get(i).filter(|o| **o != 0) {
+            cmd.arg(format!("--clock-offset-ms={offset}"));
         }
         let child = cmd.spawn()?;
         self.procs[i].child = Some(child);

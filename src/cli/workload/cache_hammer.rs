@@ -1,6 +1,7 @@
-//! Writers and a reader on one cache: each node writes its own keys, with increasing values,
-//! first to a "database" in the shared home and then to the cache; and reads every node's keys
-//! through the cache, whose loader reads the database. Every write and read is recorded.
+//! Writers and a reader on one cache: each node writes its own keys (or, with `shared_keys`,
+//! keys every node writes in turn), with increasing values, first to a "database" in the shared
+//! home and then to the cache; and reads every node's keys through the cache, whose loader
+//! reads the database. Every write and read is recorded.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,6 +28,13 @@ pub struct CacheHammer {
     read_every_ms: u64,
     /// Stop writing after this many writes per node (reads go on).
     writes: u64,
+    /// Every node writes the same keys, one write of a key after another cluster-wide (a file
+    /// lock per key in the database orders them), each writing the key's next value.
+    #[serde(default)]
+    shared_keys: bool,
+    /// The cache's name (default `hammer`).
+    #[serde(default = "default_cache")]
+    cache: String,
     /// The database directory, relative to the shared home.
     db: PathBuf,
     /// JSON-lines history file, relative to the local home.
@@ -40,6 +48,10 @@ enum HammerMode {
     Local,
     Invalidation,
     Copy,
+}
+
+fn default_cache() -> String {
+    "hammer".to_owned()
 }
 
 fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
@@ -56,6 +68,19 @@ fn read_db(db: &Path, key: &str) -> std::io::Result<u64> {
         .trim()
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Waits for this node's turn to write `key`: an exclusive lock on `.{key}.lock` in the database,
+/// held while the returned file is open.
+async fn take_turn(db: &Path, key: &str) -> std::io::Result<std::fs::File> {
+    let path = db.join(format!(".{key}.lock"));
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::create(path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 fn write_db(db: &Path, key: &str, value: u64) -> std::io::Result<()> {
@@ -81,7 +106,7 @@ impl CacheHammer {
         };
         let loader_db = db.clone();
         let cache: Cache<String, u64> = node.caches().get_cache(
-            "hammer",
+            &self.cache,
             Some(Loader::new(move |key: String| {
                 let db = loader_db.clone();
                 async move { read_db(&db, &key) }
@@ -97,12 +122,33 @@ impl CacheHammer {
     }
 
     async fn write(&self, node: &Node, cache: &Cache<String, u64>, db: &Path, history: &History) {
+        let owner = if self.shared_keys {
+            "shared"
+        } else {
+            node.name()
+        };
         let keys: Vec<String> = (0..self.keys_per_node)
-            .map(|i| format!("{}-{i}", node.name()))
+            .map(|i| format!("{owner}-{i}"))
             .collect();
         for n in 1..=self.writes {
             let key = &keys[n as usize % keys.len()];
-            if let Err(e) = write_db(db, key, n) {
+            // Shared keys: held until the cache write returned, so the next write of the key
+            // (from any node) starts after this one returned, and values only grow.
+            let turn = match self.shared_keys {
+                true => match take_turn(db, key).await {
+                    Ok(turn) => Some(turn),
+                    Err(e) => {
+                        tracing::error!(error = %e, "key lock failed");
+                        continue;
+                    }
+                },
+                false => None,
+            };
+            let value = match &turn {
+                Some(_) => read_db(db, key).unwrap_or(0) + 1,
+                None => n,
+            };
+            if let Err(e) = write_db(db, key, value) {
                 tracing::error!(error = %e, "database write failed");
                 continue;
             }
@@ -111,14 +157,15 @@ impl CacheHammer {
             // makes every node load it from the database.
             let op = if n % 2 == 0 { "put" } else { "remove" };
             let result = if op == "put" {
-                cache.put(key.clone(), n).await
+                cache.put(key.clone(), value).await
             } else {
                 cache.remove(key).await
             };
             history.record(&json!({
-                "event": "write", "op": op, "key": key, "value": n, "node": node.name(),
+                "event": "write", "op": op, "key": key, "value": value, "node": node.name(),
                 "start_us": start_us, "end_us": wall_us(), "ok": result.is_ok(),
             }));
+            drop(turn);
             tokio::time::sleep(Duration::from_millis(self.write_every_ms)).await;
         }
     }
