@@ -95,6 +95,23 @@ fn a_holder_paused_past_its_lease_is_fenced_off_when_it_wakes() {
             .wait_until(Duration::from_secs(20), |c| holding(c, sleeper))
             .is_some()
     );
+    // The node that serves the name lists its holder, token and lease on `GET /locks`.
+    let listed = cluster.wait_until(Duration::from_secs(10), |c| {
+        c.all().into_iter().any(|i| {
+            c.admin(i).view("locks").is_ok_and(|v| {
+                v["served"].as_array().is_some_and(|s| {
+                    s.iter().any(|h| {
+                        h["name"] == "n:fenced" && h["token"].as_u64().is_some_and(|t| t > 0)
+                    })
+                })
+            })
+        })
+    });
+    assert!(
+        listed.is_some(),
+        "no node listed the hold:\n{}",
+        logs(&cluster)
+    );
     cluster.pause(sleeper);
     let before = total(&cluster);
     // The others take the lock once the paused holder's lease has run out.

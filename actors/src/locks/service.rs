@@ -120,6 +120,14 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
     )
     .await
     .map_err(|e| fail(e.to_string()))?;
+    let report = service.clone();
+    node.register_admin_view(
+        "locks",
+        Arc::new(move |_node| {
+            let report = report.clone();
+            Box::pin(async move { Ok(report.with(|d| d.report(std::time::Instant::now()))) })
+        }),
+    );
     node.set_extension(Arc::new(Shared {
         node: node.clone(),
         service,

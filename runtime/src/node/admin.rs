@@ -147,6 +147,7 @@ impl AdminServer {
             .route("/stats", get(stats))
             .route("/faults", post(faults))
             .route("/actions/{name}", post(action))
+            .route("/{name}", get(view))
             .with_state(node);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tracing::info!(%addr, "admin endpoint listening");
@@ -194,6 +195,16 @@ async fn faults(State(node): State<Node>, Json(faults): Json<Faults>) -> impl In
             StatusCode::FORBIDDEN,
             "fault injection is off on this node (start it with --fault-injection)\n",
         )
+    }
+}
+
+async fn view(State(node): State<Node>, Path(name): Path<String>) -> axum::response::Response {
+    match node.run_admin_view(&name).await {
+        Some(Ok(body)) => Json(body).into_response(),
+        Some(Err(message)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{message}\n")).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, format!("nothing at `/{name}`\n")).into_response(),
     }
 }
 

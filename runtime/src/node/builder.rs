@@ -355,6 +355,7 @@ async fn start(
             started: tokio::sync::Mutex::new(0),
             extensions: Default::default(),
             actions: Default::default(),
+            views: Default::default(),
             stopping: AtomicBool::new(false),
             admin: std::sync::Mutex::new(None),
         }),

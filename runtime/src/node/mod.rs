@@ -67,6 +67,7 @@ struct Inner {
     started: Mutex<usize>,
     extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
     actions: dashmap::DashMap<String, AdminAction>,
+    views: dashmap::DashMap<String, AdminAction>,
     stopping: AtomicBool,
     admin: std::sync::Mutex<Option<admin::AdminServer>>,
 }
@@ -191,6 +192,19 @@ impl Node {
     /// Offers `action` on the admin endpoint as `POST /actions/{name}` (e.g. `caches.flush`).
     pub fn register_admin_action(&self, name: &str, action: AdminAction) {
         self.inner.actions.insert(name.to_owned(), action);
+    }
+
+    /// Offers `view` on the admin endpoint as `GET /{name}` (e.g. `locks`): a read-only JSON
+    /// report of a primitive. Names the endpoint serves itself (`health`, `cluster`, `stats`)
+    /// are never shadowed.
+    pub fn register_admin_view(&self, name: &str, view: AdminAction) {
+        self.inner.views.insert(name.to_owned(), view);
+    }
+
+    /// Runs the admin view `name`; `None` if there is none.
+    pub async fn run_admin_view(&self, name: &str) -> Option<Result<serde_json::Value, String>> {
+        let view = self.inner.views.get(name)?.clone();
+        Some(view(self.clone()).await)
     }
 
     /// Runs the admin action `name`; `None` if there is none.

@@ -64,6 +64,14 @@ impl AdminClient {
         self.get_json("stats")
     }
 
+    /// `GET /{name}`: a primitive's admin view (e.g. `locks`) as loose JSON.
+    ///
+    /// # Errors
+    /// The endpoint is unreachable, has no such view, or answered something else.
+    pub fn view(&self, name: &str) -> Result<serde_json::Value, AdminError> {
+        self.get_json(name)
+    }
+
     fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, AdminError> {
         let mut response = self
             .agent
