@@ -156,10 +156,20 @@ fn no_overlap_across_a_two_three_partition_and_its_healing() {
         logs(&cluster)
     );
     wait_voters(&cluster, 5);
+    split_heal_and_check(cluster, 20, Duration::from_secs(30));
+}
+
+/// Cuts {n1, n2} from {n3, n4, n5}, waits for `progress` holds on the majority side, heals,
+/// waits for as many again, and checks the whole history.
+fn split_heal_and_check(
+    cluster: colony_runtime::testkit::TestCluster,
+    progress: usize,
+    within: Duration,
+) {
     cluster.partition(&[&[0, 1], &[2, 3, 4]]).unwrap();
     let before = total(&cluster);
     assert!(
-        wait_progress(&cluster, before, 20, Duration::from_secs(30)),
+        wait_progress(&cluster, before, progress, within),
         "the majority side made no progress:\n{}",
         logs(&cluster)
     );
@@ -167,7 +177,7 @@ fn no_overlap_across_a_two_three_partition_and_its_healing() {
     assert_converges(&cluster, "no single view");
     let before = total(&cluster);
     assert!(
-        wait_progress(&cluster, before, 20, Duration::from_secs(30)),
+        wait_progress(&cluster, before, progress, within),
         "no progress after healing:\n{}",
         logs(&cluster)
     );
@@ -202,22 +212,7 @@ fn holds_that_renew_stay_exclusive_across_a_two_three_partition() {
         "no hold outlived its first lease:\n{}",
         logs(&cluster)
     );
-    cluster.partition(&[&[0, 1], &[2, 3, 4]]).unwrap();
-    let before = total(&cluster);
-    assert!(
-        wait_progress(&cluster, before, 4, Duration::from_secs(40)),
-        "the majority side made no progress:\n{}",
-        logs(&cluster)
-    );
-    cluster.heal().unwrap();
-    assert_converges(&cluster, "no single view");
-    let before = total(&cluster);
-    assert!(
-        wait_progress(&cluster, before, 4, Duration::from_secs(40)),
-        "no progress after healing:\n{}",
-        logs(&cluster)
-    );
-    stop_and_check(cluster);
+    split_heal_and_check(cluster, 4, Duration::from_secs(40));
 }
 
 #[test]

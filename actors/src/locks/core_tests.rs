@@ -82,6 +82,17 @@ fn drain(t: &mut LockTable) -> Vec<Output> {
     std::iter::from_fn(|| t.poll_output()).collect()
 }
 
+/// The token of the grant the table just answered with.
+fn granted(t: &mut LockTable) -> u64 {
+    match t.poll_output() {
+        Some(Output::Reply {
+            answer: Answer::Granted { token, .. },
+            ..
+        }) => token,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
 fn reply(request: RequestId, answer: Answer) -> Output {
     Output::Reply { request, answer }
 }
@@ -151,13 +162,7 @@ fn a_released_name_goes_to_the_first_waiter_with_a_higher_token() {
     let t0 = Instant::now();
     let mut t = serving("a", t0);
     t.acquire(t0, "a", holder(1), Wait::No, 1);
-    let token = match t.poll_output() {
-        Some(Output::Reply {
-            answer: Answer::Granted { token, .. },
-            ..
-        }) => token,
-        other => panic!("{other:?}"),
-    };
+    let token = granted(&mut t);
     t.acquire(t0, "a", holder(2), Wait::Until(t0 + LEASE), 2);
     t.acquire(t0, "a", holder(3), Wait::Until(t0 + LEASE), 3);
     let t1 = t0 + Duration::from_millis(10);
@@ -184,13 +189,7 @@ fn a_slot_that_moves_away_hands_its_holds_over_and_answers_its_waiters() {
     let t0 = Instant::now();
     let mut t = serving("a", t0);
     t.acquire(t0, "a", holder(1), Wait::No, 1);
-    let token = match t.poll_output() {
-        Some(Output::Reply {
-            answer: Answer::Granted { token, .. },
-            ..
-        }) => token,
-        other => panic!("{other:?}"),
-    };
+    let token = granted(&mut t);
     t.acquire(t0, "a", holder(2), Wait::Until(t0 + LEASE), 2);
     let moved = state_with("a", &[1, 2]);
     let generation = moved.slot(Domain::Locks, slot_of(b"a")).unwrap().generation;
