@@ -196,11 +196,11 @@ impl GroupCore {
         if target % 2 == 0 {
             target -= 1;
         }
-        if conf.voters.len() >= target {
+        if conf.voters.len() >= target || !conf.voters_outgoing.is_empty() {
             return;
         }
         let last = self.raw.raft.raft_log.last_index();
-        let caught_up = conf
+        let mut caught_up: Vec<u64> = conf
             .learners
             .iter()
             .filter(|r| up(&ReplicaId(**r)))
@@ -211,10 +211,19 @@ impl GroupCore {
                     .get(**r)
                     .is_some_and(|p| p.matched + 16 >= last)
             })
-            .min()
-            .copied();
-        if let Some(learner) = caught_up {
-            self.propose_conf(change(ReplicaId(learner), ConfChangeType::AddNode));
+            .copied()
+            .collect();
+        caught_up.sort_unstable();
+        // Grow from an odd number of voters to the next odd one in one (joint) change: a group
+        // of two voters would lose its quorum to either one's failure.
+        let grow = if conf.voters.len() % 2 == 1 { 2 } else { 1 };
+        if caught_up.len() >= grow {
+            let mut cc = ConfChangeV2::default();
+            for learner in &caught_up[..grow] {
+                cc.mut_changes()
+                    .push(single(ReplicaId(*learner), ConfChangeType::AddNode));
+            }
+            self.propose_conf(cc);
         }
     }
 
@@ -236,11 +245,15 @@ impl GroupCore {
     }
 }
 
-fn change(replica: ReplicaId, kind: ConfChangeType) -> ConfChangeV2 {
+fn single(replica: ReplicaId, kind: ConfChangeType) -> ConfChangeSingle {
     let mut single = ConfChangeSingle::default();
     single.set_change_type(kind);
     single.node_id = replica.0;
+    single
+}
+
+fn change(replica: ReplicaId, kind: ConfChangeType) -> ConfChangeV2 {
     let mut cc = ConfChangeV2::default();
-    cc.set_changes(vec![single].into());
+    cc.set_changes(vec![single(replica, kind)].into());
     cc
 }
