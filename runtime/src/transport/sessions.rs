@@ -205,7 +205,10 @@ impl SessionTask {
             .members
             .iter()
             .skip(1)
-            .filter(|m| m.state.is_up() && !blocked.contains(&m.addr))
+            // Links and sessions follow membership: a merely suspected peer keeps them (it may
+            // refute the suspicion, and a caller's own timeout says how long to wait for it);
+            // they go when it is declared down or leaves.
+            .filter(|m| !m.state.is_gone() && !blocked.contains(&m.addr))
             .map(|m| (m.id, m.addr))
             .collect();
         self.sessions.retain(|peer, session| {
