@@ -133,8 +133,11 @@ pub async fn raw_call(node: colony_runtime::NodeId, bytes: Vec<u8>) -> colony_ru
 /// is still forming can leave the larger side without a voting majority).
 pub fn wait_voters(cluster: &TestCluster, voters: usize) {
     let done = cluster.wait_until(Duration::from_secs(30), |c| {
-        c.status(0)
-            .is_some_and(|s| s.consensus.voters.len() == voters && s.consensus.learners.is_empty())
+        c.status(0).is_some_and(|s| {
+            s.consensus.voters.len() == voters
+                && s.consensus.learners.is_empty()
+                && s.consensus.outgoing.is_empty()
+        })
     });
     assert!(
         done.is_some(),

@@ -51,6 +51,8 @@ pub struct GroupStatus {
     pub voters: Vec<ReplicaId>,
     /// Learners.
     pub learners: Vec<ReplicaId>,
+    /// Voters of the outgoing configuration while a joint change is under way.
+    pub outgoing: Vec<ReplicaId>,
     /// Highest index known committed.
     pub commit: u64,
     /// Highest index applied here.
@@ -300,6 +302,7 @@ impl Driven for GroupDriver {
                 || old.failed != status.failed
                 || old.voters != status.voters
                 || old.learners != status.learners
+                || old.outgoing != status.outgoing
         };
         if changed {
             self.status.send_replace(Arc::new(status));
@@ -320,6 +323,7 @@ fn status_of(core: &GroupCore, now: Instant, failed: Option<String>) -> GroupSta
         leader: core.leader(),
         voters: conf.voters.iter().map(|r| ReplicaId(*r)).collect(),
         learners: conf.learners.iter().map(|r| ReplicaId(*r)).collect(),
+        outgoing: conf.voters_outgoing.iter().map(|r| ReplicaId(*r)).collect(),
         commit: core.commit_index(),
         applied: core.applied_index(),
         progress: core.progress(),

@@ -48,6 +48,9 @@ pub struct ConsensusReport {
     pub voters: Vec<String>,
     /// Members that follow without voting.
     pub learners: Vec<String>,
+    /// The outgoing voters while a joint configuration change is under way (empty otherwise).
+    #[serde(default)]
+    pub outgoing: Vec<String>,
     /// Highest index known committed.
     pub commit: u64,
     /// Highest index applied on this node.
@@ -82,6 +85,7 @@ impl ConsensusReport {
             leader: s.leader.as_ref().map(hex),
             voters: s.voters.iter().map(hex).collect(),
             learners: s.learners.iter().map(hex).collect(),
+            outgoing: s.outgoing.iter().map(hex).collect(),
             commit: s.commit,
             applied: s.applied,
             lag: s

@@ -33,6 +33,8 @@ fn a_cluster_settles_with_every_slot_served_and_every_node_registered() {
     assert!(w.history().holds.len() > 100, "grants were made");
     let voters = w.core(0).unwrap().conf_state().voters.len();
     assert_eq!(voters, 3);
+    // Grown in one joint change, and out of the joint configuration again.
+    assert!(w.core(0).unwrap().conf_state().voters_outgoing.is_empty());
 }
 
 #[test]
