@@ -25,6 +25,7 @@ fn no_overlap_when_a_holder_is_killed() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = hammer(dir.path(), 3, &NAMES, 2, 100);
+    wait_voters(&cluster, 3);
     assert!(
         wait_progress(&cluster, 0, 20, Duration::from_secs(30)),
         "no progress:\n{}",
@@ -50,6 +51,9 @@ fn no_overlap_when_the_owner_is_killed() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = hammer(dir.path(), 3, &NAMES, 2, 50);
+    // Faults only once the group has its voters: a group that loses its one founding voter
+    // before it grew has nobody to elect.
+    wait_voters(&cluster, 3);
     assert!(
         wait_progress(&cluster, 0, 20, Duration::from_secs(30)),
         "no progress:\n{}",
