@@ -114,7 +114,8 @@ impl GroupCore {
     }
 
     /// Gives every slot to its rendezvous owner among the fresh targets. A slot whose owner's
-    /// epoch ended moves at once; a slot of a live owner moves with a hand-over, one at a time.
+    /// epoch ended moves at once; a slot of a live owner moves with a hand-over, and not again
+    /// until that hand-over is recorded.
     fn place_slots(&mut self, now: Instant) {
         let targets = self.fresh_targets(now);
         if targets.is_empty() {

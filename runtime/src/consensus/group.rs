@@ -292,19 +292,18 @@ impl Driven for GroupDriver {
                 self.fail(e.to_string());
             }
         }
-        let status = status_of(&self.core, now, self.failed.clone());
+        // Flush runs after every raft message: build (and clone the state into) a new status
+        // only when something it reports moved. A configuration change is an applied entry.
         let changed = {
             let old = self.status.borrow();
-            old.applied != status.applied
-                || old.term != status.term
-                || old.leader != status.leader
-                || old.entitlement != status.entitlement
-                || old.failed != status.failed
-                || old.voters != status.voters
-                || old.learners != status.learners
-                || old.outgoing != status.outgoing
+            old.applied != self.core.applied_index()
+                || old.term != self.core.term()
+                || old.leader != self.core.leader()
+                || old.entitlement != self.core.entitlement(now)
+                || old.failed != self.failed
         };
         if changed {
+            let status = status_of(&self.core, now, self.failed.clone());
             self.status.send_replace(Arc::new(status));
         }
     }
