@@ -286,19 +286,24 @@ fn a_rolling_restart_of_every_node_under_load_keeps_every_promise() {
         "no progress after the rolling restart:\n{}",
         logs(&cluster)
     );
+    // Stopping every node ends with a group that lost its quorum: holds go then, as promised.
+    let stopping = now_us();
     let events = stop_and_check(cluster);
-    // Holds of the nodes that were not restarting that were lost anyway (planned moves are meant
-    // to hand them over; with a 1 s lease on two busy cores some are still lost: reported, see
-    // docs/locks.md).
-    let lost = events
+    // While a node restarts its own holds may go with it (its guards stop); every other hold
+    // moves with its slot and is renewed by the next owner.
+    let lost: Vec<&serde_json::Value> = events
         .iter()
         .filter(|e| e["event"] == "lost")
         .filter(|e| {
             let at = e["at_us"].as_u64().unwrap_or(0);
-            !restarting
-                .iter()
-                .any(|(name, from, to)| e["node"] == name.as_str() && (*from..=*to).contains(&at))
+            at < stopping
+                && !restarting.iter().any(|(name, from, to)| {
+                    e["node"] == name.as_str() && (*from..=*to).contains(&at)
+                })
         })
-        .count();
-    eprintln!("holds of other nodes lost during the rolling restart: {lost}");
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "planned moves lost holds of nodes that were not restarting: {lost:#?}\nrestarts: {restarting:?}"
+    );
 }

@@ -290,6 +290,7 @@ impl Driven for LockDriver {
                     }
                 }
                 holdings::Output::Lost { guard } => {
+                    tracing::debug!(guard, "lock lease lost");
                     if let Some(lease) = self.leases.remove(&guard) {
                         lease.send_modify(|l| l.lost = true);
                     }
@@ -326,6 +327,9 @@ async fn renew(
         timeout,
     )
     .await;
+    if !matches!(answer, Some(Answer::Renewed { .. })) {
+        tracing::debug!(guard = holder.guard, ?answer, elapsed = ?sent_at.elapsed(), "lock renewal failed");
+    }
     let outcome = match answer {
         Some(Answer::Renewed { lease_ms }) => Ok(lease_ms),
         Some(Answer::NotHeld) => Err(RenewFailure::NotHeld),

@@ -265,6 +265,7 @@ impl LockTable {
         self.state = state;
         self.entitlement = entitlement;
         for change in self.own.update(&self.state, epoch) {
+            tracing::debug!(?change, "lock slot");
             match change {
                 Change::ServeFresh { slot } => self.clear_slot(slot),
                 Change::Resume { .. } => {}
@@ -311,6 +312,12 @@ impl LockTable {
             .slot(Domain::Locks, table.slot)
             .map_or(0, |s| s.generation);
         let Some(accept) = self.own.received(&self.state, table.slot, table.generation) else {
+            tracing::debug!(
+                slot = table.slot,
+                generation = table.generation,
+                current,
+                "lock table not awaited"
+            );
             if table.generation > current {
                 self.early.insert(table.slot, (at, table));
             }
@@ -318,6 +325,12 @@ impl LockTable {
         };
         // Time spent waiting here is taken off the leases it carries.
         let waited = now.saturating_duration_since(at);
+        tracing::debug!(
+            slot = table.slot,
+            holds = table.holds.len(),
+            ?waited,
+            "lock table taken"
+        );
         for h in table.holds {
             if slot_of(h.name.as_bytes()) != table.slot {
                 continue;
@@ -365,27 +378,12 @@ impl LockTable {
                     self.reply(request, Answer::Busy);
                     self.forget_if_empty(name);
                 }
-                Wait::Until(deadline) => {
-                    let entry = self.entry(name);
-                    if let Some(w) = entry.waiters.iter_mut().find(|w| w.holder == holder) {
-                        let old = std::mem::replace(&mut w.request, request);
-                        w.deadline = deadline;
-                        self.reply(old, Answer::Cancelled);
-                    } else {
-                        entry.waiters.push_back(Waiter {
-                            holder,
-                            request,
-                            deadline,
-                            since: now,
-                        });
-                    }
-                    self.rearm(name);
-                }
+                Wait::Until(deadline) => self.enqueue(now, name, holder, request, deadline),
             }
             return;
         }
-        match self.grant(now, name, holder) {
-            Some((token, lease)) => self.reply(
+        match (self.grant(now, name, holder), wait) {
+            (Some((token, lease)), _) => self.reply(
                 request,
                 Answer::Granted {
                     token,
@@ -393,11 +391,40 @@ impl LockTable {
                     waited_us: 0,
                 },
             ),
-            None => {
+            // Nothing worth granting now (a late heartbeat or a spent block): the waiter is
+            // granted once the group extends this node's entitlement or the block.
+            (None, Wait::Until(deadline)) => self.enqueue(now, name, holder, request, deadline),
+            (None, Wait::No) => {
                 self.reply(request, Answer::NotOwner);
                 self.forget_if_empty(name);
             }
         }
+    }
+
+    /// Queues `holder` for `name` until `deadline`; a holder already queued keeps its place
+    /// with the new request (the old one is answered `Cancelled`).
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        name: &str,
+        holder: Holder,
+        request: RequestId,
+        deadline: Instant,
+    ) {
+        let entry = self.entry(name);
+        if let Some(w) = entry.waiters.iter_mut().find(|w| w.holder == holder) {
+            let old = std::mem::replace(&mut w.request, request);
+            w.deadline = deadline;
+            self.reply(old, Answer::Cancelled);
+        } else {
+            entry.waiters.push_back(Waiter {
+                holder,
+                request,
+                deadline,
+                since: now,
+            });
+        }
+        self.rearm(name);
     }
 
     /// `holder` renews its lease on `name` granted with `token`.
@@ -647,12 +674,13 @@ impl LockTable {
     }
 
     /// Gives `name` to `holder`: a token from the slot's block and a lease cut at this node's
-    /// entitlement. `None` if this node may not serve the slot now or its block is used up.
+    /// entitlement. `None` if this node may not serve the slot now, its entitlement is too
+    /// close to its end ([`Ownership::grant_lease`]) or its block is used up.
     fn grant(&mut self, now: Instant, name: &str, holder: Holder) -> Option<(u64, Duration)> {
         let slot = slot_of(name.as_bytes());
         let e = self.entitlement?;
+        let lease = Ownership::grant_lease(now, e, self.config.lease)?;
         let token = self.own.issue(slot, now, Some(e))?;
-        let lease = Ownership::lease(now, e, self.config.lease);
         for command in self.own.extensions() {
             self.outputs.push_back(Output::Propose(command));
         }

@@ -131,7 +131,7 @@ fn a_grant_and_a_renewal_never_outlive_the_owners_entitlement() {
         t0,
         Arc::new(state_with("a", &[1])),
         Some(1),
-        entitled(t0, Duration::from_millis(400)),
+        entitled(t0, Duration::from_millis(600)),
     );
     t.acquire(t0, "a", holder(1), Wait::No, 1);
     let Some(Output::Reply {
@@ -143,17 +143,44 @@ fn a_grant_and_a_renewal_never_outlive_the_owners_entitlement() {
     else {
         panic!("granted");
     };
-    assert_eq!(lease_ms, 400);
-    let t1 = t0 + Duration::from_millis(300);
+    assert_eq!(lease_ms, 600);
+    let t1 = t0 + Duration::from_millis(500);
     t.renew(t1, "a", holder(1), token, 2);
     assert_eq!(drain(&mut t), [reply(2, Answer::Renewed { lease_ms: 100 })]);
     // Past the entitlement, nothing is served: the holder is sent to the group's owner.
-    let t2 = t0 + Duration::from_millis(450);
+    let t2 = t0 + Duration::from_millis(650);
     t.renew(t2, "a", holder(1), token, 3);
     t.acquire(t2, "b", holder(2), Wait::No, 4);
     assert_eq!(
         drain(&mut t),
         [reply(3, Answer::NotOwner), reply(4, Answer::NotOwner)]
+    );
+}
+
+#[test]
+fn no_new_grant_while_the_entitlement_is_close_to_its_end_waiters_get_it_once_extended() {
+    let t0 = Instant::now();
+    let state = Arc::new(state_with("a", &[1]));
+    let mut t = LockTable::new(ME, config());
+    // Less than half a lease left: a grant would be lost about as soon as it was made.
+    t.set_group(
+        t0,
+        state.clone(),
+        Some(1),
+        entitled(t0, Duration::from_millis(400)),
+    );
+    t.acquire(t0, "a", holder(1), Wait::No, 1);
+    t.acquire(t0, "a", holder(2), Wait::Until(t0 + LEASE * 5), 2);
+    assert_eq!(drain(&mut t), [reply(1, Answer::NotOwner)]);
+    assert_eq!(t.waiting("a"), 1);
+    // The next heartbeat is applied: the waiter is granted a full lease.
+    let t1 = t0 + Duration::from_millis(100);
+    t.set_group(t1, state, Some(1), entitled(t1, LEASE));
+    let token = granted(&mut t);
+    t.renew(t1, "a", holder(2), token, 3);
+    assert_eq!(
+        drain(&mut t),
+        [reply(3, Answer::Renewed { lease_ms: 1000 })]
     );
 }
 

@@ -134,7 +134,9 @@ impl ClusterLock {
                     waited_us,
                 }) => {
                     withdraw.op = None;
-                    let sent_at = sent_at + Duration::from_micros(waited_us);
+                    // The owner counted the wait on its clock: count no more of it here.
+                    let waited = shared.holdings.shrink(Duration::from_micros(waited_us));
+                    let sent_at = sent_at + waited;
                     return Ok(Some(self.held(shared, holder, token, sent_at, lease_ms)));
                 }
                 Some(Answer::Busy) => {

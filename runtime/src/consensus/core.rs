@@ -469,11 +469,6 @@ impl GroupCore {
     pub fn leave(&mut self, now: Instant) {
         self.mine.leaving = true;
         self.mine.next = Some(now);
-        if self.is_leader()
-            && let Some(to) = self.transfer_target()
-        {
-            self.raw.transfer_leader(to.0);
-        }
         self.own_duties(now);
         self.after_input(now);
     }

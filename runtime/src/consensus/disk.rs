@@ -213,17 +213,17 @@ impl Disk {
         tx.commit().map_err(|e| fail(e.into()))
     }
 
-    /// Writes one change durably, in one transaction.
+    /// Writes `changes`, in order, durably and in one transaction.
     ///
     /// # Errors
-    /// [`DiskError`]; nothing of the change is on disk then.
-    pub fn write(&self, change: &Persist) -> Result<(), DiskError> {
+    /// [`DiskError`]; nothing of the changes is on disk then.
+    pub fn write(&self, changes: &[Persist]) -> Result<(), DiskError> {
         let fail = |e: redb::Error| DiskError::Io {
             path: self.path.clone(),
             reason: e.to_string(),
         };
         let tx = self.db.begin_write().map_err(|e| fail(e.into()))?;
-        {
+        for change in changes {
             let mut meta = tx.open_table(META).map_err(|e| fail(e.into()))?;
             let mut entries = tx.open_table(ENTRIES).map_err(|e| fail(e.into()))?;
             if let Some(snapshot) = &change.snapshot {
@@ -287,17 +287,17 @@ mod tests {
         let (disk, loaded) = Disk::open(&path, 7).unwrap();
         assert_eq!((loaded.replica, loaded.group), (7, 0));
         let mut log = Log::founding(7, b"state".to_vec());
-        disk.write(&Persist {
+        disk.write(&[Persist {
             snapshot: Some(log.snapshot_ref().clone()),
             hard_state: Some(log.hard_state().clone()),
             ..Default::default()
-        })
+        }])
         .unwrap();
         let change = Persist {
             entries: vec![entry(2, 2), entry(3, 2), entry(4, 2)],
             ..Default::default()
         };
-        disk.write(&change).unwrap();
+        disk.write(std::slice::from_ref(&change)).unwrap();
         log.apply(&change);
         // A conflicting tail replaces the old one.
         let change = Persist {
@@ -310,7 +310,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        disk.write(&change).unwrap();
+        disk.write(std::slice::from_ref(&change)).unwrap();
         log.apply(&change);
         disk.set_group(99).unwrap();
         drop(disk);

@@ -22,6 +22,15 @@ impl GroupCore {
     /// This node's liveness: register, heartbeat, and, when leaving, leave and retire.
     pub(super) fn own_duties(&mut self, now: Instant) {
         let me = self.me.replica;
+        // A leaving leader hands leadership on, and again whenever it gets it back: stopping as
+        // leader would stall every commit for an election, and so every entitlement.
+        if self.mine.leaving
+            && self.is_leader()
+            && self.raw.raft.lead_transferee.is_none()
+            && let Some(to) = self.transfer_target()
+        {
+            self.raw.transfer_leader(to.0);
+        }
         let Some(settings) = self.state.settings.clone() else {
             return;
         };

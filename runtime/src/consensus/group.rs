@@ -141,7 +141,7 @@ impl GroupDriver {
         (driver, rx)
     }
 
-    fn send(&self, batches: BTreeMap<ReplicaId, Vec<serde_bytes::ByteBuf>>) {
+    fn send(&self, batches: Batches) {
         let group = self.core.group();
         let from = self.core.replica().0;
         for (to, messages) in batches {
@@ -246,27 +246,31 @@ impl Driven for GroupDriver {
     }
 
     fn flush(&mut self, now: Instant) {
-        let mut batches: BTreeMap<ReplicaId, Vec<serde_bytes::ByteBuf>> = BTreeMap::new();
+        // Messages queued before the first change to persist go at once; later ones only once
+        // every change of this flush is on disk, written in one transaction (one fsync for a
+        // burst of raft messages).
+        let mut now_batches = Batches::new();
+        let mut held = Batches::new();
+        let mut changes = Vec::new();
         while let Some(output) = self.core.poll_output() {
             if self.failed.is_some() {
                 continue;
             }
             match output {
                 Output::Send(msg) => {
+                    let batches = if changes.is_empty() {
+                        &mut now_batches
+                    } else {
+                        &mut held
+                    };
                     batches
                         .entry(ReplicaId(msg.to))
                         .or_default()
                         .push(serde_bytes::ByteBuf::from(super::core::encode_message(
                             &msg,
-                        )))
+                        )));
                 }
-                Output::Persist(change) => {
-                    // Messages queued before the change may go; later ones only once it is on disk.
-                    self.send(std::mem::take(&mut batches));
-                    if let Err(e) = self.disk.write(&change) {
-                        self.fail(e.to_string());
-                    }
-                }
+                Output::Persist(change) => changes.push(change),
                 Output::Applied(applied) => {
                     if let Some(reply) = applied.proposal.and_then(|id| self.waiting.remove(&id)) {
                         let _ = reply.send(Ok(applied.outcome));
@@ -285,7 +289,13 @@ impl Driven for GroupDriver {
                 }
             }
         }
-        self.send(batches);
+        self.send(now_batches);
+        if !changes.is_empty() && self.failed.is_none() {
+            match self.disk.write(&changes) {
+                Ok(()) => self.send(held),
+                Err(e) => self.fail(e.to_string()),
+            }
+        }
         if self.core.group() != self.saved_group && self.failed.is_none() {
             self.saved_group = self.core.group();
             if let Err(e) = self.disk.set_group(self.saved_group) {
@@ -399,7 +409,9 @@ impl Group {
         let done = async {
             loop {
                 let s = status.borrow_and_update().clone();
-                if s.left || s.epoch.is_none() {
+                // Done once the epoch ended and leadership moved on (stopping as leader stalls
+                // commits, and so every node's entitlement, for an election).
+                if (s.left || s.epoch.is_none()) && s.leader != Some(s.replica) {
                     return true;
                 }
                 // With nobody to take them, this node's slots move once its epoch is revoked.
@@ -419,6 +431,9 @@ impl Group {
         self.shell.stop();
     }
 }
+
+/// Encoded raft messages by recipient.
+type Batches = BTreeMap<ReplicaId, Vec<serde_bytes::ByteBuf>>;
 
 /// The `consensus` service: raft messages from other members, handed to the group's actor.
 pub(crate) struct GroupService(pub Shell<GroupDriver>);

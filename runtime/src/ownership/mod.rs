@@ -316,6 +316,19 @@ impl Ownership {
         lease.min(entitlement.until.saturating_duration_since(now))
     }
 
+    /// The lease a new grant made at `now` may have, if it is worth giving: at least half of
+    /// `lease`. A shorter one means this node's heartbeats are committing late; a holder would
+    /// lose it about as soon as it got it, so new grants wait for the next heartbeat instead
+    /// (renewals take what there is).
+    pub fn grant_lease(
+        now: Instant,
+        entitlement: Entitlement,
+        lease: Duration,
+    ) -> Option<Duration> {
+        let granted = Self::lease(now, entitlement, lease);
+        (granted >= lease / 2).then_some(granted)
+    }
+
     /// Slots this node serves now.
     pub fn serving(&self) -> impl Iterator<Item = u16> + '_ {
         self.slots

@@ -4,10 +4,11 @@
 //!
 //! A primitive implements [`Driven`] for its driver (its core plus the IO the core asks for:
 //! sockets, disk, waiting callers), and gets a [`Shell`]: inputs can be stepped in the caller's
-//! own task ([`Shell::send`], no hand-off to the actor and back) or queued on the actor's
-//! mailbox ([`Shell::cast`], for callers that must not wait on the driver's lock, such as a
-//! connection's task that serves other requests too). Either way the step is the same: one
-//! input with the current time, one flush, the timer re-armed at the core's next deadline.
+//! own task ([`Shell::send`], no hand-off to the actor and back) or queued for the actor
+//! ([`Shell::cast`], for callers that must not wait on the driver's lock, such as a
+//! connection's task that serves other requests too). A step hands the core its input (or
+//! every input queued since the actor last woke: under load, one flush, and so one disk write,
+//! serves a whole burst), then flushes and re-arms the timer at the core's next deadline.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -44,16 +45,19 @@ pub trait Driven: Send + 'static {
 pub struct Stopped;
 
 /// The actor's messages.
-pub enum ShellMsg<I> {
-    /// An input queued with [`Shell::cast`].
-    Input(I),
+pub enum ShellMsg {
+    /// Inputs were queued with [`Shell::cast`].
+    Inbox,
     /// The membership view changed.
     View(Arc<View>),
     /// The deadline passed.
     Tick,
 }
 
-impl<I: Send + 'static> ractor::Message for ShellMsg<I> {}
+impl ractor::Message for ShellMsg {}
+
+/// Inputs queued for the actor; the actor is woken once per burst.
+type Inbox<I> = Arc<Mutex<Vec<I>>>;
 
 struct Stepper<D> {
     driven: D,
@@ -72,8 +76,9 @@ impl<D: Driven> Stepper<D> {
 
 /// A running shell. Cheap to clone.
 pub struct Shell<D: Driven> {
-    actor: ActorRef<ShellMsg<D::Input>>,
+    actor: ActorRef<ShellMsg>,
     state: Arc<Mutex<Stepper<D>>>,
+    inbox: Inbox<D::Input>,
 }
 
 impl<D: Driven> Clone for Shell<D> {
@@ -81,6 +86,7 @@ impl<D: Driven> Clone for Shell<D> {
         Shell {
             actor: self.actor.clone(),
             state: self.state.clone(),
+            inbox: self.inbox.clone(),
         }
     }
 }
@@ -98,13 +104,25 @@ impl<D: Driven> Shell<D> {
     ) -> Result<Shell<D>, ractor::SpawnErr> {
         let (deadline, wake) = watch::channel(None);
         let state = Arc::new(Mutex::new(Stepper { driven, deadline }));
+        let inbox: Inbox<D::Input> = Arc::default();
         let (actor, _) = Actor::spawn(
             None,
             ShellActor::<D>(std::marker::PhantomData),
-            (state.clone(), wake, views),
+            (state.clone(), inbox.clone(), wake, views),
         )
         .await?;
-        Ok(Shell { actor, state })
+        Ok(Shell {
+            actor,
+            state,
+            inbox,
+        })
+    }
+
+    fn stopped(&self) -> bool {
+        // Not "is it running": ractor marks an actor running only after `spawn` returned, and an
+        // input stepped in that gap is as good as any (the driver was built before).
+        use ractor::ActorStatus::{Draining, Stopped as Dead, Stopping};
+        matches!(self.actor.get_status(), Draining | Stopping | Dead)
     }
 
     /// Steps `input` now, in the caller's task.
@@ -112,10 +130,7 @@ impl<D: Driven> Shell<D> {
     /// # Errors
     /// [`Stopped`] once the shell stopped: the input was not handed to the core.
     pub fn send(&self, input: D::Input) -> Result<(), Stopped> {
-        // Not "is it running": ractor marks an actor running only after `spawn` returned, and an
-        // input stepped in that gap is as good as any (the driver was built before).
-        use ractor::ActorStatus::{Draining, Stopped as Dead, Stopping};
-        if matches!(self.actor.get_status(), Draining | Stopping | Dead) {
+        if self.stopped() {
             return Err(Stopped);
         }
         let now = Instant::now();
@@ -126,12 +141,24 @@ impl<D: Driven> Shell<D> {
         Ok(())
     }
 
-    /// Queues `input` on the actor's mailbox.
+    /// Queues `input` for the actor, which steps every input queued when it wakes.
     ///
     /// # Errors
     /// [`Stopped`] once the shell stopped.
     pub fn cast(&self, input: D::Input) -> Result<(), Stopped> {
-        self.actor.cast(ShellMsg::Input(input)).map_err(|_| Stopped)
+        if self.stopped() {
+            return Err(Stopped);
+        }
+        let first = {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            inbox.push(input);
+            inbox.len() == 1
+        };
+        // One wake per burst: the actor takes the whole inbox.
+        if first {
+            self.actor.cast(ShellMsg::Inbox).map_err(|_| Stopped)?;
+        }
+        Ok(())
     }
 
     /// Reads the driver.
@@ -168,19 +195,20 @@ fn lock<D>(state: &Mutex<Stepper<D>>) -> MutexGuard<'_, Stepper<D>> {
 
 type Args<D> = (
     Arc<Mutex<Stepper<D>>>,
+    Inbox<<D as Driven>::Input>,
     watch::Receiver<Option<Instant>>,
     watch::Receiver<Arc<View>>,
 );
 
 impl<D: Driven> Actor for ShellActor<D> {
-    type Msg = ShellMsg<D::Input>;
-    type State = Arc<Mutex<Stepper<D>>>;
+    type Msg = ShellMsg;
+    type State = (Arc<Mutex<Stepper<D>>>, Inbox<D::Input>);
     type Arguments = Args<D>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (state, mut wake, mut views): Args<D>,
+        (state, inbox, mut wake, mut views): Args<D>,
     ) -> Result<Self::State, ActorProcessingErr> {
         // One long-lived timer task, told the earliest deadline through a watch: cheaper than a
         // spawned timer each time the deadline moves.
@@ -224,21 +252,26 @@ impl<D: Driven> Actor for ShellActor<D> {
             let mut s = lock(&state);
             s.settle(now);
         }
-        Ok(state)
+        Ok((state, inbox))
     }
 
     async fn handle(
         &self,
         _: ActorRef<Self::Msg>,
         message: Self::Msg,
-        state: &mut Self::State,
+        (state, inbox): &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         let mut s = lock(state);
         // A core that panics is a bug; say so loudly before the actor dies with it.
         let _loud = Loud;
         match message {
-            ShellMsg::Input(input) => s.driven.input(now, input),
+            ShellMsg::Inbox => {
+                let inputs = std::mem::take(&mut *inbox.lock().unwrap_or_else(|e| e.into_inner()));
+                for input in inputs {
+                    s.driven.input(now, input);
+                }
+            }
             ShellMsg::View(view) => s.driven.view(now, &view),
             ShellMsg::Tick => s.driven.timeout(now),
         }
