@@ -27,6 +27,18 @@ pub fn hammer(
     clients: usize,
     hold_ms: u64,
 ) -> TestCluster {
+    hammer_on_clocks(dir, nodes, names, clients, hold_ms, &[])
+}
+
+/// [`hammer`] with node `i`'s wall clock shifted by `offsets_ms[i]` milliseconds.
+pub fn hammer_on_clocks(
+    dir: &Path,
+    nodes: usize,
+    names: &[&str],
+    clients: usize,
+    hold_ms: u64,
+    offsets_ms: &[i64],
+) -> TestCluster {
     let workload = dir.join("workload.json");
     std::fs::write(
         &workload,
@@ -37,7 +49,7 @@ pub fn hammer(
         .to_string(),
     )
     .unwrap();
-    let mut spec: ClusterSpec = super::spec(nodes);
+    let mut spec: ClusterSpec = super::spec(nodes).clock_offsets_ms(offsets_ms.iter().copied());
     spec.extra_args = vec![
         "--workload".into(),
         workload.display().to_string(),
