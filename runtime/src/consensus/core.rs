@@ -439,19 +439,33 @@ impl GroupCore {
         self.after_input(now);
     }
 
-    /// Gossip's view of the members, by replica id.
+    /// Gossip's view of the members, by replica id. A member of the configuration that the
+    /// view does not list is unreachable from the moment it went missing.
+    ///
+    /// A node restarted at the same address under a new replica id (its store was unreadable)
+    /// replaces its old identity in gossip's view: the old replica vanishes from the view
+    /// without ever being listed down, and would stay a voter that never answers.
     pub fn set_peers(
         &mut self,
         now: Instant,
         peers: impl IntoIterator<Item = (ReplicaId, PeerState)>,
     ) {
+        let conf = self.conf_state();
+        let mut seen: BTreeMap<ReplicaId, PeerState> = conf
+            .voters
+            .iter()
+            .chain(&conf.learners)
+            .map(|r| (ReplicaId(*r), PeerState::Unreachable))
+            .filter(|(r, _)| *r != self.me.replica)
+            .collect();
+        seen.extend(peers);
         let mut next = BTreeMap::new();
-        for (replica, seen) in peers {
+        for (replica, state) in seen {
             let since = match self.peers.get(&replica) {
-                Some((old, since)) if *old == seen => *since,
+                Some((old, since)) if *old == state => *since,
                 _ => now,
             };
-            next.insert(replica, (seen, since));
+            next.insert(replica, (state, since));
         }
         self.peers = next;
     }

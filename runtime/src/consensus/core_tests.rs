@@ -145,6 +145,35 @@ fn a_message_from_a_stale_term_changes_nothing() {
     assert_eq!(core.applied_index(), applied);
 }
 
+/// Runs `core` until `until`, in 100 ms steps, dropping its outputs.
+fn run(core: &mut GroupCore, from: Instant, until: Instant) -> Instant {
+    let mut t = from;
+    while t < until {
+        t += Duration::from_millis(100);
+        core.handle_timeout(t);
+        while core.poll_output().is_some() {}
+    }
+    t
+}
+
+/// A member that vanishes from gossip's view without being listed down (a node restarted at
+/// its address under a new replica id replaces its old identity there) is removed once the
+/// voter grace period has passed, as one listed down would be.
+#[test]
+fn a_member_gone_from_the_view_is_removed_after_the_grace_period() {
+    let t0 = Instant::now();
+    let mut core = founded(t0);
+    core.set_peers(t0, [(ReplicaId(2), PeerState::Up)]);
+    let t = run(&mut core, t0, t0 + Duration::from_secs(1));
+    assert!(core.conf_state().learners.contains(&2), "the peer joins");
+    core.set_peers(t, []);
+    let grace = GroupConfig::with_liveness(Duration::from_secs(1)).voter_grace;
+    let t = run(&mut core, t, t + grace / 2);
+    assert!(core.conf_state().learners.contains(&2), "removed too early");
+    run(&mut core, t, t + grace);
+    assert!(!core.conf_state().learners.contains(&2), "never removed");
+}
+
 proptest! {
     #[test]
     fn junk_never_decodes_into_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
