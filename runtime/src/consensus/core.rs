@@ -153,7 +153,8 @@ pub struct Entitlement {
 /// Counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GroupStats {
-    /// Messages refused before stepping.
+    /// Messages refused before stepping: undecodable, from a node that is no member, for
+    /// another group, misaddressed, or shaped as no correct peer sends them.
     pub refused: u64,
     /// Leader changes seen.
     pub leader_changes: u64,
@@ -388,6 +389,12 @@ impl GroupCore {
     /// Counters.
     pub fn stats(&self) -> GroupStats {
         self.stats
+    }
+
+    /// Counts a message the shell refused before it reached the core: its bytes did not
+    /// decode, or the node its connection authenticated is no member.
+    pub fn count_refused(&mut self, messages: usize) {
+        self.stats.refused += messages as u64;
     }
 
     // ---- inputs ----
@@ -866,6 +873,10 @@ fn check_shape(msg: &Message, last_index: u64) -> Result<(), Refused> {
         MsgHup | MsgBeat | MsgUnreachable | MsgSnapStatus | MsgCheckQuorum => {
             return Err(Refused::Malformed("a local message type"));
         }
+        // raft-rs sends every message with its term but the proposals and read requests it
+        // forwards, and steps a message of term 0 as a local one, past its stale-term check.
+        MsgPropose | MsgReadIndex => {}
+        _ if msg.term == 0 => return Err(Refused::Malformed("a message without a term")),
         MsgHeartbeat if msg.commit > last_index => {
             return Err(Refused::Malformed("a commit index past this node's log"));
         }
