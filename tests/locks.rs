@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use colony_runtime::ownership::slot_of;
 use common::locks::{
-    LEASE_MS, events, hammer, hammer_on_clocks, holding, holds, renewed_holds, stop_and_check,
-    total, wait_progress,
+    LEASE_MS, assert_progress, assert_renewing, events, hammer, hammer_on_clocks, holding, holds,
+    stop_and_check, total, wait_progress,
 };
 use common::{assert_converges, logs, serial, wait_voters};
 
@@ -219,13 +219,7 @@ fn holds_that_renew_stay_exclusive_across_a_two_three_partition() {
     // Each hold lasts two and a half leases: it lives on renewals.
     let cluster = hammer(dir.path(), 5, &NAMES, 1, LEASE_MS * 5 / 2);
     wait_voters(&cluster, 5);
-    assert!(
-        cluster
-            .wait_until(Duration::from_secs(30), |c| renewed_holds(c, LEASE_MS) >= 3)
-            .is_some(),
-        "no hold outlived its first lease:\n{}",
-        logs(&cluster)
-    );
+    assert_renewing(&cluster, 3, Duration::from_secs(30));
     split_heal_and_check(cluster, 4, Duration::from_secs(40));
 }
 
@@ -367,37 +361,21 @@ fn wall_clocks_five_leases_apart_decide_nothing_while_names_move_between_them() 
             cluster.name(i)
         );
     }
-    assert!(
-        cluster
-            .wait_until(Duration::from_secs(40), |c| renewed_holds(c, LEASE_MS) >= 6)
-            .is_some(),
-        "no holds outlived their first lease:\n{}",
-        logs(&cluster)
-    );
+    assert_renewing(&cluster, 6, Duration::from_secs(40));
     let mut seen = vec![servers_without(&cluster, 0, None)];
     // Kill the unskewed node, then bring it back; then the one whose clock runs ahead. Its
     // names move to the skewed nodes and back on planned hand-overs, then away from one.
     for (victim, observer) in [(0, 1), (1, 0)] {
         cluster.kill(victim);
         seen.push(servers_without(&cluster, observer, Some(victim)));
-        let before = total(&cluster);
-        assert!(
-            wait_progress(&cluster, before, 8, Duration::from_secs(40)),
-            "locks stuck after {} died:\n{}",
-            cluster.name(victim),
-            logs(&cluster)
-        );
+        let what = format!("locks stuck after {} died", cluster.name(victim));
+        assert_progress(&cluster, 8, Duration::from_secs(40), &what);
         cluster.restart(victim).unwrap();
         common::assert_converges(&cluster, "no convergence after a restart");
         wait_voters(&cluster, 3);
         seen.push(servers_without(&cluster, observer, None));
-        let before = total(&cluster);
-        assert!(
-            wait_progress(&cluster, before, 8, Duration::from_secs(40)),
-            "locks stuck after {} came back:\n{}",
-            cluster.name(victim),
-            logs(&cluster)
-        );
+        let what = format!("locks stuck after {} came back", cluster.name(victim));
+        assert_progress(&cluster, 8, Duration::from_secs(40), &what);
     }
     let moves: Vec<(usize, usize)> = seen
         .windows(2)

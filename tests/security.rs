@@ -547,10 +547,7 @@ async fn bad_consensus_messages_are_refused_counted_and_harmless() {
     let cluster = tokio::task::block_in_place(|| {
         let cluster = locks::hammer(dir.path(), 3, &["steady", "still"], 1, LEASE_MS * 2);
         wait_voters(&cluster, 3);
-        let renewing = cluster.wait_until(Duration::from_secs(30), |c| {
-            locks::renewed_holds(c, LEASE_MS) >= 2
-        });
-        assert!(renewing.is_some(), "no hold renewed:\n{}", logs(&cluster));
+        locks::assert_renewing(&cluster, 2, Duration::from_secs(30));
         cluster
     });
     let (target, sender) = (1, 0);
@@ -663,10 +660,7 @@ async fn bad_consensus_messages_are_refused_counted_and_harmless() {
             "no locks granted after the bad messages:\n{}",
             logs(&cluster)
         );
-        let renewing = cluster.wait_until(Duration::from_secs(30), |c| {
-            locks::renewed_holds(c, LEASE_MS) >= renewed_before + 2
-        });
-        assert!(renewing.is_some(), "no hold renewed after the bad messages");
+        locks::assert_renewing(&cluster, renewed_before + 2, Duration::from_secs(30));
         let now = cluster.status(target).unwrap().consensus;
         assert_eq!(now.group, report.group);
         assert!(now.leader.is_some() && now.problem.is_none(), "{now:?}");
