@@ -190,6 +190,29 @@ fn a_clock_offset_without_fault_injection_is_refused_with_a_clear_error() {
     );
 }
 
+/// Seeds say the node is one of several; a cluster size of 1 (also the default) says it is
+/// alone, with a quorum of itself: refused, naming the setting.
+#[test]
+fn a_cluster_size_of_one_with_seeds_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = [
+        "--cookie",
+        "c",
+        "--bind",
+        "127.0.0.1:0",
+        "--seeds",
+        "127.0.0.1:7400",
+    ];
+    for extra in [&[][..], &["--cluster-size", "1"][..]] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let err = refused_start(dir.path(), &args);
+        assert!(
+            err.contains("cluster_size") && err.contains("seeds are given"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn status_against_a_dead_endpoint_fails_cleanly() {
     let out =

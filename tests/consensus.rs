@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use colony_runtime::ConsensusReport;
 use colony_runtime::testkit::TestCluster;
-use common::{converged_cluster, logs, serial, spec};
+use common::{converged_cluster, locks, logs, serial, spec};
 
 /// Each running node's consensus report.
 fn reports(cluster: &TestCluster) -> Vec<Option<ConsensusReport>> {
@@ -155,22 +155,34 @@ fn a_node_whose_settings_disagree_is_refused_with_both_values() {
     );
 }
 
-#[test]
-fn a_node_whose_store_is_unreadable_comes_back_as_a_new_member() {
+/// Node 2's store is made unreadable by `corrupt` while it is down; it comes back under a new
+/// member id, with its old file moved aside and a log line naming it, and the group keeps its
+/// state: the old id leaves the voters, the new one replaces it, and lock tokens go on above
+/// those granted before.
+fn an_unreadable_store_rejoins_as_a_new_member(corrupt: impl FnOnce(&std::path::Path)) {
     let _serial = serial();
-    let mut cluster = converged_cluster(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = locks::hammer(dir.path(), 3, &["kept"], 1, 100);
     wait_for_group(&cluster, &[0, 1, 2], 3);
+    assert!(
+        locks::wait_progress(&cluster, 0, 6, Duration::from_secs(30)),
+        "no locks granted:\n{}",
+        logs(&cluster)
+    );
     let old = cluster.status(2).unwrap().consensus.replica;
+    let group = cluster.status(2).unwrap().consensus.group;
     cluster.kill(2);
+    let top_before = token_max(&cluster);
     let store = cluster.home(2).join("state").join("consensus.redb");
-    std::fs::write(&store, b"not a consensus store: junk written over it").unwrap();
+    corrupt(&store);
     cluster.restart(2).unwrap();
+
+    // A new member id, the old file moved aside, and a log line that names the file.
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let new = loop {
         let r = cluster.status(2).map(|s| s.consensus);
         if let Some(r) = r.filter(|r| r.epoch.is_some()) {
-            assert_ne!(r.replica, old, "a new member id");
-            break;
+            break r.replica;
         }
         assert!(
             Instant::now() < deadline,
@@ -178,15 +190,91 @@ fn a_node_whose_store_is_unreadable_comes_back_as_a_new_member() {
             logs(&cluster)
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
+    assert_ne!(new, old, "a new member id");
+    let log = cluster.log(2);
     assert!(
-        cluster.log(2).contains("the consensus store is unreadable"),
-        "{}",
-        cluster.log(2)
+        log.contains("the consensus store is unreadable")
+            && log.contains(&store.display().to_string()),
+        "{log}"
     );
     let moved_aside = std::fs::read_dir(cluster.home(2).join("state"))
         .unwrap()
         .filter_map(Result::ok)
-        .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("consensus.corrupt-")
+        });
     assert!(moved_aside);
+
+    // The group replaces the old id with the new one (after the voter grace period) and never
+    // hears the old one again: no node reports it as leader or voter from then on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = reports(&cluster);
+        assert!(
+            all.iter()
+                .flatten()
+                .all(|r| r.leader.as_deref() != Some(old.as_str())),
+            "the old member id leads: {all:#?}"
+        );
+        let replaced = all.iter().all(|r| {
+            r.as_ref().is_some_and(|r| {
+                r.group == group
+                    && r.voters.len() == 3
+                    && r.voters.contains(&new)
+                    && !r.voters.contains(&old)
+                    && r.outgoing.is_empty()
+            })
+        });
+        if replaced {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old member id was not replaced: {all:#?}\n{}",
+            logs(&cluster)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Locks go on, tokens above every one granted before the store was lost, the rejoined
+    // node's included.
+    let granted_anew = cluster.wait_until(Duration::from_secs(30), |c| {
+        locks::events(c, 2).iter().any(|e| {
+            e["event"] == "acquired" && e["token"].as_u64().is_some_and(|t| t > top_before)
+        })
+    });
+    assert!(
+        granted_anew.is_some(),
+        "the rejoined node was never granted the lock:\n{}",
+        logs(&cluster)
+    );
+    locks::stop_and_check(cluster);
+}
+
+/// The highest fencing token any node recorded.
+fn token_max(cluster: &TestCluster) -> u64 {
+    locks::all_events(cluster)
+        .iter()
+        .filter_map(|e| e["token"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_node_whose_store_is_garbage_comes_back_as_a_new_member() {
+    an_unreadable_store_rejoins_as_a_new_member(|store| {
+        std::fs::write(store, b"not a consensus store: junk written over it").unwrap();
+    });
+}
+
+#[test]
+fn a_node_whose_store_is_truncated_comes_back_as_a_new_member() {
+    an_unreadable_store_rejoins_as_a_new_member(|store| {
+        let len = std::fs::metadata(store).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(store).unwrap();
+        file.set_len(len / 2).unwrap();
+    });
 }

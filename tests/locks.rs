@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use colony_runtime::ownership::slot_of;
 use common::locks::{
-    LEASE_MS, hammer, holding, renewed_holds, stop_and_check, total, wait_progress,
+    LEASE_MS, assert_progress, assert_renewing, events, hammer, hammer_on_clocks, holding, holds,
+    stop_and_check, total, wait_progress,
 };
 use common::{assert_converges, logs, serial, wait_voters};
 
@@ -190,7 +191,16 @@ fn split_heal_and_check(
 
 /// The node that serves lock `name`'s slot, by node 0's `/cluster`.
 fn serving_node(cluster: &colony_runtime::testkit::TestCluster, name: &str) -> Option<usize> {
-    let status = cluster.status(0)?;
+    serving_node_seen_by(cluster, 0, name)
+}
+
+/// The node that serves lock `name`'s slot, by node `by`'s `/cluster`.
+fn serving_node_seen_by(
+    cluster: &colony_runtime::testkit::TestCluster,
+    by: usize,
+    name: &str,
+) -> Option<usize> {
+    let status = cluster.status(by)?;
     let owner = status.consensus.lock_slots.get(slot(name))?.clone()?;
     let member = status
         .members
@@ -209,13 +219,7 @@ fn holds_that_renew_stay_exclusive_across_a_two_three_partition() {
     // Each hold lasts two and a half leases: it lives on renewals.
     let cluster = hammer(dir.path(), 5, &NAMES, 1, LEASE_MS * 5 / 2);
     wait_voters(&cluster, 5);
-    assert!(
-        cluster
-            .wait_until(Duration::from_secs(30), |c| renewed_holds(c, LEASE_MS) >= 3)
-            .is_some(),
-        "no hold outlived its first lease:\n{}",
-        logs(&cluster)
-    );
+    assert_renewing(&cluster, 3, Duration::from_secs(30));
     split_heal_and_check(cluster, 4, Duration::from_secs(40));
 }
 
@@ -306,4 +310,106 @@ fn a_rolling_restart_of_every_node_under_load_keeps_every_promise() {
         lost.is_empty(),
         "planned moves lost holds of nodes that were not restarting: {lost:#?}\nrestarts: {restarting:?}"
     );
+}
+
+/// Lock names of the skewed-clock test: enough that each node serves some of them.
+const MANY: [&str; 16] = [
+    "a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "b0", "b1", "b2", "b3", "b4", "b5",
+];
+
+/// Who serves each of [`MANY`], as node `by` sees it, once every name has a live server that is
+/// not `dead`.
+fn servers_without(
+    cluster: &colony_runtime::testkit::TestCluster,
+    by: usize,
+    dead: Option<usize>,
+) -> Vec<usize> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let servers: Vec<Option<usize>> = MANY
+            .iter()
+            .map(|n| serving_node_seen_by(cluster, by, n))
+            .collect();
+        if servers.iter().all(|s| s.is_some_and(|s| Some(s) != dead)) {
+            return servers.into_iter().flatten().collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "names not served by live nodes: {servers:?}\n{}",
+            logs(cluster)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wall clocks five leases ahead and behind decide nothing: names move to and from the skewed
+/// nodes as owners are killed and come back, holds renew on them and under them, and the
+/// history (renewals counted) has no two holders and no token going back (DESIGN: "no wall
+/// clock decides safety").
+#[test]
+fn wall_clocks_five_leases_apart_decide_nothing_while_names_move_between_them() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // n2 runs 5 s ahead, n3 5 s behind; the lease is 1 s.
+    let offsets = [0, 5_000, -5_000];
+    let skewed = |i: usize| offsets[i] != 0;
+    let mut cluster = hammer_on_clocks(dir.path(), 3, &MANY, 1, LEASE_MS * 5 / 2, &offsets);
+    wait_voters(&cluster, 3);
+    // The offsets took effect: a node's first incarnation is its wall clock in microseconds.
+    let true_now = colony_runtime::clock::WallClock::system().now_micros() as i64;
+    for (i, offset) in offsets.iter().enumerate() {
+        let incarnation = cluster.status(i).unwrap().members[0].incarnation as i64;
+        let off_ms = (incarnation - true_now) / 1000;
+        assert!(
+            (off_ms - offset).abs() < 2_000,
+            "{} seems {off_ms} ms off, not {offset}",
+            cluster.name(i)
+        );
+    }
+    assert_renewing(&cluster, 6, Duration::from_secs(40));
+    let mut seen = vec![servers_without(&cluster, 0, None)];
+    // Kill the unskewed node, then bring it back; then the one whose clock runs ahead. Its
+    // names move to the skewed nodes and back on planned hand-overs, then away from one.
+    for (victim, observer) in [(0, 1), (1, 0)] {
+        cluster.kill(victim);
+        seen.push(servers_without(&cluster, observer, Some(victim)));
+        let what = format!("locks stuck after {} died", cluster.name(victim));
+        assert_progress(&cluster, 8, Duration::from_secs(40), &what);
+        cluster.restart(victim).unwrap();
+        common::assert_converges(&cluster, "no convergence after a restart");
+        wait_voters(&cluster, 3);
+        seen.push(servers_without(&cluster, observer, None));
+        let what = format!("locks stuck after {} came back", cluster.name(victim));
+        assert_progress(&cluster, 8, Duration::from_secs(40), &what);
+    }
+    let moves: Vec<(usize, usize)> = seen
+        .windows(2)
+        .flat_map(|w| w[0].iter().copied().zip(w[1].iter().copied()))
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert!(
+        moves.iter().any(|(_, to)| skewed(*to)),
+        "no name moved to a skewed node: {seen:?}"
+    );
+    assert!(
+        moves.iter().any(|(from, _)| skewed(*from)),
+        "no name moved away from a skewed node: {seen:?}"
+    );
+    // The skewed nodes held names served elsewhere, renewing them past their first lease.
+    for i in (0..3).filter(|&i| skewed(i)) {
+        let name = cluster.name(i).to_owned();
+        let renewed_elsewhere = holds(&events(&cluster, i)).iter().any(|h| {
+            let served_by = MANY
+                .iter()
+                .position(|n| h.name == format!("n:{n}") || h.name == *n)
+                .map(|k| seen[0][k]);
+            served_by.is_some_and(|s| s != i)
+                && h.end_us.saturating_sub(h.start_us) > LEASE_MS * 1000
+        });
+        assert!(
+            renewed_elsewhere,
+            "{name} renewed no hold served by another node"
+        );
+    }
+    stop_and_check(cluster);
 }

@@ -13,9 +13,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use colony_runtime::NodeId;
+use colony_runtime::consensus::core::encode_message;
+use colony_runtime::consensus::group::RaftBatch;
 use colony_runtime::wire::{self, Envelope, ErrorCode, PROTOCOL_VERSION, Reply};
-use common::{LIMIT, converged_cluster, join, logs, peer_id, raw_call, serial};
+use common::locks::{self, LEASE_MS};
+use common::{LIMIT, converged_cluster, join, logs, peer_id, raw_call, serial, wait_voters};
 use hmac::{Hmac, Mac};
+use raft::eraftpb::{Entry, Message, MessageType};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -243,15 +247,21 @@ impl RawLink {
 
     /// Sends `envelope` to the `node` service and reads its reply.
     async fn call(&mut self, envelope: &Envelope) -> Reply {
+        self.call_service("node", envelope).await
+    }
+
+    /// Sends `envelope` to `service` and reads its reply.
+    async fn call_service(&mut self, service: &str, envelope: &Envelope) -> Reply {
         let id = self.next_id;
         self.next_id += 1;
         let body = wire::encode(envelope, LIMIT).unwrap();
         let mut frame = Vec::new();
-        frame.extend_from_slice(&((1 + 8 + 1 + 4 + body.len()) as u32).to_le_bytes());
+        let length = 1 + 8 + 1 + service.len() + body.len();
+        frame.extend_from_slice(&(length as u32).to_le_bytes());
         frame.push(1);
         frame.extend_from_slice(&id.to_le_bytes());
-        frame.push(4);
-        frame.extend_from_slice(b"node");
+        frame.push(service.len() as u8);
+        frame.extend_from_slice(service.as_bytes());
         frame.extend_from_slice(&body);
         self.stream.write_all(&frame).await.unwrap();
         let len = self.stream.read_u32_le().await.unwrap() as usize;
@@ -498,4 +508,167 @@ async fn thousands_of_unauthenticated_connections_neither_stop_members_nor_linge
     assert_eq!(node.up_members().len(), cluster.len() + 1);
     assert!(!cluster.log(1).contains("panicked"), "{}", cluster.log(1));
     node.shutdown().await;
+}
+
+/// A `raft` request to the `consensus` service: a batch of `messages` for `group`, naming
+/// member `from` as its sender.
+fn raft_request(sender: NodeId, group: u64, from: u64, messages: Vec<Vec<u8>>) -> Envelope {
+    let batch = RaftBatch {
+        group,
+        from,
+        messages: messages
+            .into_iter()
+            .map(serde_bytes::ByteBuf::from)
+            .collect(),
+    };
+    Envelope {
+        version: PROTOCOL_VERSION,
+        request_id: 9,
+        from: sender,
+        kind: "raft".into(),
+        payload: wire::encode_payload(&batch).unwrap(),
+    }
+}
+
+/// A member id as `/cluster` prints it.
+fn replica(hex: &str) -> u64 {
+    u64::from_str_radix(hex, 16).expect("a hexadecimal member id")
+}
+
+/// Consensus messages no member sends, over links that proved the cookie: bytes that are no
+/// batch, a garbage message, a truncated one, one without a term, one from an earlier term,
+/// and a well-formed one from a node that is no member. None panics the node; all but the
+/// stale one are refused and counted (the stale one is stepped and ignored), and the group
+/// goes on granting and renewing locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_consensus_messages_are_refused_counted_and_harmless() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = tokio::task::block_in_place(|| {
+        let cluster = locks::hammer(dir.path(), 3, &["steady", "still"], 1, LEASE_MS * 2);
+        wait_voters(&cluster, 3);
+        locks::assert_renewing(&cluster, 2, Duration::from_secs(30));
+        cluster
+    });
+    let (target, sender) = (1, 0);
+    let (report, member, member_node) = tokio::task::block_in_place(|| {
+        (
+            cluster.status(target).unwrap().consensus,
+            replica(&cluster.status(sender).unwrap().consensus.replica),
+            node_id(&cluster, sender),
+        )
+    });
+    let (group, term, me) = (
+        replica(&report.group),
+        report.term,
+        replica(&report.replica),
+    );
+    let refused =
+        |c: &colony_runtime::testkit::TestCluster| stat(c, target, "consensus", "refused");
+    let (refused_before, granted_before, renewed_before) = tokio::task::block_in_place(|| {
+        (
+            refused(&cluster),
+            locks::total(&cluster),
+            locks::renewed_holds(&cluster, LEASE_MS),
+        )
+    });
+
+    let message = |kind: MessageType, term: u64| {
+        let mut m = Message::default();
+        m.set_msg_type(kind);
+        (m.from, m.to, m.term) = (member, me, term);
+        m
+    };
+    let mut append = message(MessageType::MsgAppend, term);
+    append.set_entries(
+        vec![Entry {
+            index: 1,
+            term,
+            data: vec![7; 64].into(),
+            ..Default::default()
+        }]
+        .into(),
+    );
+    let append = encode_message(&append);
+    // The entries are the last field: cutting into them leaves a message that cannot decode.
+    let truncated = append[..append.len() - 8].to_vec();
+
+    // A link that proved the cookie naming itself the member `sender`.
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut link = RawLink::open(cluster.addr(target), localhost, member_node)
+        .await
+        .unwrap();
+    let junk = Envelope {
+        payload: b"\xc1 not a batch".to_vec(),
+        ..raft_request(member_node, group, member, Vec::new())
+    };
+    let reply = link.call_service("consensus", &junk).await;
+    assert_eq!(
+        reply
+            .error
+            .expect("bytes that are no batch are refused")
+            .code(),
+        ErrorCode::BadRequest
+    );
+    let mut counted = 0;
+    for bad in [
+        vec![0xff; 40],
+        truncated,
+        encode_message(&message(MessageType::MsgHeartbeat, 0)),
+        encode_message(&message(MessageType::MsgHeartbeat, term - 1)),
+    ] {
+        let request = raft_request(member_node, group, member, vec![bad]);
+        let reply = link.call_service("consensus", &request).await;
+        assert_eq!(
+            reply.error, None,
+            "a batch is taken; its messages are judged"
+        );
+        counted += 1;
+    }
+    // The stale heartbeat is stepped and ignored (unless the term was 1: then it has none).
+    if term > 1 {
+        counted -= 1;
+    }
+    // A well-formed message on a link that proved the cookie as a node that is no member.
+    let stranger = NodeId::random();
+    let mut other = RawLink::open(cluster.addr(target), localhost, stranger)
+        .await
+        .unwrap();
+    let well_formed = encode_message(&message(MessageType::MsgHeartbeat, term));
+    let reply = other
+        .call_service(
+            "consensus",
+            &raft_request(stranger, group, member, vec![well_formed]),
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    counted += 1;
+
+    tokio::task::block_in_place(|| {
+        let seen = cluster.wait_until(Duration::from_secs(10), |c| {
+            refused(c) >= refused_before + counted
+        });
+        assert!(
+            seen.is_some(),
+            "refusals not counted: {} before, {} now, {counted} sent",
+            refused_before,
+            refused(&cluster)
+        );
+        // The group goes on: locks are granted and holds renewed after all that.
+        assert!(
+            locks::wait_progress(&cluster, granted_before, 6, Duration::from_secs(30)),
+            "no locks granted after the bad messages:\n{}",
+            logs(&cluster)
+        );
+        locks::assert_renewing(&cluster, renewed_before + 2, Duration::from_secs(30));
+        let now = cluster.status(target).unwrap().consensus;
+        assert_eq!(now.group, report.group);
+        assert!(now.leader.is_some() && now.problem.is_none(), "{now:?}");
+        assert!(
+            !cluster.log(target).contains("panicked"),
+            "{}",
+            cluster.log(target)
+        );
+        locks::stop_and_check(cluster);
+    });
 }

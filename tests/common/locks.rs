@@ -19,6 +19,17 @@ pub fn renewed_holds(cluster: &TestCluster, lease_ms: u64) -> usize {
         .count()
 }
 
+/// Waits until `at_least` recorded holds have outlived their first lease; fails the test
+/// otherwise.
+pub fn assert_renewing(cluster: &TestCluster, at_least: usize, within: Duration) {
+    let renewed = cluster.wait_until(within, |c| renewed_holds(c, LEASE_MS) >= at_least);
+    assert!(
+        renewed.is_some(),
+        "fewer than {at_least} holds outlived their first lease:\n{}",
+        super::logs(cluster)
+    );
+}
+
 /// A cluster whose every node hammers `names` with `clients` clients holding for `hold_ms`.
 pub fn hammer(
     dir: &Path,
@@ -26,6 +37,18 @@ pub fn hammer(
     names: &[&str],
     clients: usize,
     hold_ms: u64,
+) -> TestCluster {
+    hammer_on_clocks(dir, nodes, names, clients, hold_ms, &[])
+}
+
+/// [`hammer`] with node `i`'s wall clock shifted by `offsets_ms[i]` milliseconds.
+pub fn hammer_on_clocks(
+    dir: &Path,
+    nodes: usize,
+    names: &[&str],
+    clients: usize,
+    hold_ms: u64,
+    offsets_ms: &[i64],
 ) -> TestCluster {
     let workload = dir.join("workload.json");
     std::fs::write(
@@ -37,7 +60,7 @@ pub fn hammer(
         .to_string(),
     )
     .unwrap();
-    let mut spec: ClusterSpec = super::spec(nodes);
+    let mut spec: ClusterSpec = super::spec(nodes).clock_offsets_ms(offsets_ms.iter().copied());
     spec.extra_args = vec![
         "--workload".into(),
         workload.display().to_string(),
@@ -172,6 +195,16 @@ pub fn wait_progress(cluster: &TestCluster, from: usize, more: usize, timeout: D
             c.all().into_iter().map(|i| acquired(c, i)).sum::<usize>() >= from + more
         })
         .is_some()
+}
+
+/// Waits for `more` acquisitions from now on; fails the test, saying `what`, otherwise.
+pub fn assert_progress(cluster: &TestCluster, more: usize, within: Duration, what: &str) {
+    let before = total(cluster);
+    assert!(
+        wait_progress(cluster, before, more, within),
+        "{what}:\n{}",
+        super::logs(cluster)
+    );
 }
 
 /// Total acquisitions so far.

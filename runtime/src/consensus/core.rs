@@ -153,7 +153,8 @@ pub struct Entitlement {
 /// Counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GroupStats {
-    /// Messages refused before stepping.
+    /// Messages refused before stepping: undecodable, from a node that is no member, for
+    /// another group, misaddressed, or shaped as no correct peer sends them.
     pub refused: u64,
     /// Leader changes seen.
     pub leader_changes: u64,
@@ -390,6 +391,12 @@ impl GroupCore {
         self.stats
     }
 
+    /// Counts a message the shell refused before it reached the core: its bytes did not
+    /// decode, or the node its connection authenticated is no member.
+    pub fn count_refused(&mut self, messages: usize) {
+        self.stats.refused += messages as u64;
+    }
+
     // ---- inputs ----
 
     /// Steps a raft message that came from `from` (the sender its connection authenticated),
@@ -439,19 +446,33 @@ impl GroupCore {
         self.after_input(now);
     }
 
-    /// Gossip's view of the members, by replica id.
+    /// Gossip's view of the members, by replica id. A member of the configuration that the
+    /// view does not list is unreachable from the moment it went missing.
+    ///
+    /// A node restarted at the same address under a new replica id (its store was unreadable)
+    /// replaces its old identity in gossip's view: the old replica vanishes from the view
+    /// without ever being listed down, and would stay a voter that never answers.
     pub fn set_peers(
         &mut self,
         now: Instant,
         peers: impl IntoIterator<Item = (ReplicaId, PeerState)>,
     ) {
+        let conf = self.conf_state();
+        let mut seen: BTreeMap<ReplicaId, PeerState> = conf
+            .voters
+            .iter()
+            .chain(&conf.learners)
+            .map(|r| (ReplicaId(*r), PeerState::Unreachable))
+            .filter(|(r, _)| *r != self.me.replica)
+            .collect();
+        seen.extend(peers);
         let mut next = BTreeMap::new();
-        for (replica, seen) in peers {
+        for (replica, state) in seen {
             let since = match self.peers.get(&replica) {
-                Some((old, since)) if *old == seen => *since,
+                Some((old, since)) if *old == state => *since,
                 _ => now,
             };
-            next.insert(replica, (seen, since));
+            next.insert(replica, (state, since));
         }
         self.peers = next;
     }
@@ -847,6 +868,10 @@ fn check_shape(msg: &Message, last_index: u64) -> Result<(), Refused> {
         MsgHup | MsgBeat | MsgUnreachable | MsgSnapStatus | MsgCheckQuorum => {
             return Err(Refused::Malformed("a local message type"));
         }
+        // raft-rs sends every message with its term but the proposals and read requests it
+        // forwards, and steps a message of term 0 as a local one, past its stale-term check.
+        MsgPropose | MsgReadIndex => {}
+        _ if msg.term == 0 => return Err(Refused::Malformed("a message without a term")),
         MsgHeartbeat if msg.commit > last_index => {
             return Err(Refused::Malformed("a commit index past this node's log"));
         }

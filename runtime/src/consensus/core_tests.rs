@@ -145,6 +145,120 @@ fn a_message_from_a_stale_term_changes_nothing() {
     assert_eq!(core.applied_index(), applied);
 }
 
+/// Runs `core` until `until`, in 100 ms steps, dropping its outputs.
+fn run(core: &mut GroupCore, from: Instant, until: Instant) -> Instant {
+    let mut t = from;
+    while t < until {
+        t += Duration::from_millis(100);
+        core.handle_timeout(t);
+        while core.poll_output().is_some() {}
+    }
+    t
+}
+
+/// A member that vanishes from gossip's view without being listed down (a node restarted at
+/// its address under a new replica id replaces its old identity there) is removed once the
+/// voter grace period has passed, as one listed down would be.
+#[test]
+fn a_member_gone_from_the_view_is_removed_after_the_grace_period() {
+    let t0 = Instant::now();
+    let mut core = founded(t0);
+    core.set_peers(t0, [(ReplicaId(2), PeerState::Up)]);
+    let t = run(&mut core, t0, t0 + Duration::from_secs(1));
+    assert!(core.conf_state().learners.contains(&2), "the peer joins");
+    core.set_peers(t, []);
+    let grace = GroupConfig::with_liveness(Duration::from_secs(1)).voter_grace;
+    let t = run(&mut core, t, t + grace / 2);
+    assert!(core.conf_state().learners.contains(&2), "removed too early");
+    run(&mut core, t, t + grace);
+    assert!(!core.conf_state().learners.contains(&2), "never removed");
+}
+
+/// A founded group with a second member, replica 2, that gossip lists up: a learner.
+fn with_a_learner(t0: Instant) -> (GroupCore, Instant) {
+    let mut core = founded(t0);
+    core.set_peers(t0, [(ReplicaId(2), PeerState::Up)]);
+    let t = run(&mut core, t0, t0 + Duration::from_secs(1));
+    assert!(core.conf_state().learners.contains(&2));
+    (core, t)
+}
+
+/// The core still leads, keeps its entitlement and applies its own heartbeats.
+fn still_commits(core: &mut GroupCore, t: Instant) {
+    let applied = core.applied_index();
+    let t = run(core, t, t + Duration::from_secs(2));
+    assert!(core.is_leader());
+    assert!(core.applied_index() > applied, "nothing applied");
+    assert!(core.entitlement(t).is_some(), "entitlement lapsed");
+}
+
+/// What a member sends: an append response, a heartbeat, and an append carrying an entry.
+fn from_the_learner(core: &GroupCore) -> Vec<Message> {
+    let (term, last) = (core.term(), core.log().last());
+    let mut response = msg(MessageType::MsgAppendResponse, 2, 1, term);
+    response.index = last;
+    let beat = msg(MessageType::MsgHeartbeat, 2, 1, term);
+    let mut append = msg(MessageType::MsgAppend, 2, 1, term);
+    append.index = last;
+    append.log_term = term;
+    append.set_entries(
+        vec![Entry {
+            index: last + 1,
+            term,
+            data: b"an entry this member never proposed".to_vec().into(),
+            ..Default::default()
+        }]
+        .into(),
+    );
+    vec![response, beat, append]
+}
+
+/// Every prefix of a member's messages: each either fails to decode (the shell counts it) or
+/// is stepped or refused; nothing panics, and the group goes on committing.
+#[test]
+fn truncated_messages_from_a_member_change_nothing() {
+    let t0 = Instant::now();
+    let (mut core, t) = with_a_learner(t0);
+    let (term, leader) = (core.term(), core.leader());
+    for m in from_the_learner(&core) {
+        let bytes = encode_message(&m);
+        for cut in 0..bytes.len() {
+            if let Ok(m) = decode_message(&bytes[..cut]) {
+                let _ = core.handle_message(t, 77, ReplicaId(2), m);
+            }
+        }
+    }
+    assert_eq!((core.term(), core.leader()), (term, leader));
+    still_commits(&mut core, t);
+}
+
+/// A member's messages from an earlier term are ignored, and those with no term at all (which
+/// raft-rs would step as its own) are refused.
+#[test]
+fn messages_from_a_stale_term_or_none_change_nothing() {
+    let t0 = Instant::now();
+    let (mut core, t) = with_a_learner(t0);
+    let (term, leader, commit) = (core.term(), core.leader(), core.commit_index());
+    assert!(term >= 2, "the founding election took term {term}");
+    let refused = core.stats().refused;
+    for mut m in from_the_learner(&core) {
+        m.term = term - 1;
+        for e in m.mut_entries().iter_mut() {
+            e.term = term - 1;
+        }
+        assert!(core.handle_message(t, 77, ReplicaId(2), m.clone()).is_ok());
+        m.term = 0;
+        assert!(matches!(
+            core.handle_message(t, 77, ReplicaId(2), m),
+            Err(Refused::Malformed(_))
+        ));
+    }
+    assert_eq!(core.stats().refused, refused + 3);
+    assert_eq!((core.term(), core.leader()), (term, leader));
+    assert!(core.commit_index() >= commit);
+    still_commits(&mut core, t);
+}
+
 proptest! {
     #[test]
     fn junk_never_decodes_into_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

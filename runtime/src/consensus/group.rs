@@ -114,7 +114,6 @@ pub struct GroupDriver {
     status: watch::Sender<Arc<GroupStatus>>,
     saved_group: u64,
     failed: Option<String>,
-    refused_batches: u64,
 }
 
 impl GroupDriver {
@@ -136,7 +135,6 @@ impl GroupDriver {
             status,
             saved_group,
             failed: None,
-            refused_batches: 0,
         };
         (driver, rx)
     }
@@ -193,7 +191,7 @@ impl Driven for GroupDriver {
             GroupInput::Batch { from, batch } => {
                 // The member the connection authenticated, not the one the batch names.
                 let Some(replica) = self.replicas.get(&from).copied() else {
-                    self.refused_batches += 1;
+                    self.core.count_refused(batch.messages.len().max(1));
                     return;
                 };
                 for bytes in batch.messages {
@@ -204,7 +202,7 @@ impl Driven for GroupDriver {
                                 tracing::debug!(%replica, error = %e, "raft message refused");
                             }
                         }
-                        Err(_) => self.refused_batches += 1,
+                        Err(_) => self.core.count_refused(1),
                     }
                 }
             }
@@ -311,6 +309,7 @@ impl Driven for GroupDriver {
                 || old.leader != self.core.leader()
                 || old.entitlement != self.core.entitlement(now)
                 || old.failed != self.failed
+                || old.stats != self.core.stats()
         };
         if changed {
             let status = status_of(&self.core, now, self.failed.clone());

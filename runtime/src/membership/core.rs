@@ -89,6 +89,8 @@ pub enum Output {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
     Announce,
+    /// A down verdict held back for a goodbye that may still arrive (see `hold_down`).
+    SettleDown,
 }
 
 #[derive(Debug)]
@@ -114,6 +116,10 @@ pub struct MembershipCore {
     cluster_size: usize,
     /// A suspicion older than this is settled by the core itself (see `settle_stale_suspicions`).
     stale_suspicion: Duration,
+    /// How long a down verdict for a member never suspected here waits for its goodbye.
+    down_grace: Duration,
+    /// Such verdicts, with when they stand.
+    held_downs: BTreeMap<NodeId, (NodeIdentity, Instant)>,
     seeds: Vec<SocketAddr>,
     local_state: MemberState,
     /// foca is probing and answering: it said `Active` and has not said `Idle` or `Defunct`, nor
@@ -155,6 +161,8 @@ impl MembershipCore {
             key,
             cluster_size,
             stale_suspicion: timings.suspect_to_down + timings.probe_period * 2,
+            down_grace: timings.probe_rtt,
+            held_downs: BTreeMap::new(),
             seeds: Vec::new(),
             // Until `join` says otherwise: a node is not up before it has started.
             local_state: MemberState::Joining,
@@ -352,6 +360,7 @@ impl MembershipCore {
                     self.forget_old(now);
                     self.schedule(now + ANNOUNCE_EVERY, Timer::Own(TimerKind::Announce));
                 }
+                Timer::Own(TimerKind::SettleDown) => self.settle_held_downs(now),
             }
         }
         self.drain(now);
@@ -516,6 +525,7 @@ impl MembershipCore {
     fn apply(&mut self, now: Instant, note: OwnedNotification<NodeIdentity>) {
         match note {
             OwnedNotification::MemberUp(id) => {
+                self.held_downs.remove(&id.id);
                 let previous = self.renamed.remove(&id.id).or_else(|| {
                     self.members
                         .get(&id.id)
@@ -528,18 +538,10 @@ impl MembershipCore {
                     None => MemberEvent::NodeUp(member),
                 }));
             }
-            OwnedNotification::MemberDown(id) => {
-                let left = self
-                    .members
-                    .get(&id.id)
-                    .is_some_and(|r| r.state == MemberState::Left);
-                if !left {
-                    let member = self.set(now, &id, MemberState::Down);
-                    self.outputs
-                        .push_back(Output::Event(MemberEvent::NodeDown(member)));
-                }
-            }
+            OwnedNotification::MemberDown(id) => self.hold_down(now, id),
             OwnedNotification::Rename(old, new) => {
+                self.held_downs.remove(&old.id);
+                self.held_downs.remove(&new.id);
                 let old_state = self
                     .members
                     .remove(&old.id)
@@ -594,8 +596,67 @@ impl MembershipCore {
         Member::from_identity(id, state)
     }
 
+    /// foca declared `id` down: says so now, or, for a member this node still holds up (it
+    /// never saw it suspected), after `down_grace`.
+    ///
+    /// A leaver's own "I am down" reaches members that missed its goodbye second-hand, in foca
+    /// gossip from a member that relayed the goodbye in a datagram of its own a moment before:
+    /// the two datagrams may swap on the way, and the member saw the leaver down, then left
+    /// (found by `sim::tests::leave`, seed 2065803316761366451). A failure verdict is preceded
+    /// by a suspicion gossiped for the whole `suspect_to_down`, so a member seldom learns a real
+    /// death unsuspected, and then learns it one probe round trip later.
+    fn hold_down(&mut self, now: Instant, id: NodeIdentity) {
+        let unsuspected = self
+            .members
+            .get(&id.id)
+            .is_some_and(|r| r.state == MemberState::Up && r.identity == id);
+        if unsuspected {
+            let at = now + self.down_grace;
+            self.held_downs.insert(id.id, (id, at));
+            self.schedule(at, Timer::Own(TimerKind::SettleDown));
+        } else {
+            self.declare_down(now, &id);
+        }
+    }
+
+    /// Declares down the held verdicts that stand: no goodbye and no new identity came.
+    fn settle_held_downs(&mut self, now: Instant) {
+        let due: Vec<NodeId> = self
+            .held_downs
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some((identity, _)) = self.held_downs.remove(&id) else {
+                continue;
+            };
+            let unchanged = self
+                .members
+                .get(&id)
+                .is_some_and(|r| r.identity == identity && !r.state.is_gone());
+            if unchanged {
+                self.declare_down(now, &identity);
+            }
+        }
+    }
+
+    /// Records that `id` is down, unless it left.
+    fn declare_down(&mut self, now: Instant, id: &NodeIdentity) {
+        let left = self
+            .members
+            .get(&id.id)
+            .is_some_and(|r| r.state == MemberState::Left);
+        if !left {
+            let member = self.set(now, id, MemberState::Down);
+            self.outputs
+                .push_back(Output::Event(MemberEvent::NodeDown(member)));
+        }
+    }
+
     /// Records that `who` left; whether this is news.
     fn mark_left(&mut self, now: Instant, who: &NodeIdentity) -> bool {
+        self.held_downs.remove(&who.id);
         let known = self.members.get(&who.id).is_some_and(|r| {
             r.identity.incarnation <= who.incarnation && r.state != MemberState::Left
         });

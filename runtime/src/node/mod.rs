@@ -93,6 +93,8 @@ pub struct NodeStats {
     pub membership: MembershipStats,
     /// Sessions and requests.
     pub transport: TransportCounters,
+    /// The consensus group's counters (messages refused, leader changes, ...).
+    pub consensus: crate::consensus::GroupStats,
     /// Events published on the local bus.
     pub events_published: u64,
     /// Events dropped for full listener queues.
@@ -251,6 +253,7 @@ impl Node {
         NodeStats {
             membership: self.inner.membership.stats(),
             transport: self.inner.transport.counters(),
+            consensus: self.inner.group.status().stats,
             events_published: self.inner.events.published(),
             events_dropped: self.inner.events.dropped(),
             tasks: tokio::runtime::Handle::try_current()
