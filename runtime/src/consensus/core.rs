@@ -606,6 +606,15 @@ impl GroupCore {
                 if leader != self.leader {
                     self.leader = leader;
                     self.stats.leader_changes += 1;
+                    if ss.leader_id == self.me.replica.0 {
+                        // Commits stalled during the election, so every member's last heartbeat
+                        // looks old: count each as heard now. This only delays revocations
+                        // (still safe) and keeps slots off this node alone after a slow
+                        // election.
+                        for h in self.heard.values_mut() {
+                            *h = (*h).max(now);
+                        }
+                    }
                     self.outputs.push_back(Output::Leader {
                         term: leader.0,
                         leader: (ss.leader_id != raft::INVALID_ID)

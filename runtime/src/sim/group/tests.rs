@@ -146,3 +146,31 @@ fn fault_scripts_that_once_failed() {
         chaos(seed);
     }
 }
+
+#[test]
+fn a_new_leader_after_a_slow_election_revokes_no_live_member() {
+    // Elections take one to two election timeouts (1-2 s), longer than the 1 s liveness: the
+    // new leader must not read that silence as the survivors' (their slots would move to it).
+    for seed in 40..48 {
+        let mut w = settled(seed, 3);
+        w.run_for(Duration::from_secs(2));
+        let leader = (0..3)
+            .find(|i| w.core(*i).is_some_and(|c| c.is_leader()))
+            .unwrap();
+        let epochs = |w: &GroupWorld, i: usize| {
+            let core = w.core(i).unwrap();
+            core.state().liveness.get(&core.replica()).map(|l| l.epoch)
+        };
+        let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        let before: Vec<_> = survivors.iter().map(|i| epochs(&w, *i)).collect();
+        w.kill(leader);
+        assert!(w.run_until(GroupWorld::settled, Duration::from_secs(20)));
+        w.run_for(Duration::from_secs(2));
+        let after: Vec<_> = survivors.iter().map(|i| epochs(&w, *i)).collect();
+        assert_eq!(
+            before, after,
+            "seed {seed}: a live member's epoch was revoked"
+        );
+        assert_clean(&w);
+    }
+}
