@@ -5,6 +5,7 @@
 //!
 //! - [`locks`]: named and entity locks with fencing tokens, leases, lost-lock signals and quorum.
 //! - [`caches`]: local, invalidation and copy caches with loaders, expiry and statistics.
+//! - [`scheduler`]: schedules and misfire planning of the cluster scheduler (being built).
 //!
 //! Every node of a cluster must run the same primitives, since any node may own a lock name:
 //! build nodes with [`with_primitives`] (the `colony` crate's `colony::node()` does).
@@ -12,6 +13,7 @@
 
 pub mod caches;
 pub mod locks;
+pub mod scheduler;
 
 pub use colony_runtime::{Node, NodeBuilder, NodeId};
 
