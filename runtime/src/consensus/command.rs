@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::jobs::{JobCommand, JobOutcome};
 use super::settings::ClusterSettings;
 
 /// A member of the consensus group, stable across restarts of its process: drawn when the node
@@ -140,6 +141,8 @@ pub enum Command {
         /// The owner's generation.
         generation: u64,
     },
+    /// A change to the scheduler's jobs.
+    Jobs(JobCommand),
 }
 
 /// What applying a command did.
@@ -166,6 +169,8 @@ pub enum Outcome {
         /// One past the last token.
         end: u64,
     },
+    /// What a job command did.
+    Job(JobOutcome),
     /// The command changed nothing.
     Refused(Refusal),
 }

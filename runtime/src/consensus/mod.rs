@@ -13,6 +13,7 @@
 //! # Layout
 //! - [`command`]: the typed protocol of the cluster state ([`Command`], [`Outcome`]).
 //! - [`state`]: the state machine ([`ClusterState`]): liveness epochs, slots, token blocks.
+//! - [`jobs`]: the scheduler's part of it ([`jobs::JobTable`]): jobs, fires, run history.
 //! - [`settings`]: the settings every node must share.
 //! - [`log`]: raft-rs's storage, and the changes the shell must persist ([`Persist`]).
 //! - [`core`]: the sans-IO core ([`GroupCore`]) around raft-rs's `RawNode`.
@@ -29,6 +30,7 @@ mod core_tests;
 pub mod disk;
 mod duties;
 pub mod group;
+pub mod jobs;
 pub mod log;
 pub mod settings;
 pub mod state;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::command::{
     Command, Domain, MAX_TOKEN, MemberInfo, Outcome, Refusal, ReplicaId, SLOTS, TOKEN_BLOCK,
 };
+use super::jobs::JobTable;
 use super::settings::ClusterSettings;
 
 /// Where a member's liveness stands.
@@ -67,8 +68,11 @@ pub struct ClusterState {
     pub liveness: BTreeMap<ReplicaId, Liveness>,
     /// Slots per domain.
     pub slots: BTreeMap<Domain, Vec<Slot>>,
-    /// The first token of the next block.
+    /// The first token of the next block (or of the next job fire).
     pub next_token: u64,
+    /// The scheduler's jobs.
+    #[serde(default)]
+    pub jobs: JobTable,
 }
 
 impl Default for ClusterState {
@@ -89,6 +93,7 @@ impl ClusterState {
                 .map(|d| (d, vec![Slot::default(); usize::from(SLOTS)]))
                 .collect(),
             next_token: 1,
+            jobs: JobTable::default(),
         }
     }
 
@@ -129,6 +134,7 @@ impl ClusterState {
         {
             self.liveness.remove(&replica);
             self.members.remove(&replica);
+            self.jobs.runners.remove(&replica);
         }
     }
 
@@ -197,6 +203,21 @@ impl ClusterState {
                 Some(_) => Outcome::Refused(Refusal::Stale),
                 None => Outcome::Refused(Refusal::NoSuchSlot),
             },
+            Command::Jobs(command) => {
+                let liveness = &self.liveness;
+                let next = &mut self.next_token;
+                Outcome::Job(self.jobs.apply(
+                    command,
+                    |r, e| liveness.get(&r).is_some_and(|l| l.in_force(e)),
+                    || {
+                        let token = *next;
+                        (token <= MAX_TOKEN).then(|| {
+                            *next += 1;
+                            token
+                        })
+                    },
+                ))
+            }
             Command::Extend {
                 domain,
                 slot,
@@ -484,6 +505,64 @@ mod tests {
                 generation: 1
             }),
             Outcome::Refused(Refusal::Exhausted)
+        );
+    }
+
+    #[test]
+    fn a_job_fire_draws_its_token_above_every_block_and_an_ended_runner_cannot_be_given_one() {
+        use crate::consensus::jobs::{JobCommand, JobOutcome, JobRefusal};
+        let mut s = registered(2);
+        let Outcome::Block { end, .. } = assign(&mut s, 0, 1) else {
+            panic!("assigned");
+        };
+        let job = |c| Command::Jobs(c);
+        assert_eq!(
+            s.apply(&job(JobCommand::Runners {
+                replica: ReplicaId(2),
+                epoch: 1,
+                keys: vec!["k".into()],
+            })),
+            Outcome::Job(JobOutcome::Done)
+        );
+        let _ = s.apply(&job(JobCommand::Schedule {
+            job: "j".into(),
+            runner: "k".into(),
+            overlap: false,
+            first_due: Some(10),
+            history: 5,
+            config: Default::default(),
+        }));
+        let fire = |due| {
+            job(JobCommand::Fire {
+                job: "j".into(),
+                generation: 1,
+                due,
+                attempt: 1,
+                runner: (ReplicaId(2), 1),
+                next_due: Some(due + 10),
+                passed: 0,
+            })
+        };
+        let Outcome::Job(JobOutcome::Fired { token }) = s.apply(&fire(10)) else {
+            panic!("fired");
+        };
+        assert!(token >= end, "{token} below the block ending at {end}");
+        let _ = s.apply(&Command::Revoke {
+            replica: ReplicaId(2),
+            epoch: 1,
+            seq: 0,
+        });
+        let _ = s.apply(&job(JobCommand::Finish {
+            job: "j".into(),
+            token,
+            outcome: crate::consensus::jobs::RunOutcome::Succeeded,
+            message: String::new(),
+            started: 0,
+            millis: 0,
+        }));
+        assert_eq!(
+            s.apply(&fire(20)),
+            Outcome::Job(JobOutcome::Refused(JobRefusal::NoRunner))
         );
     }
 }
