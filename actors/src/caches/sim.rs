@@ -629,35 +629,17 @@ impl CacheWorld {
         if self.trace {
             eprintln!("{:>10?} n{i} applies {change:?}", self.now);
         }
-        let key = |k: &[u8]| u32::from_le_bytes(k.try_into().expect("4-byte keys"));
-        let copy = self.scenario.mode == Mode::Copy;
-        match change {
-            Change::Remove { key: k, stamp } => {
-                let k = key(&k);
-                self.changed(i, Some(k));
-                match stamp {
-                    Some(stamp) if copy => self.nodes[i].store.remove(&k, stamp),
-                    _ => self.nodes[i].store.drop_key(&k),
-                }
-            }
-            Change::Put {
-                key: k,
-                value,
-                stamp,
-            } => {
-                let k = key(&k);
-                self.changed(i, Some(k));
-                if copy {
-                    let v = u64::from_le_bytes(value.try_into().expect("8-byte values"));
-                    self.nodes[i].store.put(k, v, stamp);
-                } else {
-                    self.nodes[i].store.drop_key(&k);
-                }
-            }
-            Change::Clear { stamp } => {
-                self.changed(i, None);
-                self.nodes[i].store.clear(stamp.unwrap_or(LOADED));
-            }
+        let key = |k: &[u8]| Ok(u32::from_le_bytes(k.try_into().expect("4-byte keys")));
+        let value = |v: &[u8]| Ok(u64::from_le_bytes(v.try_into().expect("8-byte values")));
+        let mut changed = Vec::new();
+        let applied = self.nodes[i]
+            .store
+            .apply(self.scenario.mode, &change, key, value, |k| {
+                changed.push(k.copied())
+            });
+        applied.expect("the simulation's changes decode");
+        for k in changed {
+            self.changed(i, k);
         }
     }
 

@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use colony_runtime::events::{Events, Subscription};
 use moka::notification::RemovalCause;
 
+use super::core::Change;
 use super::entries::{Entries, Slot, Stored};
 use super::msg::Stamp;
 use super::removals::Removals;
-use super::settings::CacheSettings;
+use super::settings::{CacheSettings, Mode};
 use super::stamp::LOADED;
 
 /// What happened to an entry on this node.
@@ -256,6 +257,63 @@ where
         }
     }
 
+    /// Applies a change the coherence core decided. `changed` is called first, with the key
+    /// (every key: `None`), so that loads in progress go stale before the entry is touched.
+    /// In copy mode a stamped removal is remembered and a put is stored by stamp; otherwise
+    /// the key is dropped: an invalidation always drops.
+    ///
+    /// # Errors
+    /// The decoder's complaint when the key or value does not decode (a peer with other types,
+    /// or damaged bytes). Nothing stale stays all the same: an undecodable value drops its key,
+    /// and an undecodable key empties the cache, since this node cannot tell which key it was.
+    pub(crate) fn apply(
+        &self,
+        mode: Mode,
+        change: &Change,
+        decode_key: impl Fn(&[u8]) -> Result<K, String>,
+        decode_value: impl Fn(&[u8]) -> Result<V, String>,
+        mut changed: impl FnMut(Option<&K>),
+    ) -> Result<(), String> {
+        let mut key_of = |bytes: &[u8]| {
+            decode_key(bytes).inspect_err(|_| {
+                changed(None);
+                self.clear(LOADED);
+            })
+        };
+        match change {
+            Change::Remove { key, stamp } => {
+                let key = key_of(key)?;
+                changed(Some(&key));
+                match stamp {
+                    Some(stamp) if mode == Mode::Copy => self.remove(&key, *stamp),
+                    _ => self.drop_key(&key),
+                }
+            }
+            Change::Put { key, value, stamp } => {
+                let key = key_of(key)?;
+                changed(Some(&key));
+                if mode == Mode::Copy {
+                    match decode_value(value) {
+                        Ok(value) => {
+                            self.put(key, value, *stamp);
+                        }
+                        Err(e) => {
+                            self.drop_key(&key);
+                            return Err(e);
+                        }
+                    }
+                } else {
+                    self.drop_key(&key);
+                }
+            }
+            Change::Clear { stamp } => {
+                changed(None);
+                self.clear(stamp.unwrap_or(LOADED));
+            }
+        }
+        Ok(())
+    }
+
     /// Removes every entry, and refuses writes older than `stamp` from now on.
     pub(crate) fn clear(&self, stamp: Stamp) {
         self.removals.cleared(stamp);
@@ -316,5 +374,57 @@ mod tests {
         assert!(store.put_loaded(1, 1, || false));
         assert!(!store.put(1, 2, stamp(50)));
         assert_eq!(store.get(&1), None);
+    }
+
+    fn le_key(bytes: &[u8]) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            bytes.try_into().map_err(|_| "not 4 bytes")?,
+        ))
+    }
+
+    fn le_value(bytes: &[u8]) -> Result<u32, String> {
+        le_key(bytes)
+    }
+
+    #[test]
+    fn a_change_that_does_not_decode_leaves_nothing_stale() {
+        let store: Store<u32, u32> = Store::new(&CacheSettings::replicate_via_copy());
+        let apply = |change: &Change| {
+            let mut changed = Vec::new();
+            let result = store.apply(Mode::Copy, change, le_key, le_value, |k| {
+                changed.push(k.copied())
+            });
+            (result, changed)
+        };
+        assert!(store.put(1, 10, stamp(10)));
+        assert!(store.put(2, 20, stamp(10)));
+        // A value this node cannot read: the key goes rather than keep the older value.
+        let put = Change::Put {
+            key: 1u32.to_le_bytes().to_vec(),
+            value: b"junk".repeat(3),
+            stamp: stamp(20),
+        };
+        let (result, changed) = apply(&put);
+        assert!(result.is_err());
+        assert_eq!(changed, [Some(1)]);
+        assert_eq!(store.get(&1), None);
+        assert_eq!(store.get(&2), Some(20));
+        // A key this node cannot read: it could be any key, so every key goes.
+        let remove = Change::Remove {
+            key: b"junk".repeat(2),
+            stamp: Some(stamp(30)),
+        };
+        let (result, changed) = apply(&remove);
+        assert!(result.is_err());
+        assert_eq!(changed, [None]);
+        assert_eq!(store.get(&2), None);
+        // What decodes applies: a put by stamp, and loads are told first.
+        let put = Change::Put {
+            key: 3u32.to_le_bytes().to_vec(),
+            value: 33u32.to_le_bytes().to_vec(),
+            stamp: stamp(40),
+        };
+        assert_eq!(apply(&put), (Ok(()), vec![Some(3)]));
+        assert_eq!(store.get(&3), Some(33));
     }
 }
