@@ -1059,6 +1059,17 @@ mod tests {
         seeds(scenario, 2_000..2_100);
     }
 
+    #[test]
+    fn asynchronous_copy_keeps_each_origins_order() {
+        let scenario = Scenario {
+            mode: Mode::Copy,
+            synchronous: false,
+            run_for: RUN,
+            max_skew: SKEW,
+        };
+        seeds(scenario, 5_000..5_100);
+    }
+
     /// Clocks up to 3 s apart, beyond the 1 s a received stamp may be ahead: a fast node's
     /// stamps are refused by the slow ones, whose later writes then carry older stamps than
     /// the fast node's earlier ones. Nothing older than a returned write is served all the same.
