@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use colony::actors::caches::{CacheSettings, CachesExt, Loader};
 use colony::{MemberEvent, MemberState, Node};
 use colony_runtime::testkit::TestCluster;
-use common::caches::{Hammer, check_writes, history, wait_writes};
+use common::caches::{Hammer, check_writes, history, recorded, wait_writes};
 use common::{converged_cluster, logs, serial, wait_up_and_connected};
 
 /// Runs `hammer` on three nodes, applies `fault` once they converged, and judges the run:
 /// no read went back on any node and, for synchronous runs, none served a value older than a
-/// write that had returned before it began; asynchronous runs converge.
-fn coherent(hammer: Hammer, fault: impl FnOnce(&mut TestCluster)) {
+/// write that had returned before it began; asynchronous runs converge. Returns the cluster
+/// for further checks.
+fn coherent(hammer: Hammer, fault: impl FnOnce(&mut TestCluster)) -> TestCluster {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = hammer.start(dir.path(), 3);
     fault(&mut cluster);
@@ -68,6 +69,7 @@ fn coherent(hammer: Hammer, fault: impl FnOnce(&mut TestCluster)) {
             "asynchronous replication did not converge"
         );
     }
+    cluster
 }
 
 /// Waits until the nodes have made `n` writes in all.
@@ -116,6 +118,59 @@ fn invalidation_writers_sharing_keys_on_clocks_400_ms_apart_never_serve_an_older
 fn copy_writers_sharing_keys_on_clocks_400_ms_apart_never_serve_an_older_value() {
     let _serial = serial();
     shared_keys_on_skewed_clocks("copy");
+}
+
+/// Writers sharing keys on clocks 1.5 s ahead, right, and 1.5 s behind: every pair is further
+/// apart than the 1 s a received stamp may be ahead of the receiver's clock, so the slower
+/// nodes refuse the faster ones' stamps, and a write that starts after another returned can
+/// carry the older stamp. The fast node also empties the cache with `remove_all` after every
+/// 20 of its writes, which raises its own removal floor past every write the others make for
+/// the next 1.5 to 3 s. No read serves a value older than a write that returned before it
+/// began, and no read goes back (issue 9: clocks apart beyond the stamp bound).
+fn shared_keys_on_clocks_beyond_the_stamp_bound(mode: &'static str) {
+    let hammer = Hammer {
+        shared_keys: true,
+        clock_offsets_ms: vec![1_500, 0, -1_500],
+        writes: 400,
+        remove_all_from: Some("n1"),
+        ..Hammer::new(mode, true)
+    };
+    let cluster = coherent(hammer, |_| {});
+    // The run reached the paths under test: the fast node emptied the cache 20 times, and the
+    // others refused its stamps.
+    let emptied = recorded(&cluster, "remove_all").len();
+    assert_eq!(emptied, 400 / 20, "remove_all calls of the fast node");
+    let reported = cluster.wait_until(Duration::from_secs(20), |c| {
+        recorded(c, "coherence").len() == c.len()
+    });
+    assert!(
+        reported.is_some(),
+        "every node reports its coherence counters when its writes end"
+    );
+    let stats = recorded(&cluster, "coherence");
+    let refused = |node: &str| {
+        stats
+            .iter()
+            .filter(|s| s["node"] == node)
+            .map(|s| s["refused_ahead"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert!(
+        refused("n2") > 0 && refused("n3") > 0,
+        "the slower nodes refused no stamp: {stats:?}"
+    );
+}
+
+#[test]
+fn invalidation_writers_sharing_keys_on_clocks_beyond_the_stamp_bound_never_serve_an_older_value() {
+    let _serial = serial();
+    shared_keys_on_clocks_beyond_the_stamp_bound("invalidation");
+}
+
+#[test]
+fn copy_writers_sharing_keys_on_clocks_beyond_the_stamp_bound_never_serve_an_older_value() {
+    let _serial = serial();
+    shared_keys_on_clocks_beyond_the_stamp_bound("copy");
 }
 
 #[test]

@@ -22,6 +22,8 @@ pub struct Hammer {
     pub clock_offsets_ms: Vec<i64>,
     /// Writes per node.
     pub writes: u64,
+    /// The node (by name, `n1`...) that also calls `remove_all` after every 20 of its writes.
+    pub remove_all_from: Option<&'static str>,
 }
 
 impl Hammer {
@@ -32,6 +34,7 @@ impl Hammer {
             shared_keys: false,
             clock_offsets_ms: Vec::new(),
             writes: WRITES,
+            remove_all_from: None,
         }
     }
 
@@ -45,6 +48,7 @@ impl Hammer {
                 "keys_per_node": 3, "write_every_ms": 10, "read_every_ms": 2,
                 "writes": self.writes, "shared_keys": self.shared_keys,
                 "db": "cachedb", "history": "log/cache.jsonl",
+                "remove_all_from": self.remove_all_from,
             })
             .to_string(),
         )
@@ -56,6 +60,14 @@ impl Hammer {
         super::assert_converges(&cluster, "no convergence");
         cluster
     }
+}
+
+/// Every recorded event of the kind `event` (`write`, `read`, `remove_all`, `coherence`).
+pub fn recorded(cluster: &TestCluster, event: &str) -> Vec<Value> {
+    events(cluster)
+        .into_iter()
+        .filter(|e| e["event"] == event)
+        .collect()
 }
 
 fn events(cluster: &TestCluster) -> Vec<Value> {

@@ -17,6 +17,36 @@ pub(crate) struct Slot<V> {
     pub stamp: Stamp,
 }
 
+/// What [`Entries::put_or_drop`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stored<V> {
+    /// The key had no value and now has this one.
+    Added,
+    /// The key's older value was replaced.
+    Updated,
+    /// The write could not be stored and this value, which the key held, was dropped.
+    Dropped(V),
+    /// The write could not be stored and the key held nothing.
+    Refused,
+}
+
+/// Whether a write stamped `stamp` may replace what the key holds (stamped `held`); calls
+/// `remember` with a newer held stamp that the write will drop.
+fn may_store(
+    held: Option<Stamp>,
+    stamp: Stamp,
+    refused: impl FnOnce() -> bool,
+    remember: impl FnOnce(Stamp),
+) -> bool {
+    match held {
+        Some(held) if held > stamp => {
+            remember(held);
+            false
+        }
+        _ => !refused(),
+    }
+}
+
 pub(crate) enum Entries<K, V> {
     /// Bounded or expiring: moka enforces the bound and the expiry.
     Bounded(moka::sync::Cache<K, Slot<V>>),
@@ -60,41 +90,63 @@ where
         }
     }
 
-    /// Stores `slot` unless a newer write is there or `refused` says no; says whether it added
-    /// or updated. `refused` runs under the entry's lock, so a removal that lands between the
-    /// caller's checks and the store cannot be overtaken by the write it should refuse.
-    pub(crate) fn put_if_newer(
+    /// Stores `slot` unless a newer write is held or `refused` says no. A write that cannot be
+    /// stored drops what the key holds instead: it arrived out of order, so the held value may
+    /// be older in real time than this write (stamps follow real time only while clocks agree
+    /// within the bound; see `stamp.rs`), and a node that holds nothing serves nothing stale.
+    /// `remember` gets the stamp of a newer value dropped this way, under the entry's lock,
+    /// so that no write older than it is stored after it. `refused` runs under that lock too,
+    /// so a removal that lands between the caller's checks and the store cannot be overtaken
+    /// by the write it should refuse.
+    pub(crate) fn put_or_drop(
         &self,
         key: K,
         slot: Slot<V>,
         refused: impl FnOnce() -> bool,
-    ) -> Option<EntryEventKind> {
+        remember: impl FnOnce(Stamp),
+    ) -> Stored<V> {
         match self {
             Entries::Bounded(c) => {
-                let mut kind = None;
-                c.entry(key).and_compute_with(|existing| match existing {
-                    Some(e) if e.value().stamp > slot.stamp => Compute::Nop,
-                    _ if refused() => Compute::Nop,
-                    existing => {
-                        kind = Some(if existing.is_some() {
-                            EntryEventKind::Updated
-                        } else {
-                            EntryEventKind::Added
-                        });
+                let mut outcome = Stored::Refused;
+                c.entry(key).and_compute_with(|existing| {
+                    let held = existing.map(|e| e.into_value());
+                    if may_store(
+                        held.as_ref().map(|h| h.stamp),
+                        slot.stamp,
+                        refused,
+                        remember,
+                    ) {
+                        outcome = match held {
+                            Some(_) => Stored::Updated,
+                            None => Stored::Added,
+                        };
                         Compute::Put(slot)
+                    } else if let Some(held) = held {
+                        outcome = Stored::Dropped(held.value);
+                        Compute::Remove
+                    } else {
+                        Compute::Nop
                     }
                 });
-                kind
+                outcome
             }
             Entries::Unbounded(m) => match m.entry(key) {
-                Entry::Occupied(mut e) => (e.get().stamp <= slot.stamp && !refused()).then(|| {
-                    e.insert(slot);
-                    EntryEventKind::Updated
-                }),
-                Entry::Vacant(e) => (!refused()).then(|| {
-                    e.insert(slot);
-                    EntryEventKind::Added
-                }),
+                Entry::Occupied(mut e) => {
+                    if may_store(Some(e.get().stamp), slot.stamp, refused, remember) {
+                        e.insert(slot);
+                        Stored::Updated
+                    } else {
+                        Stored::Dropped(e.remove().value)
+                    }
+                }
+                Entry::Vacant(e) => {
+                    if may_store(None, slot.stamp, refused, remember) {
+                        e.insert(slot);
+                        Stored::Added
+                    } else {
+                        Stored::Refused
+                    }
+                }
             },
         }
     }
@@ -134,24 +186,34 @@ where
         added
     }
 
-    /// Removes `key` unless it holds a write newer than `stamp`; returns the removed value.
-    pub(crate) fn remove_if_not_newer(&self, key: &K, stamp: Stamp) -> Option<V> {
+    /// Removes `key` whatever it holds, and calls `remember` with the stamp of what it held
+    /// (`None`: nothing) under the entry's lock; returns the removed value.
+    pub(crate) fn remove_then(&self, key: &K, remember: impl FnOnce(Option<Stamp>)) -> Option<V> {
         match self {
             Entries::Bounded(c) => {
                 let mut removed = None;
-                c.entry_by_ref(key)
-                    .and_compute_with(|existing| match existing {
-                        Some(e) if e.value().stamp <= stamp => {
-                            removed = Some(e.into_value().value);
-                            Compute::Remove
-                        }
-                        _ => Compute::Nop,
-                    });
+                c.entry_by_ref(key).and_compute_with(|existing| {
+                    let slot = existing.map(|e| e.into_value());
+                    remember(slot.as_ref().map(|s| s.stamp));
+                    removed = slot.map(|s| s.value);
+                    if removed.is_some() {
+                        Compute::Remove
+                    } else {
+                        Compute::Nop
+                    }
+                });
                 removed
             }
-            Entries::Unbounded(m) => m
-                .remove_if(key, |_, s| s.stamp <= stamp)
-                .map(|(_, s)| s.value),
+            Entries::Unbounded(m) => match m.entry(key.clone()) {
+                Entry::Occupied(e) => {
+                    remember(Some(e.get().stamp));
+                    Some(e.remove().value)
+                }
+                Entry::Vacant(_) => {
+                    remember(None);
+                    None
+                }
+            },
         }
     }
 
@@ -184,23 +246,51 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_write_is_not_stored_whether_the_key_is_new_or_held() {
+    fn a_write_that_cannot_be_stored_drops_what_the_key_holds() {
         for entries in both() {
             let slot = |value, at| Slot {
                 value,
                 stamp: stamp(at),
             };
-            assert_eq!(entries.put_if_newer(1, slot(1, 10), || true), None);
+            let never = |_| panic!("nothing newer was dropped");
+            assert_eq!(
+                entries.put_or_drop(1, slot(1, 10), || true, never),
+                Stored::Refused
+            );
             assert_eq!(entries.get(&1), None);
             assert_eq!(
-                entries.put_if_newer(1, slot(2, 20), || false),
-                Some(EntryEventKind::Added)
+                entries.put_or_drop(1, slot(2, 20), || false, never),
+                Stored::Added
             );
-            assert_eq!(entries.put_if_newer(1, slot(3, 30), || true), None);
-            assert_eq!(entries.get(&1), Some(2));
-            // An older write is refused by the stamp alone.
-            assert_eq!(entries.put_if_newer(1, slot(4, 15), || false), None);
-            assert_eq!(entries.get(&1), Some(2));
+            assert_eq!(
+                entries.put_or_drop(1, slot(3, 30), || true, never),
+                Stored::Dropped(2)
+            );
+            assert_eq!(entries.get(&1), None);
+            assert_eq!(
+                entries.put_or_drop(1, slot(4, 40), || false, never),
+                Stored::Added
+            );
+            assert_eq!(
+                entries.put_or_drop(1, slot(5, 50), || false, never),
+                Stored::Updated
+            );
+            // An older write is not stored, and the newer value goes: the two arrived out of
+            // order, and which one is newer in real time the stamps may not know.
+            let mut remembered = None;
+            assert_eq!(
+                entries.put_or_drop(1, slot(6, 15), || false, |s| remembered = Some(s)),
+                Stored::Dropped(5)
+            );
+            assert_eq!(remembered, Some(stamp(50)));
+            assert_eq!(entries.get(&1), None);
+            // A removal takes what the key holds, whatever its stamp, and says what that was.
+            entries.put_or_drop(2, slot(7, 70), || false, never);
+            let mut held = Some(stamp(0));
+            assert_eq!(entries.remove_then(&2, |s| held = s), Some(7));
+            assert_eq!(held, Some(stamp(70)));
+            assert_eq!(entries.remove_then(&2, |s| held = s), None);
+            assert_eq!(held, None);
         }
     }
 }

@@ -64,7 +64,8 @@ pub struct Batch {
     /// A receiver that sees it change clears its replicated caches: it lost changes.
     #[serde(default)]
     pub dropped: u64,
-    /// `(cache name, change)` pairs.
+    /// `(cache name, change)` pairs. Decoded without trusting the length prefix for capacity.
+    #[serde(deserialize_with = "colony_runtime::wire::codec::seq_as_read")]
     pub ops: Vec<(String, Op)>,
 }
 

@@ -21,7 +21,7 @@ use super::loads::Loads;
 use super::msg::{Flush, SERVICE, Stamp, SyncReply, SyncRequest};
 use super::reference::CachedReference;
 use super::replicator::Replicator;
-use super::settings::{CacheSettings, Mode};
+use super::settings::CacheSettings;
 use super::stamp::LOADED;
 use super::store::Store;
 
@@ -37,32 +37,18 @@ pub(crate) trait Replica: Send + Sync {
 
 impl<K: CacheKey, V: CacheValue> Replica for Inner<K, V> {
     fn apply(&self, change: &Change) -> Result<(), String> {
-        match change {
-            Change::Remove { key, stamp } => {
-                let key: K = wire::decode_payload(key).map_err(|e| e.to_string())?;
-                self.loads.changed(&key);
-                match stamp {
-                    // Copy mode keeps the last write by stamp, and remembers the removal.
-                    Some(stamp) if self.settings.mode == Mode::Copy => {
-                        self.store.remove(&key, *stamp)
-                    }
-                    // An invalidation always drops the key: the system of record decides.
-                    _ => self.store.drop_key(&key),
-                }
-            }
-            Change::Put { key, value, stamp } => {
-                let key: K = wire::decode_payload(key).map_err(|e| e.to_string())?;
-                self.loads.changed(&key);
-                if self.settings.mode == Mode::Copy {
-                    let value: V = wire::decode_payload(value).map_err(|e| e.to_string())?;
-                    self.store.put(key, value, *stamp);
-                } else {
-                    self.store.drop_key(&key);
-                }
-            }
-            Change::Clear { stamp } => self.clear(stamp.unwrap_or(LOADED)),
-        }
-        Ok(())
+        let decode_key = |b: &[u8]| wire::decode_payload::<K>(b).map_err(|e| e.to_string());
+        let decode_value = |b: &[u8]| wire::decode_payload::<V>(b).map_err(|e| e.to_string());
+        self.store.apply(
+            self.settings.mode,
+            change,
+            decode_key,
+            decode_value,
+            |key| match key {
+                Some(key) => self.loads.changed(key),
+                None => self.loads.changed_all(),
+            },
+        )
     }
 
     fn clear(&self, stamp: Stamp) {
@@ -141,7 +127,11 @@ impl Shared {
                     if let Some(replica) = self.replica(&cache)
                         && let Err(e) = replica.apply(&change)
                     {
-                        tracing::warn!(cache, error = %e, "undecodable cache change");
+                        tracing::warn!(
+                            cache,
+                            error = %e,
+                            "undecodable cache change: its key was dropped, or the cache emptied"
+                        );
                     }
                 }
                 Output::Clear(reason) => {

@@ -36,6 +36,8 @@ pub(crate) struct Scenario {
     pub mode: Mode,
     pub synchronous: bool,
     pub run_for: Duration,
+    /// Each node's clock is off by up to this much, either way.
+    pub max_skew: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -215,7 +217,10 @@ impl CacheWorld {
             .map(|i| {
                 net.add_node(node_addr(i));
                 let clock = SkewedClock {
-                    skew_micros: rng.random_range(-300_000..=300_000),
+                    skew_micros: {
+                        let max = micros(scenario.max_skew) as i64;
+                        rng.random_range(-max..=max)
+                    },
                     drift_ppm: rng.random_range(-20_000..=20_000),
                 };
                 SimNode {
@@ -624,35 +629,17 @@ impl CacheWorld {
         if self.trace {
             eprintln!("{:>10?} n{i} applies {change:?}", self.now);
         }
-        let key = |k: &[u8]| u32::from_le_bytes(k.try_into().expect("4-byte keys"));
-        let copy = self.scenario.mode == Mode::Copy;
-        match change {
-            Change::Remove { key: k, stamp } => {
-                let k = key(&k);
-                self.changed(i, Some(k));
-                match stamp {
-                    Some(stamp) if copy => self.nodes[i].store.remove(&k, stamp),
-                    _ => self.nodes[i].store.drop_key(&k),
-                }
-            }
-            Change::Put {
-                key: k,
-                value,
-                stamp,
-            } => {
-                let k = key(&k);
-                self.changed(i, Some(k));
-                if copy {
-                    let v = u64::from_le_bytes(value.try_into().expect("8-byte values"));
-                    self.nodes[i].store.put(k, v, stamp);
-                } else {
-                    self.nodes[i].store.drop_key(&k);
-                }
-            }
-            Change::Clear { stamp } => {
-                self.changed(i, None);
-                self.nodes[i].store.clear(stamp.unwrap_or(LOADED));
-            }
+        let key = |k: &[u8]| Ok(u32::from_le_bytes(k.try_into().expect("4-byte keys")));
+        let value = |v: &[u8]| Ok(u64::from_le_bytes(v.try_into().expect("8-byte values")));
+        let mut changed = Vec::new();
+        let applied = self.nodes[i]
+            .store
+            .apply(self.scenario.mode, &change, key, value, |k| {
+                changed.push(k.copied())
+            });
+        applied.expect("the simulation's changes decode");
+        for k in changed {
+            self.changed(i, k);
         }
     }
 
@@ -941,6 +928,14 @@ impl CacheWorld {
         self.at(retry, Ev::AsyncRetry { node: i, peer, tag });
     }
 
+    /// Stamps the nodes refused for being too far ahead of their clocks.
+    fn refused_ahead(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| n.core.stats().refused_ahead)
+            .sum()
+    }
+
     fn async_retry(&mut self, i: usize, peer: usize, tag: u64) {
         let q = self.nodes[i].queues.entry(peer).or_default();
         if q.inflight.is_none_or(|(t, _)| t != tag) {
@@ -970,7 +965,7 @@ mod tests {
             .and_then(|s| s.parse().ok())
             .unwrap_or(1);
         let seeds = seeds.start..seeds.start + (seeds.end - seeds.start) * soak;
-        let (mut reads, mut writes, mut clears) = (0, 0, 0);
+        let (mut reads, mut writes, mut clears, mut refused) = (0, 0, 0, 0);
         for seed in seeds {
             let mut world = CacheWorld::new(seed, scenario);
             world.run();
@@ -979,18 +974,30 @@ mod tests {
             reads += r;
             writes += w;
             clears += world.clears;
+            refused += world.refused_ahead();
         }
         // The runs did reach the paths under test.
         assert!(
             reads > 0 && writes > 0 && clears > 0,
             "{reads} {writes} {clears}"
         );
+        // Clocks beyond the bound: stamps were refused for being too far ahead.
+        assert!(
+            (scenario.max_skew <= SKEW) == (refused == 0),
+            "{refused} stamps refused with clocks up to {:?} off",
+            scenario.max_skew
+        );
     }
 
     const RUN: Duration = Duration::from_secs(2);
+    /// Clocks within the bound a received stamp may be ahead (1 s): ±300 ms.
+    const SKEW: Duration = Duration::from_millis(300);
+    /// Clocks beyond that bound: ±1.5 s.
+    const FAR_SKEW: Duration = Duration::from_millis(1_500);
 
     /// Replays one seed with a trace on stderr: `COLONY_SIM_TRACE=1 COLONY_SIM_SEED=7
-    /// COLONY_SIM_MODE=copy cargo test -p colony-actors --lib replay -- --nocapture`.
+    /// COLONY_SIM_MODE=copy cargo test -p colony-actors --lib replay -- --nocapture` (and
+    /// `COLONY_SIM_SKEW_MS=1500` for the seeds with clocks beyond the stamp bound).
     #[test]
     fn replay() {
         let Some(seed) = std::env::var("COLONY_SIM_SEED")
@@ -1004,11 +1011,16 @@ mod tests {
             _ => Mode::Invalidation,
         };
         let synchronous = std::env::var("COLONY_SIM_ASYNC").is_err();
+        let max_skew = std::env::var("COLONY_SIM_SKEW_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(SKEW, Duration::from_millis);
         seeds(
             Scenario {
                 mode,
                 synchronous,
                 run_for: RUN,
+                max_skew,
             },
             seed..seed + 1,
         );
@@ -1020,6 +1032,7 @@ mod tests {
             mode: Mode::Invalidation,
             synchronous: true,
             run_for: RUN,
+            max_skew: SKEW,
         };
         seeds(scenario, 0..150);
     }
@@ -1030,6 +1043,7 @@ mod tests {
             mode: Mode::Copy,
             synchronous: true,
             run_for: RUN,
+            max_skew: SKEW,
         };
         seeds(scenario, 1_000..1_100);
     }
@@ -1040,7 +1054,45 @@ mod tests {
             mode: Mode::Invalidation,
             synchronous: false,
             run_for: RUN,
+            max_skew: SKEW,
         };
         seeds(scenario, 2_000..2_100);
+    }
+
+    #[test]
+    fn asynchronous_copy_keeps_each_origins_order() {
+        let scenario = Scenario {
+            mode: Mode::Copy,
+            synchronous: false,
+            run_for: RUN,
+            max_skew: SKEW,
+        };
+        seeds(scenario, 5_000..5_100);
+    }
+
+    /// Clocks up to 3 s apart, beyond the 1 s a received stamp may be ahead: a fast node's
+    /// stamps are refused by the slow ones, whose later writes then carry older stamps than
+    /// the fast node's earlier ones. Nothing older than a returned write is served all the same.
+    #[test]
+    fn synchronous_copy_on_clocks_beyond_the_stamp_bound_never_serves_an_older_value() {
+        let scenario = Scenario {
+            mode: Mode::Copy,
+            synchronous: true,
+            run_for: RUN,
+            max_skew: FAR_SKEW,
+        };
+        seeds(scenario, 3_000..3_050);
+    }
+
+    /// As above, in invalidation mode.
+    #[test]
+    fn synchronous_invalidation_on_clocks_beyond_the_stamp_bound_never_serves_an_older_value() {
+        let scenario = Scenario {
+            mode: Mode::Invalidation,
+            synchronous: true,
+            run_for: RUN,
+            max_skew: FAR_SKEW,
+        };
+        seeds(scenario, 4_000..4_050);
     }
 }

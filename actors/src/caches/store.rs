@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use colony_runtime::events::{Events, Subscription};
 use moka::notification::RemovalCause;
 
-use super::entries::{Entries, Slot};
+use super::core::Change;
+use super::entries::{Entries, Slot, Stored};
 use super::msg::Stamp;
 use super::removals::Removals;
-use super::settings::CacheSettings;
+use super::settings::{CacheSettings, Mode};
 use super::stamp::LOADED;
 
 /// What happened to an entry on this node.
@@ -188,28 +189,39 @@ where
     }
 
     /// Stores `value` unless a newer write, removal or clear is already there; says whether it
-    /// was stored. Loaded values (`LOADED`) come from the system of record and are only refused
-    /// by a stored value.
+    /// was stored. A write that is not stored drops what the key holds (see
+    /// [`Entries::put_or_drop`]) and a newer value dropped so is remembered as a removal.
+    /// Loaded values (`LOADED`) come from the system of record and are only refused by a stored
+    /// value.
     pub(crate) fn put(&self, key: K, value: V, stamp: Stamp) -> bool {
         let slot = Slot {
             value: value.clone(),
             stamp,
         };
         let refused = || stamp != LOADED && self.removals.refuses(&key, stamp);
-        let kind = self.entries.put_if_newer(key.clone(), slot, refused);
-        self.stored(kind, key, value)
+        let remember = |newer| self.removals.removed(key.clone(), newer);
+        match self
+            .entries
+            .put_or_drop(key.clone(), slot, refused, remember)
+        {
+            Stored::Added => self.stored(EntryEventKind::Added, key, value),
+            Stored::Updated => self.stored(EntryEventKind::Updated, key, value),
+            Stored::Dropped(old) => {
+                self.stored(EntryEventKind::Removed, key, old);
+                return false;
+            }
+            Stored::Refused => return false,
+        }
+        true
     }
 
-    /// Publishes what a store did, if anything; says whether it stored.
-    fn stored(&self, kind: Option<EntryEventKind>, key: K, value: V) -> bool {
-        if let Some(kind) = kind {
-            self.events.publish(EntryEvent {
-                kind,
-                key,
-                value: Some(value),
-            });
-        }
-        kind.is_some()
+    /// Publishes what a change did to an entry.
+    fn stored(&self, kind: EntryEventKind, key: K, value: V) {
+        self.events.publish(EntryEvent {
+            kind,
+            key,
+            value: Some(value),
+        });
     }
 
     /// Stores a value loaded from the system of record if the key has no value and `stale`
@@ -221,31 +233,85 @@ where
         let kind = self
             .entries
             .insert_if_vacant(key.clone(), value.clone(), stale);
-        self.stored(kind, key, value)
+        kind.inspect(|kind| self.stored(*kind, key, value))
+            .is_some()
     }
 
     /// Removes `key` whatever it holds (an invalidation: the system of record decides).
     pub(crate) fn drop_key(&self, key: &K) {
         if let Some(value) = self.entries.remove(key) {
-            self.events.publish(EntryEvent {
-                kind: EntryEventKind::Removed,
-                key: key.clone(),
-                value: Some(value),
-            });
+            self.stored(EntryEventKind::Removed, key.clone(), value);
         }
     }
 
-    /// Removes `key` unless it holds a write newer than `stamp`, and remembers the removal.
+    /// Removes `key` whatever it holds, and remembers the removal at `stamp`, or at the stamp of
+    /// what it held if that is newer: the two arrived out of order, and no write older than
+    /// either may be stored after them.
     pub(crate) fn remove(&self, key: &K, stamp: Stamp) {
-        self.removals.removed(key.clone(), stamp);
-        let removed = self.entries.remove_if_not_newer(key, stamp);
-        if let Some(value) = removed {
-            self.events.publish(EntryEvent {
-                kind: EntryEventKind::Removed,
-                key: key.clone(),
-                value: Some(value),
-            });
+        let remember = |held: Option<Stamp>| {
+            self.removals
+                .removed(key.clone(), held.map_or(stamp, |h| h.max(stamp)))
+        };
+        if let Some(value) = self.entries.remove_then(key, remember) {
+            self.stored(EntryEventKind::Removed, key.clone(), value);
         }
+    }
+
+    /// Applies a change the coherence core decided. `changed` is called first, with the key
+    /// (every key: `None`), so that loads in progress go stale before the entry is touched.
+    /// In copy mode a stamped removal is remembered and a put is stored by stamp; otherwise
+    /// the key is dropped: an invalidation always drops.
+    ///
+    /// # Errors
+    /// The decoder's complaint when the key or value does not decode (a peer with other types,
+    /// or damaged bytes). Nothing stale stays all the same: an undecodable value drops its key,
+    /// and an undecodable key empties the cache, since this node cannot tell which key it was.
+    pub(crate) fn apply(
+        &self,
+        mode: Mode,
+        change: &Change,
+        decode_key: impl Fn(&[u8]) -> Result<K, String>,
+        decode_value: impl Fn(&[u8]) -> Result<V, String>,
+        mut changed: impl FnMut(Option<&K>),
+    ) -> Result<(), String> {
+        let mut key_of = |bytes: &[u8]| {
+            decode_key(bytes).inspect_err(|_| {
+                changed(None);
+                self.clear(LOADED);
+            })
+        };
+        match change {
+            Change::Remove { key, stamp } => {
+                let key = key_of(key)?;
+                changed(Some(&key));
+                match stamp {
+                    Some(stamp) if mode == Mode::Copy => self.remove(&key, *stamp),
+                    _ => self.drop_key(&key),
+                }
+            }
+            Change::Put { key, value, stamp } => {
+                let key = key_of(key)?;
+                changed(Some(&key));
+                if mode == Mode::Copy {
+                    match decode_value(value) {
+                        Ok(value) => {
+                            self.put(key, value, *stamp);
+                        }
+                        Err(e) => {
+                            self.drop_key(&key);
+                            return Err(e);
+                        }
+                    }
+                } else {
+                    self.drop_key(&key);
+                }
+            }
+            Change::Clear { stamp } => {
+                changed(None);
+                self.clear(stamp.unwrap_or(LOADED));
+            }
+        }
+        Ok(())
     }
 
     /// Removes every entry, and refuses writes older than `stamp` from now on.
@@ -279,16 +345,86 @@ mod tests {
     }
 
     #[test]
-    fn the_last_write_wins_whatever_the_order_of_arrival() {
+    fn writes_in_stamp_order_keep_the_last_and_out_of_order_ones_drop_the_key() {
         let store: Store<u32, u32> = Store::new(&CacheSettings::replicate_via_copy());
+        assert!(store.put(1, 1, stamp(10)));
         assert!(store.put(1, 2, stamp(20)));
-        assert!(!store.put(1, 1, stamp(10)));
         assert_eq!(store.get(&1), Some(2));
-        store.remove(&1, stamp(15));
-        assert_eq!(
-            store.get(&1),
-            Some(2),
-            "an older removal leaves a newer write"
-        );
+        // Older than what is held: maybe older in real time, maybe a later write from a node
+        // whose clock is behind by more than the stamp bound. Neither value is kept.
+        assert!(!store.put(1, 1, stamp(15)));
+        assert_eq!(store.get(&1), None);
+        // The dropped value's stamp is remembered: nothing older than it is stored from now on.
+        assert!(!store.put(1, 3, stamp(18)));
+        assert!(store.put(1, 4, stamp(25)));
+        // A removal older than the held value drops it all the same, and is remembered at the
+        // held value's stamp.
+        store.remove(&1, stamp(22));
+        assert_eq!(store.get(&1), None);
+        assert!(!store.put(1, 5, stamp(24)));
+        assert!(store.put(1, 6, stamp(26)));
+    }
+
+    #[test]
+    fn a_write_refused_by_a_removal_drops_a_loaded_value() {
+        // A value loaded after a clear from a fast clock: a later write from a slow clock is
+        // below the floor, and must not leave the loaded (older) value in place.
+        let store: Store<u32, u32> = Store::new(&CacheSettings::replicate_via_copy());
+        store.clear(stamp(100));
+        assert!(store.put_loaded(1, 1, || false));
+        assert!(!store.put(1, 2, stamp(50)));
+        assert_eq!(store.get(&1), None);
+    }
+
+    fn le_key(bytes: &[u8]) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            bytes.try_into().map_err(|_| "not 4 bytes")?,
+        ))
+    }
+
+    fn le_value(bytes: &[u8]) -> Result<u32, String> {
+        le_key(bytes)
+    }
+
+    #[test]
+    fn a_change_that_does_not_decode_leaves_nothing_stale() {
+        let store: Store<u32, u32> = Store::new(&CacheSettings::replicate_via_copy());
+        let apply = |change: &Change| {
+            let mut changed = Vec::new();
+            let result = store.apply(Mode::Copy, change, le_key, le_value, |k| {
+                changed.push(k.copied())
+            });
+            (result, changed)
+        };
+        assert!(store.put(1, 10, stamp(10)));
+        assert!(store.put(2, 20, stamp(10)));
+        // A value this node cannot read: the key goes rather than keep the older value.
+        let put = Change::Put {
+            key: 1u32.to_le_bytes().to_vec(),
+            value: b"junk".repeat(3),
+            stamp: stamp(20),
+        };
+        let (result, changed) = apply(&put);
+        assert!(result.is_err());
+        assert_eq!(changed, [Some(1)]);
+        assert_eq!(store.get(&1), None);
+        assert_eq!(store.get(&2), Some(20));
+        // A key this node cannot read: it could be any key, so every key goes.
+        let remove = Change::Remove {
+            key: b"junk".repeat(2),
+            stamp: Some(stamp(30)),
+        };
+        let (result, changed) = apply(&remove);
+        assert!(result.is_err());
+        assert_eq!(changed, [None]);
+        assert_eq!(store.get(&2), None);
+        // What decodes applies: a put by stamp, and loads are told first.
+        let put = Change::Put {
+            key: 3u32.to_le_bytes().to_vec(),
+            value: 33u32.to_le_bytes().to_vec(),
+            stamp: stamp(40),
+        };
+        assert_eq!(apply(&put), (Ok(()), vec![Some(3)]));
+        assert_eq!(store.get(&3), Some(33));
     }
 }

@@ -113,6 +113,61 @@ pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError>
     decode(bytes, usize::MAX)
 }
 
+/// Decodes a sequence field without trusting its length prefix for capacity: use it as
+/// `#[serde(deserialize_with = "colony_runtime::wire::codec::seq_as_read")]` on every `Vec` a
+/// peer sends. A prefix may claim four billion elements in five bytes, and serde's own `Vec`
+/// reserves up to 1 MiB on such a claim before it reads one element; this reserves at most
+/// [`SEQ_RESERVE`] elements and grows as elements really arrive, so what a decode holds stays
+/// in proportion to the bytes it was given.
+///
+/// # Errors
+/// The deserializer's, for a value that is not a sequence of `T`.
+///
+/// # Examples
+/// ```
+/// use serde::Deserialize;
+/// use colony_runtime::wire::{decode_payload, encode_payload};
+///
+/// #[derive(Deserialize)]
+/// struct Changes {
+///     #[serde(deserialize_with = "colony_runtime::wire::codec::seq_as_read")]
+///     ops: Vec<u64>,
+/// }
+/// let back: Changes = decode_payload(&encode_payload(&[[1u64, 2, 3]]).unwrap()).unwrap();
+/// assert_eq!(back.ops, [1, 2, 3]);
+/// // `{"ops": <array of 2^32 - 1>}` and nothing after: an error, and nothing reserved for it.
+/// let claim = [0x81, 0xa3, b'o', b'p', b's', 0xdd, 0xff, 0xff, 0xff, 0xff];
+/// assert!(decode_payload::<Changes>(&claim).is_err());
+/// ```
+pub fn seq_as_read<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct AsRead<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for AsRead<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(SEQ_RESERVE));
+            while let Some(item) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+
+    deserializer.deserialize_seq(AsRead(std::marker::PhantomData))
+}
+
+/// Elements [`seq_as_read`] reserves at most before it has read them.
+pub const SEQ_RESERVE: usize = 16;
+
 fn short_type_name<T>() -> &'static str {
     let full = std::any::type_name::<T>();
     full.rsplit("::").next().unwrap_or(full)

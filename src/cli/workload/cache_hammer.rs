@@ -32,6 +32,13 @@ pub struct CacheHammer {
     /// lock per key in the database orders them), each writing the key's next value.
     #[serde(default)]
     shared_keys: bool,
+    /// The node (by name) that also empties the whole cache with `remove_all` after every
+    /// `remove_all_every` of its writes; none by default.
+    #[serde(default)]
+    remove_all_from: Option<String>,
+    /// See `remove_all_from`.
+    #[serde(default = "default_remove_all_every")]
+    remove_all_every: u64,
     /// The cache's name (default `hammer`).
     #[serde(default = "default_cache")]
     cache: String,
@@ -48,6 +55,10 @@ enum HammerMode {
     Local,
     Invalidation,
     Copy,
+}
+
+fn default_remove_all_every() -> u64 {
+    20
 }
 
 fn default_cache() -> String {
@@ -166,7 +177,25 @@ impl CacheHammer {
                 "start_us": start_us, "end_us": wall_us(), "ok": result.is_ok(),
             }));
             drop(turn);
+            if self.remove_all_from.as_deref() == Some(node.name())
+                && n % self.remove_all_every.max(1) == 0
+            {
+                // The system of record keeps its values: every node loads them again.
+                let start_us = wall_us();
+                cache.remove_all().await;
+                history.record(&json!({
+                    "event": "remove_all", "node": node.name(),
+                    "start_us": start_us, "end_us": wall_us(),
+                }));
+            }
             tokio::time::sleep(Duration::from_millis(self.write_every_ms)).await;
+        }
+        // What the coherence core refused and cleared, for tests that must reach those paths.
+        if let Some(stats) = node.caches().coherence_stats() {
+            history.record(&json!({
+                "event": "coherence", "node": node.name(),
+                "refused_ahead": stats.refused_ahead, "clears": stats.clears,
+            }));
         }
     }
 
