@@ -105,6 +105,7 @@ pub struct SlotTable {
     /// The new owner's generation.
     pub generation: u64,
     /// The holds.
+    #[serde(deserialize_with = "colony_runtime::wire::codec::seq_as_read")]
     pub holds: Vec<MovedHold>,
 }
 

@@ -33,6 +33,7 @@ pub struct RaftBatch {
     /// The sending member.
     pub from: u64,
     /// Each message, protobuf-encoded.
+    #[serde(deserialize_with = "crate::wire::codec::seq_as_read")]
     pub messages: Vec<serde_bytes::ByteBuf>,
 }
 
