@@ -240,6 +240,11 @@ impl LockTable {
             .map(|(r, _)| r)
     }
 
+    /// Which slots this node serves, as it stands.
+    pub fn ownership(&self) -> &Ownership {
+        &self.own
+    }
+
     /// When the next deadline is.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.keys().next().map(|(at, _)| *at);
@@ -370,6 +375,8 @@ impl LockTable {
                     if let Some(w) = entry.waiters.iter_mut().find(|w| w.holder == holder) {
                         let old = std::mem::replace(&mut w.request, request);
                         w.deadline = deadline;
+                        // The caller counts the wait from this request's send time.
+                        w.since = now;
                         self.reply(old, Answer::Cancelled);
                     } else {
                         entry.waiters.push_back(Waiter {

@@ -157,6 +157,37 @@ fn a_grant_and_a_renewal_never_outlive_the_owners_entitlement() {
     );
 }
 
+/// Found by the lock simulator (seed 122 of its fault scripts): a waiter that asked again
+/// kept its place and its first request's start, so the grant reported the whole wait and the
+/// holder, counting it from its later request, believed it held 160 ms past the owner's lease.
+#[test]
+fn a_waiter_that_asks_again_is_told_the_wait_of_its_latest_request() {
+    let t0 = Instant::now();
+    let mut t = serving("a", t0);
+    t.acquire(t0, "a", holder(1), Wait::No, 1);
+    let token = granted(&mut t);
+    t.acquire(t0, "a", holder(2), Wait::Until(t0 + LEASE), 2);
+    let t1 = t0 + Duration::from_millis(300);
+    t.acquire(t1, "a", holder(2), Wait::Until(t1 + LEASE), 3);
+    assert_eq!(drain(&mut t), [reply(2, Answer::Cancelled)]);
+    let t2 = t1 + Duration::from_millis(10);
+    t.release(t2, "a", holder(1), token, 4);
+    assert_eq!(
+        drain(&mut t),
+        [
+            reply(4, Answer::Released),
+            reply(
+                3,
+                Answer::Granted {
+                    token: token + 1,
+                    lease_ms: 1000,
+                    waited_us: 10_000
+                }
+            )
+        ]
+    );
+}
+
 #[test]
 fn a_released_name_goes_to_the_first_waiter_with_a_higher_token() {
     let t0 = Instant::now();
