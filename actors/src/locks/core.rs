@@ -427,7 +427,9 @@ impl LockTable {
         let lease = Ownership::lease(now, e, self.config.lease);
         let renewed = match self.entries.get_mut(name).and_then(|e| e.hold.as_mut()) {
             Some(h) if h.holder == holder && h.token == token && h.expires > now => {
-                h.expires = now + lease;
+                // A renewal cut short at this node's entitlement never shortens what the holder
+                // may already count on (a lease handed over from the previous owner, say).
+                h.expires = h.expires.max(now + lease);
                 true
             }
             _ => false,

@@ -63,6 +63,14 @@ impl Client {
         }
     }
 
+    /// The guard this client holds a lock with, and the hold's index in the record.
+    pub(super) fn holding(&self) -> Option<(u64, usize)> {
+        match &self.state {
+            State::Holding { guard, hold, .. } => Some((*guard, *hold)),
+            _ => None,
+        }
+    }
+
     /// Whether this client is waiting for `name`.
     pub(super) fn waits_for(&self, name: &str) -> bool {
         matches!(&self.state, State::Asking { name: n, .. } | State::Backoff { name: n, .. } if n == name)

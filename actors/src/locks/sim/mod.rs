@@ -164,6 +164,9 @@ impl LockNode {
         let Ok(request) = wire::decode_payload::<LockRequest>(bytes) else {
             return;
         };
+        if ctx.record.trace {
+            eprintln!("{:>9?} {} serves {request:?}", ctx.world, ctx.name);
+        }
         self.next_request += 1;
         let id = self.next_request;
         match super::serve::serve(&mut self.table, ctx.now, request.clone(), id) {
@@ -303,6 +306,19 @@ impl LockNode {
             .find(|name| self.clients.iter().any(|c| c.waits_for(name)))
     }
 
+    /// A hold of one of this node's clients that has at least `left` of its lease to run, as
+    /// the holder counts it: its guard and its index in the record.
+    pub(crate) fn holding(&self, now: Instant, left: Duration) -> Option<(u64, usize)> {
+        self.clients
+            .iter()
+            .filter_map(Client::holding)
+            .find(|(guard, _)| {
+                self.holdings
+                    .valid_until(*guard)
+                    .is_some_and(|v| v >= now + left)
+            })
+    }
+
     /// When the node's next deadline is, of its cores, its calls and its clients.
     fn deadline(&self) -> Option<Instant> {
         [
@@ -346,7 +362,7 @@ impl Service for LockNode {
         let clients = (0..CLIENTS).map(|_| Client::new(ctx)).collect();
         LockNode {
             // A new process on every start, as a restarted node has a new id.
-            id: NodeId::from_u128((u128::from(ctx.replica.0) << 32) | u128::from(ctx.incarnation)),
+            id: NodeId::from_u128((u128::from(ctx.replica.0) << 64) | u128::from(ctx.incarnation)),
             table,
             holdings: Holdings::new(holdings),
             holdings_config: holdings,

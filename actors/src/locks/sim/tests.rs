@@ -3,8 +3,9 @@
 //! A failing seed prints itself; replay it with a trace:
 //! `COLONY_SIM_SEED=<seed> COLONY_SIM_TRACE=1 cargo test -p colony-actors --lib
 //! locks::sim::tests::replay -- --nocapture` (add `COLONY_SIM_SCRIPT=planned` for the planned
-//! moves' script, `isolated` for the isolated owner's). `COLONY_SIM_SOAK=20` runs twenty times
-//! as many seeds.
+//! moves' script, `isolated` for the isolated owner's, `paused` for the paused holder's, and
+//! `COLONY_SIM_DRIFT_PPM=9900` for a seed of the drift allowance's edge). `COLONY_SIM_SOAK=20`
+//! runs twenty times as many seeds.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,8 +20,28 @@ use super::{LockNode, NAMES};
 
 type World = GroupWorld<LockNode>;
 
+/// How far each clock drifts from world time at most, in parts per million: two clocks drift
+/// apart by up to 1.6% (the allowance is 2%). `COLONY_SIM_DRIFT_PPM` overrides it for a
+/// replay.
+const DRIFT_PPM: i64 = 8_000;
+/// Two clocks drift apart by up to 1.98%: just inside the allowance.
+const EDGE_DRIFT_PPM: i64 = 9_900;
+
+fn drift() -> i64 {
+    std::env::var("COLONY_SIM_DRIFT_PPM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DRIFT_PPM)
+}
+
 fn settled(seed: u64, nodes: usize) -> World {
-    let mut w = World::start(GroupWorldConfig::new(seed, nodes));
+    settled_with(seed, nodes, drift())
+}
+
+fn settled_with(seed: u64, nodes: usize, drift_ppm: i64) -> World {
+    let mut config = GroupWorldConfig::new(seed, nodes);
+    config.max_drift_ppm = drift_ppm;
+    let mut w = World::start(config);
     assert!(
         w.run_until(World::settled, Duration::from_secs(30)),
         "seed {seed}: {nodes} nodes did not settle"
@@ -88,10 +109,11 @@ fn assert_clean(w: &World, script: &str) {
     assert!(
         broken.is_empty(),
         "seed {seed} ({script}) broke a promise; replay with COLONY_SIM_SEED={seed} \
-         COLONY_SIM_SCRIPT={script} COLONY_SIM_TRACE=1 cargo test -p colony-actors --lib \
-         locks::sim::tests::replay -- --nocapture\n{}",
+         COLONY_SIM_SCRIPT={script} COLONY_SIM_DRIFT_PPM={drift} COLONY_SIM_TRACE=1 cargo test \
+         -p colony-actors --lib locks::sim::tests::replay -- --nocapture\n{}",
         broken.join("\n"),
         seed = w.seed(),
+        drift = w.config().max_drift_ppm,
     );
 }
 
@@ -135,8 +157,12 @@ fn leave_and_stop(w: &mut World, i: usize) -> bool {
 /// restarts, partitions, an isolated owner with a waiter on its side, loss and duplication,
 /// graceful restarts and joins, on clocks that start apart and drift.
 fn chaos(seed: u64) -> World {
+    chaos_with(seed, drift())
+}
+
+fn chaos_with(seed: u64, drift_ppm: i64) -> World {
     let nodes = 3 + (seed % 5) as usize;
-    let mut w = settled(seed, nodes);
+    let mut w = settled_with(seed, nodes, drift_ppm);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_10c5);
     let ms = |rng: &mut StdRng, lo: u64, hi: u64| Duration::from_millis(rng.random_range(lo..hi));
     w.set_faults(0.01, 0.01);
@@ -224,6 +250,51 @@ fn isolated(seed: u64) -> World {
     w
 }
 
+/// A hold of node `i` with half a lease or more to run: its guard and its index in the record.
+fn holding(w: &World, i: usize) -> Option<(u64, usize)> {
+    let half = w.config().group.liveness / 2;
+    w.service(i)?.holding(w.clock(i), half)
+}
+
+/// A holder paused for longer than a lease: its hold ends by its own clock (the record's end
+/// is the lease end it last counted), it is told on waking that it lost the lock, and others
+/// are granted the name meanwhile without overlapping it.
+fn paused_holder(seed: u64) -> World {
+    let nodes = 3 + (seed % 3) as usize;
+    let mut w = settled(seed, nodes);
+    let lease = w.config().group.liveness;
+    let found = w.run_until(
+        |w| (0..w.len()).any(|j| holding(w, j).is_some()),
+        Duration::from_secs(30),
+    );
+    assert!(found, "seed {seed}: nobody holds a lock");
+    let (i, (guard, hold)) = (0..w.len())
+        .find_map(|j| Some((j, holding(&w, j)?)))
+        .expect("found above");
+    let paused_at = w.now();
+    let pause = lease * 2 + lease / 2;
+    w.pause(i, pause);
+    w.run_for(pause + lease);
+    let record = w.record();
+    let end = Duration::from_micros(record.holds[hold].end_us);
+    // Renewals stop with the pause: the lease it counted ends within a lease of the pause.
+    assert!(
+        end <= paused_at + lease,
+        "seed {seed}: the paused holder's lease ran to {end:?}, paused at {paused_at:?}"
+    );
+    let holder = format!("{}/{guard}", w.name(i));
+    assert!(
+        record
+            .lost
+            .iter()
+            .any(|l| l.holder == holder && l.at >= paused_at + pause),
+        "seed {seed}: {holder} was not told it lost its lock on waking"
+    );
+    recover(&mut w, "paused");
+    assert_clean(&w, "paused");
+    w
+}
+
 /// Planned moves only: a rolling graceful restart of every node, then a join, on healthy links.
 /// Returns the world and when the moves began (its record counts the holds lost).
 fn planned(seed: u64) -> (World, Duration) {
@@ -270,6 +341,7 @@ fn replay() {
     let w = match std::env::var("COLONY_SIM_SCRIPT").as_deref() {
         Ok("planned") => planned(seed).0,
         Ok("isolated") => isolated(seed),
+        Ok("paused") => paused_holder(seed),
         _ => chaos(seed),
     };
     eprintln!("{}", summary(&w));
@@ -315,9 +387,23 @@ fn no_fault_script_breaks_exclusivity_tokens_or_entitlement() {
 }
 
 #[test]
+fn clocks_at_the_edge_of_the_drift_allowance_break_nothing() {
+    for seed in 10_000..10_000 + 40 * soak() {
+        chaos_with(seed, EDGE_DRIFT_PPM);
+    }
+}
+
+#[test]
 fn an_isolated_owner_with_a_waiter_on_its_side_grants_nothing_the_majority_contradicts() {
     for seed in 0..12 * soak() {
         isolated(seed);
+    }
+}
+
+#[test]
+fn a_holder_paused_past_its_lease_sees_it_expire_by_its_own_clock() {
+    for seed in 0..12 * soak() {
+        paused_holder(seed);
     }
 }
 
@@ -359,6 +445,9 @@ fn fault_scripts_that_once_failed() {
     chaos(18);
     // A waiter that asked again was told its first request's wait (`LockTable::acquire`).
     chaos(122);
+    // A renewal cut short at the new owner's entitlement moved a handed-over lease's end back
+    // at the owner but not at the holder (`LockTable::renew`).
+    chaos(170);
     // A grant cut short at its owner's entitlement during a rolling restart was renewed at
     // the moment it was declared lost (`HoldingsConfig::next_renew`).
     let (w, began) = planned(3);

@@ -309,6 +309,11 @@ impl<S: Service> GroupWorld<S> {
         &self.nodes[i].name
     }
 
+    /// Node `i`'s clock reading now.
+    pub fn clock(&self, i: usize) -> Instant {
+        self.local(i)
+    }
+
     /// Node `i`'s member id.
     pub fn replica(&self, i: usize) -> ReplicaId {
         self.nodes[i].identity.replica
