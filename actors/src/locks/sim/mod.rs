@@ -201,8 +201,32 @@ impl LockNode {
     }
 
     /// Carries out the cores' outputs, the table's first, as the shell's flush does.
+    ///
+    /// Both cores keep hash maps, whose iteration order differs from one process to the next:
+    /// outputs about different names or guards made by one call come out in any order. Each
+    /// batch is sorted before it is carried out, so that a seed replays exactly.
     fn flush(&mut self, ctx: &mut Ctx<'_, Self>) {
-        while let Some(output) = self.table.poll_output() {
+        loop {
+            let mut table: Vec<core::Output> =
+                std::iter::from_fn(|| self.table.poll_output()).collect();
+            let mut held: Vec<holdings::Output> =
+                std::iter::from_fn(|| self.holdings.poll_output()).collect();
+            if table.is_empty() && held.is_empty() {
+                return;
+            }
+            table.sort_by_cached_key(table_order);
+            held.sort_by_key(holdings_order);
+            self.carry_out(ctx, table, held);
+        }
+    }
+
+    fn carry_out(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        table: Vec<core::Output>,
+        held: Vec<holdings::Output>,
+    ) {
+        for output in table {
             match output {
                 core::Output::Reply { request, answer } => {
                     if let Some(owed) = self.owed.remove(&request) {
@@ -218,7 +242,7 @@ impl LockNode {
                 core::Output::Propose(command) => ctx.propose(command),
             }
         }
-        while let Some(output) = self.holdings.poll_output() {
+        for output in held {
             match output {
                 holdings::Output::Renew { guard, name, token } => {
                     let holder = core::Holder {
@@ -333,6 +357,25 @@ impl LockNode {
     }
 }
 
+/// A canonical order of the table's outputs of one call: replies by request, then hand-overs
+/// by slot, then proposals.
+fn table_order(output: &core::Output) -> (u8, u64, String) {
+    match output {
+        core::Output::Reply { request, .. } => (0, *request, String::new()),
+        core::Output::HandOver { table, .. } => (1, u64::from(table.slot), String::new()),
+        core::Output::Propose(command) => (2, 0, format!("{command:?}")),
+    }
+}
+
+/// A canonical order of the holdings' outputs of one call: by guard.
+fn holdings_order(output: &holdings::Output) -> (u64, u8) {
+    match output {
+        holdings::Output::Renew { guard, .. } => (*guard, 0),
+        holdings::Output::Extended { guard, .. } => (*guard, 1),
+        holdings::Output::Lost { guard } => (*guard, 2),
+    }
+}
+
 fn reply(ctx: &mut Ctx<'_, LockNode>, to: ReplicaId, rpc: u64, answer: &Answer) {
     let bytes = wire::encode_payload(answer).expect("an answer encodes");
     ctx.send(to, LockMsg::Answer { rpc, bytes });
@@ -341,6 +384,11 @@ fn reply(ctx: &mut Ctx<'_, LockNode>, to: ReplicaId, rpc: u64, answer: &Answer) 
 impl Service for LockNode {
     type Msg = LockMsg;
     type Record = LockRecord;
+
+    // Requests and answers of the `locks` service travel on the transport's sessions. The
+    // table relies on it: an acquire repeated by a guard that holds the name is taken for a
+    // retry after a grant it never saw, and the grant is withdrawn.
+    const AT_MOST_ONCE: bool = true;
 
     fn start(ctx: &mut Ctx<'_, Self>) -> Self {
         let group = ctx.config.group;

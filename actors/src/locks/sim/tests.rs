@@ -368,7 +368,7 @@ fn summary(w: &World) -> String {
 fn no_fault_script_breaks_exclusivity_tokens_or_entitlement() {
     let (mut holds, mut renewals, mut releases, mut busy, mut cancels, mut lost) =
         (0, 0, 0, 0, 0, 0);
-    for seed in 0..160 * soak() {
+    for seed in 0..120 * soak() {
         let w = chaos(seed);
         let r = w.record();
         holds += r.holds.len();
@@ -388,28 +388,28 @@ fn no_fault_script_breaks_exclusivity_tokens_or_entitlement() {
 
 #[test]
 fn clocks_at_the_edge_of_the_drift_allowance_break_nothing() {
-    for seed in 10_000..10_000 + 40 * soak() {
+    for seed in 10_000..10_000 + 30 * soak() {
         chaos_with(seed, EDGE_DRIFT_PPM);
     }
 }
 
 #[test]
 fn an_isolated_owner_with_a_waiter_on_its_side_grants_nothing_the_majority_contradicts() {
-    for seed in 0..12 * soak() {
+    for seed in 0..40 * soak() {
         isolated(seed);
     }
 }
 
 #[test]
 fn a_holder_paused_past_its_lease_sees_it_expire_by_its_own_clock() {
-    for seed in 0..12 * soak() {
+    for seed in 0..16 * soak() {
         paused_holder(seed);
     }
 }
 
 #[test]
 fn planned_moves_keep_every_hold() {
-    for seed in 0..8 * soak() {
+    for seed in 0..10 * soak() {
         let (w, began) = planned(seed);
         assert_no_hold_lost(&w, began);
     }

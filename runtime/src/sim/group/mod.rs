@@ -693,7 +693,10 @@ impl<S: Service> GroupWorld<S> {
         if self.cut.contains(&(from, to)) || self.rng.random_bool(self.loss) {
             return;
         }
-        let copies = if self.rng.random_bool(self.dup) { 2 } else { 1 };
+        // Drawn for every message, so that a service's choice does not shift the draws.
+        let dup = self.rng.random_bool(self.dup);
+        let once = S::AT_MOST_ONCE && matches!(payload, Payload::Service(_));
+        let copies = if dup && !once { 2 } else { 1 };
         let mut payload = Some(payload);
         for copy in 0..copies {
             let delay = self.config.delay + self.random_duration(self.config.jitter);

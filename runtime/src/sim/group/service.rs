@@ -24,6 +24,12 @@ pub trait Service: Sized {
     /// What the services of every node record together (it survives kills).
     type Record: Default;
 
+    /// Whether each message reaches its node at most once: a service whose requests and
+    /// answers travel on the transport's sessions (a request is sent once, and its answer comes
+    /// back once or not at all) is never sent duplicates. Messages may still be lost, delayed
+    /// and reordered.
+    const AT_MOST_ONCE: bool = false;
+
     /// The service of a node that (re)started.
     fn start(ctx: &mut Ctx<'_, Self>) -> Self;
 
