@@ -3,7 +3,8 @@
 //! A failing seed prints itself; replay it with a trace:
 //! `COLONY_SIM_SEED=<seed> COLONY_SIM_TRACE=1 cargo test -p colony-actors --lib
 //! locks::sim::tests::replay -- --nocapture` (add `COLONY_SIM_SCRIPT=planned` for the planned
-//! moves' script, `isolated` for the isolated owner's, `paused` for the paused holder's, and
+//! moves' script, `isolated` for the isolated owner's, `paused` for the paused holder's,
+//! `takeover` for the crashed new owner's, and
 //! `COLONY_SIM_DRIFT_PPM=9900` for a seed of the drift allowance's edge). `COLONY_SIM_SOAK=20`
 //! runs twenty times as many seeds.
 
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use colony_runtime::consensus::{Command, Domain, Outcome, ReplicaId};
+use colony_runtime::sim::env;
 use colony_runtime::sim::group::{GroupWorld, GroupWorldConfig, Status, check};
 use colony_runtime::testkit::check::{Block, granted_with_entitlement};
 use rand::rngs::StdRng;
@@ -295,6 +297,29 @@ fn paused_holder(seed: u64) -> World {
     w
 }
 
+/// A node joins, is handed slots with their holds, and crashes at once: the holds it took over
+/// must end before the next owner, which serves the slots with empty tables once the crashed
+/// node's epoch is revoked, grants their names again.
+/// Returns the world and whether the node had taken holds over when it crashed.
+fn taken_over_then_killed(seed: u64) -> (World, bool) {
+    let nodes = 3 + (seed % 3) as usize;
+    let mut w = settled(seed, nodes);
+    w.run_for(Duration::from_secs(2));
+    let j = w.join();
+    let took = w.run_until(
+        |w| {
+            w.service(j)
+                .is_some_and(|s| s.table.holds().next().is_some())
+        },
+        Duration::from_secs(10),
+    );
+    w.kill(j);
+    w.run_for(Duration::from_secs(3));
+    recover(&mut w, "takeover");
+    assert_clean(&w, "takeover");
+    (w, took)
+}
+
 /// Planned moves only: a rolling graceful restart of every node, then a join, on healthy links.
 /// Returns the world and when the moves began (its record counts the holds lost).
 fn planned(seed: u64) -> (World, Duration) {
@@ -322,26 +347,17 @@ fn planned(seed: u64) -> (World, Duration) {
     (w, began)
 }
 
-fn soak() -> u64 {
-    std::env::var("COLONY_SIM_SOAK")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-}
-
 /// Replays `COLONY_SIM_SEED` with the script `COLONY_SIM_SCRIPT` (chaos unless named).
 #[test]
 fn replay() {
-    let Some(seed) = std::env::var("COLONY_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    else {
+    let Some(seed) = env::replay_seed() else {
         return;
     };
     let w = match std::env::var("COLONY_SIM_SCRIPT").as_deref() {
         Ok("planned") => planned(seed).0,
         Ok("isolated") => isolated(seed),
         Ok("paused") => paused_holder(seed),
+        Ok("takeover") => taken_over_then_killed(seed).0,
         _ => chaos(seed),
     };
     eprintln!("{}", summary(&w));
@@ -368,7 +384,7 @@ fn summary(w: &World) -> String {
 fn no_fault_script_breaks_exclusivity_tokens_or_entitlement() {
     let (mut holds, mut renewals, mut releases, mut busy, mut cancels, mut lost) =
         (0, 0, 0, 0, 0, 0);
-    for seed in 0..120 * soak() {
+    for seed in 0..120 * env::soak() {
         let w = chaos(seed);
         let r = w.record();
         holds += r.holds.len();
@@ -388,28 +404,36 @@ fn no_fault_script_breaks_exclusivity_tokens_or_entitlement() {
 
 #[test]
 fn clocks_at_the_edge_of_the_drift_allowance_break_nothing() {
-    for seed in 10_000..10_000 + 30 * soak() {
+    for seed in 10_000..10_000 + 30 * env::soak() {
         chaos_with(seed, EDGE_DRIFT_PPM);
     }
 }
 
 #[test]
 fn an_isolated_owner_with_a_waiter_on_its_side_grants_nothing_the_majority_contradicts() {
-    for seed in 0..40 * soak() {
+    for seed in 0..40 * env::soak() {
         isolated(seed);
     }
 }
 
 #[test]
 fn a_holder_paused_past_its_lease_sees_it_expire_by_its_own_clock() {
-    for seed in 0..16 * soak() {
+    for seed in 0..16 * env::soak() {
         paused_holder(seed);
     }
 }
 
 #[test]
+fn holds_taken_over_by_a_node_that_crashes_end_before_the_next_owner_grants() {
+    let seeds = 16 * env::soak();
+    let took = (0..seeds).filter(|s| taken_over_then_killed(*s).1).count() as u64;
+    // The runs reached the path under test.
+    assert!(took * 2 > seeds, "only {took} of {seeds} took holds over");
+}
+
+#[test]
 fn planned_moves_keep_every_hold() {
-    for seed in 0..10 * soak() {
+    for seed in 0..10 * env::soak() {
         let (w, began) = planned(seed);
         assert_no_hold_lost(&w, began);
     }
