@@ -326,7 +326,8 @@ mod tests {
         assert!(h.is_empty());
     }
 
-    /// Found by the lock simulator (seed 3 of its planned moves): an owner whose entitlement
+    /// Found by the lock simulator (its planned moves; `fault_scripts_that_once_failed` keeps a
+    /// seed): an owner whose entitlement
     /// ran short during a rolling restart granted 600 ms of a 1 s lease; the renewal, due a
     /// third of a lease later, came at the very moment the lease was declared lost.
     #[test]
@@ -360,7 +361,8 @@ mod tests {
         );
     }
 
-    /// Found by the lock simulator (seed 15 of its fault scripts): a waiter granted after
+    /// Found by the lock simulator (its fault scripts; `fault_scripts_that_once_failed` keeps a
+    /// seed): a waiter granted after
     /// 3.66 s in the queue of an owner whose clock ran 1.6% faster counted its lease 30 ms past
     /// the owner's, into the next holder's.
     #[test]

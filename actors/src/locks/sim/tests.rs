@@ -4,7 +4,7 @@
 //! `COLONY_SIM_SEED=<seed> COLONY_SIM_TRACE=1 cargo test -p colony-actors --lib
 //! locks::sim::tests::replay -- --nocapture` (add `COLONY_SIM_SCRIPT=planned` for the planned
 //! moves' script, `isolated` for the isolated owner's, `paused` for the paused holder's,
-//! `takeover` for the crashed new owner's, and
+//! `takeover` for the crashed new owner's, `slow-link` for the slow link's, and
 //! `COLONY_SIM_DRIFT_PPM=9900` for a seed of the drift allowance's edge). `COLONY_SIM_SOAK=20`
 //! runs twenty times as many seeds.
 
@@ -320,6 +320,32 @@ fn taken_over_then_killed(seed: u64) -> (World, bool) {
     (w, took)
 }
 
+/// Requests from one node to the owner of a name take longer than the wire allowance while the
+/// owner stays entitled (a congested connection): the waiters on that node time out, ask again
+/// and find their first request still queued.
+fn slow_link(seed: u64) -> World {
+    let nodes = 3 + (seed % 3) as usize;
+    let mut w = settled(seed, nodes);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0a5e_d0ff);
+    for _ in 0..3 {
+        w.run_for(Duration::from_millis(rng.random_range(200..1500)));
+        if let Some(o) = owner_of(&w, NAMES[rng.random_range(0..NAMES.len())]) {
+            let from = (o + 1 + rng.random_range(0..w.len() - 1)) % w.len();
+            w.slow(
+                from,
+                o,
+                Duration::from_millis(rng.random_range(2_100..3_500)),
+            );
+            w.run_for(Duration::from_secs(4));
+            w.heal();
+        }
+    }
+    w.run_for(Duration::from_secs(3));
+    recover(&mut w, "slow-link");
+    assert_clean(&w, "slow-link");
+    w
+}
+
 /// Planned moves only: a rolling graceful restart of every node, then a join, on healthy links.
 /// Returns the world and when the moves began (its record counts the holds lost).
 fn planned(seed: u64) -> (World, Duration) {
@@ -358,6 +384,7 @@ fn replay() {
         Ok("isolated") => isolated(seed),
         Ok("paused") => paused_holder(seed),
         Ok("takeover") => taken_over_then_killed(seed).0,
+        Ok("slow-link") => slow_link(seed),
         _ => chaos(seed),
     };
     eprintln!("{}", summary(&w));
@@ -432,6 +459,13 @@ fn holds_taken_over_by_a_node_that_crashes_end_before_the_next_owner_grants() {
 }
 
 #[test]
+fn waiters_whose_requests_take_longer_than_the_wire_allowance_count_no_lease_too_long() {
+    for seed in 0..16 * env::soak() {
+        slow_link(seed);
+    }
+}
+
+#[test]
 fn planned_moves_keep_every_hold() {
     for seed in 0..10 * env::soak() {
         let (w, began) = planned(seed);
@@ -458,22 +492,28 @@ fn assert_no_hold_lost(w: &World, began: Duration) {
     );
 }
 
-/// Seeds that once broke a promise.
+/// Seeds that once broke a promise. Each names the fix; the exact-output tests beside each core
+/// prove the fix on its own too.
 #[test]
 fn fault_scripts_that_once_failed() {
-    // A grant after 3.66 s in the queue of an owner whose clock ran faster was counted past
-    // the owner's lease (`HoldingsConfig::granted_at`).
-    chaos(15);
+    // A grant after a long wait in the queue of an owner whose clock ran faster was counted
+    // past the owner's lease (`HoldingsConfig::granted_at`). Found as seed 15; seeds 9 and
+    // 10004 (at the edge of the drift allowance) break it in today's simulator.
+    chaos(9);
+    chaos_with(10_004, EDGE_DRIFT_PPM);
+    // A grant cut short at its owner's entitlement was renewed at the moment it was declared
+    // lost, during a rolling restart (`HoldingsConfig::next_renew`). Found as seed 3; seed 2
+    // breaks it in today's simulator.
+    let (w, began) = planned(2);
+    assert_no_hold_lost(&w, began);
     // An answer to a restarted process's earlier request was taken for its own (the
     // simulator's request ids; fixed in the simulator).
     chaos(18);
-    // A waiter that asked again was told its first request's wait (`LockTable::acquire`).
+    // Found while the simulator still duplicated lock requests, which the transport never
+    // does; today's runs of these seeds no longer reach the bug, which
+    // `core_tests.rs` pins: a waiter that asked again was told its first request's wait
+    // (`LockTable::acquire`), and a renewal cut short at a new owner's entitlement moved a
+    // handed-over lease's end back at the owner but not at the holder (`LockTable::renew`).
     chaos(122);
-    // A renewal cut short at the new owner's entitlement moved a handed-over lease's end back
-    // at the owner but not at the holder (`LockTable::renew`).
     chaos(170);
-    // A grant cut short at its owner's entitlement during a rolling restart was renewed at
-    // the moment it was declared lost (`HoldingsConfig::next_renew`).
-    let (w, began) = planned(3);
-    assert_no_hold_lost(&w, began);
 }

@@ -150,6 +150,8 @@ pub struct GroupWorld<S: Service = SlotLocks> {
     arrivals: BinaryHeap<Reverse<(Duration, u64)>>,
     next_flight: u64,
     cut: BTreeSet<(usize, usize)>,
+    /// Extra delay on directed links (a congested or retransmitting connection).
+    slow: BTreeMap<(usize, usize), Duration>,
     loss: f64,
     dup: f64,
     history: GroupHistory,
@@ -180,6 +182,7 @@ impl<S: Service> GroupWorld<S> {
             arrivals: BinaryHeap::new(),
             next_flight: 0,
             cut: BTreeSet::new(),
+            slow: BTreeMap::new(),
             loss: 0.0,
             dup: 0.0,
             history: GroupHistory::default(),
@@ -422,6 +425,13 @@ impl<S: Service> GroupWorld<S> {
     /// Restores every link.
     pub fn heal(&mut self) {
         self.cut.clear();
+        self.slow.clear();
+    }
+
+    /// Delays every message from node `from` to node `to` by `extra` more (nothing is lost:
+    /// a connection that retransmits); [`Self::heal`] ends it.
+    pub fn slow(&mut self, from: usize, to: usize, extra: Duration) {
+        self.slow.insert((from, to), extra);
     }
 
     /// Loses each message with probability `loss` and duplicates it with probability `dup`.
@@ -699,7 +709,8 @@ impl<S: Service> GroupWorld<S> {
         let copies = if dup && !once { 2 } else { 1 };
         let mut payload = Some(payload);
         for copy in 0..copies {
-            let delay = self.config.delay + self.random_duration(self.config.jitter);
+            let slow = self.slow.get(&(from, to)).copied().unwrap_or_default();
+            let delay = self.config.delay + self.random_duration(self.config.jitter) + slow;
             let p = if copy + 1 == copies {
                 payload.take().expect("one payload per copy")
             } else {
