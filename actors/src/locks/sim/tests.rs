@@ -467,9 +467,29 @@ fn waiters_whose_requests_take_longer_than_the_wire_allowance_count_no_lease_too
 
 #[test]
 fn planned_moves_keep_every_hold() {
+    let (mut formed, mut holds) = (0, 0);
     for seed in 0..10 * env::soak() {
         let (w, began) = planned(seed);
         assert_no_hold_lost(&w, began);
+        holds += w.record().holds.len();
+        formed += w.record().lost.iter().filter(|l| l.at < began).count();
+    }
+    // Shown with --nocapture: holds lost while the cluster formed (nodes joining one by one).
+    eprintln!("planned moves: {holds} holds, none lost in the moves, {formed} lost while forming");
+}
+
+/// The joins that form the cluster are planned moves too, and they still lose holds: a slot
+/// moves to a joining node, the holder's node applies the move before the old owner does, and
+/// its renewals go to the new owner, which answers `NotOwner` while it waits for the table the
+/// old owner sends only once it applies the move itself; the renewals run past the holder's
+/// margin (seed 14: `n2/1` loses `gamma` at 1.076 s; the table arrives at 1.110 s). Run with
+/// `--ignored` once hand-overs keep holds (docs/locks.md says they do not yet everywhere).
+#[test]
+#[ignore = "planned moves while the cluster forms still lose holds (hand-over work under way)"]
+fn joins_that_form_the_cluster_keep_every_hold() {
+    for seed in [14, 38] {
+        let (w, _) = planned(seed);
+        assert_no_hold_lost(&w, Duration::ZERO);
     }
 }
 
