@@ -16,7 +16,7 @@
 //! - [`net`]: links with cuts, loss and delay ([`Net`]).
 //! - [`script`]: scenarios as a list of [`Op`]s.
 //! - [`group`]: consensus cores with a pluggable service on top (the lock cores' world).
-//! - [`env`]: the seed to replay and the soak factor, from the environment.
+//! - [`env`](mod@env): the seed to replay and the soak factor, from the environment.
 //! - [`history`]: what happened ([`History`]), and the processes it implies ([`Life`]).
 //! - [`check`]: pure checkers over a history, one file per promise.
 //!

@@ -1,4 +1,4 @@
-//! Checkers of a [`GroupHistory`](super::GroupHistory), one promise each, and the shared hold
+//! Checkers of a [`super::GroupHistory`], one promise each, and the shared hold
 //! checkers ([`crate::check`], the ones the multi-process lock tests use) as report lines.
 //!
 //! | checker | promise |
