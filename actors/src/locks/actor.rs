@@ -14,7 +14,7 @@ use colony_runtime::shell::{Driven, Shell};
 use colony_runtime::{Node, NodeId};
 use tokio::sync::{oneshot, watch};
 
-use super::core::{self, Answer, Holder, LockTable, RequestId, Wait};
+use super::core::{self, Answer, Holder, LockTable, RequestId};
 use super::holdings::{self, Holdings, RenewFailure};
 use super::msg::{KIND, LockRequest, SERVICE};
 
@@ -132,40 +132,15 @@ impl LockDriver {
     }
 
     fn apply(&mut self, now: Instant, request: LockRequest, reply: oneshot::Sender<Answer>) {
-        if let LockRequest::HandOver { table } = request {
-            self.table.received(now, table);
-            let _ = reply.send(Answer::Received);
-            return;
-        }
         self.next_request += 1;
         let id = self.next_request;
-        self.pending.insert(id, reply);
-        let t = &mut self.table;
-        match request {
-            LockRequest::Acquire {
-                name,
-                holder,
-                wait_ms,
-            } => {
-                let wait = if wait_ms == 0 {
-                    Wait::No
-                } else {
-                    Wait::Until(now + Duration::from_millis(wait_ms))
-                };
-                t.acquire(now, &name, holder, wait, id);
+        match super::serve::serve(&mut self.table, now, request, id) {
+            Some(answer) => {
+                let _ = reply.send(answer);
             }
-            LockRequest::Renew {
-                name,
-                holder,
-                token,
-            } => t.renew(now, &name, holder, token, id),
-            LockRequest::Release {
-                name,
-                holder,
-                token,
-            } => t.release(now, &name, holder, token, id),
-            LockRequest::Cancel { name, holder } => t.cancel(now, &name, holder, id),
-            LockRequest::HandOver { .. } => unreachable!("handled above"),
+            None => {
+                self.pending.insert(id, reply);
+            }
         }
     }
 }
@@ -330,15 +305,10 @@ async fn renew(
     if !matches!(answer, Some(Answer::Renewed { .. })) {
         tracing::debug!(guard = holder.guard, ?answer, elapsed = ?sent_at.elapsed(), "lock renewal failed");
     }
-    let outcome = match answer {
-        Some(Answer::Renewed { lease_ms }) => Ok(lease_ms),
-        Some(Answer::NotHeld) => Err(RenewFailure::NotHeld),
-        _ => Err(RenewFailure::Unreachable),
-    };
     let _ = shell.cast(LockInput::Renewed {
         guard: holder.guard,
         sent_at,
-        outcome,
+        outcome: holdings::renew_outcome(answer),
     });
 }
 

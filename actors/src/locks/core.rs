@@ -241,6 +241,11 @@ impl LockTable {
             .map(|(r, _)| r)
     }
 
+    /// Which slots this node serves, as it stands.
+    pub fn ownership(&self) -> &Ownership {
+        &self.own
+    }
+
     /// When the next deadline is.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.keys().next().map(|(at, _)| *at);
@@ -416,6 +421,8 @@ impl LockTable {
         if let Some(w) = entry.waiters.iter_mut().find(|w| w.holder == holder) {
             let old = std::mem::replace(&mut w.request, request);
             w.deadline = deadline;
+            // The caller counts the wait from this request's send time.
+            w.since = now;
             self.reply(old, Answer::Cancelled);
         } else {
             entry.waiters.push_back(Waiter {
@@ -448,7 +455,9 @@ impl LockTable {
         let lease = Ownership::lease(now, e, self.config.lease);
         let renewed = match self.entries.get_mut(name).and_then(|e| e.hold.as_mut()) {
             Some(h) if h.holder == holder && h.token == token && h.expires > now => {
-                h.expires = now + lease;
+                // A renewal cut short at this node's entitlement never shortens what the holder
+                // may already count on (a lease handed over from the previous owner, say).
+                h.expires = h.expires.max(now + lease);
                 true
             }
             _ => false,

@@ -157,6 +157,58 @@ fn a_grant_and_a_renewal_never_outlive_the_owners_entitlement() {
     );
 }
 
+/// Found by the lock simulator (seed 170 of its fault scripts): a hold handed over with 540 ms
+/// left was renewed by its new owner, whose entitlement ran 485 ms ahead; the renewal moved the
+/// owner's end of the lease back, the holder kept the later end it had been given, and the
+/// owner granted the name to another 52 ms before the first holder's lease ended.
+#[test]
+fn a_short_renewal_never_moves_a_lease_end_back() {
+    let t0 = Instant::now();
+    let mut t = serving("a", t0);
+    t.acquire(t0, "a", holder(1), Wait::No, 1);
+    let token = granted(&mut t);
+    let state = Arc::new(state_with("a", &[1]));
+    t.set_group(
+        t0,
+        state.clone(),
+        Some(1),
+        entitled(t0, Duration::from_millis(500)),
+    );
+    let t1 = t0 + Duration::from_millis(100);
+    t.renew(t1, "a", holder(1), token, 2);
+    assert_eq!(drain(&mut t), [reply(2, Answer::Renewed { lease_ms: 400 })]);
+    let ends: Vec<Instant> = t.holds().map(|(.., end)| end).collect();
+    assert_eq!(ends, [t0 + LEASE], "the grant's end stands");
+    // Entitled again: the name is still held until the grant's end.
+    let t2 = t0 + Duration::from_millis(600);
+    t.set_group(t2, state, Some(1), entitled(t2, Duration::from_secs(10)));
+    t.acquire(t2, "a", holder(2), Wait::No, 3);
+    assert_eq!(drain(&mut t), [reply(3, Answer::Busy)]);
+}
+
+/// Found by the lock simulator (seed 122 of its fault scripts): a waiter that asked again
+/// kept its place and its first request's start, so the grant reported the whole wait and the
+/// holder, counting it from its later request, believed it held 160 ms past the owner's lease.
+#[test]
+fn a_waiter_that_asks_again_is_told_the_wait_of_its_latest_request() {
+    let t0 = Instant::now();
+    let mut t = serving("a", t0);
+    t.acquire(t0, "a", holder(1), Wait::No, 1);
+    let token = granted(&mut t);
+    t.acquire(t0, "a", holder(2), Wait::Until(t0 + LEASE), 2);
+    let t1 = t0 + Duration::from_millis(300);
+    t.acquire(t1, "a", holder(2), Wait::Until(t1 + LEASE), 3);
+    assert_eq!(drain(&mut t), [reply(2, Answer::Cancelled)]);
+    // The first holder's lease ends: the waiter is granted, having waited since it asked again.
+    t.handle_timeout(t0 + LEASE);
+    let granted = Answer::Granted {
+        token: token + 1,
+        lease_ms: 1000,
+        waited_us: 700_000,
+    };
+    assert_eq!(drain(&mut t), [reply(3, granted)]);
+}
+
 #[test]
 fn no_new_grant_while_the_entitlement_is_close_to_its_end_waiters_get_it_once_extended() {
     let t0 = Instant::now();

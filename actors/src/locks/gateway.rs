@@ -7,7 +7,8 @@ use super::msg::{KIND, LockRequest};
 use colony_runtime::transport::{Request, Service, ServiceError, ServiceFuture};
 use colony_runtime::wire;
 
-/// The longest an owner keeps one acquire waiting; callers re-send to wait longer.
+/// The longest an owner keeps one acquire waiting ([`serve`](super::serve::serve) caps it);
+/// callers re-send to wait longer.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) struct LockGateway {
@@ -21,7 +22,7 @@ impl Service for LockGateway {
             if request.kind != KIND {
                 return Err(ServiceError::UnknownKind(request.kind));
             }
-            let mut op: LockRequest = wire::decode_payload(&request.payload)?;
+            let op: LockRequest = wire::decode_payload(&request.payload)?;
             // A caller may only act for guards of its own node (the sender its link
             // authenticated).
             if op.holder().is_some_and(|h| h.node != request.from) {
@@ -31,9 +32,6 @@ impl Service for LockGateway {
             }
             if let Some(name) = op.name() {
                 checked(name)?;
-            }
-            if let LockRequest::Acquire { wait_ms, .. } = &mut op {
-                *wait_ms = (*wait_ms).min(MAX_WAIT.as_millis() as u64);
             }
             let stopping = || {
                 tracing::warn!("a lock request found the lock service stopped");

@@ -9,6 +9,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::core::Answer;
+
 /// Timing of renewals.
 #[derive(Debug, Clone, Copy)]
 pub struct HoldingsConfig {
@@ -24,6 +26,14 @@ impl HoldingsConfig {
     /// Renew three times per lease, as etcd's keep-alive does.
     pub fn renew_every(&self) -> Duration {
         self.lease / 3
+    }
+
+    /// The earliest this node may count a grant to have begun, for a request sent at
+    /// `sent_at` that waited `waited` in the owner's queue: the wait is measured on the
+    /// owner's clock, which may run faster than this one, so it is shortened by the drift
+    /// allowance.
+    pub fn granted_at(&self, sent_at: Instant, waited: Duration) -> Instant {
+        sent_at + self.shrink(waited)
     }
 
     /// The end of a lease of `lease_ms` granted for a request sent at `sent_at`, as this node
@@ -96,6 +106,16 @@ pub enum RenewFailure {
     NotHeld,
     /// No answer, or the owner moved: try again until the lease runs out.
     Unreachable,
+}
+
+/// What the answer to a renewal (`None`: none came in time) means for the holding: the lease
+/// the owner gave, or why it failed.
+pub fn renew_outcome(answer: Option<Answer>) -> Result<u64, RenewFailure> {
+    match answer {
+        Some(Answer::Renewed { lease_ms }) => Ok(lease_ms),
+        Some(Answer::NotHeld) => Err(RenewFailure::NotHeld),
+        _ => Err(RenewFailure::Unreachable),
+    }
 }
 
 /// This node's held locks.
@@ -325,6 +345,62 @@ mod tests {
         h.renew_failed(t0, 1, RenewFailure::NotHeld);
         assert_eq!(drain(&mut h), [Output::Lost { guard: 1 }]);
         assert!(h.is_empty());
+    }
+
+    /// Found by the lock simulator (its planned moves; `fault_scripts_that_once_failed` keeps a
+    /// seed): an owner whose entitlement
+    /// ran short during a rolling restart granted 600 ms of a 1 s lease; the renewal, due a
+    /// third of a lease later, came at the very moment the lease was declared lost.
+    #[test]
+    fn a_short_lease_is_renewed_early_enough_to_keep_it() {
+        let t0 = Instant::now();
+        let config = HoldingsConfig {
+            lease: Duration::from_secs(1),
+            margin: Duration::from_millis(200),
+            drift_permille: 20,
+        };
+        let mut h = Holdings::new(config);
+        h.granted(t0, 1, "a".into(), 7, t0, 600);
+        let lost_at = h.valid_until(1).unwrap() - config.margin;
+        let renew_at = h.poll_timeout().unwrap();
+        assert!(
+            renew_at + config.renew_every() / 2 <= lost_at,
+            "renews at {:?}, lost at {:?}",
+            renew_at - t0,
+            lost_at - t0
+        );
+        h.handle_timeout(renew_at);
+        assert!(matches!(drain(&mut h)[..], [Output::Renew { .. }]));
+        // A full lease still renews every third of a lease.
+        h.granted(t0, 2, "b".into(), 8, t0, 1000);
+        h.renewed(t0, 2, t0, 1000);
+        let _ = drain(&mut h);
+        assert_eq!(
+            h.held[&2].next_renew,
+            t0 + config.renew_every(),
+            "a full lease keeps its rhythm"
+        );
+    }
+
+    /// Found by the lock simulator (its fault scripts; `fault_scripts_that_once_failed` keeps a
+    /// seed): a waiter granted after
+    /// 3.66 s in the queue of an owner whose clock ran 1.6% faster counted its lease 30 ms past
+    /// the owner's, into the next holder's.
+    #[test]
+    fn a_wait_counted_on_a_faster_clock_is_shortened_by_the_drift_allowance() {
+        let t0 = Instant::now();
+        let config = HoldingsConfig {
+            drift_permille: 20,
+            ..config()
+        };
+        let waited = Duration::from_millis(3_000);
+        assert_eq!(
+            config.granted_at(t0, waited),
+            t0 + Duration::from_millis(2_940)
+        );
+        // The owner's clock ran 2% fast: its 3 s of waiting took 2.94 s here.
+        let granted_here = t0 + Duration::from_millis(2_940);
+        assert!(config.granted_at(t0, waited) <= granted_here);
     }
 
     #[test]

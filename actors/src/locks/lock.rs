@@ -6,18 +6,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::actor::{Lease, LockInput, ask};
-use super::core::{Answer, Holder};
+use super::attempt::{Attempt, Failure, Mode, Next, WIRE_SLACK};
+use super::core::Holder;
 use super::error::LockError;
-use super::gateway::MAX_WAIT;
 use super::guard::LockGuard;
 use super::msg::LockRequest;
 use super::service::Shared;
-
-/// Extra time a request may take on the wire beyond the owner's wait.
-const WIRE_SLACK: Duration = Duration::from_secs(2);
-/// How long a `try_lock` keeps asking while the name's slot is moving or its owner is
-/// unreachable.
-const TRY_FOR: Duration = Duration::from_secs(2);
 
 /// A cluster-wide lock with a name. Cheap to clone.
 ///
@@ -29,12 +23,6 @@ pub struct ClusterLock {
     shared: Option<Arc<Shared>>,
     key: String,
     name: Arc<str>,
-}
-
-enum Mode {
-    Try,
-    For(Instant),
-    Forever,
 }
 
 impl ClusterLock {
@@ -101,21 +89,11 @@ impl ClusterLock {
                 holder,
             }),
         };
-        let mut backoff = Duration::from_millis(5);
-        let started = Instant::now();
-        let mut said = started;
+        let mut attempt = Attempt::new(mode, Instant::now(), shared.holdings);
+        let mut said = Instant::now();
         loop {
-            let wait = match mode {
-                Mode::Try => None,
-                Mode::For(deadline) => Some(
-                    deadline
-                        .saturating_duration_since(Instant::now())
-                        .min(MAX_WAIT),
-                ),
-                Mode::Forever => Some(MAX_WAIT),
-            }
-            .filter(|w| !w.is_zero());
-            let timeout = wait.unwrap_or_default() + WIRE_SLACK;
+            let wait = attempt.wait(Instant::now());
+            let timeout = Attempt::timeout(wait);
             if node.is_stopping() {
                 withdraw.op = None;
                 return Err(LockError::ShuttingDown);
@@ -127,61 +105,51 @@ impl ClusterLock {
             };
             let sent_at = Instant::now();
             let answer = ask(node, op, timeout).await;
-            let transient = match answer {
-                Some(Answer::Granted {
+            let owner_known = answer.is_some() || super::actor::owner_of(node, &self.key).is_some();
+            match attempt.answer(Instant::now(), sent_at, timeout, answer, owner_known) {
+                Next::Granted {
                     token,
+                    sent_at,
                     lease_ms,
-                    waited_us,
-                }) => {
+                } => {
                     withdraw.op = None;
-                    // The owner counted the wait on its clock: count no more of it here.
-                    let waited = shared.holdings.shrink(Duration::from_micros(waited_us));
-                    let sent_at = sent_at + waited;
                     return Ok(Some(self.held(shared, holder, token, sent_at, lease_ms)));
                 }
-                Some(Answer::Busy) => {
+                Next::Busy => {
                     withdraw.op = None;
                     return Ok(None);
                 }
-                Some(Answer::TimedOut) => None,
-                // The slot is moving, or its owner's entitlement lapsed: ask again.
-                Some(Answer::NotOwner) => Some(LockError::Unavailable {
-                    name: self.name.to_string(),
-                }),
-                None if super::actor::owner_of(node, &self.key).is_none() => {
-                    Some(LockError::Unavailable {
-                        name: self.name.to_string(),
-                    })
+                Next::Again => {}
+                Next::GaveUp {
+                    failure,
+                    withdraw: still,
+                } => {
+                    if !still {
+                        withdraw.op = None;
+                    }
+                    return match failure {
+                        Some(f) => Err(self.error(f)),
+                        None => Ok(None),
+                    };
                 }
-                _ => Some(LockError::Unreachable {
-                    name: self.name.to_string(),
-                    after: timeout,
-                }),
-            };
-            let expired = match mode {
-                Mode::Try => started.elapsed() >= TRY_FOR,
-                Mode::For(deadline) => Instant::now() >= deadline,
-                Mode::Forever => false,
-            };
-            if expired {
-                if answer.is_some() {
-                    // The owner answered and holds nothing for us: no need to withdraw.
-                    withdraw.op = None;
+                Next::Retry { after, failure } => {
+                    // A wait that keeps failing is worth an operator's look.
+                    if said.elapsed() >= Duration::from_secs(5) {
+                        said = Instant::now();
+                        let (e, waited) = (self.error(failure), attempt.elapsed(Instant::now()));
+                        tracing::warn!(lock = %self.name, error = %e, ?waited, "still cannot acquire");
+                    }
+                    tokio::time::sleep(after).await;
                 }
-                return match (mode, transient) {
-                    (Mode::Try, Some(e)) => Err(e),
-                    _ => Ok(None),
-                };
             }
-            if let Some(e) = &transient {
-                // A wait that keeps failing is worth an operator's look.
-                if said.elapsed() >= Duration::from_secs(5) {
-                    said = Instant::now();
-                    tracing::warn!(lock = %self.name, error = %e, waited = ?started.elapsed(), "still cannot acquire");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(250));
-            }
+        }
+    }
+
+    fn error(&self, failure: Failure) -> LockError {
+        let name = self.name.to_string();
+        match failure {
+            Failure::Unavailable => LockError::Unavailable { name },
+            Failure::Unreachable { after } => LockError::Unreachable { name, after },
         }
     }
 

@@ -8,12 +8,17 @@
 //! how to use fencing tokens.
 //!
 //! # Layout
-//! - [`core`]: the owner's lock table (sans-IO); [`holdings`]: the holder's renewals (sans-IO).
+//! - [`core`]: the owner's lock table (sans-IO); [`holdings`]: the holder's renewals (sans-IO);
+//!   [`serve`]: one request handed to the table; [`attempt`]: one acquire as its caller
+//!   drives it (sans-IO).
 //! - [`msg`]: the typed protocol of the `locks` service.
 //! - `actor`, `gateway`: the driver in the runtime's shell, and the `locks` service.
 //! - [`Locks`], [`ClusterLock`], [`LockGuard`], [`EntityLock`]: the API.
+//! - `sim` (tests): the real lock and consensus cores of 3 to 7 nodes in the seeded group
+//!   world, under faults.
 
 mod actor;
+pub mod attempt;
 pub mod core;
 mod entity;
 mod error;
@@ -23,7 +28,10 @@ pub mod holdings;
 mod lock;
 pub mod msg;
 pub mod name;
+pub mod serve;
 mod service;
+#[cfg(test)]
+mod sim;
 
 pub use actor::LockStats;
 pub use entity::{EntityLock, EntityLockError};

@@ -125,7 +125,7 @@ impl GroupDriver {
         transport: Transport,
     ) -> (GroupDriver, watch::Receiver<Arc<GroupStatus>>) {
         let saved_group = core.group();
-        let (status, rx) = watch::channel(Arc::new(status_of(&core, Instant::now(), None)));
+        let (status, rx) = watch::channel(Arc::new(GroupStatus::of(&core, Instant::now(), None)));
         let driver = GroupDriver {
             core,
             disk,
@@ -303,17 +303,12 @@ impl Driven for GroupDriver {
         }
         // Flush runs after every raft message: build (and clone the state into) a new status
         // only when something it reports moved. A configuration change is an applied entry.
-        let changed = {
-            let old = self.status.borrow();
-            old.applied != self.core.applied_index()
-                || old.term != self.core.term()
-                || old.leader != self.core.leader()
-                || old.entitlement != self.core.entitlement(now)
-                || old.failed != self.failed
-                || old.stats != self.core.stats()
-        };
+        let changed = !self
+            .status
+            .borrow()
+            .is_current(&self.core, now, &self.failed);
         if changed {
-            let status = status_of(&self.core, now, self.failed.clone());
+            let status = GroupStatus::of(&self.core, now, self.failed.clone());
             self.status.send_replace(Arc::new(status));
         }
     }
@@ -323,26 +318,41 @@ impl Driven for GroupDriver {
     }
 }
 
-fn status_of(core: &GroupCore, now: Instant, failed: Option<String>) -> GroupStatus {
-    let conf = core.conf_state();
-    GroupStatus {
-        replica: core.replica(),
-        group: core.group(),
-        term: core.term(),
-        leader: core.leader(),
-        voters: conf.voters.iter().map(|r| ReplicaId(*r)).collect(),
-        learners: conf.learners.iter().map(|r| ReplicaId(*r)).collect(),
-        outgoing: conf.voters_outgoing.iter().map(|r| ReplicaId(*r)).collect(),
-        commit: core.commit_index(),
-        applied: core.applied_index(),
-        progress: core.progress(),
-        state: Arc::new(core.state().clone()),
-        epoch: core.epoch(),
-        entitlement: core.entitlement(now),
-        disagreement: core.disagreement().cloned(),
-        left: core.has_left(),
-        stats: core.stats(),
-        failed,
+impl GroupStatus {
+    /// What `core` knows at `now`, as published to the node's primitives (the seeded
+    /// simulator feeds its services the same).
+    pub fn of(core: &GroupCore, now: Instant, failed: Option<String>) -> Self {
+        let conf = core.conf_state();
+        GroupStatus {
+            replica: core.replica(),
+            group: core.group(),
+            term: core.term(),
+            leader: core.leader(),
+            voters: conf.voters.iter().map(|r| ReplicaId(*r)).collect(),
+            learners: conf.learners.iter().map(|r| ReplicaId(*r)).collect(),
+            outgoing: conf.voters_outgoing.iter().map(|r| ReplicaId(*r)).collect(),
+            commit: core.commit_index(),
+            applied: core.applied_index(),
+            progress: core.progress(),
+            state: Arc::new(core.state().clone()),
+            epoch: core.epoch(),
+            entitlement: core.entitlement(now),
+            disagreement: core.disagreement().cloned(),
+            left: core.has_left(),
+            stats: core.stats(),
+            failed,
+        }
+    }
+
+    /// Whether this status still reports what `core` knows at `now`: nothing it shows has
+    /// moved (a configuration change is an applied entry).
+    pub fn is_current(&self, core: &GroupCore, now: Instant, failed: &Option<String>) -> bool {
+        self.applied == core.applied_index()
+            && self.term == core.term()
+            && self.leader == core.leader()
+            && self.entitlement == core.entitlement(now)
+            && self.failed == *failed
+            && self.stats == core.stats()
     }
 }
 

@@ -15,6 +15,8 @@
 //!   crates simulated over their own worlds (the cache coherence core's, for one).
 //! - [`net`]: links with cuts, loss and delay ([`Net`]).
 //! - [`script`]: scenarios as a list of [`Op`]s.
+//! - [`group`]: consensus cores with a pluggable service on top (the lock cores' world).
+//! - [`env`](mod@env): the seed to replay and the soak factor, from the environment.
 //! - [`history`]: what happened ([`History`]), and the processes it implies ([`Life`]).
 //! - [`check`]: pure checkers over a history, one file per promise.
 //!
@@ -35,6 +37,7 @@
 
 pub mod check;
 pub mod clock;
+pub mod env;
 pub mod group;
 pub mod history;
 pub mod net;

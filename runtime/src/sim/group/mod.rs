@@ -1,35 +1,41 @@
-//! A seeded world of consensus group cores, each with the ownership of one domain's slots and
-//! a one-lock table per slot, under a simulated network and per-node clocks.
+//! A seeded world of consensus group cores, each with a service on top (the primitive under
+//! test), under a simulated network and per-node clocks.
 //!
-//! Every node runs the real [`GroupCore`] and [`Ownership`]; the world plays the shell (it
-//! persists, routes messages, hands tables over) and the users (each node now and then grants
-//! the lock of a slot it may serve, for a random lease cut short at its entitlement). Faults:
-//! kills and restarts (what was persisted survives), wiped stores, pauses, partitions, loss,
-//! duplication and reordering, and clocks that start apart and drift. What happened is
-//! recorded in a [`GroupHistory`], judged by [`check`].
+//! Every node runs the real [`GroupCore`]; the world plays its shell (it persists, routes
+//! messages, publishes the group's status) and feeds a [`Service`] on each node as that
+//! service's shell would: the status after every change, messages from the services of other
+//! nodes, timers. [`SlotLocks`] is the runtime's own service (the real [`Ownership`] with one
+//! lock per slot); the lock service of `colony-actors` runs its real lock cores on it too.
+//! Faults: kills and restarts (what was persisted survives), wiped stores, pauses, partitions,
+//! loss, duplication and reordering, graceful leaves, and clocks that start apart and drift.
+//! The group's side of what happened is recorded in a [`GroupHistory`], judged by [`check`];
+//! the service records its own.
 //!
-//! Holds are recorded with the granter's lease end: a holder counts its lease from before the
-//! grant, so this is the latest any holder could believe it holds.
+//! [`Ownership`]: crate::ownership::Ownership
 
 pub mod check;
 mod clock;
+mod service;
+mod slots;
 
 pub use clock::Clock;
+pub use service::{Ctx, Service};
+pub use slots::SlotLocks;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::Message;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::check::Hold;
 use crate::consensus::{
-    ClusterSettings, Command, Domain, GroupConfig, GroupCore, Identity, Log, MemberInfo, Output,
-    PeerState, ReplicaId,
+    ClusterSettings, Command, GroupConfig, GroupCore, GroupStatus, Identity, Log, MemberInfo,
+    Outcome, Output, PeerState, ReplicaId,
 };
-use crate::ownership::{Change, Ownership, SlotView};
+use service::Effect;
 
 /// How to build a [`GroupWorld`].
 #[derive(Debug, Clone)]
@@ -48,7 +54,7 @@ pub struct GroupWorldConfig {
     pub max_offset: Duration,
     /// Largest drift of a clock from world time, in parts per million (either way).
     pub max_drift_ppm: i64,
-    /// Mean time between two grant attempts of one node.
+    /// Mean time between two grant attempts of one node ([`SlotLocks`]).
     pub grant_every: Duration,
 }
 
@@ -83,70 +89,76 @@ pub enum Status {
     Killed,
 }
 
-/// What the world recorded.
+/// What the world recorded of the group.
 #[derive(Debug, Clone, Default)]
 pub struct GroupHistory {
     /// Each node that became leader, with its term and when.
     pub leaders: Vec<(u64, ReplicaId, Duration)>,
     /// Each command applied, by node and index.
     pub applied: Vec<(ReplicaId, u64, Command)>,
-    /// Each grant of a slot's lock, in world microseconds.
-    pub holds: Vec<Hold>,
+    /// Each index's command and outcome, as the first node to apply it had them (every node
+    /// applies the same: [`check::logs_agree`]).
+    pub outcomes: BTreeMap<u64, (Command, Outcome)>,
 }
 
-#[derive(Clone)]
-enum Payload {
-    Raft {
-        group: u64,
-        msg: Message,
-    },
-    /// A slot's table: its one hold, as a token and the lease left when sent.
-    Handover {
-        slot: u16,
-        generation: u64,
-        hold: Option<(u64, Duration)>,
-    },
+enum Payload<M> {
+    Raft { group: u64, msg: Message },
+    Service(M),
 }
 
-struct Flight {
+impl<M: Clone> Clone for Payload<M> {
+    fn clone(&self) -> Self {
+        match self {
+            Payload::Raft { group, msg } => Payload::Raft {
+                group: *group,
+                msg: msg.clone(),
+            },
+            Payload::Service(m) => Payload::Service(m.clone()),
+        }
+    }
+}
+
+struct Flight<M> {
     from: usize,
     to: usize,
-    payload: Payload,
+    payload: Payload<M>,
 }
 
-struct SimNode {
+struct SimNode<S: Service> {
     name: String,
     identity: Identity,
     clock: Clock,
     core: Option<GroupCore>,
     disk: Log,
     group: u64,
-    own: Ownership,
-    /// The one lock of each slot this node serves or hands over: its token and lease end.
-    tables: BTreeMap<u16, Option<(u64, Instant)>>,
+    service: Option<S>,
+    /// The status last published to the service.
+    published: Option<Arc<GroupStatus>>,
+    incarnation: u64,
     status: Status,
-    held: Vec<Flight>,
-    next_grant: Duration,
+    held: Vec<Flight<S::Msg>>,
 }
 
 /// The world. See the module doc.
-pub struct GroupWorld {
+pub struct GroupWorld<S: Service = SlotLocks> {
     config: GroupWorldConfig,
     rng: StdRng,
     base: Instant,
     now: Duration,
-    nodes: Vec<SimNode>,
-    flights: BTreeMap<u64, Flight>,
+    nodes: Vec<SimNode<S>>,
+    flights: BTreeMap<u64, Flight<S::Msg>>,
     arrivals: BinaryHeap<Reverse<(Duration, u64)>>,
     next_flight: u64,
     cut: BTreeSet<(usize, usize)>,
+    /// Extra delay on directed links (a congested or retransmitting connection).
+    slow: BTreeMap<(usize, usize), Duration>,
     loss: f64,
     dup: f64,
-    next_resend: Duration,
     history: GroupHistory,
+    record: S::Record,
 }
 
-impl Drop for GroupWorld {
+impl<S: Service> Drop for GroupWorld<S> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("group world seed: {}", self.config.seed);
@@ -154,9 +166,7 @@ impl Drop for GroupWorld {
     }
 }
 
-const DOMAIN: Domain = Domain::Locks;
-
-impl GroupWorld {
+impl<S: Service> GroupWorld<S> {
     /// Starts `config.nodes` nodes; node 0 founds the group, the others wait to be added.
     pub fn start(config: GroupWorldConfig) -> Self {
         let mut rng = StdRng::seed_from_u64(config.seed);
@@ -172,10 +182,11 @@ impl GroupWorld {
             arrivals: BinaryHeap::new(),
             next_flight: 0,
             cut: BTreeSet::new(),
+            slow: BTreeMap::new(),
             loss: 0.0,
             dup: 0.0,
-            next_resend: Duration::ZERO,
             history: GroupHistory::default(),
+            record: S::Record::default(),
         };
         for i in 0..config.nodes {
             world.add_node(i == 0, group);
@@ -231,14 +242,23 @@ impl GroupWorld {
             core: Some(core),
             disk: Log::default(),
             group: if found { group } else { 0 },
-            own: Ownership::new(replica, DOMAIN),
-            tables: BTreeMap::new(),
+            service: None,
+            published: None,
+            incarnation: 0,
             status: Status::Running,
             held: Vec::new(),
-            next_grant: self.now,
         });
-        self.drain(i);
+        self.start_service(i);
         i
+    }
+
+    fn start_service(&mut self, i: usize) {
+        let mut ctx = self.ctx(i);
+        let service = S::start(&mut ctx);
+        let effects = std::mem::take(&mut ctx.effects);
+        self.nodes[i].service = Some(service);
+        self.carry_out(i, effects);
+        self.drain(i);
     }
 
     fn random_duration(&mut self, max: Duration) -> Duration {
@@ -252,19 +272,61 @@ impl GroupWorld {
         self.config.seed
     }
 
+    /// How the world was built.
+    pub fn config(&self) -> &GroupWorldConfig {
+        &self.config
+    }
+
     /// World time since the start.
     pub fn now(&self) -> Duration {
         self.now
     }
 
-    /// What happened so far.
+    /// What happened to the group so far.
     pub fn history(&self) -> &GroupHistory {
         &self.history
+    }
+
+    /// What the services recorded so far.
+    pub fn record(&self) -> &S::Record {
+        &self.record
     }
 
     /// Node `i`'s core, unless it is killed.
     pub fn core(&self, i: usize) -> Option<&GroupCore> {
         self.nodes[i].core.as_ref()
+    }
+
+    /// Node `i`'s service, unless it is killed.
+    pub fn service(&self, i: usize) -> Option<&S> {
+        self.nodes[i].service.as_ref()
+    }
+
+    /// Where node `i`'s process stands.
+    pub fn status(&self, i: usize) -> Status {
+        self.nodes[i].status
+    }
+
+    /// Node `i`'s name (`n1`, ...).
+    pub fn name(&self, i: usize) -> &str {
+        &self.nodes[i].name
+    }
+
+    /// Node `i`'s clock reading now.
+    pub fn clock(&self, i: usize) -> Instant {
+        self.local(i)
+    }
+
+    /// Node `i`'s member id.
+    pub fn replica(&self, i: usize) -> ReplicaId {
+        self.nodes[i].identity.replica
+    }
+
+    /// The latest node with member id `replica` (a wiped node's id is never reused).
+    pub fn index_of(&self, replica: ReplicaId) -> Option<usize> {
+        self.nodes
+            .iter()
+            .rposition(|n| n.identity.replica == replica)
     }
 
     /// Number of nodes ever started.
@@ -280,7 +342,7 @@ impl GroupWorld {
     /// Whether every running node is registered in an epoch and every slot is served by a
     /// running node: the cluster can grant every lock.
     pub fn settled(&self) -> bool {
-        let running: Vec<&SimNode> = self
+        let running: Vec<&SimNode<S>> = self
             .nodes
             .iter()
             .filter(|n| n.status == Status::Running && n.core.is_some())
@@ -288,7 +350,11 @@ impl GroupWorld {
         let all_registered = running
             .iter()
             .all(|n| n.core.as_ref().and_then(GroupCore::epoch).is_some());
-        let served: BTreeSet<u16> = running.iter().flat_map(|n| n.own.serving()).collect();
+        let served: BTreeSet<u16> = running
+            .iter()
+            .filter_map(|n| n.service.as_ref())
+            .flat_map(|s| s.ownership().serving())
+            .collect();
         all_registered && served.len() == usize::from(crate::consensus::SLOTS)
     }
 
@@ -298,6 +364,8 @@ impl GroupWorld {
     pub fn kill(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         node.core = None;
+        node.service = None;
+        node.published = None;
         node.status = Status::Killed;
         node.held.clear();
     }
@@ -315,17 +383,20 @@ impl GroupWorld {
             now,
             seed,
         ));
-        node.own = Ownership::new(node.identity.replica, DOMAIN);
-        node.tables.clear();
+        node.incarnation += 1;
         node.status = Status::Running;
-        self.drain(i);
+        self.start_service(i);
     }
 
     /// Kills node `i` and starts a new member in its place with an empty store.
     pub fn replace(&mut self, i: usize) -> usize {
         self.kill(i);
-        let group = 0;
-        self.add_node(false, group)
+        self.join()
+    }
+
+    /// Starts one more node, a new member with an empty store.
+    pub fn join(&mut self) -> usize {
+        self.add_node(false, 0)
     }
 
     /// SIGSTOP for `d`: messages to it wait; it resumes with its clock moved on.
@@ -354,6 +425,13 @@ impl GroupWorld {
     /// Restores every link.
     pub fn heal(&mut self) {
         self.cut.clear();
+        self.slow.clear();
+    }
+
+    /// Delays every message from node `from` to node `to` by `extra` more (nothing is lost:
+    /// a connection that retransmits); [`Self::heal`] ends it.
+    pub fn slow(&mut self, from: usize, to: usize, extra: Duration) {
+        self.slow.insert((from, to), extra);
     }
 
     /// Loses each message with probability `loss` and duplicates it with probability `dup`.
@@ -381,7 +459,7 @@ impl GroupWorld {
     }
 
     /// Runs until `done` holds, at most `limit`; returns whether it held.
-    pub fn run_until(&mut self, done: impl Fn(&GroupWorld) -> bool, limit: Duration) -> bool {
+    pub fn run_until(&mut self, done: impl Fn(&Self) -> bool, limit: Duration) -> bool {
         let end = self.now + limit;
         while !done(self) {
             if !self.step(end) {
@@ -424,22 +502,16 @@ impl GroupWorld {
             if self.nodes[i].status != Status::Running {
                 continue;
             }
-            let due = self.nodes[i]
-                .core
-                .as_ref()
-                .and_then(GroupCore::poll_timeout)
-                .is_some_and(|t| self.nodes[i].clock.world(t) <= self.now);
-            if due {
+            let node = &self.nodes[i];
+            let due = |t: Option<Instant>| t.is_some_and(|t| node.clock.world(t) <= self.now);
+            let core_due = due(node.core.as_ref().and_then(GroupCore::poll_timeout));
+            let service_due = due(node.service.as_ref().and_then(S::poll_timeout));
+            if core_due {
                 self.tick(i);
             }
-            if self.nodes[i].next_grant <= self.now {
-                self.try_grant(i);
-            }
-        }
-        if self.next_resend <= self.now {
-            self.next_resend = self.now + Duration::from_millis(200);
-            for i in 0..self.nodes.len() {
-                self.resend_handovers(i);
+            if service_due {
+                self.call(i, |s, ctx| s.timeout(ctx));
+                self.drain(i);
             }
         }
         true
@@ -448,14 +520,14 @@ impl GroupWorld {
     fn next_event(&self) -> Option<Duration> {
         let mut next = self.arrivals.peek().map(|Reverse((t, _))| *t);
         let mut consider = |t: Duration| next = Some(next.map_or(t, |n: Duration| n.min(t)));
-        consider(self.next_resend);
         for node in &self.nodes {
             match node.status {
                 Status::Running => {
-                    if let Some(t) = node.core.as_ref().and_then(GroupCore::poll_timeout) {
+                    let core = node.core.as_ref().and_then(GroupCore::poll_timeout);
+                    let service = node.service.as_ref().and_then(S::poll_timeout);
+                    for t in core.into_iter().chain(service) {
                         consider(node.clock.world(t).max(self.now));
                     }
-                    consider(node.next_grant.max(self.now));
                 }
                 Status::Paused { until } => consider(until),
                 Status::Killed => {}
@@ -492,7 +564,7 @@ impl GroupWorld {
             .collect()
     }
 
-    fn deliver(&mut self, flight: Flight) {
+    fn deliver(&mut self, flight: Flight<S::Msg>) {
         let to = flight.to;
         match self.nodes[to].status {
             Status::Killed => return,
@@ -510,155 +582,135 @@ impl GroupWorld {
                     let _ = core.handle_message(now, group, from, msg);
                 }
             }
-            Payload::Handover {
-                slot,
-                generation,
-                hold,
-            } => {
-                let node = &mut self.nodes[to];
-                let Some(core) = node.core.as_mut() else {
-                    return;
-                };
-                if let Some(accept) = node.own.received(core.state(), slot, generation) {
-                    // A duration measured on another clock is stretched by the drift allowance.
-                    let drift = self.config.group.drift_permille;
-                    let stretch = |left: Duration| left + left * drift / 1000;
-                    node.tables
-                        .insert(slot, hold.map(|(token, left)| (token, now + stretch(left))));
-                    core.propose(now, accept);
-                }
-            }
+            Payload::Service(msg) => self.call(to, |s, ctx| s.message(ctx, from, msg)),
         }
         self.drain(to);
     }
 
-    /// Carries out node `i`'s outputs, then brings its ownership in line.
+    /// A service's window for one call on node `i`.
+    fn ctx(&mut self, i: usize) -> Ctx<'_, S> {
+        let now = self.local(i);
+        let node = &self.nodes[i];
+        Ctx {
+            node: i,
+            name: &node.name,
+            replica: node.identity.replica,
+            incarnation: node.incarnation,
+            now,
+            world: self.now,
+            rng: &mut self.rng,
+            record: &mut self.record,
+            config: &self.config,
+            clock: node.clock,
+            effects: Vec::new(),
+        }
+    }
+
+    /// Calls node `i`'s service (if it runs) and carries out what it asked for.
+    fn call(&mut self, i: usize, f: impl FnOnce(&mut S, &mut Ctx<'_, S>)) {
+        let Some(mut service) = self.nodes[i].service.take() else {
+            return;
+        };
+        let mut ctx = self.ctx(i);
+        f(&mut service, &mut ctx);
+        let effects = std::mem::take(&mut ctx.effects);
+        self.nodes[i].service = Some(service);
+        self.carry_out(i, effects);
+    }
+
+    fn carry_out(&mut self, i: usize, effects: Vec<Effect<S::Msg>>) {
+        let now = self.local(i);
+        for effect in effects {
+            match effect {
+                Effect::Send(to, msg) => {
+                    if let Some(to) = self.index_of(to) {
+                        self.send(i, to, Payload::Service(msg));
+                    }
+                }
+                Effect::Propose(command) => {
+                    if let Some(core) = self.nodes[i].core.as_mut() {
+                        core.propose(now, command);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out node `i`'s outputs and publishes its status to its service, until neither
+    /// has anything more.
     fn drain(&mut self, i: usize) {
         loop {
-            let Some(output) = self.nodes[i].core.as_mut().and_then(GroupCore::poll_output) else {
-                break;
+            let mut busy = false;
+            while let Some(output) = self.nodes[i].core.as_mut().and_then(GroupCore::poll_output) {
+                busy = true;
+                self.carry_out_group(i, output);
+            }
+            let now = self.local(i);
+            let node = &mut self.nodes[i];
+            let Some(core) = node.core.as_ref() else {
+                return;
             };
-            let me = self.nodes[i].identity.replica;
-            match output {
-                Output::Send(msg) => {
-                    let group = self.nodes[i].core.as_ref().map_or(0, GroupCore::group);
-                    if let Some(to) = self.index_of(ReplicaId(msg.to)) {
-                        self.send(i, to, Payload::Raft { group, msg });
-                    }
-                }
-                Output::Persist(p) => {
-                    let node = &mut self.nodes[i];
-                    node.disk.apply(&p);
-                    node.group = node.core.as_ref().map_or(node.group, GroupCore::group);
-                }
-                Output::Applied(a) => self.history.applied.push((me, a.index, a.command)),
-                Output::Leader { term, leader } => {
-                    if leader == Some(me) {
-                        self.history.leaders.push((term, me, self.now));
-                    }
-                }
-                Output::Failed { command, .. } => {
-                    if let Command::Extend { slot, .. } = command {
-                        self.nodes[i].own.extension_failed(slot);
-                    }
-                }
-                Output::Disagrees(_) => {}
+            if node
+                .published
+                .as_ref()
+                .is_none_or(|p| !p.is_current(core, now, &None))
+            {
+                let status = Arc::new(GroupStatus::of(core, now, None));
+                node.published = Some(status.clone());
+                self.call(i, |s, ctx| s.status(ctx, &status));
+                busy = true;
+            }
+            if !busy {
+                return;
             }
         }
-        self.settle_ownership(i);
     }
 
-    fn settle_ownership(&mut self, i: usize) {
-        let now = self.local(i);
-        let node = &mut self.nodes[i];
-        let Some(core) = node.core.as_mut() else {
-            return;
-        };
-        let changes = node.own.update(core.state(), core.epoch());
-
-        let extensions = node.own.extensions();
-        let mut handovers = Vec::new();
-        for change in changes {
-            match change {
-                Change::ServeFresh { slot } => {
-                    node.tables.insert(slot, None);
-                }
-                Change::Resume { .. } => {}
-                Change::HandOver {
-                    slot,
-                    to,
-                    generation,
-                } => handovers.push((slot, to, generation)),
-                Change::Handed { slot } | Change::Drop { slot } => {
-                    node.tables.remove(&slot);
+    fn carry_out_group(&mut self, i: usize, output: Output) {
+        let me = self.nodes[i].identity.replica;
+        match output {
+            Output::Send(msg) => {
+                let group = self.nodes[i].core.as_ref().map_or(0, GroupCore::group);
+                if let Some(to) = self.index_of(ReplicaId(msg.to)) {
+                    self.send(i, to, Payload::Raft { group, msg });
                 }
             }
-        }
-        let mut proposed = false;
-        for command in extensions {
-            core.propose(now, command);
-            proposed = true;
-        }
-        for (slot, to, generation) in handovers {
-            self.send_handover(i, slot, to, generation);
-        }
-        if proposed {
-            self.drain(i);
-        }
-    }
-
-    fn send_handover(&mut self, i: usize, slot: u16, to: ReplicaId, generation: u64) {
-        let Some(to) = self.index_of(to) else {
-            return;
-        };
-        let now = self.local(i);
-        let hold = self.nodes[i]
-            .tables
-            .get(&slot)
-            .copied()
-            .flatten()
-            .map(|(token, end)| (token, end.saturating_duration_since(now)));
-        self.send(
-            i,
-            to,
-            Payload::Handover {
-                slot,
-                generation,
-                hold,
-            },
-        );
-    }
-
-    fn resend_handovers(&mut self, i: usize) {
-        if self.nodes[i].status != Status::Running {
-            return;
-        }
-        let pending: Vec<(u16, ReplicaId, u64)> = (0..crate::consensus::SLOTS)
-            .filter_map(|slot| match self.nodes[i].own.view(slot) {
-                SlotView::HandingOver { generation, to } => Some((slot, to, generation)),
-                _ => None,
-            })
-            .collect();
-        for (slot, to, generation) in pending {
-            self.send_handover(i, slot, to, generation);
+            Output::Persist(p) => {
+                let node = &mut self.nodes[i];
+                node.disk.apply(&p);
+                node.group = node.core.as_ref().map_or(node.group, GroupCore::group);
+            }
+            Output::Applied(a) => {
+                self.history
+                    .outcomes
+                    .entry(a.index)
+                    .or_insert_with(|| (a.command.clone(), a.outcome));
+                self.history.applied.push((me, a.index, a.command));
+            }
+            Output::Leader { term, leader } => {
+                if leader == Some(me) {
+                    self.history.leaders.push((term, me, self.now));
+                }
+            }
+            Output::Failed { command, .. } => {
+                self.call(i, |s, ctx| s.proposal_failed(ctx, &command))
+            }
+            Output::Disagrees(_) => {}
         }
     }
 
-    fn index_of(&self, replica: ReplicaId) -> Option<usize> {
-        // The latest node with that replica id (a wiped node's id is never reused).
-        self.nodes
-            .iter()
-            .rposition(|n| n.identity.replica == replica)
-    }
-
-    fn send(&mut self, from: usize, to: usize, payload: Payload) {
+    fn send(&mut self, from: usize, to: usize, payload: Payload<S::Msg>) {
         if self.cut.contains(&(from, to)) || self.rng.random_bool(self.loss) {
             return;
         }
-        let copies = if self.rng.random_bool(self.dup) { 2 } else { 1 };
+        // Drawn for every message, so that a service's choice does not shift the draws.
+        let dup = self.rng.random_bool(self.dup);
+        let once = S::AT_MOST_ONCE && matches!(payload, Payload::Service(_));
+        let copies = if dup && !once { 2 } else { 1 };
         let mut payload = Some(payload);
         for copy in 0..copies {
-            let delay = self.config.delay + self.random_duration(self.config.jitter);
+            let slow = self.slow.get(&(from, to)).copied().unwrap_or_default();
+            let delay = self.config.delay + self.random_duration(self.config.jitter) + slow;
             let p = if copy + 1 == copies {
                 payload.take().expect("one payload per copy")
             } else {
@@ -676,52 +728,6 @@ impl GroupWorld {
             );
             self.arrivals.push(Reverse((self.now + delay, id)));
         }
-    }
-
-    /// Grants the lock of a random free slot this node may serve, for a random lease cut short
-    /// at its entitlement, and records the hold.
-    fn try_grant(&mut self, i: usize) {
-        let every = self.config.grant_every;
-        self.nodes[i].next_grant = self.now + every / 2 + self.random_duration(every);
-        let now = self.local(i);
-        let lease = self.config.group.liveness;
-        let min = lease / 10;
-        let wanted = min + self.random_duration(lease - min);
-        let pick: u64 = self.rng.random();
-        let node = &mut self.nodes[i];
-        let Some(core) = node.core.as_ref() else {
-            return;
-        };
-        let entitlement = core.entitlement(now);
-        let free: Vec<u16> = node
-            .own
-            .serving()
-            .filter(|s| node.own.may_serve(*s, now, entitlement))
-            .filter(|s| {
-                node.tables
-                    .get(s)
-                    .copied()
-                    .flatten()
-                    .is_none_or(|(_, end)| end <= now)
-            })
-            .collect();
-        if free.is_empty() {
-            return;
-        }
-        let slot = free[(pick % free.len() as u64) as usize];
-        let (Some(token), Some(e)) = (node.own.issue(slot, now, entitlement), entitlement) else {
-            return;
-        };
-        let lease = Ownership::lease(now, e, wanted);
-        node.tables.insert(slot, Some((token, now + lease)));
-        let end = node.clock.world(now + lease);
-        self.history.holds.push(Hold {
-            name: format!("slot-{slot}"),
-            token,
-            holder: node.name.clone(),
-            start_us: self.now.as_micros() as u64,
-            end_us: end.as_micros() as u64,
-        });
     }
 }
 

@@ -2,7 +2,9 @@
 //! simulator and the multi-process tests.
 
 mod coherence;
+mod entitled;
 mod holds;
 
 pub use coherence::{Read, StaleRead, Write, no_stale_reads, reads_never_go_back};
+pub use entitled::{Block, Entitled, Grant, Unentitled, granted_with_entitlement};
 pub use holds::{Hold, Violation, no_two_holders, tokens_increase};

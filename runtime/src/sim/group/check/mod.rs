@@ -1,5 +1,5 @@
-//! Checkers of a [`GroupHistory`](super::GroupHistory), one promise each. The hold checkers
-//! are the ones the multi-process lock tests use ([`crate::check`]).
+//! Checkers of a [`super::GroupHistory`], one promise each, and the shared hold
+//! checkers ([`crate::check`], the ones the multi-process lock tests use) as report lines.
 //!
 //! | checker | promise |
 //! |---|---|
@@ -12,16 +12,20 @@ pub mod logs_agree;
 pub mod one_leader_per_term;
 
 use super::GroupHistory;
+use crate::check::Hold;
 
-/// Every broken promise of the history, one line each (empty: none).
+/// Every broken promise of the group's history, one line each (empty: none).
 pub fn all(history: &GroupHistory) -> Vec<String> {
     let mut out: Vec<String> = one_leader_per_term::check(history);
     out.extend(logs_agree::check(history));
-    for v in crate::check::no_two_holders(&history.holds)
-        .into_iter()
-        .chain(crate::check::tokens_increase(&history.holds))
-    {
-        out.push(format!("[{}] {:?} then {:?}", v.promise, v.first, v.second));
-    }
     out
+}
+
+/// Every broken promise of exclusivity and fencing among `holds`, one line each.
+pub fn holds(holds: &[Hold]) -> Vec<String> {
+    crate::check::no_two_holders(holds)
+        .into_iter()
+        .chain(crate::check::tokens_increase(holds))
+        .map(|v| format!("[{}] {:?} then {:?}", v.promise, v.first, v.second))
+        .collect()
 }

@@ -1,0 +1,172 @@
+//! One acquire as its caller drives it, with no IO: how long to ask the owner to queue the
+//! request, and what each answer (or its absence) means for the caller.
+//!
+//! [`ClusterLock`](super::ClusterLock) runs it on the node; the seeded simulator runs the same
+//! one for its clients. Drive it with [`Attempt::wait`] before each request, then
+//! [`Attempt::answer`] with what came back; sleep for [`Next::Retry`]'s `after` before asking
+//! again.
+
+use std::time::{Duration, Instant};
+
+use super::core::Answer;
+use super::gateway::MAX_WAIT;
+use super::holdings::HoldingsConfig;
+
+/// Extra time a request may take on the wire beyond the owner's wait.
+pub const WIRE_SLACK: Duration = Duration::from_secs(2);
+/// How long a `try_lock` keeps asking while the name's slot is moving or its owner is
+/// unreachable.
+pub const TRY_FOR: Duration = Duration::from_secs(2);
+
+/// How long an acquire may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only if the name is free now (`try_lock`).
+    Try,
+    /// Until this deadline (`try_lock_for`).
+    For(Instant),
+    /// As long as it takes (`lock`).
+    Forever,
+}
+
+/// Why an acquire could not be answered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No node may grant the name now (its slot is moving, or its owner's entitlement lapsed).
+    Unavailable,
+    /// The owner did not answer within `after`.
+    Unreachable {
+        /// How long the request was given.
+        after: Duration,
+    },
+}
+
+/// What the caller does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Next {
+    /// Granted: the lease of `lease_ms` counts from `sent_at` (the request's send time, moved
+    /// on by the time it waited in the owner's queue as [`HoldingsConfig::granted_at`] counts
+    /// it).
+    Granted {
+        /// The fencing token.
+        token: u64,
+        /// When the lease starts, as the caller counts it.
+        sent_at: Instant,
+        /// The lease the owner gave.
+        lease_ms: u64,
+    },
+    /// Someone else holds the name and the caller did not wait.
+    Busy,
+    /// Ask again at once (the owner's wait ended, the caller's did not).
+    Again,
+    /// Ask again after `after`.
+    Retry {
+        /// How long to back off.
+        after: Duration,
+        /// What went wrong.
+        failure: Failure,
+    },
+    /// The caller's time is up: no grant (`failure` set for a `try_lock` that never reached
+    /// an owner). `withdraw`: the owner may still queue the request, so cancel it there.
+    GaveUp {
+        /// Why, for a `try_lock`.
+        failure: Option<Failure>,
+        /// Whether to send a cancel.
+        withdraw: bool,
+    },
+}
+
+/// One acquire. See the module doc.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    mode: Mode,
+    started: Instant,
+    backoff: Duration,
+    holdings: HoldingsConfig,
+}
+
+impl Attempt {
+    /// An acquire in `mode` starting at `now`, on a node that counts leases as `holdings`
+    /// says.
+    pub fn new(mode: Mode, now: Instant, holdings: HoldingsConfig) -> Self {
+        Attempt {
+            mode,
+            started: now,
+            backoff: Duration::from_millis(5),
+            holdings,
+        }
+    }
+
+    /// How long the next request asks the owner to queue it (`None`: answer at once).
+    pub fn wait(&self, now: Instant) -> Option<Duration> {
+        match self.mode {
+            Mode::Try => None,
+            Mode::For(deadline) => Some(deadline.saturating_duration_since(now).min(MAX_WAIT)),
+            Mode::Forever => Some(MAX_WAIT),
+        }
+        .filter(|w| !w.is_zero())
+    }
+
+    /// How long a request that asks to wait `wait` may take before the caller gives up on it.
+    pub fn timeout(wait: Option<Duration>) -> Duration {
+        wait.unwrap_or_default() + WIRE_SLACK
+    }
+
+    /// What to do after `answer` (`None`: no answer within `timeout`) to a request sent at
+    /// `sent_at`; `owner_known`: whether this node's group state names an owner of the name.
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        sent_at: Instant,
+        timeout: Duration,
+        answer: Option<Answer>,
+        owner_known: bool,
+    ) -> Next {
+        let failure = match answer {
+            Some(Answer::Granted {
+                token,
+                lease_ms,
+                waited_us,
+            }) => {
+                let waited = Duration::from_micros(waited_us);
+                return Next::Granted {
+                    token,
+                    sent_at: self.holdings.granted_at(sent_at, waited),
+                    lease_ms,
+                };
+            }
+            Some(Answer::Busy) => return Next::Busy,
+            Some(Answer::TimedOut) => None,
+            // The slot is moving, or its owner's entitlement lapsed: ask again.
+            Some(Answer::NotOwner) => Some(Failure::Unavailable),
+            None if !owner_known => Some(Failure::Unavailable),
+            _ => Some(Failure::Unreachable { after: timeout }),
+        };
+        let expired = match self.mode {
+            Mode::Try => now.saturating_duration_since(self.started) >= TRY_FOR,
+            Mode::For(deadline) => now >= deadline,
+            Mode::Forever => false,
+        };
+        if expired {
+            return Next::GaveUp {
+                failure: failure.filter(|_| self.mode == Mode::Try),
+                // The owner answered and holds nothing for us: no need to withdraw.
+                withdraw: answer.is_none(),
+            };
+        }
+        match failure {
+            Some(failure) => {
+                let after = self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_millis(250));
+                Next::Retry { after, failure }
+            }
+            None => Next::Again,
+        }
+    }
+
+    /// How long since the acquire started.
+    pub fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+}
