@@ -292,16 +292,22 @@ async fn renew(
     timeout: Duration,
 ) {
     let sent_at = Instant::now();
-    let answer = ask(
-        &node,
-        LockRequest::Renew {
-            name,
-            holder,
-            token,
-        },
-        timeout,
-    )
-    .await;
+    let route = core::renew_route(&node.group().status().state, &name);
+    let request = LockRequest::Renew {
+        name,
+        holder,
+        token,
+    };
+    let mut answer = None;
+    for replica in route {
+        let Some(to) = node_of(&node, replica) else {
+            continue;
+        };
+        answer = call(&node, to, &request, timeout).await;
+        if answer != Some(Answer::NotOwner) {
+            break;
+        }
+    }
     if !matches!(answer, Some(Answer::Renewed { .. })) {
         tracing::debug!(guard = holder.guard, ?answer, elapsed = ?sent_at.elapsed(), "lock renewal failed");
     }
@@ -324,6 +330,11 @@ pub(crate) fn owner_of(node: &Node, name: &str) -> Option<NodeId> {
         )?
         .owner?
         .0;
+    node_of(node, replica)
+}
+
+/// The node of member `replica`, if it is in this node's membership view.
+fn node_of(node: &Node, replica: ReplicaId) -> Option<NodeId> {
     node.members()
         .into_iter()
         .find(|m| m.replica == replica.0 && !m.state.is_gone())

@@ -84,6 +84,22 @@ pub enum Answer {
     Received,
 }
 
+/// Where a holder sends a renewal of `name`, in order, by `state` as its node applied it: the
+/// previous owner while a hand-over of the slot is pending, then the owner. The holder's node
+/// may apply a move before the previous owner does; until then the previous owner still serves
+/// the hold (and hands it over with the renewed lease), while the new owner cannot serve it
+/// before the table arrives. Ask the next member only when one answers `NotOwner`.
+pub fn renew_route(state: &ClusterState, name: &str) -> Vec<ReplicaId> {
+    let Some(slot) = state.slot(Domain::Locks, slot_of(name.as_bytes())) else {
+        return Vec::new();
+    };
+    let from = slot
+        .from
+        .filter(|(r, e)| state.in_force(*r, *e) && Some(*r) != slot.owner.map(|(o, _)| o))
+        .map(|(r, _)| r);
+    from.into_iter().chain(slot.owner.map(|(r, _)| r)).collect()
+}
+
 /// One hold as it travels to the next owner of its slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MovedHold {
@@ -181,7 +197,33 @@ pub struct LockTable {
     resend: BTreeMap<u16, Instant>,
     /// Tables that arrived before this node applied the move they belong to.
     early: BTreeMap<u16, (Instant, SlotTable)>,
+    /// Requests for slots this node was given and awaits the table of, answered once it serves
+    /// them (or `NotOwner` at their deadline).
+    parked: Vec<Parked>,
     outputs: VecDeque<Output>,
+}
+
+/// A request held while its slot's table is on its way to this node.
+#[derive(Debug)]
+struct Parked {
+    slot: u16,
+    until: Instant,
+    request: RequestId,
+    op: ParkedOp,
+}
+
+#[derive(Debug)]
+enum ParkedOp {
+    Acquire {
+        name: String,
+        holder: Holder,
+        wait: Wait,
+    },
+    Renew {
+        name: String,
+        holder: Holder,
+        token: u64,
+    },
 }
 
 impl LockTable {
@@ -197,6 +239,7 @@ impl LockTable {
             next_timer: 0,
             resend: BTreeMap::new(),
             early: BTreeMap::new(),
+            parked: Vec::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -233,6 +276,11 @@ impl LockTable {
         })
     }
 
+    /// Where a renewal of `name` goes, in order: see [`renew_route`].
+    pub fn renew_route(&self, name: &str) -> Vec<ReplicaId> {
+        renew_route(&self.state, name)
+    }
+
     /// The member the group gives `name`'s slot to, in this node's applied state.
     pub fn owner(&self, name: &str) -> Option<ReplicaId> {
         self.state
@@ -250,7 +298,8 @@ impl LockTable {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.keys().next().map(|(at, _)| *at);
         let resend = self.resend.values().min().copied();
-        timer.into_iter().chain(resend).min()
+        let parked = self.parked.iter().map(|p| p.until).min();
+        timer.into_iter().chain(resend).chain(parked).min()
     }
 
     /// The next output.
@@ -303,11 +352,13 @@ impl LockTable {
         for name in ready {
             self.promote(now, &name);
         }
+        self.unpark(now);
     }
 
     /// A slot's table arrived from its previous owner.
     pub fn received(&mut self, now: Instant, table: SlotTable) {
         self.take_table(now, now, table);
+        self.unpark(now);
     }
 
     /// Installs `table`, which arrived at `at`, if this node awaits it; keeps it if it is for a
@@ -369,7 +420,12 @@ impl LockTable {
     ) {
         let slot = slot_of(name.as_bytes());
         if !self.own.may_serve(slot, now, self.entitlement) {
-            self.reply(request, Answer::NotOwner);
+            let op = ParkedOp::Acquire {
+                name: name.to_owned(),
+                holder,
+                wait,
+            };
+            self.park_or_refuse(now, slot, request, op);
             return;
         }
         let entry = self.entry(name);
@@ -449,7 +505,12 @@ impl LockTable {
             self.entitlement,
             self.own.may_serve(slot, now, self.entitlement),
         ) else {
-            self.reply(request, Answer::NotOwner);
+            let op = ParkedOp::Renew {
+                name: name.to_owned(),
+                holder,
+                token,
+            };
+            self.park_or_refuse(now, slot, request, op);
             return;
         };
         let lease = Ownership::lease(now, e, self.config.lease);
@@ -547,6 +608,7 @@ impl LockTable {
             self.expire(now, &name);
         }
         self.send_due(now);
+        self.unpark(now);
     }
 
     /// A proposal for another block of `slot`'s tokens failed: ask again when next due.
@@ -555,6 +617,52 @@ impl LockTable {
     }
 
     // ---- internals ----
+
+    /// A request for `slot`, which this node may not serve now: held if the slot was given to
+    /// this node and its table is on the way (a holder whose node applied the move first asks
+    /// here before the previous owner even sent its holds), refused otherwise.
+    fn park_or_refuse(&mut self, now: Instant, slot: u16, request: RequestId, op: ParkedOp) {
+        if matches!(self.own.view(slot), SlotView::Awaiting { .. }) {
+            self.parked.push(Parked {
+                slot,
+                until: now + self.config.lease / 2,
+                request,
+                op,
+            });
+        } else {
+            self.reply(request, Answer::NotOwner);
+        }
+    }
+
+    /// Answers the held requests whose slot this node now serves (or no longer awaits), and
+    /// refuses those held past their deadline.
+    fn unpark(&mut self, now: Instant) {
+        if self.parked.is_empty() {
+            return;
+        }
+        for p in std::mem::take(&mut self.parked) {
+            let waiting = matches!(self.own.view(p.slot), SlotView::Awaiting { .. });
+            if waiting && p.until > now {
+                self.parked.push(p);
+                continue;
+            }
+            if waiting {
+                self.reply(p.request, Answer::NotOwner);
+                continue;
+            }
+            // Served (or refused) as if it arrived now.
+            match p.op {
+                ParkedOp::Acquire { name, holder, wait } => {
+                    self.acquire(now, &name, holder, wait, p.request)
+                }
+                ParkedOp::Renew {
+                    name,
+                    holder,
+                    token,
+                } => self.renew(now, &name, holder, token, p.request),
+            }
+        }
+    }
 
     fn entry(&mut self, name: &str) -> &mut Entry {
         self.entries

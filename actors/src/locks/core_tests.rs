@@ -306,9 +306,10 @@ fn the_next_owner_serves_a_received_table_and_asks_the_group_to_record_it() {
     let slot = slot_of(b"a");
     let generation = moved.slot(Domain::Locks, slot).unwrap().generation;
     next.set_group(t0, Arc::new(moved), Some(1), entitled(t0, LEASE * 10));
-    // Not served before the table arrives.
+    // Not served before the table arrives: held until then (a renewal of the moved hold too).
     next.acquire(t0, "a", holder(5), Wait::No, 1);
-    assert_eq!(drain(&mut next), [reply(1, Answer::NotOwner)]);
+    next.renew(t0, "a", holder(1), 77, 9);
+    assert!(drain(&mut next).is_empty());
     next.received(
         t0,
         SlotTable {
@@ -324,17 +325,21 @@ fn the_next_owner_serves_a_received_table_and_asks_the_group_to_record_it() {
     );
     assert_eq!(
         drain(&mut next),
-        [Output::Propose(Command::Accept {
-            domain: Domain::Locks,
-            slot,
-            generation
-        })]
+        [
+            Output::Propose(Command::Accept {
+                domain: Domain::Locks,
+                slot,
+                generation
+            }),
+            reply(1, Answer::Busy),
+            reply(9, Answer::Renewed { lease_ms: 1000 }),
+        ]
     );
     assert_eq!(next.holder("a"), Some((holder(1), 77)));
     next.acquire(t0, "a", holder(5), Wait::No, 2);
     assert_eq!(drain(&mut next), [reply(2, Answer::Busy)]);
-    // The moved hold, stretched by the drift allowance, ends after 510 ms here.
-    let t1 = t0 + Duration::from_millis(511);
+    // The renewed hold ends a lease after the renewal.
+    let t1 = t0 + LEASE + Duration::from_millis(1);
     next.handle_timeout(t1);
     next.acquire(t1, "a", holder(5), Wait::No, 3);
     assert!(matches!(
@@ -417,4 +422,36 @@ fn a_table_that_arrives_before_the_move_is_applied_is_taken_once_it_is() {
         None,
         "500 ms stretched by 2% from the receipt"
     );
+}
+
+#[test]
+fn a_request_held_for_a_table_that_never_comes_is_sent_to_the_owner_again() {
+    let t0 = Instant::now();
+    let mut next = LockTable::new(ReplicaId(2), config());
+    next.set_group(
+        t0,
+        Arc::new(state_with("a", &[1, 2])),
+        Some(1),
+        entitled(t0, LEASE * 10),
+    );
+    next.renew(t0, "a", holder(1), 77, 1);
+    assert!(drain(&mut next).is_empty());
+    assert_eq!(next.poll_timeout(), Some(t0 + LEASE / 2));
+    next.handle_timeout(t0 + LEASE / 2);
+    assert_eq!(drain(&mut next), [reply(1, Answer::NotOwner)]);
+}
+
+#[test]
+fn renewals_go_to_the_previous_owner_first_while_a_hand_over_is_pending() {
+    let moved = state_with("a", &[1, 2]);
+    assert_eq!(renew_route(&moved, "a"), [ReplicaId(1), ReplicaId(2)]);
+    let mut done = moved.clone();
+    let slot = slot_of(b"a");
+    let generation = done.slot(Domain::Locks, slot).unwrap().generation;
+    let _ = done.apply(&Command::Accept {
+        domain: Domain::Locks,
+        slot,
+        generation,
+    });
+    assert_eq!(renew_route(&done, "a"), [ReplicaId(2)]);
 }

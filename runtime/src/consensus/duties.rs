@@ -18,6 +18,9 @@ pub fn slot_key(domain: Domain, slot: u16) -> Vec<u8> {
     key
 }
 
+/// How many committed entries a member may miss and still count as caught up.
+const CAUGHT_UP: u64 = 64;
+
 impl GroupCore {
     /// This node's liveness: register, heartbeat, and, when leaving, leave and retire.
     pub(super) fn own_duties(&mut self, now: Instant) {
@@ -146,7 +149,13 @@ impl GroupCore {
                 let live = |o: &(ReplicaId, u64)| self.state.in_force(o.0, o.1);
                 let handing_over = current.from.as_ref().is_some_and(live);
                 let settled = match current.owner {
-                    Some(owner) if live(&owner) => owner.0 == desired || handing_over,
+                    // A live owner hands over only to a node that has caught up with the log:
+                    // one still catching up (a joining learner, say) would apply the move
+                    // long after the owner stopped serving, leaving its holders nowhere to
+                    // renew.
+                    Some(owner) if live(&owner) => {
+                        owner.0 == desired || handing_over || !self.caught_up(desired)
+                    }
                     _ => false,
                 };
                 if !settled {
@@ -235,6 +244,19 @@ impl GroupCore {
             }
             self.propose_conf(cc);
         }
+    }
+
+    /// Whether `replica` has the log about as far as it is committed, by this leader's view of
+    /// its replication: this node itself, or a member being replicated to (not probed or sent
+    /// a snapshot) within a few entries of the commit index.
+    fn caught_up(&self, replica: ReplicaId) -> bool {
+        if replica == self.me.replica {
+            return true;
+        }
+        let committed = self.raw.raft.raft_log.committed;
+        self.raw.raft.prs().get(replica.0).is_some_and(|p| {
+            p.state == raft::ProgressState::Replicate && p.matched + CAUGHT_UP >= committed
+        })
     }
 
     /// The voter most caught up, other than this node.

@@ -93,8 +93,16 @@ pub(crate) struct LockRecord {
 /// What a request this node sent was for.
 #[derive(Debug, Clone)]
 enum Purpose {
-    Acquire { client: usize },
-    Renew { guard: u64, sent_at: Instant },
+    Acquire {
+        client: usize,
+    },
+    Renew {
+        guard: u64,
+        sent_at: Instant,
+        /// The members to ask next if this one answers `NotOwner` (`renew_route`).
+        then: Vec<ReplicaId>,
+        request: LockRequest,
+    },
     Other,
 }
 
@@ -184,7 +192,23 @@ impl LockNode {
         };
         match call.purpose {
             Purpose::Acquire { client } => client::answered(self, ctx, client, rpc, answer),
-            Purpose::Renew { guard, sent_at } => match holdings::renew_outcome(answer) {
+            Purpose::Renew {
+                guard,
+                sent_at,
+                mut then,
+                request,
+            } if answer == Some(Answer::NotOwner) && !then.is_empty() => {
+                let to = then.remove(0);
+                let purpose = Purpose::Renew {
+                    guard,
+                    sent_at,
+                    then,
+                    request: request.clone(),
+                };
+                let timeout = self.renew_timeout;
+                self.call(ctx, to, &request, purpose, timeout);
+            }
+            Purpose::Renew { guard, sent_at, .. } => match holdings::renew_outcome(answer) {
                 Ok(lease_ms) => {
                     ctx.record.renewals += 1;
                     self.holdings.renewed(ctx.now, guard, sent_at, lease_ms);
@@ -254,12 +278,15 @@ impl LockNode {
                         holder,
                         token,
                     };
-                    let purpose = Purpose::Renew {
-                        guard,
-                        sent_at: ctx.now,
-                    };
-                    match self.owner(&name) {
+                    let mut route = self.table.renew_route(&name);
+                    match (!route.is_empty()).then(|| route.remove(0)) {
                         Some(to) => {
+                            let purpose = Purpose::Renew {
+                                guard,
+                                sent_at: ctx.now,
+                                then: route,
+                                request: request.clone(),
+                            };
                             let timeout = self.renew_timeout;
                             self.call(ctx, to, &request, purpose, timeout);
                         }

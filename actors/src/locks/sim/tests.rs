@@ -484,8 +484,12 @@ fn planned_moves_keep_every_hold() {
 /// old owner sends only once it applies the move itself; the renewals run past the holder's
 /// margin (seed 14: `n2/1` loses `gamma` at 1.076 s; the table arrives at 1.110 s). Run with
 /// `--ignored` once hand-overs keep holds (docs/locks.md says they do not yet everywhere).
+/// Since renewals go to the previous owner first while a hand-over is pending, and a new owner
+/// holds requests until its table arrives, what is left in seed 14 is a joining node (n5) that
+/// does not take the tables sent to it for about 600 ms although the leader counted it caught
+/// up: it does not yet see the slot as its own (its own epoch not known to it yet?).
 #[test]
-#[ignore = "planned moves while the cluster forms still lose holds (hand-over work under way)"]
+#[ignore = "a node joining while the cluster forms takes its first tables late (seed 14)"]
 fn joins_that_form_the_cluster_keep_every_hold() {
     for seed in [14, 38] {
         let (w, _) = planned(seed);
