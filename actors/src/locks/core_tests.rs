@@ -39,6 +39,7 @@ fn state_with(name: &str, owners: &[u64]) -> ClusterState {
             info: MemberInfo {
                 name: format!("n{r}"),
                 addr: "127.0.0.1:1".parse().unwrap(),
+                incarnation: 1,
             },
         });
     }

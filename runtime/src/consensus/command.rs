@@ -61,6 +61,10 @@ pub struct MemberInfo {
     pub name: String,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The registering process's start (its membership incarnation): a process that finds its
+    /// own registration only in a snapshot knows the epoch is its own, not an earlier run's.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// A change to the cluster state. Every node applies the same commands in the same order.

@@ -24,7 +24,7 @@ use super::command::{Command, MemberInfo, Outcome, Refusal, ReplicaId};
 use super::config::GroupConfig;
 use super::log::{Log, Persist};
 use super::settings::{ClusterSettings, Disagreement};
-use super::state::ClusterState;
+use super::state::{ClusterState, Phase};
 
 /// The local handle of a proposal, unique within one core.
 pub type ProposalId = u64;
@@ -684,6 +684,27 @@ impl GroupCore {
             }
             None => tracing::error!("a snapshot that was checked on receipt did not decode"),
         }
+        self.adopt_own_registration(now);
+    }
+
+    /// Takes up this process's own epoch when its registration reached it without the entry
+    /// that carried its proposal (in a snapshot, say): the registration names this process's
+    /// incarnation, so it cannot be an earlier run's (whose grants this process never knew).
+    fn adopt_own_registration(&mut self, now: Instant) {
+        if self.mine.epoch.is_some() || self.mine.leaving || self.me.info.incarnation == 0 {
+            return;
+        }
+        let me = self.me.replica;
+        // The epoch's own record of who registered it: a refused registration of this process
+        // (an earlier run's epoch still in force) leaves the earlier run's epoch unadopted.
+        match self.state.liveness.get(&me) {
+            Some(l) if l.incarnation == self.me.info.incarnation && l.phase == Phase::Live => {
+                self.mine.epoch = Some(l.epoch);
+                // Entitled from the first heartbeat of this process that commits.
+                self.mine.next = Some(now);
+            }
+            _ => {}
+        }
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>, now: Instant, persist: &mut Persist) {
@@ -800,6 +821,9 @@ impl GroupCore {
         {
             self.mine.epoch = None;
             self.mine.until = None;
+        }
+        if matches!(command, Command::Register { replica, .. } if *replica == me) {
+            self.adopt_own_registration(now);
         }
     }
 

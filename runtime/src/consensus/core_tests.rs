@@ -14,6 +14,7 @@ fn identity(replica: u64) -> Identity {
         info: MemberInfo {
             name: format!("n{replica}"),
             addr: "127.0.0.1:1".parse().unwrap(),
+            incarnation: 1,
         },
         settings: ClusterSettings {
             cluster_size: 3,

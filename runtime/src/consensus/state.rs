@@ -35,6 +35,9 @@ pub struct Liveness {
     pub seq: u64,
     /// Where it stands.
     pub phase: Phase,
+    /// The incarnation of the process that registered this epoch ([`MemberInfo::incarnation`]).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl Liveness {
@@ -258,6 +261,7 @@ impl ClusterState {
                 epoch,
                 seq: 0,
                 phase: Phase::Live,
+                incarnation: info.incarnation,
             },
         );
         Outcome::Registered { epoch }
@@ -331,6 +335,7 @@ mod tests {
         MemberInfo {
             name: name.into(),
             addr: "127.0.0.1:1".parse().unwrap(),
+            incarnation: 1,
         }
     }
 
@@ -564,5 +569,23 @@ mod tests {
             s.apply(&fire(20)),
             Outcome::Job(JobOutcome::Refused(JobRefusal::NoRunner))
         );
+    }
+
+    #[test]
+    fn an_epoch_records_the_process_that_registered_it_and_a_refused_one_changes_nothing() {
+        let mut s = registered(1);
+        let again = MemberInfo {
+            incarnation: 2,
+            ..info("n")
+        };
+        assert_eq!(
+            s.apply(&Command::Register {
+                replica: ReplicaId(1),
+                info: again,
+            }),
+            Outcome::Refused(Refusal::StillLive)
+        );
+        // The epoch in force is still the first process's: the second must not take it up.
+        assert_eq!(s.liveness[&ReplicaId(1)].incarnation, 1);
     }
 }

@@ -326,6 +326,7 @@ async fn start(
         &config,
         &shared_home,
         addr,
+        incarnation,
         disk,
         stored,
         &transport,
@@ -427,10 +428,15 @@ async fn bind_gossip(bind: SocketAddr) -> Result<(UdpSocket, SocketAddr), StartE
 /// A node founds a new group only when it has never belonged to one, has no seeds, and either
 /// runs alone (`cluster_size` 1) or finds no founding mark in the shared home: a founding node
 /// whose store was lost must not found a second group beside the first.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the parts of a starting node, each used once"
+)]
 async fn start_group(
     config: &NodeConfig,
     shared_home: &SharedHome,
     addr: SocketAddr,
+    incarnation: u64,
     disk: Disk,
     stored: Loaded,
     transport: &Transport,
@@ -441,6 +447,7 @@ async fn start_group(
         info: MemberInfo {
             name: config.name.clone(),
             addr,
+            incarnation,
         },
         settings: cluster_settings(config),
     };

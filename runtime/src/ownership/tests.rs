@@ -15,6 +15,7 @@ fn state(nodes: u64) -> ClusterState {
             info: MemberInfo {
                 name: format!("n{r}"),
                 addr: "127.0.0.1:1".parse().unwrap(),
+                incarnation: 1,
             },
         });
     }

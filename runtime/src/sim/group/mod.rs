@@ -218,6 +218,7 @@ impl<S: Service> GroupWorld<S> {
             info: MemberInfo {
                 name: format!("n{}", i + 1),
                 addr: crate::sim::node_addr(i),
+                incarnation: 1,
             },
             settings: self.settings(),
         };
@@ -375,6 +376,7 @@ impl<S: Service> GroupWorld<S> {
         let seed = self.rng.random();
         let node = &mut self.nodes[i];
         let now = node.clock.local(self.now);
+        node.identity.info.incarnation += 1;
         node.core = Some(GroupCore::restore(
             node.identity.clone(),
             self.config.group,
