@@ -78,25 +78,25 @@ fn a_paused_node_is_declared_down_and_rejoins_after_it_resumes() {
         "paused node not declared down within {allowed:?}:\n{}",
         logs(&cluster)
     );
-    // Sessions follow membership: the survivors drop theirs to the node declared down.
+    // Links follow membership: the survivors close theirs to the node declared down.
     let dropped = cluster.wait_until(Duration::from_secs(5), |c| {
-        sessions(c, 0) == 1 && sessions(c, 1) == 1
+        links(c, 0) == 1 && links(c, 1) == 1
     });
     cluster.resume(victim);
     assert!(
         dropped.is_some(),
-        "sessions to a down node were kept:\n{}",
+        "links to a down node were kept:\n{}",
         logs(&cluster)
     );
     assert_converges(&cluster, "resumed node did not rejoin");
     let all = cluster.all();
     // ...and redial once it is back.
     let redialled = cluster.wait_until(Duration::from_secs(10), |c| {
-        all.iter().all(|&i| sessions(c, i) == 2)
+        all.iter().all(|&i| links(c, i) == 2)
     });
     assert!(
         redialled.is_some(),
-        "sessions not re-established:\n{}",
+        "links not re-established:\n{}",
         logs(&cluster)
     );
     assert!(
@@ -131,12 +131,11 @@ fn a_two_three_partition_leaves_quorum_only_on_the_three_side_and_heals_to_one_v
         );
     }
     let cut = cluster.wait_until(Duration::from_secs(5), |c| {
-        minority.iter().all(|&i| sessions(c, i) == 1)
-            && majority.iter().all(|&i| sessions(c, i) == 2)
+        minority.iter().all(|&i| links(c, i) == 1) && majority.iter().all(|&i| links(c, i) == 2)
     });
     assert!(
         cut.is_some(),
-        "sessions crossed the partition:\n{}",
+        "links crossed the partition:\n{}",
         logs(&cluster)
     );
 
@@ -187,12 +186,13 @@ fn a_node_without_seeds_is_a_one_node_cluster_with_quorum() {
     assert_eq!(status.members[0].state, MemberState::Up);
 }
 
-fn sessions(cluster: &TestCluster, i: usize) -> u64 {
+/// Node `i`'s open outgoing links.
+fn links(cluster: &TestCluster, i: usize) -> u64 {
     cluster
         .admin(i)
         .stats()
         .ok()
-        .and_then(|s| s["transport"]["sessions"].as_u64())
+        .and_then(|s| s["transport"]["links"].as_u64())
         .unwrap_or(u64::MAX)
 }
 

@@ -15,12 +15,10 @@ use std::time::Duration;
 use colony_runtime::NodeId;
 use colony_runtime::consensus::core::encode_message;
 use colony_runtime::consensus::group::RaftBatch;
-use colony_runtime::wire::{self, Envelope, ErrorCode, PROTOCOL_VERSION, Reply};
+use colony_runtime::wire::{self, Envelope, ErrorCode, PROTOCOL_VERSION};
 use common::locks::{self, LEASE_MS};
-use common::{LIMIT, converged_cluster, join, logs, peer_id, raw_call, serial, wait_voters};
-use hmac::{Hmac, Mac};
+use common::{RawLink, converged_cluster, join, logs, peer_id, serial, wait_voters};
 use raft::eraftpb::{Entry, Message, MessageType};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn stat(cluster: &colony_runtime::testkit::TestCluster, i: usize, layer: &str, field: &str) -> u64 {
@@ -119,8 +117,11 @@ fn junk_on_the_gossip_port_is_counted_and_harmless() {
     assert!(cluster.converged(&cluster.all()), "{}", logs(&cluster));
 }
 
+/// The transport port speaks links only: a connection whose first eight bytes are not a link's
+/// opening (junk, or a frame header such as a ractor_cluster session would send) is counted and
+/// hung up on as soon as those bytes arrive, and breaks nothing.
 #[test]
-fn junk_and_truncated_frames_on_the_transport_port_are_counted_and_harmless() {
+fn junk_that_is_no_link_handshake_on_the_transport_port_is_counted_and_closed() {
     let _serial = serial();
     let cluster = converged_cluster(3);
     let target = cluster.addr(1);
@@ -131,13 +132,26 @@ fn junk_and_truncated_frames_on_the_transport_port_are_counted_and_harmless() {
     junk.write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(64))
         .unwrap();
     drop(junk);
-    // A frame header announcing 1000 bytes followed by 10, held open: only a timeout ends it.
+    // A frame header announcing 1000 bytes followed by 10, and one announcing more than any
+    // node accepts, both held open: the node hangs up on them itself.
     let mut truncated = TcpStream::connect(target).unwrap();
     truncated.write_all(&1000u64.to_be_bytes()).unwrap();
     truncated.write_all(&[0u8; 10]).unwrap();
-    // A frame header announcing more than the node accepts.
     let mut huge = TcpStream::connect(target).unwrap();
     huge.write_all(&u64::MAX.to_be_bytes()).unwrap();
+    for held in [&mut truncated, &mut huge] {
+        held.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed = held.read_to_end(&mut rest);
+        assert!(
+            matches!(closed, Ok(0))
+                || closed
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the node should hang up on bytes that are no link: {closed:?}"
+        );
+    }
 
     let counted = cluster.wait_until(Duration::from_secs(15), |c| {
         stat(c, 1, "transport", "handshake_failures") >= before + 3
@@ -146,6 +160,14 @@ fn junk_and_truncated_frames_on_the_transport_port_are_counted_and_harmless() {
         counted.is_some(),
         "bad connections not counted: {:?}\n{}",
         cluster.admin(1).stats(),
+        cluster.log(1)
+    );
+    // Refused for what they said, not for running out of time.
+    assert!(
+        cluster
+            .log(1)
+            .contains("did not open with a link handshake"),
+        "{}",
         cluster.log(1)
     );
     drop((truncated, huge));
@@ -212,66 +234,6 @@ fn a_link_without_the_cookie_is_refused_and_counted() {
     assert!(cluster.converged(&cluster.all()), "{}", logs(&cluster));
 }
 
-/// A link opened by hand with the cluster's cookie, the way a node opens one
-/// (`runtime/src/transport/links/handshake.rs`), so that it can send envelopes no node sends.
-struct RawLink {
-    stream: tokio::net::TcpStream,
-    next_id: u64,
-}
-
-impl RawLink {
-    /// Connects from `source` to `target` and proves the cookie, naming itself `claim`.
-    async fn open(target: SocketAddr, source: IpAddr, claim: NodeId) -> std::io::Result<RawLink> {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::new(source, 0))?;
-        let mut stream = socket.connect(target).await?;
-        let key: [u8; 32] = Sha256::new()
-            .chain_update(b"colony link v1")
-            .chain_update(b"colony-test-cookie")
-            .finalize()
-            .into();
-        let mine = [0x5a; 16];
-        stream
-            .write_all(&[&b"COLONYL1"[..], claim.as_bytes(), &mine].concat())
-            .await?;
-        let mut answer = [0; 64];
-        stream.read_exact(&mut answer).await?;
-        let (server, theirs) = (&answer[..16], &answer[16..32]);
-        let mut proof = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-        for part in [&b"client"[..], theirs, &mine, claim.as_bytes(), server] {
-            proof.update(part);
-        }
-        stream.write_all(&proof.finalize().into_bytes()).await?;
-        Ok(RawLink { stream, next_id: 1 })
-    }
-
-    /// Sends `envelope` to the `node` service and reads its reply.
-    async fn call(&mut self, envelope: &Envelope) -> Reply {
-        self.call_service("node", envelope).await
-    }
-
-    /// Sends `envelope` to `service` and reads its reply.
-    async fn call_service(&mut self, service: &str, envelope: &Envelope) -> Reply {
-        let id = self.next_id;
-        self.next_id += 1;
-        let body = wire::encode(envelope, LIMIT).unwrap();
-        let mut frame = Vec::new();
-        let length = 1 + 8 + 1 + service.len() + body.len();
-        frame.extend_from_slice(&(length as u32).to_le_bytes());
-        frame.push(1);
-        frame.extend_from_slice(&id.to_le_bytes());
-        frame.push(service.len() as u8);
-        frame.extend_from_slice(service.as_bytes());
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).await.unwrap();
-        let len = self.stream.read_u32_le().await.unwrap() as usize;
-        let mut reply = vec![0; len];
-        self.stream.read_exact(&mut reply).await.unwrap();
-        assert_eq!((reply[0], &reply[1..9]), (2, &id.to_le_bytes()[..]));
-        wire::decode(&reply[9..], LIMIT).unwrap()
-    }
-}
-
 fn echo(from: NodeId, payload: &[u8]) -> Envelope {
     Envelope {
         version: PROTOCOL_VERSION,
@@ -287,8 +249,8 @@ fn node_id(cluster: &colony_runtime::testkit::TestCluster, i: usize) -> NodeId {
 }
 
 /// An envelope names its sender, but a node believes the connection: a link that proved the
-/// cookie as one node and a session lane request naming a node with no session are refused,
-/// counted and logged, and the link stays usable for what it may say.
+/// cookie as one node and sends an envelope naming another is refused, counted and logged,
+/// and the link stays usable for what it may say.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_envelope_that_claims_another_sender_than_its_connection_is_refused_and_counted() {
     let _serial = serial();
@@ -318,24 +280,13 @@ async fn an_envelope_that_claims_another_sender_than_its_connection_is_refused_a
         (None, Some(&b"for me"[..]))
     );
 
-    // Over a session (the lane used while a peer has no link): a sender with no session.
-    let home = tempfile::tempdir().unwrap();
-    let node = join(&cluster, home.path()).await;
-    let peer = peer_id(&node, &cluster, 1).await;
-    let bytes = wire::encode(&echo(NodeId::random(), b"nobody"), LIMIT).unwrap();
-    let reply = raw_call(peer, bytes).await;
-    let error = reply.error.expect("a sender with no session is refused");
-    assert_eq!(error.code(), ErrorCode::BadRequest);
-    assert!(error.to_string().contains("holds no session"), "{error}");
-
     let counted = tokio::task::block_in_place(|| forged(&cluster));
-    assert_eq!(counted, before + 2, "{}", cluster.log(1));
+    assert_eq!(counted, before + 1, "{}", cluster.log(1));
     assert!(
         cluster.log(1).contains("request refused"),
         "{}",
         cluster.log(1)
     );
-    node.shutdown().await;
 }
 
 /// Raises this process's open-file limit to `want` (or its hard limit): the test holds
@@ -405,7 +356,7 @@ async fn drip(target: SocketAddr, source: u8, opening: Vec<u8>) -> bool {
 }
 
 /// Idle and slow connections that never authenticate take at most their capped slots for at
-/// most the accept deadline: members' links, sessions and new member connections keep working
+/// most the accept deadline: members' links and new member connections keep working
 /// meanwhile, the refused connections are counted, and nothing is left once the junk closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_unauthenticated_connections_neither_stop_members_nor_linger() {
@@ -422,8 +373,8 @@ async fn thousands_of_unauthenticated_connections_neither_stop_members_nor_linge
     let stats = |c: &colony_runtime::testkit::TestCluster| c.admin(1).stats().expect("stats");
     let before = tokio::task::block_in_place(|| stats(&cluster));
 
-    // Slow senders: from the first byte, after naming a link, and after a session's first
-    // frame header.
+    // Slow senders: from the first byte, after naming a link, and after eight bytes that are
+    // no link's (the node hangs up on those at once).
     let mut drips = tokio::task::JoinSet::new();
     for source in 1..=48u8 {
         let opening = match source % 3 {

@@ -9,10 +9,15 @@ mod common;
 
 use std::time::Duration;
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use colony_runtime::NodeId;
 use colony_runtime::transport::RequestError;
 use colony_runtime::wire::{self, ErrorCode};
-use common::{LIMIT, converged_cluster, join, peer_id, raw_call, serial};
+use common::{
+    LIMIT, OBSERVATION_SLACK, RawLink, converged_cluster, detection_bound, join, peer_id, serial,
+};
+use futures_util::FutureExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_cross_processes_through_the_envelope_and_survive_bad_input() {
@@ -22,7 +27,7 @@ async fn requests_cross_processes_through_the_envelope_and_survive_bad_input() {
     let node = join(&cluster, home.path()).await;
     let peer = peer_id(&node, &cluster, 1).await;
 
-    // Once the link to the peer is open, requests take it instead of the session.
+    // Requests to other nodes travel over links only.
     let peers = cluster.all().len();
     for _ in 0..200 {
         if node.stats().transport.links == peers {
@@ -55,7 +60,7 @@ async fn requests_cross_processes_through_the_envelope_and_survive_bad_input() {
     // Two remote requests, both over the link; the local one takes no link.
     assert_eq!(off_links(&node), before + 1);
 
-    // Too large: refused at the caller, nothing sent, the session stays up.
+    // Too large: refused at the caller, nothing sent, the link stays up.
     let err = node
         .request_raw(peer, "node", "echo", vec![7; LIMIT + 1], None)
         .await
@@ -87,11 +92,19 @@ async fn requests_cross_processes_through_the_envelope_and_survive_bad_input() {
         .unwrap_err();
     assert!(matches!(err, RequestError::UnknownService { .. }), "{err}");
 
-    // Bytes that are no envelope: counted, logged, answered with an error.
+    // Bytes that are no envelope, over a link opened by hand: counted, logged, answered with
+    // an error.
+    let stranger = NodeId::random();
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut link = RawLink::open(cluster.addr(1), localhost, stranger)
+        .await
+        .unwrap();
     let before = cluster.admin(1).stats().unwrap()["transport"]["bad_requests"]
         .as_u64()
         .unwrap();
-    let reply = raw_call(peer, b"\xc1 definitely not an envelope".to_vec()).await;
+    let reply = link
+        .call_bytes("node", b"\xc1 definitely not an envelope")
+        .await;
     assert_eq!(reply.error.map(|e| e.code()), Some(ErrorCode::BadRequest));
     let after = cluster.admin(1).stats().unwrap()["transport"]["bad_requests"]
         .as_u64()
@@ -117,12 +130,14 @@ async fn requests_cross_processes_through_the_envelope_and_survive_bad_input() {
     let newer = EnvelopeV2 {
         version: wire::PROTOCOL_VERSION + 1,
         request_id: 42,
-        from: node.id(),
+        from: stranger,
         kind: "echo".into(),
         payload: b"from the future".to_vec(),
         trace_parent: "00-abc-def-01".into(),
     };
-    let reply = raw_call(peer, wire::encode(&newer, LIMIT).unwrap()).await;
+    let reply = link
+        .call_bytes("node", &wire::encode(&newer, LIMIT).unwrap())
+        .await;
     assert_eq!(reply.error, None);
     assert_eq!(reply.request_id, 42);
     assert_eq!(reply.ok.as_deref(), Some(&b"from the future"[..]));
@@ -190,4 +205,60 @@ async fn one_request_to_many_nodes_answers_each_and_a_paused_node_fails_alone() 
         b"back"
     );
     node.shutdown().await;
+}
+
+/// Issue 8: a request to a node that is no member fails on its first poll with nothing sent,
+/// whether the node was never listed or was declared down; the other members still answer.
+/// (That a request to a member whose link is still opening waits for it is proved, without
+/// timing, by `runtime/src/transport/tests.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_a_node_that_is_no_member_fails_at_once() {
+    let _serial = serial();
+    let mut cluster = tokio::task::block_in_place(|| converged_cluster(3));
+    let home = tempfile::tempdir().unwrap();
+    let node = join(&cluster, home.path()).await;
+    let (a, victim) = (
+        peer_id(&node, &cluster, 0).await,
+        peer_id(&node, &cluster, 2).await,
+    );
+    let long = Some(Duration::from_secs(60));
+
+    fails_at_once(&node, NodeId::random());
+
+    tokio::task::block_in_place(|| cluster.kill(2));
+    let mut view = node.watch_members();
+    let declared_down = view.wait_for(|v| {
+        v.members
+            .iter()
+            .any(|m| m.id == victim && m.state.is_gone())
+    });
+    let allowed = detection_bound(cluster.len() + 1) + OBSERVATION_SLACK;
+    tokio::time::timeout(allowed, declared_down)
+        .await
+        .unwrap_or_else(|_| panic!("the killed node was not declared down within {allowed:?}"))
+        .unwrap();
+    fails_at_once(&node, victim);
+    let answers = node
+        .request_each(&[victim, a], "node", "echo", b"left".to_vec(), long)
+        .await;
+    assert!(
+        matches!(answers[0], Err(RequestError::NotMember(n)) if n == victim),
+        "{:?}",
+        answers[0]
+    );
+    assert_eq!(answers[1].as_deref().expect("a answers"), b"left");
+    node.shutdown().await;
+}
+
+/// A request from `node` to `target`, with a long timeout, fails on its first poll as sent to
+/// no member.
+fn fails_at_once(node: &colony_runtime::Node, target: NodeId) {
+    let long = Some(Duration::from_secs(60));
+    let first_poll = node
+        .request_raw(target, "node", "echo", b"?".to_vec(), long)
+        .now_or_never();
+    assert!(
+        matches!(first_poll, Some(Err(RequestError::NotMember(n))) if n == target),
+        "{first_poll:?}"
+    );
 }

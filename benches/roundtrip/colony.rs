@@ -1,7 +1,7 @@
 //! The Colony side: a node in this process, seeded to the `colony node` process, calls the
-//! built-in `node` service's `echo` kind on it. Each call encodes an envelope, looks the peer's
-//! gateway up, goes through ractor_cluster, is decoded and answered by the gateway, and its reply
-//! is decoded, which is all the cost Colony adds over the bare call.
+//! built-in `node` service's `echo` kind on it. Each call encodes an envelope, writes it on the
+//! link to the peer, is decoded and answered by the peer's dispatcher, and its reply is
+//! decoded, which is all the cost Colony adds over the bare round trip.
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ pub async fn client(options: &Options) -> anyhow::Result<()> {
             break peer.id;
         }
         if Instant::now() > deadline {
-            bail!("no session to the node at {target}");
+            bail!("no link to the node at {target}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };

@@ -1,21 +1,20 @@
-//! Request round trip between two node processes: Colony's envelope next to a bare
-//! ractor_cluster remote call, measured in the same run.
+//! Request round trip between two processes: Colony's request over a link next to the
+//! loopback floor (a bare TCP echo), measured in the same run.
 //!
 //! Run with `cargo bench --bench roundtrip` (options after `--`: `--payload BYTES`,
 //! `--calls N` per batch, `--batches N`, `--warmup N`). Results are in `docs/benchmarks.md`.
 //! Under `cargo test --benches` it makes a smoke run with a few calls.
 //!
 //! # Shape
-//! ractor_cluster keeps its registries process-global, so a process can hold only one node.
-//! This binary therefore plays several roles, chosen by the `COLONY_BENCH_ROLE` variable, and
-//! the orchestrator (no role) re-executes itself for each:
+//! A process holds one node, so this binary plays several roles, chosen by the
+//! `COLONY_BENCH_ROLE` variable, and the orchestrator (no role) re-executes itself for each:
 //!
 //! - two servers: a `colony node` process (the real binary, through the testkit) and a
-//!   `bare-server` process (a plain `NodeServer` with an echo actor in a `pg` group);
+//!   `bare-server` process (a tokio TCP echo of length-prefixed frames);
 //! - two clients: `colony-client` starts a Colony node seeded to the `colony node` process and
-//!   calls `node.request_raw(peer, "node", "echo", ..)`; `bare-client` dials the bare server
-//!   with its own `NodeServer` and calls the echo actor with `ractor::rpc::call`. Both send the
-//!   same payload one call at a time from a runtime task, with the same 5 s timeout.
+//!   calls `node.request_raw(peer, "node", "echo", ..)`; `bare-client` connects to the bare
+//!   server and writes a frame and reads its echo. Both send the same payload one call at a
+//!   time from a runtime task, with the same 5 s timeout.
 //!
 //! Each client connects and warms up once, then runs a batch of timed calls each time the
 //! orchestrator writes a line to its stdin, and answers with the batch's samples as JSON. The
@@ -47,7 +46,8 @@ const ROLE_VAR: &str = "COLONY_BENCH_ROLE";
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client may take to reach its server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-/// The target Colony/bare ratio of the median round trip.
+/// The target Colony/bare ratio of the median round trip: what Colony adds to a bare TCP
+/// round trip (an envelope each way, the link's framing, the dispatcher) stays under half of it.
 const TARGET_RATIO: f64 = 1.5;
 
 /// The processes this binary can be.

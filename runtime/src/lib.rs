@@ -1,7 +1,7 @@
 //! # colony-runtime
 //!
 //! The node runtime under Colony's cluster primitives: settings, home directories, the wire
-//! envelope, authenticated sessions between processes, gossip membership with failure detection,
+//! envelope, authenticated links between processes, gossip membership with failure detection,
 //! placement, quorum, a local event bus and component lifecycle.
 //!
 //! One node is one OS process. A process started without seeds is a one-node cluster and runs
@@ -18,7 +18,7 @@
 //! - [`homes`]: the local and shared home directories.
 //! - [`wire`]: the versioned envelope and its size-checked codec.
 //! - [`membership`]: SWIM gossip (foca) with authentication; sans-IO core plus a UDP shell.
-//! - [`transport`]: ractor_cluster sessions that follow membership, gateways, requests.
+//! - [`transport`]: authenticated links that follow membership, services, requests.
 //! - [`placement`], [`quorum`]: rendezvous hashing, and quorum arithmetic for the membership view.
 //! - [`consensus`]: the raft-rs group (sans-IO core, redb store, shell) holding settings,
 //!   liveness epochs and slot ownership; [`ownership`]: which slots a node may serve now.

@@ -99,9 +99,8 @@ pub struct NodeArgs {
 /// Logs to stderr, at `RUST_LOG` or else `info`; ractor's own per-message spans are kept to
 /// warnings by default, since at `info` they cost measurable work on every request.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,ractor=warn,ractor_cluster=warn")
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ractor=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -4,11 +4,17 @@
 pub mod caches;
 pub mod locks;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use colony_runtime::NodeId;
 use colony_runtime::config::MembershipTimings;
 use colony_runtime::testkit::{ClusterSpec, TestCluster};
+use colony_runtime::wire::{self, Envelope, Reply};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Multi-process tests share two cores: one cluster at a time keeps failure detection honest.
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -50,7 +56,7 @@ pub fn detection_bound(nodes: usize) -> Duration {
     MembershipTimings::default().detection_bound(nodes)
 }
 
-/// Waits until `node` sees `members` nodes up (itself included) and holds a session to each
+/// Waits until `node` sees `members` nodes up (itself included) and has an open link to each
 /// of them; fails the test after `timeout`.
 pub async fn wait_up_and_connected(node: &colony::Node, members: usize, timeout: Duration) {
     let deadline = std::time::Instant::now() + timeout;
@@ -59,7 +65,7 @@ pub async fn wait_up_and_connected(node: &colony::Node, members: usize, timeout:
     {
         assert!(
             std::time::Instant::now() < deadline,
-            "no sessions to the peers"
+            "no links to the peers"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -102,30 +108,76 @@ pub async fn peer_id(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("no session to {}:\n{}", cluster.name(i), logs(cluster));
+    panic!("no link to {}:\n{}", cluster.name(i), logs(cluster));
 }
 
-/// Sends `bytes` to `node`'s `node` service over the ractor_cluster session, as no node would.
-pub async fn raw_call(node: colony_runtime::NodeId, bytes: Vec<u8>) -> colony_runtime::wire::Reply {
-    let cell = ractor::pg::get_members(&colony_runtime::transport::gateway_group("node", node))
-        .into_iter()
-        .next()
-        .expect("gateway proxy");
-    let gateway = ractor::ActorRef::<colony_runtime::transport::GatewayMsg>::from(cell);
-    match ractor::rpc::call(
-        &gateway.get_cell(),
-        |port| colony_runtime::transport::GatewayMsg::Call(bytes, port),
-        Some(Duration::from_secs(5)),
-    )
-    .await
-    {
-        Ok(ractor::rpc::CallResult::Success(bytes)) => {
-            colony_runtime::wire::decode(&bytes, LIMIT).expect("reply decodes")
+/// A link opened by hand with the cluster's cookie, the way a node opens one
+/// (`runtime/src/transport/links/handshake.rs`), so that it can send envelopes no node sends.
+pub struct RawLink {
+    stream: tokio::net::TcpStream,
+    next_id: u64,
+}
+
+impl RawLink {
+    /// Connects from `source` to `target` and proves the cookie, naming itself `claim`.
+    pub async fn open(
+        target: SocketAddr,
+        source: IpAddr,
+        claim: NodeId,
+    ) -> std::io::Result<RawLink> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        let mut stream = socket.connect(target).await?;
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(b"colony link v1")
+            .chain_update(b"colony-test-cookie")
+            .finalize()
+            .into();
+        let mine = [0x5a; 16];
+        stream
+            .write_all(&[&b"COLONYL1"[..], claim.as_bytes(), &mine].concat())
+            .await?;
+        let mut answer = [0; 64];
+        stream.read_exact(&mut answer).await?;
+        let (server, theirs) = (&answer[..16], &answer[16..32]);
+        let mut proof = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        for part in [&b"client"[..], theirs, &mine, claim.as_bytes(), server] {
+            proof.update(part);
         }
-        other => panic!(
-            "no reply: {:?}",
-            other.map(|r| matches!(r, ractor::rpc::CallResult::Timeout))
-        ),
+        stream.write_all(&proof.finalize().into_bytes()).await?;
+        Ok(RawLink { stream, next_id: 1 })
+    }
+
+    /// Sends `envelope` to the `node` service and reads its reply.
+    pub async fn call(&mut self, envelope: &Envelope) -> Reply {
+        self.call_service("node", envelope).await
+    }
+
+    /// Sends `envelope` to `service` and reads its reply.
+    pub async fn call_service(&mut self, service: &str, envelope: &Envelope) -> Reply {
+        self.call_bytes(service, &wire::encode(envelope, LIMIT).unwrap())
+            .await
+    }
+
+    /// Sends `body` as the envelope bytes of a request to `service`, whatever they are, and
+    /// reads its reply.
+    pub async fn call_bytes(&mut self, service: &str, body: &[u8]) -> Reply {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut frame = Vec::new();
+        let length = 1 + 8 + 1 + service.len() + body.len();
+        frame.extend_from_slice(&(length as u32).to_le_bytes());
+        frame.push(1);
+        frame.extend_from_slice(&id.to_le_bytes());
+        frame.push(service.len() as u8);
+        frame.extend_from_slice(service.as_bytes());
+        frame.extend_from_slice(body);
+        self.stream.write_all(&frame).await.unwrap();
+        let len = self.stream.read_u32_le().await.unwrap() as usize;
+        let mut reply = vec![0; len];
+        self.stream.read_exact(&mut reply).await.unwrap();
+        assert_eq!((reply[0], &reply[1..9]), (2, &id.to_le_bytes()[..]));
+        wire::decode(&reply[9..], LIMIT).unwrap()
     }
 }
 

@@ -204,7 +204,7 @@ async fn deliver(
 fn not_yet_connected(error: &RequestError) -> bool {
     matches!(
         error,
-        RequestError::NoSession(_) | RequestError::UnknownService { .. }
+        RequestError::NotConnected { .. } | RequestError::UnknownService { .. }
     )
 }
 

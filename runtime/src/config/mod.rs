@@ -36,7 +36,7 @@ pub struct NodeConfig {
     pub bind: SocketAddr,
     /// Addresses of nodes to join through. Empty: this node starts a cluster of its own.
     pub seeds: Vec<SocketAddr>,
-    /// The shared secret that authenticates sessions and gossip. Never logged.
+    /// The shared secret that authenticates links and gossip. Never logged.
     pub cookie: Secret,
     /// How many nodes the cluster is meant to have; quorum is a majority of it.
     pub cluster_size: usize,

@@ -312,13 +312,10 @@ async fn start(
         membership.watch(),
     )
     .await?;
-    if let Err(e) = transport
-        .register(
-            builtin::SERVICE,
-            Arc::new(builtin::NodeService::new(membership.clone())),
-        )
-        .await
-    {
+    if let Err(e) = transport.register(
+        builtin::SERVICE,
+        Arc::new(builtin::NodeService::new(membership.clone())),
+    ) {
         transport.stop();
         return Err(e.into());
     }
@@ -479,12 +476,10 @@ async fn start_group(
             addr,
             reason: e.to_string(),
         })?;
-    transport
-        .register(
-            crate::consensus::group::SERVICE,
-            Arc::new(GroupService(shell.clone())),
-        )
-        .await?;
+    transport.register(
+        crate::consensus::group::SERVICE,
+        Arc::new(GroupService(shell.clone())),
+    )?;
     Ok(Group::new(shell, status))
 }
 

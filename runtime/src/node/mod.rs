@@ -272,7 +272,7 @@ impl Node {
         name: &str,
         service: Arc<dyn Service>,
     ) -> Result<(), TransportError> {
-        self.inner.transport.register(name, service).await
+        self.inner.transport.register(name, service)
     }
 
     /// Sends a typed request to `service` on `node` and decodes the typed answer. The request
@@ -344,12 +344,13 @@ impl Node {
             .await
     }
 
-    /// Whether a ready session to `node` exists (always true for this node).
+    /// Whether this node's link to `node` is open (always true for this node). A request to a
+    /// member without one waits for it, up to the request's timeout.
     pub fn is_connected(&self, node: NodeId) -> bool {
-        node == self.inner.id || self.inner.transport.has_session(node)
+        node == self.inner.id || self.inner.transport.has_link(node)
     }
 
-    /// Cuts this node off from `addrs`, both gossip and sessions, or heals it with an empty set.
+    /// Cuts this node off from `addrs`, both gossip and links, or heals it with an empty set.
     /// Only for tests: refused (returns `false`) unless the node was started with
     /// `fault_injection`.
     pub async fn set_blocked(&self, addrs: HashSet<SocketAddr>) -> bool {
@@ -378,7 +379,7 @@ impl Node {
     }
 
     /// Leaves the cluster gracefully: stops components in reverse order, tells every member this
-    /// node is leaving (they see it *left*, not *down*), then closes sessions and the listener.
+    /// node is leaving (they see it *left*, not *down*), then closes its links and the listener.
     /// Calling it again does nothing.
     pub async fn shutdown(&self) {
         if self.inner.stopping.swap(true, Ordering::SeqCst) {

@@ -44,7 +44,9 @@ pub trait Driven: Send + 'static {
 #[error("the service has stopped: its node is shutting down")]
 pub struct Stopped;
 
-/// The actor's messages.
+/// The actor's messages (local only: ractor's blanket `Message` impl covers them, as its
+/// `cluster` feature, which would demand an explicit one, is off since the transport dropped
+/// ractor_cluster).
 pub enum ShellMsg {
     /// Inputs were queued with [`Shell::cast`].
     Inbox,
@@ -53,8 +55,6 @@ pub enum ShellMsg {
     /// The deadline passed.
     Tick,
 }
-
-impl ractor::Message for ShellMsg {}
 
 /// Inputs queued for the actor; the actor is woken once per burst.
 type Inbox<I> = Arc<Mutex<Vec<I>>>;

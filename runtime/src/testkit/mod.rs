@@ -5,7 +5,7 @@
 //! (SIGSTOP / SIGCONT), [`TestCluster::restart`], and [`TestCluster::partition`] /
 //! [`TestCluster::heal`]. Partitions use the fault filter inside each node's network layer
 //! (enabled by `--fault-injection`): it drops gossip to and from the cut-off addresses and
-//! closes and refuses sessions with them, so tests need no root, iptables or namespaces.
+//! closes and refuses links with them, so tests need no root, iptables or namespaces.
 //!
 //! Each node's stdout and stderr go to `<home>/log/node.log`; [`TestCluster::log`] reads it.
 

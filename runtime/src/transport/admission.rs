@@ -6,16 +6,16 @@
 //! more than [`MAX_UNAUTHENTICATED`] at once, [`MAX_UNAUTHENTICATED_PER_IP`] of them from any one
 //! source address. A connection over either cap is closed as soon as it is accepted and counted
 //! (`refused_connections`); one that does not authenticate within [`ACCEPT_DEADLINE`] is closed
-//! and counted (`handshake_failures`). Authenticated links and sessions hold no permit: junk
+//! and counted (`handshake_failures`). Authenticated links hold no permit: junk
 //! cannot close them, it can only make new connections wait for a free slot.
 //!
 //! An address that hosts a member of the cluster is held to its own per-address cap but not to
 //! the overall one, so strangers spread over many addresses cannot keep members from redialling.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::TransportStats;
@@ -31,10 +31,6 @@ pub(crate) const ACCEPT_DEADLINE: Duration = Duration::from_secs(2);
 /// The unauthenticated connections of one node.
 pub(crate) struct Admission {
     counts: Mutex<Counts>,
-    /// Sessions handed to ractor_cluster and not yet authenticated, by peer label (the
-    /// client's address): the session task releases their permits when ractor_cluster reports
-    /// them authenticated. Weak, so that a connection that simply closes releases its own.
-    sessions: Mutex<HashMap<String, Weak<PreAuth>>>,
     stats: Arc<TransportStats>,
 }
 
@@ -50,24 +46,10 @@ pub(crate) struct Permit {
     ip: IpAddr,
 }
 
-/// What an accepted session's stream holds until ractor_cluster authenticates it.
-pub(crate) struct PreAuth {
-    permit: Mutex<Option<Permit>>,
-    authenticated: AtomicBool,
-}
-
-impl PreAuth {
-    /// Whether ractor_cluster has reported the session authenticated.
-    pub(crate) fn is_authenticated(&self) -> bool {
-        self.authenticated.load(Ordering::Acquire)
-    }
-}
-
 impl Admission {
     pub(crate) fn new(stats: Arc<TransportStats>) -> Arc<Admission> {
         Arc::new(Admission {
             counts: Mutex::default(),
-            sessions: Mutex::default(),
             stats,
         })
     }
@@ -96,37 +78,6 @@ impl Admission {
     /// Connections admitted and not yet authenticated or closed.
     pub(crate) fn unauthenticated(&self) -> usize {
         self.counts.lock().expect("admission lock").total
-    }
-
-    /// Keeps `permit` until the session from `peer` authenticates (see [`Self::authenticated`])
-    /// or its stream, which holds the returned value, is dropped.
-    pub(crate) fn hold_for_session(&self, peer: SocketAddr, permit: Permit) -> Arc<PreAuth> {
-        let held = Arc::new(PreAuth {
-            permit: Mutex::new(Some(permit)),
-            authenticated: AtomicBool::new(false),
-        });
-        let mut sessions = self.sessions.lock().expect("admission lock");
-        // Entries of streams already dropped; at most the cap's worth are alive.
-        sessions.retain(|_, s| s.strong_count() > 0);
-        sessions.insert(peer.to_string(), Arc::downgrade(&held));
-        held
-    }
-
-    /// ractor_cluster reports the session from `peer_label` authenticated: its slot is free.
-    pub(crate) fn authenticated(&self, peer_label: &str) {
-        let held = self.forget(peer_label);
-        if let Some(held) = held.and_then(|h| h.upgrade()) {
-            held.authenticated.store(true, Ordering::Release);
-            held.permit.lock().expect("permit lock").take();
-        }
-    }
-
-    /// The session from `peer_label` ended.
-    pub(crate) fn forget(&self, peer_label: &str) -> Option<Weak<PreAuth>> {
-        self.sessions
-            .lock()
-            .expect("admission lock")
-            .remove(peer_label)
     }
 }
 
@@ -194,25 +145,5 @@ mod tests {
         assert!(a.admit(ip(201), true).is_some());
         assert_eq!(refused(&a), 1);
         drop(held);
-    }
-
-    #[test]
-    fn a_session_slot_is_freed_by_authentication_or_by_its_stream_closing() {
-        let a = admission();
-        let peer: SocketAddr = "10.0.0.1:4000".parse().unwrap();
-        let held = a.hold_for_session(peer, a.admit(peer.ip(), false).unwrap());
-        assert_eq!(a.unauthenticated(), 1);
-        assert!(!held.is_authenticated());
-        a.authenticated(&peer.to_string());
-        assert!(held.is_authenticated());
-        assert_eq!(a.unauthenticated(), 0);
-
-        let closed = a.hold_for_session(peer, a.admit(peer.ip(), false).unwrap());
-        assert_eq!(a.unauthenticated(), 1);
-        drop(closed);
-        assert_eq!(a.unauthenticated(), 0);
-        // Nothing to do for a session that is gone.
-        a.authenticated(&peer.to_string());
-        assert_eq!(a.unauthenticated(), 0);
     }
 }

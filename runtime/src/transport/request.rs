@@ -1,4 +1,4 @@
-//! The request/response helper.
+//! The request/response helper: every request to another node goes over its link.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -6,18 +6,16 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
-
-use super::gateway::{Answer, Sender};
+use super::Transport;
+use super::dispatch::{Answer, Sender};
 use super::links::{Call, CallError};
-use super::{GatewayMsg, Transport};
 use crate::NodeId;
 use crate::wire::{self, Envelope, ErrorCode, PROTOCOL_VERSION, RemoteError, Reply, WireError};
 
 /// Why a request got no answer. Each variant says whether the request may have run.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    /// The request is larger than `max_message_bytes`. Nothing was sent; the session is intact.
+    /// The request is larger than `max_message_bytes`. Nothing was sent; the link is intact.
     #[error(
         "request of {size} bytes exceeds the limit of {limit} bytes; nothing was sent (raise max_message_bytes or send less)"
     )]
@@ -30,12 +28,26 @@ pub enum RequestError {
     /// The payload could not be encoded. Nothing was sent.
     #[error("request could not be encoded: {0}")]
     Encode(WireError),
-    /// There is no session to the node (not up, or not connected yet). Nothing was sent; retry
-    /// after the node appears up.
-    #[error("no session to node {0}: it is not up or not connected yet")]
-    NoSession(NodeId),
-    /// The node runs no service of that name (or its gateway is not yet known here). Nothing
-    /// was sent.
+    /// The node is no member this node lists, or one it counts out (declared down, or left).
+    /// Nothing was sent: the request failed at once. Retry once the node is listed up.
+    #[error(
+        "node {0} is not a member this node can reach (unknown, down or left); nothing was sent"
+    )]
+    NotMember(NodeId),
+    /// The node is a member, but no link to it opened within the timeout (it is still being
+    /// dialled, or redialled after its link closed). Nothing was sent.
+    #[error("no link to node {node} opened within {after:?}; nothing was sent")]
+    NotConnected {
+        /// The node asked.
+        node: NodeId,
+        /// The timeout.
+        after: Duration,
+    },
+    /// This node is shutting down and has closed its links. Nothing was sent.
+    #[error("this node is shutting down; nothing was sent")]
+    ShuttingDown,
+    /// The node runs no service of that name (or not yet: it registers its services before
+    /// it joins). Nothing ran.
     #[error("node {node} runs no service named `{service}`")]
     UnknownService {
         /// The node asked.
@@ -54,8 +66,8 @@ pub enum RequestError {
         /// The timeout.
         after: Duration,
     },
-    /// The session closed before the answer came. The request may or may not have run.
-    #[error("the session to node {0} closed before it answered; the request may have run")]
+    /// The link closed before the answer came. The request may or may not have run.
+    #[error("the link to node {0} closed before it answered; the request may have run")]
     Disconnected(NodeId),
     /// The answer could not be decoded.
     #[error("the answer from node {node} could not be decoded: {error}")]
@@ -76,7 +88,8 @@ pub enum RequestError {
 }
 
 impl Transport {
-    /// Sends `payload` as a request of `kind` to `service` on `node` and waits for its answer.
+    /// Sends `payload` as a request of `kind` to `service` on `node` and waits for its answer,
+    /// at most `timeout` in all (waiting for the link to open included).
     pub(crate) async fn request(
         &self,
         node: NodeId,
@@ -87,21 +100,22 @@ impl Transport {
     ) -> Result<Vec<u8>, RequestError> {
         self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
         let result = match self.envelope(kind, payload).map_err(unsent) {
-            // Cut off by the test fault filter: nothing is sent.
-            _ if self.inner.links.cut.is_cut(node) => Err(RequestError::Unreachable(node)),
-            Ok((request_id, bytes)) => match self.start_on_link(node, service, &bytes) {
-                Some(call) => {
-                    let answer = tokio::time::timeout(timeout, call)
-                        .await
-                        .unwrap_or(Err(CallError::Timeout));
-                    self.answer(node, service, request_id, answer, timeout)
+            Ok((request_id, bytes)) => {
+                let deadline = tokio::time::Instant::now() + timeout;
+                match self.begin(node, service, &bytes) {
+                    Ok(Started::Call(call)) => {
+                        let answer = tokio::time::timeout_at(deadline, call)
+                            .await
+                            .unwrap_or(Err(CallError::Timeout));
+                        self.answer(node, service, request_id, answer, timeout)
+                    }
+                    Ok(Started::Later) => {
+                        self.later(node, service, request_id, &bytes, deadline, timeout)
+                            .await
+                    }
+                    Err(e) => Err(e),
                 }
-                // Nothing was sent: the session carries it.
-                None => {
-                    self.over_session(node, service, request_id, bytes, timeout)
-                        .await
-                }
-            },
+            }
             Err(e) => Err(e),
         };
         self.count_failure(&result);
@@ -110,8 +124,8 @@ impl Transport {
 
     /// Sends the same request to each of `nodes` at once and waits for every answer, at most
     /// `timeout` in all. The envelope is encoded once and written to each open link from this
-    /// task; one timer covers the links (a request that falls back to a session keeps its own).
-    /// Answers come back in the order of `nodes`.
+    /// task; one timer covers every node, those whose link is still opening included. Answers
+    /// come back in the order of `nodes`.
     pub(crate) async fn request_each(
         &self,
         nodes: &[NodeId],
@@ -133,29 +147,24 @@ impl Transport {
                 return nodes.iter().map(|_| Err(unsent(e.clone()))).collect();
             }
         };
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut results: Vec<Option<Result<Vec<u8>, RequestError>>> =
             nodes.iter().map(|_| None).collect();
         let mut waits: Vec<Option<Wait<'_>>> = nodes
             .iter()
             .zip(&mut results)
-            .map(|(&node, result)| {
-                if self.inner.links.cut.is_cut(node) {
-                    *result = Some(Err(RequestError::Unreachable(node)));
-                    return None;
+            .map(|(&node, result)| match self.begin(node, service, &bytes) {
+                Ok(Started::Call(call)) => Some(Wait::Link(call)),
+                Ok(Started::Later) => Some(Wait::Later(Box::pin(
+                    self.later(node, service, request_id, &bytes, deadline, timeout),
+                ))),
+                Err(e) => {
+                    *result = Some(Err(e));
+                    None
                 }
-                Some(match self.start_on_link(node, service, &bytes) {
-                    Some(call) => Wait::Link(call),
-                    None => Wait::Session(Box::pin(self.over_session(
-                        node,
-                        service,
-                        request_id,
-                        bytes.clone(),
-                        timeout,
-                    ))),
-                })
             })
             .collect();
-        let expired = tokio::time::sleep(timeout);
+        let expired = tokio::time::sleep_until(deadline);
         tokio::pin!(expired);
         std::future::poll_fn(|cx| {
             let mut waiting = false;
@@ -168,7 +177,7 @@ impl Transport {
                     Wait::Link(call) => Pin::new(call)
                         .poll(cx)
                         .map(|answer| self.answer(node, service, request_id, answer, timeout)),
-                    Wait::Session(answer) => answer.as_mut().poll(cx),
+                    Wait::Later(answer) => answer.as_mut().poll(cx),
                 };
                 match done {
                     Poll::Ready(result) => results[i] = Some(result),
@@ -199,6 +208,75 @@ impl Transport {
         results
     }
 
+    /// Starts a request without waiting: written on the open link to `node`, refused at once
+    /// when the fault filter cuts `node` off, or left for [`Self::later`] (this node, or no
+    /// open link to `node`).
+    fn begin(&self, node: NodeId, service: &str, bytes: &[u8]) -> Result<Started, RequestError> {
+        if self.inner.links.cut.is_cut(node) {
+            return Err(RequestError::Unreachable(node));
+        }
+        if node == self.local() {
+            return Ok(Started::Later);
+        }
+        let call = self
+            .inner
+            .links
+            .get(node)
+            .and_then(|link| self.send(&link, service, bytes));
+        Ok(call.map_or(Started::Later, Started::Call))
+    }
+
+    /// The rest of a request [`Self::begin`] could not write at once: to this node's own
+    /// service through its `Dispatcher`, or on `node`'s link once it opens, by `deadline`. A
+    /// node that is no member fails here at once, before anything is awaited.
+    async fn later(
+        &self,
+        node: NodeId,
+        service: &str,
+        request_id: u64,
+        bytes: &[u8],
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
+        let answer = if node == self.local() {
+            let Some(dispatcher) = self.inner.services.get(service).map(|d| d.clone()) else {
+                return Err(RequestError::UnknownService {
+                    node,
+                    service: service.to_owned(),
+                });
+            };
+            match dispatcher.dispatch(bytes, Sender::Local(self.local())) {
+                Answer::Now(reply) => Ok(reply),
+                Answer::Later(reply) => tokio::time::timeout_at(deadline, reply)
+                    .await
+                    .map_err(|_| CallError::Timeout),
+            }
+        } else {
+            let call = loop {
+                let link = self.inner.links.wait_for(node, deadline, timeout).await?;
+                if let Some(call) = self.send(&link, service, bytes) {
+                    break call;
+                }
+                // The link closed before it took the request: nothing was sent; wait for the
+                // redial (`wait_for` skips closed links, so this does not spin).
+            };
+            tokio::time::timeout_at(deadline, call)
+                .await
+                .unwrap_or(Err(CallError::Timeout))
+        };
+        self.answer(node, service, request_id, answer, timeout)
+    }
+
+    /// Writes the request on `link`; `None` (nothing sent) if the link closed.
+    fn send(&self, link: &super::links::Link, service: &str, bytes: &[u8]) -> Option<Call> {
+        let call = link.send(service, bytes)?;
+        self.inner
+            .stats
+            .link_requests
+            .fetch_add(1, Ordering::Relaxed);
+        Some(call)
+    }
+
     fn count_failure<T>(&self, result: &Result<T, RequestError>) {
         if result.is_err() {
             self.inner
@@ -220,60 +298,6 @@ impl Transport {
         };
         let bytes = wire::encode(&envelope, self.max_message_bytes())?;
         Ok((request_id, bytes))
-    }
-
-    /// Writes the request on the open link to `node`; `None` (nothing sent) for this node, or
-    /// without an open link.
-    fn start_on_link(&self, node: NodeId, service: &str, bytes: &[u8]) -> Option<Call> {
-        if node == self.local() {
-            return None;
-        }
-        let call = self.inner.links.get(node)?.send(service, bytes)?;
-        self.inner
-            .stats
-            .link_requests
-            .fetch_add(1, Ordering::Relaxed);
-        Some(call)
-    }
-
-    /// Sends the request another way than a link: to this node's own service through its
-    /// `Dispatcher`, or over the session to `node`'s gateway actor.
-    async fn over_session(
-        &self,
-        node: NodeId,
-        service: &str,
-        request_id: u64,
-        bytes: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, RequestError> {
-        let answer = if node == self.local() {
-            let Some(dispatcher) = self.inner.services.get(service).map(|d| d.clone()) else {
-                return Err(RequestError::UnknownService {
-                    node,
-                    service: service.to_owned(),
-                });
-            };
-            match dispatcher.dispatch(&bytes, Sender::Local(self.local())) {
-                Answer::Now(reply) => Ok(reply),
-                Answer::Later(reply) => tokio::time::timeout(timeout, reply)
-                    .await
-                    .map_err(|_| CallError::Timeout),
-            }
-        } else {
-            let gateway = self.gateway(service, node)?;
-            let answer = ractor::rpc::call(
-                &gateway.get_cell(),
-                |port| GatewayMsg::Call(bytes, port),
-                Some(timeout),
-            )
-            .await;
-            match answer {
-                Ok(CallResult::Success(bytes)) => Ok(bytes),
-                Ok(CallResult::Timeout) => Err(CallError::Timeout),
-                Ok(CallResult::SenderError) | Err(_) => Err(CallError::Lost),
-            }
-        };
-        self.answer(node, service, request_id, answer, timeout)
     }
 
     /// Turns what came back for a request into its answer payload or the matching error.
@@ -325,8 +349,16 @@ fn unsent(error: WireError) -> RequestError {
     }
 }
 
+/// How [`Transport::begin`] left a request.
+enum Started {
+    /// Written on an open link: waiting for the reply.
+    Call(Call),
+    /// Not written yet: [`Transport::later`] carries it on.
+    Later,
+}
+
 /// One node's part of [`Transport::request_each`].
 enum Wait<'a> {
     Link(Call),
-    Session(Pin<Box<dyn Future<Output = Result<Vec<u8>, RequestError>> + Send + 'a>>),
+    Later(Pin<Box<dyn Future<Output = Result<Vec<u8>, RequestError>> + Send + 'a>>),
 }

@@ -1,37 +1,37 @@
-//! Links: Colony's own request lane between two nodes, beside the ractor_cluster sessions.
+//! Links: the only lane that carries requests between nodes.
 //!
-//! A request through a ractor_cluster session crosses about ten tasks and actors each way
-//! (`docs/benchmarks.md`), which made one request 5-16 times a loopback round trip. A link is
-//! one TCP connection per direction and node pair, on the node's own port (the listener tells
-//! links from sessions by their first bytes), authenticated by a challenge-response on the
-//! cookie. It carries the same envelopes to the same services: the caller writes its frame from
-//! its own task, the serving end answers inside the connection's task.
+//! A link is one TCP connection per direction and node pair, on the node's own port,
+//! authenticated by a mutual challenge-response on the cookie, so each connection speaks for
+//! exactly one node ([`crate::transport::Request::from`]). The caller writes its frame from its
+//! own task, the serving end answers inside the connection's task.
 //!
-//! Links follow membership like sessions do, and requests fall back to the session when a peer
-//! has no open link (still dialling, or an older node), so links change speed, not behaviour.
+//! Links follow membership (`dial`): each node dials its own link to every member not counted
+//! out, closes it when the member is declared down, leaves or is cut off, and redials with
+//! backoff. A request for a member whose link is still dialling waits for it ([`Links::wait_for`]).
 
 mod client;
+mod dial;
 mod frame;
 mod handshake;
 mod server;
 
 pub(crate) use client::{Call, CallError, Link};
+pub(crate) use dial::follow_membership;
 pub(crate) use handshake::{LinkKey, MAGIC};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::TransportStats;
 use super::admission::Permit;
-use super::gateway::Dispatcher;
-use super::sessions::{Dial, HANDSHAKE_TIMEOUT};
+use super::dispatch::Dispatcher;
+use super::{RequestError, TransportStats};
 use crate::NodeId;
 use crate::membership::View;
 
@@ -74,6 +74,15 @@ impl Cut {
             .any(|m| m.id == peer && m.state.is_gone())
     }
 
+    /// Whether `peer` is a member this node lists and has not counted out: one it dials.
+    fn is_member(&self, peer: NodeId) -> bool {
+        self.view
+            .borrow()
+            .members
+            .iter()
+            .any(|m| m.id == peer && !m.state.is_gone())
+    }
+
     /// Resolves once a link from `peer` must end: the peer is cut off or counted out, or this
     /// node stops.
     pub(crate) async fn wait(&mut self, peer: NodeId) {
@@ -96,6 +105,8 @@ pub(crate) struct Links {
     pub key: LinkKey,
     pub frame_limit: usize,
     pub outgoing: DashMap<NodeId, Link>,
+    /// Touched whenever a link opens: requests waiting for one look again.
+    pub opened: watch::Sender<()>,
     pub services: Arc<DashMap<Arc<str>, Dispatcher>>,
     pub cut: Cut,
     pub stats: Arc<TransportStats>,
@@ -115,58 +126,54 @@ impl Links {
         self.outgoing.iter().filter(|l| !l.is_closed()).count()
     }
 
-    /// Dials links to the wanted peers that lack one, and closes links to the others.
-    pub(crate) fn reconcile(
-        self: &Arc<Self>,
-        wanted: &HashMap<NodeId, SocketAddr>,
-        dials: &mut HashMap<NodeId, Dial>,
-    ) {
-        self.outgoing.retain(|peer, link| {
-            let keep = wanted.contains_key(peer) && !link.is_closed();
-            if !keep {
-                link.close();
-            }
-            keep
-        });
-        dials.retain(|peer, _| wanted.contains_key(peer) && !self.outgoing.contains_key(peer));
-        let now = Instant::now();
-        for (&peer, &addr) in wanted {
-            if self.outgoing.contains_key(&peer) || !dials.entry(peer).or_default().due(now) {
-                continue;
-            }
-            self.stats.link_dials.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(self.clone().dial(peer, addr));
+    /// The open link to `peer`, waiting until `deadline` while the peer is a member whose link
+    /// is not open yet (still dialling, or redialling after it closed). Fails at once, with
+    /// nothing sent, when the peer is cut off, is no member (unknown, down or left), or this
+    /// node stops; `NotConnected` if no link opened by `deadline`. `timeout` is only reported.
+    pub(crate) async fn wait_for(
+        &self,
+        peer: NodeId,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<Link, RequestError> {
+        if let Some(link) = self.get(peer) {
+            return Ok(link);
         }
-    }
-
-    async fn dial(self: Arc<Self>, peer: NodeId, addr: SocketAddr) {
-        let attempt = async {
-            let mut stream = TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            handshake::client(&mut stream, &self.key, self.local, peer).await?;
-            Ok::<_, handshake::HandshakeError>(stream)
-        };
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, %addr, error = %e, "link dial failed; will retry");
-                return;
+        // Subscribed before looking, so that a link opening in between is not missed.
+        let mut opened = self.opened.subscribe();
+        let mut cut = self.cut.clone();
+        let expired = tokio::time::sleep_until(deadline);
+        tokio::pin!(expired);
+        loop {
+            opened.borrow_and_update();
+            cut.view.borrow_and_update();
+            cut.blocked.borrow_and_update();
+            if *cut.stopping.borrow_and_update() {
+                return Err(RequestError::ShuttingDown);
             }
-            Err(_) => {
-                tracing::debug!(%peer, %addr, "link handshake timed out; will retry");
-                return;
+            if let Some(link) = self.get(peer) {
+                return Ok(link);
             }
-        };
-        // Stopped meanwhile: `Transport::stop` has closed the links already.
-        if *self.cut.stopping.borrow() {
-            return;
+            if cut.is_cut(peer) {
+                return Err(RequestError::Unreachable(peer));
+            }
+            if !cut.is_member(peer) {
+                return Err(RequestError::NotMember(peer));
+            }
+            let changed = tokio::select! {
+                changed = opened.changed() => changed,
+                changed = cut.view.changed() => changed,
+                changed = cut.blocked.changed() => changed,
+                changed = cut.stopping.changed() => changed,
+                () = &mut expired => {
+                    return Err(RequestError::NotConnected { node: peer, after: timeout });
+                }
+            };
+            // A sender is gone only once the node has stopped.
+            if changed.is_err() {
+                return Err(RequestError::ShuttingDown);
+            }
         }
-        // A link that closes later is dropped (and redialled) by the next reconcile.
-        let link = Link::start(stream, peer, self.frame_limit);
-        if let Some(old) = self.outgoing.insert(peer, link) {
-            old.close();
-        }
-        tracing::debug!(%peer, "link ready");
     }
 
     /// Serves a connection whose first bytes were [`MAGIC`]: handshake by `deadline`, then

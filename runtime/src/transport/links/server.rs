@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use super::Cut;
 use super::frame::{self, Frame, FrameReader};
 use crate::NodeId;
-use crate::transport::gateway::{Answer, Dispatcher, Sender};
+use crate::transport::dispatch::{Answer, Dispatcher, Sender};
 use crate::wire::{self, ErrorCode, Reply};
 
 type Pending = Pin<Box<dyn Future<Output = (u64, Vec<u8>)> + Send>>;
@@ -84,7 +84,7 @@ pub(crate) async fn serve(
             }
         }
     }
-    // Requests already accepted run to their end, as they would behind a gateway: a service
+    // Requests already accepted run to their end, as a local caller's would: a service
     // must not be cancelled halfway because its caller went away.
     if !in_flight.is_empty() {
         tokio::spawn(async move { while in_flight.next().await.is_some() {} });
@@ -111,7 +111,7 @@ mod tests {
 
     use super::*;
     use crate::membership::View;
-    use crate::transport::gateway::GatewayStats;
+    use crate::transport::dispatch::DispatchStats;
     use crate::transport::links::handshake::{self, LinkKey};
     use crate::transport::{Request, Service, ServiceFuture};
     use crate::wire::{Envelope, PROTOCOL_VERSION};
@@ -155,7 +155,7 @@ mod tests {
             NodeId::from_u128(3),
         );
         let key = LinkKey::from_cookie("k");
-        let stats = Arc::new(GatewayStats::default());
+        let stats = Arc::new(DispatchStats::default());
         let services = Arc::new(DashMap::new());
         services.insert(
             Arc::from("who"),

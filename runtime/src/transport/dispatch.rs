@@ -1,35 +1,22 @@
-//! The gateway: the one remotable actor per service and node.
+//! Services and the dispatcher: decoded requests in, encoded replies out.
 //!
-//! Its only message carries encoded bytes: an [`Envelope`] in, a [`Reply`] out. Decoding happens
-//! here, inside Colony, so that a bad payload is counted and answered instead of being dropped
-//! silently by ractor's own decoder.
+//! Decoding happens here, inside Colony, so that a bad payload is counted and answered instead
+//! of being dropped silently. Requests from links and a node's requests to itself go through the
+//! same [`Dispatcher`], so the checks and the in-flight cap are one.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dashmap::DashMap;
 use futures_util::FutureExt;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::RactorClusterMessage;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
-use super::sessions::Session;
 use crate::NodeId;
-use crate::membership::View;
 use crate::wire::{self, Envelope, ErrorCode, MIN_PROTOCOL_VERSION, Reply};
 
-/// Requests one gateway handles at once; beyond that callers get [`ErrorCode::Busy`].
+/// Requests one service handles at once; beyond that callers get [`ErrorCode::Busy`].
 const MAX_IN_FLIGHT: usize = 1024;
-
-/// The gateway's message: encoded envelope in, encoded reply out.
-#[derive(RactorClusterMessage)]
-pub enum GatewayMsg {
-    /// One request.
-    #[rpc]
-    Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
-}
 
 /// A decoded request handed to a [`Service`].
 #[derive(Debug, Clone)]
@@ -39,11 +26,9 @@ pub struct Request {
     /// checked against it and the request refused when they differ, so a service may act on
     /// this field (for example, let a node act only for its own lock guards).
     ///
-    /// The one weaker lane is a ractor_cluster session, used only while a peer has no open
-    /// link: ractor_cluster does not say which session a call came through, so there the claim
-    /// is only known to name a peer that holds a session with this node, or a member.
     /// Identity is as strong as the cluster cookie: any holder of the cookie can name itself
-    /// any node in a handshake.
+    /// any node in a handshake; what a link guarantees is that one connection speaks for one
+    /// node.
     pub from: NodeId,
     /// The sender's protocol version.
     pub version: u16,
@@ -70,23 +55,23 @@ pub enum ServiceError {
 /// A boxed future returned by [`Service::call`].
 pub type ServiceFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, ServiceError>> + Send>>;
 
-/// What a node's gateway dispatches requests to.
+/// What a node dispatches requests for one registered name to.
 ///
 /// Implementors must answer every request (the future must complete) and must treat the payload
 /// as untrusted: decode with [`wire::decode_payload`] and return [`ServiceError::BadPayload`]
 /// on failure. Handlers should be idempotent: a caller that timed out may retry.
 ///
 /// Who sent a request is [`Request::from`], which the transport has checked against the
-/// connection (see there for what each lane guarantees). A node id inside the payload is a
+/// connection it came by. A node id inside the payload is a
 /// claim: a service that acts for a node must compare it with `from`, never trust it alone.
 pub trait Service: Send + Sync + 'static {
     /// Handles one request.
     fn call(&self, request: Request) -> ServiceFuture;
 }
 
-/// Counters shared by every gateway of a node.
+/// Counters shared by every service of a node.
 #[derive(Debug, Default)]
-pub(crate) struct GatewayStats {
+pub(crate) struct DispatchStats {
     pub handled: AtomicU64,
     pub bad_requests: AtomicU64,
     pub busy: AtomicU64,
@@ -94,25 +79,18 @@ pub(crate) struct GatewayStats {
 }
 
 /// Who the connection a request came by says sent it: what the envelope's `from` must be.
-pub(crate) enum Sender<'a> {
+#[derive(Clone, Copy)]
+pub(crate) enum Sender {
     /// This node, calling its own service.
     Local(NodeId),
     /// The node a link's handshake authenticated.
     Link(NodeId),
-    /// Some peer with a ractor_cluster session. ractor_cluster hands a remote call to the
-    /// gateway actor without saying which session it came through, so all that can be checked
-    /// is that the claim names a peer holding a ready session or, since the session task may
-    /// not have seen it ready yet, a member this node lists and has not counted out.
-    Session {
-        sessions: &'a DashMap<NodeId, Session>,
-        view: &'a View,
-    },
 }
 
-impl Sender<'_> {
+impl Sender {
     /// The sender, if `claimed` agrees with the connection; else why not.
-    fn check(&self, claimed: NodeId) -> Result<NodeId, String> {
-        match *self {
+    fn check(self, claimed: NodeId) -> Result<NodeId, String> {
+        match self {
             Sender::Local(me) | Sender::Link(me) if claimed == me => Ok(me),
             Sender::Local(me) => Err(format!(
                 "a local request claims to come from node {claimed}, not this node {me}"
@@ -120,32 +98,18 @@ impl Sender<'_> {
             Sender::Link(peer) => Err(format!(
                 "the envelope claims to come from node {claimed} but its link authenticated node {peer}"
             )),
-            Sender::Session { sessions, view } => {
-                let member = || {
-                    view.members
-                        .iter()
-                        .any(|m| m.id == claimed && !m.state.is_gone())
-                };
-                if sessions.contains_key(&claimed) || member() {
-                    Ok(claimed)
-                } else {
-                    Err(format!(
-                        "the envelope claims to come from node {claimed}, which holds no session with this node and is no member"
-                    ))
-                }
-            }
         }
     }
 }
 
-/// Turns encoded requests into encoded replies for one service, whichever way they came (the
-/// gateway actor, or a link). Shared by both so that the checks and the in-flight cap are one.
+/// Turns encoded requests into encoded replies for one service, whichever way they came (a
+/// link, or this node itself).
 #[derive(Clone)]
 pub(crate) struct Dispatcher {
     service_name: Arc<str>,
     service: Arc<dyn Service>,
     max_message_bytes: usize,
-    stats: Arc<GatewayStats>,
+    stats: Arc<DispatchStats>,
     slots: Arc<Semaphore>,
 }
 
@@ -162,7 +126,7 @@ impl Dispatcher {
         service_name: &str,
         service: Arc<dyn Service>,
         max_message_bytes: usize,
-        stats: Arc<GatewayStats>,
+        stats: Arc<DispatchStats>,
     ) -> Dispatcher {
         Dispatcher {
             service_name: service_name.into(),
@@ -174,7 +138,7 @@ impl Dispatcher {
     }
 
     /// Decodes and checks one request from `sender`, then hands it to the service.
-    pub(crate) fn dispatch(&self, bytes: &[u8], sender: Sender<'_>) -> Answer {
+    pub(crate) fn dispatch(&self, bytes: &[u8], sender: Sender) -> Answer {
         let limit = self.max_message_bytes;
         let envelope = match wire::decode::<Envelope>(bytes, limit) {
             Ok(e) => e,
@@ -247,54 +211,6 @@ impl Dispatcher {
             Some(reply) => Answer::Now(reply),
             None => Answer::Later(answer),
         }
-    }
-}
-
-/// The gateway actor: requests that come through ractor_cluster sessions.
-pub(crate) struct Gateway {
-    pub dispatcher: Dispatcher,
-    /// The peers with a ready session and the membership view: a request's claimed sender
-    /// must be in one of them.
-    pub sessions: Arc<DashMap<NodeId, Session>>,
-    pub view: watch::Receiver<Arc<View>>,
-}
-
-impl Actor for Gateway {
-    type Msg = GatewayMsg;
-    type State = ();
-    type Arguments = ();
-
-    async fn pre_start(&self, _: ActorRef<GatewayMsg>, _: ()) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<GatewayMsg>,
-        message: GatewayMsg,
-        _: &mut (),
-    ) -> Result<(), ActorProcessingErr> {
-        let GatewayMsg::Call(bytes, reply) = message;
-        // A clone, taken apart: the service's first poll runs inside `dispatch` and must not
-        // find the view borrowed.
-        let view = self.view.borrow().clone();
-        let sender = Sender::Session {
-            sessions: &self.sessions,
-            view: &view,
-        };
-        // The caller may have timed out and gone; nothing to do then.
-        match self.dispatcher.dispatch(&bytes, sender) {
-            Answer::Now(answer) => {
-                let _ = reply.send(answer);
-            }
-            // Answer from a task so that one slow request does not hold up the others.
-            Answer::Later(answer) => {
-                tokio::spawn(async move {
-                    let _ = reply.send(answer.await);
-                });
-            }
-        }
-        Ok(())
     }
 }
 
