@@ -1,15 +1,16 @@
 //! The baseline: the loopback floor, a plain tokio TCP echo with no Colony code on the path.
 //!
 //! The server answers each length-prefixed frame with the same bytes; the client writes one
-//! frame and reads the answer on one connection with `TCP_NODELAY`, the least any request over
-//! TCP costs here. (Until Colony carried requests on its own links, this baseline was a
+//! frame and reads the answer on one connection with `TCP_NODELAY`. Each side writes a frame
+//! with one call and reads through a buffer, as a link does: the least any request over TCP
+//! costs here. (Until Colony carried requests on its own links, this baseline was a
 //! ractor_cluster remote call; see `docs/benchmarks.md`, section 2.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
@@ -33,28 +34,34 @@ pub async fn serve(options: &Options) -> anyhow::Result<()> {
 }
 
 /// Sends every frame straight back until the client hangs up.
-async fn echo(mut stream: TcpStream) -> std::io::Result<()> {
+async fn echo(stream: TcpStream) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    let mut stream = BufReader::new(stream);
     let mut frame = Vec::new();
     loop {
-        let len = stream.read_u32_le().await? as usize;
-        frame.resize(len, 0);
-        stream.read_exact(&mut frame).await?;
-        stream.write_u32_le(len as u32).await?;
-        stream.write_all(&frame).await?;
+        read_frame(&mut stream, &mut frame).await?;
+        stream.get_mut().write_all(&frame).await?;
     }
 }
 
-/// One round trip: `payload` out as a frame, the echoed frame back.
-async fn call(stream: &mut TcpStream, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+/// Reads one frame, its length prefix included, into `frame`.
+async fn read_frame(stream: &mut BufReader<TcpStream>, frame: &mut Vec<u8>) -> std::io::Result<()> {
+    let len = stream.read_u32_le().await?;
+    frame.clear();
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.resize(4 + len as usize, 0);
+    stream.read_exact(&mut frame[4..]).await?;
+    Ok(())
+}
+
+/// One round trip: `payload` out as a frame, the echoed frame back; the payload's length.
+async fn call(stream: &mut BufReader<TcpStream>, payload: &[u8]) -> std::io::Result<usize> {
     let mut frame = Vec::with_capacity(4 + payload.len());
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     frame.extend_from_slice(payload);
-    stream.write_all(&frame).await?;
-    let len = stream.read_u32_le().await? as usize;
-    let mut answer = vec![0; len];
-    stream.read_exact(&mut answer).await?;
-    Ok(answer)
+    stream.get_mut().write_all(&frame).await?;
+    read_frame(stream, &mut frame).await?;
+    Ok(frame.len() - 4)
 }
 
 /// The `bare-client` role: connects to the server and measures echo round trips; see
@@ -73,15 +80,15 @@ pub async fn client(options: &Options) -> anyhow::Result<()> {
     };
     stream.set_nodelay(true)?;
     // One call at a time: the lock is never contended, it only lends the stream to each call.
-    let stream = Arc::new(Mutex::new(stream));
+    let stream = Arc::new(Mutex::new(BufReader::new(stream)));
     let size = options.payload;
     serve_batches(options, move |payload| {
         let stream = stream.clone();
         async move {
             let mut stream = stream.lock().await;
             match tokio::time::timeout(CALL_TIMEOUT, call(&mut stream, &payload)).await {
-                Ok(Ok(bytes)) if bytes.len() == size => Ok(()),
-                Ok(Ok(bytes)) => Err(format!("{} bytes came back", bytes.len())),
+                Ok(Ok(len)) if len == size => Ok(()),
+                Ok(Ok(len)) => Err(format!("{len} bytes came back")),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("timeout".into()),
             }
