@@ -91,7 +91,7 @@ pub type AdminAction = Arc<
 pub struct NodeStats {
     /// Gossip packets.
     pub membership: MembershipStats,
-    /// Sessions and requests.
+    /// Links and requests.
     pub transport: TransportCounters,
     /// The consensus group's counters (messages refused, leader changes, ...).
     pub consensus: crate::consensus::GroupStats,
@@ -277,6 +277,11 @@ impl Node {
 
     /// Sends a typed request to `service` on `node` and decodes the typed answer. The request
     /// goes through the wire encoding even when `node` is this one.
+    ///
+    /// Requests to other nodes travel over this node's authenticated link to `node`. If the
+    /// link is not open yet (`node` just came up, or its link is being redialled), the request
+    /// waits for it, within `timeout`; a node that is no member (unknown, down or left) fails
+    /// at once with [`RequestError::NotMember`].
     ///
     /// # Errors
     /// See [`RequestError`]; each variant says whether the request may have run.

@@ -5,8 +5,8 @@
 //! reply    2 | id | reply bytes
 //! ```
 //!
-//! The envelope and reply bytes are the same as on a ractor_cluster session: a link only
-//! replaces the way there.
+//! The envelope and reply bytes are the same a node's requests to itself go through: a link
+//! only adds the way there.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 

@@ -16,7 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::NodeId;
 
-/// The first bytes of a link; ractor_cluster's frames never start with them (see `listener`).
+/// The first bytes of a link; a connection that opens with anything else is junk (see
+/// `listener`).
 pub(crate) const MAGIC: [u8; 8] = *b"COLONYL1";
 const NONCE: usize = 16;
 const TAG: usize = 32;
