@@ -69,8 +69,9 @@ impl Replicator {
             .node
             .request_each(targets, SERVICE, "apply", payload.clone(), Some(timeout))
             .await;
-        // A peer not connected yet (it just joined, or its session is being redialled) is
-        // waited for: skipping it would leave it stale.
+        // A peer whose link did not open within the timeout, or whose cache service is not
+        // registered yet (it just joined), is tried again until the deadline: skipping it would
+        // leave it stale.
         let retries = targets.iter().zip(answers).map(|(&peer, answer)| {
             let payload = &payload;
             async move {
