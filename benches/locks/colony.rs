@@ -132,7 +132,9 @@ impl Colony {
                 break [n1, n2];
             }
             if Instant::now() > deadline {
-                bail!("the 3 Colony nodes did not see each other up with 3 voters and every slot owned");
+                bail!(
+                    "the 3 Colony nodes did not see each other up with 3 voters and every slot owned"
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -351,7 +353,11 @@ impl System for Colony {
         if workload.is_commit() {
             if !self.said_role {
                 self.said_role = true;
-                let role = if self.leads() { "the leader" } else { "a follower" };
+                let role = if self.leads() {
+                    "the leader"
+                } else {
+                    "a follower"
+                };
                 println!("Colony: the bench node proposes as {role} of the group");
             }
             return Ok(self.commits(workload.clients(), length));
@@ -447,9 +453,7 @@ fn group_settled(node: &Node) -> bool {
                 .map(|(replica, _)| replica)
         })
         .collect();
-    status.voters.len() == 3
-        && status.outgoing.is_empty()
-        && owners.is_some_and(|o| o.len() == 3)
+    status.voters.len() == 3 && status.outgoing.is_empty() && owners.is_some_and(|o| o.len() == 3)
 }
 
 /// The owner of lock `name` in `node`'s view.

@@ -382,7 +382,9 @@ fn measure(options: &Options, systems: &mut [Box<dyn System>]) -> anyhow::Result
     type Kill = fn(&mut dyn System, usize) -> anyhow::Result<Duration>;
     let kinds: [(char, &str, Kill); 2] = [
         ('e', "(e) takeover", |s, run| s.takeover(run)),
-        ('f', "(f) owner and holder killed", |s, run| s.owner_takeover(run)),
+        ('f', "(f) owner and holder killed", |s, run| {
+            s.owner_takeover(run)
+        }),
     ];
     for (letter, label, kill) in kinds {
         if !options.only.contains(letter) {
@@ -392,9 +394,19 @@ fn measure(options: &Options, systems: &mut [Box<dyn System>]) -> anyhow::Result
             for s in order(run) {
                 let took = kill(systems[s].as_mut(), run)
                     .with_context(|| format!("{} {label} run {}", systems[s].name(), run + 1))?;
-                println!("  {label} run {}: {:<7} {}", run + 1, systems[s].name(), ms(took));
+                println!(
+                    "  {label} run {}: {:<7} {}",
+                    run + 1,
+                    systems[s].name(),
+                    ms(took)
+                );
                 let m = &mut measured[s];
-                if letter == 'e' { &mut m.takeovers } else { &mut m.owner_takeovers }.push(took);
+                if letter == 'e' {
+                    &mut m.takeovers
+                } else {
+                    &mut m.owner_takeovers
+                }
+                .push(took);
             }
         }
     }
@@ -442,7 +454,12 @@ impl Figures {
     }
 }
 
-fn report(options: &Options, names: &[String], measured: &[Measured], rolling: Option<&rolling::Rolling>) {
+fn report(
+    options: &Options,
+    names: &[String],
+    measured: &[Measured],
+    rolling: Option<&rolling::Rolling>,
+) {
     println!("summary (medians over rounds; latency percentiles over all cycles):");
     let both = measured.len() == 2;
     // Colony's ops/s over etcd's per workload: the lower of the ratio of the medians and the

@@ -1,8 +1,10 @@
 //! (g) A rolling restart of 5 Colony node processes under lock load (Colony only).
 //!
 //! Every node runs two workloads (the hidden `--workload` option of `colony node`):
-//! - `lock_hammer`: 2 clients per node over 8 names, each hold lasting 3 leases (so it lives on
-//!   renewals), then a 5 ms pause; every hold and every loss is recorded.
+//! - `lock_hammer`: 8 clients per node over 8 names (client `i` starts on name `i`, then takes
+//!   the next), each hold lasting 3 leases (so it lives on renewals), then a 5 ms pause: every
+//!   name is held nearly all the time, by one of 40 clients, with others queued behind it.
+//!   Every hold and every loss is recorded.
 //! - `lock_probe`: 2 staggered probers per name, each a `try_lock` every 50 ms (a grant is
 //!   released at once); it records the intervals in which some owner answered for the name.
 //!
@@ -13,8 +15,8 @@
 //! - **longest time without a grantable owner**, per name: the longest hole in the union of
 //!   every node's answered intervals, between the first SIGTERM and a settling time after the
 //!   last restart. An answer is "granted" or "someone else holds it", so a hole is a time in
-//!   which no node's probe found an owner serving the name (resolution: about the probe period,
-//!   more while a `try_lock` backs off, up to 250 ms per prober).
+//!   which no node's probe found an owner serving the name. Holes shorter than twice the probe
+//!   period (100 ms) are not seen: a prober records an interval as unbroken across them.
 //! - **holds lost on planned moves**: guards told lost (a renewal refused or unanswered) on a
 //!   node that was not the one restarting at that moment.
 
@@ -99,7 +101,7 @@ pub fn run(lease: Duration) -> anyhow::Result<Rolling> {
     std::fs::write(
         &hammer,
         json!({
-            "kind": "lock_hammer", "names": names, "clients": 2, "hold_ms": 3 * lease_ms,
+            "kind": "lock_hammer", "names": names, "clients": NAMES, "hold_ms": 3 * lease_ms,
             "pause_ms": 5, "history": "locks.jsonl",
         })
         .to_string(),
@@ -149,7 +151,13 @@ pub fn run(lease: Duration) -> anyhow::Result<Rolling> {
         .all()
         .into_iter()
         .flat_map(|i| ["locks.jsonl", "probes.jsonl"].map(|f| cluster.home(i).join(f)))
-        .flat_map(|path| std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|path| {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .filter_map(|line| serde_json::from_str(&line).ok())
         .collect();
     let restarting = |e: &Value| {
@@ -158,9 +166,8 @@ pub fn run(lease: Duration) -> anyhow::Result<Rolling> {
             .iter()
             .any(|(node, from, to)| e["node"] == node.as_str() && (*from..=*to).contains(&at))
     };
-    let in_window = |e: &Value| {
-        (window_start..=window_end).contains(&e["at_us"].as_u64().unwrap_or(0))
-    };
+    let in_window =
+        |e: &Value| (window_start..=window_end).contains(&e["at_us"].as_u64().unwrap_or(0));
     let lost: Vec<&Value> = events
         .iter()
         .filter(|e| e["event"] == "lost" && in_window(e))
