@@ -16,7 +16,8 @@
 //!   every node's answered intervals, between the first SIGTERM and a settling time after the
 //!   last restart. An answer is "granted" or "someone else holds it", so a hole is a time in
 //!   which no node's probe found an owner serving the name. Holes shorter than twice the probe
-//!   period (100 ms) are not seen: a prober records an interval as unbroken across them.
+//!   period (100 ms) are not seen: a prober records an interval as unbroken across them, and
+//!   the report shows such a name as "< 100 ms".
 //! - **holds lost on planned moves**: guards told lost (a renewal refused or unanswered) on a
 //!   node that was not the one restarting at that moment.
 
@@ -40,6 +41,9 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The probe period, in milliseconds.
 const PROBE_PERIOD_MS: u64 = 50;
+/// Answers of one prober further apart than this (milliseconds) leave a hole; shorter holes
+/// are not seen.
+const PROBE_GAP_MS: u64 = 2 * PROBE_PERIOD_MS;
 
 /// What a rolling restart showed.
 pub struct Rolling {
@@ -61,18 +65,25 @@ impl Rolling {
         self.holes.values().copied().max().unwrap_or_default()
     }
 
-    /// Prints the figures.
+    /// Prints the figures; a hole of zero is one below the resolution.
     pub fn print(&self) {
+        let hole = |d: Duration| {
+            if d.is_zero() {
+                format!("< {PROBE_GAP_MS} ms")
+            } else {
+                crate::common::ms(d)
+            }
+        };
         let holes: Vec<String> = self
             .holes
             .iter()
-            .map(|(n, d)| format!("{n} {}", crate::common::ms(*d)))
+            .map(|(n, d)| format!("{n} {}", hole(*d)))
             .collect();
         println!(
             "  (g) rolling restart of {NODES} nodes: longest time without a grantable owner {} \
              (per name: {}); holds lost on planned moves {} of {} granted ({} lost by the \
              restarting node itself); restart to whole cluster median {}",
-            crate::common::ms(self.worst()),
+            hole(self.worst()),
             holes.join(", "),
             self.lost,
             self.holds,
@@ -111,7 +122,7 @@ pub fn run(lease: Duration) -> anyhow::Result<Rolling> {
         &probe,
         json!({
             "kind": "lock_probe", "names": names, "probers": 2, "period_ms": PROBE_PERIOD_MS,
-            "gap_ms": 2 * PROBE_PERIOD_MS, "history": "probes.jsonl",
+            "gap_ms": PROBE_GAP_MS, "history": "probes.jsonl",
         })
         .to_string(),
     )?;
