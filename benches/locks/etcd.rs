@@ -292,19 +292,12 @@ impl System for Etcd {
                 anyhow::Ok((client, name, lease))
             })
             .collect::<Result<_, _>>()?;
-        let start = Instant::now();
-        let until = start + length;
-        let clients = std::thread::scope(|scope| {
-            let threads: Vec<_> = setups
-                .iter()
-                .map(|(client, name, lease)| scope.spawn(move || cycle(client, name, lease, until)))
-                .collect();
-            threads
-                .into_iter()
-                .map(|t| t.join().map_err(|_| anyhow!("an etcd client panicked")))
-                .collect::<anyhow::Result<Vec<_>>>()
+        let run = loop_clients(&setups, length, |(client, name, lease)| {
+            client
+                .lock(name, lease)
+                .and_then(|key| client.unlock(&key))
+                .is_ok()
         })?;
-        let run = Run::gather(start, clients);
         for (client, _, lease) in &setups {
             client.revoke(lease)?;
         }
@@ -389,50 +382,45 @@ impl Etcd {
             })
             .collect();
         let value = BASE64.encode("x");
-        let start = Instant::now();
-        let until = start + length;
-        let batches = std::thread::scope(|scope| {
-            let threads: Vec<_> = clients
-                .iter()
-                .map(|(client, key)| {
-                    let value = &value;
-                    scope.spawn(move || {
-                        let mut run = Batch::default();
-                        while Instant::now() < until {
-                            let start = Instant::now();
-                            let body = json!({ "key": key, "value": value });
-                            let ok = client.call("kv/put", &body).is_ok();
-                            run.record(start, ok);
-                            if !ok {
-                                std::thread::sleep(ERROR_PAUSE);
-                            }
-                        }
-                        run
-                    })
-                })
-                .collect();
-            threads
-                .into_iter()
-                .map(|t| t.join().map_err(|_| anyhow!("an etcd client panicked")))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })?;
-        Ok(Run::gather(start, batches))
+        loop_clients(&clients, length, |(client, key)| {
+            let body = json!({ "key": key, "value": value });
+            client.call("kv/put", &body).is_ok()
+        })
     }
 }
 
-/// One client: lock and unlock `name` with `lease` until `until`.
-fn cycle(client: &Client, name: &str, lease: &str, until: Instant) -> Batch {
-    let mut run = Batch::default();
-    while Instant::now() < until {
-        let start = Instant::now();
-        let ok = client
-            .lock(name, lease)
-            .and_then(|key| client.unlock(&key))
-            .is_ok();
-        run.record(start, ok);
-        if !ok {
-            std::thread::sleep(ERROR_PAUSE);
-        }
-    }
-    run
+/// Runs one thread per client of `clients`, each repeating `op` (timed; `true` when it
+/// succeeded) until `length` has passed.
+fn loop_clients<C: Sync>(
+    clients: &[C],
+    length: Duration,
+    op: impl Fn(&C) -> bool + Sync,
+) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    let until = start + length;
+    let batches = std::thread::scope(|scope| {
+        let threads: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                let op = &op;
+                scope.spawn(move || {
+                    let mut run = Batch::default();
+                    while Instant::now() < until {
+                        let start = Instant::now();
+                        let ok = op(client);
+                        run.record(start, ok);
+                        if !ok {
+                            std::thread::sleep(ERROR_PAUSE);
+                        }
+                    }
+                    run
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().map_err(|_| anyhow!("an etcd client panicked")))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    Ok(Run::gather(start, batches))
 }

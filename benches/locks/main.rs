@@ -380,13 +380,22 @@ fn measure(options: &Options, systems: &mut [Box<dyn System>]) -> anyhow::Result
     }
     // (e) then (f), each alternating between the systems run by run.
     type Kill = fn(&mut dyn System, usize) -> anyhow::Result<Duration>;
-    let kinds: [(char, &str, Kill); 2] = [
-        ('e', "(e) takeover", |s, run| s.takeover(run)),
-        ('f', "(f) owner and holder killed", |s, run| {
-            s.owner_takeover(run)
-        }),
+    type Record = fn(&mut Measured) -> &mut Vec<Duration>;
+    let kinds: [(char, &str, Kill, Record); 2] = [
+        (
+            'e',
+            "(e) takeover",
+            |s, run| s.takeover(run),
+            |m| &mut m.takeovers,
+        ),
+        (
+            'f',
+            "(f) owner and holder killed",
+            |s, run| s.owner_takeover(run),
+            |m| &mut m.owner_takeovers,
+        ),
     ];
-    for (letter, label, kill) in kinds {
+    for (letter, label, kill, record) in kinds {
         if !options.only.contains(letter) {
             continue;
         }
@@ -400,13 +409,7 @@ fn measure(options: &Options, systems: &mut [Box<dyn System>]) -> anyhow::Result
                     systems[s].name(),
                     ms(took)
                 );
-                let m = &mut measured[s];
-                if letter == 'e' {
-                    &mut m.takeovers
-                } else {
-                    &mut m.owner_takeovers
-                }
-                .push(took);
+                record(&mut measured[s]).push(took);
             }
         }
     }
@@ -589,7 +592,7 @@ fn report(
             "(g) rolling restart: no name without a grantable owner for more than {} ({}), no \
              hold lost on a planned move ({})",
             ms(TARGET_ROLLING_HOLE),
-            rolling.map_or("-".into(), |r| ms(r.worst())),
+            rolling.map_or("-".into(), |r| rolling::hole(r.worst())),
             rolling.map_or("-".into(), |r| r.lost.to_string())
         ),
     );

@@ -65,15 +65,8 @@ impl Rolling {
         self.holes.values().copied().max().unwrap_or_default()
     }
 
-    /// Prints the figures; a hole of zero is one below the resolution.
+    /// Prints the figures.
     pub fn print(&self) {
-        let hole = |d: Duration| {
-            if d.is_zero() {
-                format!("< {PROBE_GAP_MS} ms")
-            } else {
-                crate::common::ms(d)
-            }
-        };
         let holes: Vec<String> = self
             .holes
             .iter()
@@ -90,6 +83,15 @@ impl Rolling {
             self.lost_restarting,
             crate::common::ms(median(&self.restarts)),
         );
+    }
+}
+
+/// A hole's length for the report; a hole of zero is one below the probe's resolution.
+pub fn hole(d: Duration) -> String {
+    if d.is_zero() {
+        format!("< {PROBE_GAP_MS} ms")
+    } else {
+        crate::common::ms(d)
     }
 }
 
