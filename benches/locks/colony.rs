@@ -260,7 +260,9 @@ impl Colony {
     }
 
     /// A name the holder `holder` holds (per its history) whose owner in the bench node's view
-    /// passes `wanted` (given the holder's id), once that view has the holder up.
+    /// passes `wanted` (given the holder's id), once that view has the holder up and the slots
+    /// that move to it have moved ([`placed`]): a hand-over to or from the holder under way
+    /// when it is killed would make (e) wait for the group, as (f) does.
     fn held_by(
         &self,
         holder: &str,
@@ -268,6 +270,9 @@ impl Colony {
         wanted: impl Fn(NodeId, NodeId) -> bool,
     ) -> Option<String> {
         let id = up_member(&self.node, holder)?;
+        if !placed(&self.node, id) {
+            return None;
+        }
         let text = std::fs::read_to_string(history).ok()?;
         text.lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -454,6 +459,30 @@ fn group_settled(node: &Node) -> bool {
         })
         .collect();
     status.voters.len() == 3 && status.outgoing.is_empty() && owners.is_some_and(|o| o.len() == 3)
+}
+
+/// Whether, in `node`'s view, the node `holder` serves some slots and no slot is being handed
+/// over by a live node: the placement that followed its joining is complete.
+fn placed(node: &Node, holder: NodeId) -> bool {
+    let Some(replica) = node
+        .members()
+        .into_iter()
+        .find(|m| m.id == holder)
+        .map(|m| m.replica)
+    else {
+        return false;
+    };
+    let status = node.group().status();
+    let state = &status.state;
+    let slots: Vec<_> = (0..SLOTS)
+        .filter_map(|s| state.slot(Domain::Locks, s))
+        .collect();
+    slots
+        .iter()
+        .any(|s| s.owner.is_some_and(|(r, _)| r.0 == replica))
+        && !slots
+            .iter()
+            .any(|s| s.from.is_some_and(|(r, e)| state.in_force(r, e)))
 }
 
 /// The owner of lock `name` in `node`'s view.
