@@ -15,10 +15,22 @@
 //! In etcd, `lock` writes a key under the lease and waits until every older key of the name is
 //! gone; `unlock` deletes the key; each is a Raft write committed by a majority.
 //!
-//! Takeover: `etcdctl lock --ttl <lease> <name>` holds the name with a session lease of the
-//! same length that etcdctl keeps alive; a waiter queues with `/v3/lock/lock`, and the etcdctl
-//! process is SIGKILLed: its lease ends one TTL after its last keep-alive, and etcd then deletes
-//! its key, which lets the waiter through.
+//! Takeover (e): `etcdctl lock --ttl <lease> <name>` holds the name with a session lease of the
+//! same length that etcdctl keeps alive; a waiter queues with `/v3/lock/lock` through a
+//! follower, and the etcdctl process is SIGKILLed: its lease ends one TTL after its last
+//! keep-alive, and etcd then deletes its key, which lets the waiter through.
+//!
+//! Takeover (f), the analogue of killing a Colony node that is both the name's owner and its
+//! holder: etcdctl talks only to the **leader** (the member that keeps leases and decides
+//! grants), the waiter to a follower, and etcdctl and the leader member are SIGKILLed together.
+//! The survivors elect a new leader, whose lessor extends every lease by the election time; the
+//! holder's lease then runs out a TTL later and the waiter is let through. The killed member is
+//! started again on its data directory after the run, and the bench waits for a healthy
+//! cluster and finds the leader again.
+//!
+//! Commits (h): `/v3/kv/put` of a small value, one client at a time through a follower
+//! (latency), and 16 clients spread over the three members (puts per second): each put is one
+//! Raft entry committed by a majority, fsynced, like Colony's proposals.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -49,14 +61,16 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Etcd {
     /// Each member's client URL.
     urls: Vec<String>,
+    /// Each member's (client, peer) ports.
+    ports: Vec<(u16, u16)>,
     /// The leader's index in `urls`, and a follower's.
     leader: usize,
     follower: usize,
     /// The lease TTL of the takeover's holder, in seconds.
     ttl: u64,
     version: String,
-    /// Killed when dropped, before the directory is removed.
-    _members: Vec<Owned>,
+    /// Killed when dropped, before the directory is removed; `None` while one is down.
+    members: Vec<Option<Owned>>,
     dir: tempfile::TempDir,
 }
 
@@ -153,66 +167,25 @@ impl Etcd {
         ensure_installed(&["etcdctl", "version"], &packages)?;
         let dir = tempfile::tempdir()?;
         let ports: Vec<(u16, u16)> = (0..MEMBERS).map(|_| (free_port(), free_port())).collect();
-        let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[i].1);
         let urls: Vec<String> = ports
             .iter()
             .map(|(client, _)| format!("http://127.0.0.1:{client}"))
             .collect();
-        let initial_cluster = (0..MEMBERS)
-            .map(|i| format!("e{}={}", i + 1, peer_url(i)))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut members = Vec::new();
-        for (i, url) in urls.iter().enumerate() {
-            let name = format!("e{}", i + 1);
-            let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
-            let member = Owned::spawn(
-                Command::new("etcd")
-                    .args(["--name", &name])
-                    .arg("--data-dir")
-                    .arg(dir.path().join(&name))
-                    .args(["--listen-client-urls", url])
-                    .args(["--advertise-client-urls", url])
-                    .args(["--listen-peer-urls", &peer_url(i)])
-                    .args(["--initial-advertise-peer-urls", &peer_url(i)])
-                    .args(["--initial-cluster", &initial_cluster])
-                    .args(["--initial-cluster-state", "new"])
-                    .args([
-                        "--initial-cluster-token",
-                        &format!("colony-bench-{}", std::process::id()),
-                    ])
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone()?)
-                    .stderr(log),
-            )
-            .with_context(|| format!("spawn etcd member {name}"))?;
-            members.push(member);
-        }
         let mut etcd = Etcd {
             urls,
+            ports,
             leader: 0,
             follower: 1,
             ttl: lease.as_secs(),
             version: String::new(),
-            _members: members,
+            members: Vec::new(),
             dir,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some((leader, version)) = etcd.find_leader() {
-                etcd.leader = leader;
-                etcd.follower = (leader + 1) % MEMBERS;
-                etcd.version = version;
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "etcd did not become healthy with a leader; logs in {}",
-                    etcd.dir.path().display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        for i in 0..MEMBERS {
+            let member = etcd.spawn_member(i)?;
+            etcd.members.push(Some(member));
         }
+        etcd.wait_for_leader()?;
         println!(
             "etcd {}: {MEMBERS} members, leader e{}, clients at {}",
             etcd.version,
@@ -220,6 +193,62 @@ impl Etcd {
             etcd.urls.join(" ")
         );
         Ok(etcd)
+    }
+
+    /// Starts member `i` on its data directory (created on the first start; a restart resumes
+    /// from it and ignores the initial-cluster flags).
+    fn spawn_member(&self, i: usize) -> anyhow::Result<Owned> {
+        let peer_url = |i: usize| format!("http://127.0.0.1:{}", self.ports[i].1);
+        let initial_cluster = (0..MEMBERS)
+            .map(|i| format!("e{}={}", i + 1, peer_url(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let name = format!("e{}", i + 1);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))?;
+        let url = &self.urls[i];
+        Owned::spawn(
+            Command::new("etcd")
+                .args(["--name", &name])
+                .arg("--data-dir")
+                .arg(self.dir.path().join(&name))
+                .args(["--listen-client-urls", url])
+                .args(["--advertise-client-urls", url])
+                .args(["--listen-peer-urls", &peer_url(i)])
+                .args(["--initial-advertise-peer-urls", &peer_url(i)])
+                .args(["--initial-cluster", &initial_cluster])
+                .args(["--initial-cluster-state", "new"])
+                .args([
+                    "--initial-cluster-token",
+                    &format!("colony-bench-{}", std::process::id()),
+                ])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log),
+        )
+        .with_context(|| format!("spawn etcd member {name}"))
+    }
+
+    /// Waits until every member is healthy and one leads; records the leader and a follower.
+    fn wait_for_leader(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some((leader, version)) = self.find_leader() {
+                self.leader = leader;
+                self.follower = (leader + 1) % MEMBERS;
+                self.version = version;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "etcd did not become healthy with a leader; logs in {}",
+                    self.dir.path().display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The leader's index and the version, once every member is healthy.
@@ -239,7 +268,8 @@ impl Etcd {
         let member = match workload {
             Workload::Owner => self.leader,
             Workload::NonOwner => self.follower,
-            Workload::Contended | Workload::Distinct => i % MEMBERS,
+            Workload::Commit => self.follower,
+            Workload::Contended | Workload::Distinct | Workload::Commits => i % MEMBERS,
         };
         &self.urls[member]
     }
@@ -251,6 +281,9 @@ impl System for Etcd {
     }
 
     fn run(&mut self, workload: Workload, length: Duration) -> anyhow::Result<Run> {
+        if workload.is_commit() {
+            return self.puts(workload, length);
+        }
         let setups: Vec<(Client, String, String)> = (0..workload.clients())
             .map(|i| {
                 let client = Client::new(self.url_of(workload, i));
@@ -259,19 +292,12 @@ impl System for Etcd {
                 anyhow::Ok((client, name, lease))
             })
             .collect::<Result<_, _>>()?;
-        let start = Instant::now();
-        let until = start + length;
-        let clients = std::thread::scope(|scope| {
-            let threads: Vec<_> = setups
-                .iter()
-                .map(|(client, name, lease)| scope.spawn(move || cycle(client, name, lease, until)))
-                .collect();
-            threads
-                .into_iter()
-                .map(|t| t.join().map_err(|_| anyhow!("an etcd client panicked")))
-                .collect::<anyhow::Result<Vec<_>>>()
+        let run = loop_clients(&setups, length, |(client, name, lease)| {
+            client
+                .lock(name, lease)
+                .and_then(|key| client.unlock(&key))
+                .is_ok()
         })?;
-        let run = Run::gather(start, clients);
         for (client, _, lease) in &setups {
             client.revoke(lease)?;
         }
@@ -279,12 +305,33 @@ impl System for Etcd {
     }
 
     fn takeover(&mut self, run: usize) -> anyhow::Result<Duration> {
-        let name = format!("takeover-{}", run + 1);
+        self.kill_and_take(&format!("takeover-{}", run + 1), None)
+    }
+
+    fn owner_takeover(&mut self, run: usize) -> anyhow::Result<Duration> {
+        let leader = self.leader;
+        let took = self.kill_and_take(&format!("owner-takeover-{}", run + 1), Some(leader))?;
+        self.members[leader] = Some(self.spawn_member(leader)?);
+        self.wait_for_leader()
+            .context("etcd after restarting the killed leader")?;
+        Ok(took)
+    }
+}
+
+impl Etcd {
+    /// One takeover of `name`: etcdctl holds it, a waiter queues through a follower, then
+    /// etcdctl is SIGKILLed, and with it member `member` if given (etcdctl then talks to that
+    /// member only; it stays down). The time from the kill until the waiter holds the name.
+    fn kill_and_take(&mut self, name: &str, member: Option<usize>) -> anyhow::Result<Duration> {
+        let endpoints = match member {
+            Some(m) => self.urls[m].clone(),
+            None => self.urls.join(","),
+        };
         let mut holder = Owned::spawn(
             Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={}", self.urls.join(",")))
-                .args(["lock", &format!("--ttl={}", self.ttl), &name])
+                .arg(format!("--endpoints={endpoints}"))
+                .args(["lock", &format!("--ttl={}", self.ttl), name])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null()),
@@ -297,9 +344,14 @@ impl System for Etcd {
         if line.trim().is_empty() {
             bail!("etcdctl lock exited without holding {name}");
         }
-        let client = Client::new(&self.urls[self.follower]);
+        let waiter_member = match member {
+            Some(m) if m == self.follower => (m + 1) % MEMBERS,
+            _ => self.follower,
+        };
+        let client = Client::new(&self.urls[waiter_member]);
         let lease = client.grant(CLIENT_LEASE_TTL)?;
-        let encoded = BASE64.encode(&name);
+        let encoded = BASE64.encode(name);
+        let mut killed_member = member.and_then(|m| self.members[m].take());
         let (took, key) = std::thread::scope(|scope| {
             let waiter = scope.spawn(|| {
                 let key = client.lock(&encoded, &lease);
@@ -308,6 +360,9 @@ impl System for Etcd {
             std::thread::sleep(SETTLE);
             let killed = Instant::now();
             holder.kill();
+            if let Some(m) = killed_member.as_mut() {
+                m.kill();
+            }
             let (granted, key) = waiter
                 .join()
                 .map_err(|_| anyhow!("the etcd waiter panicked"))?;
@@ -317,21 +372,55 @@ impl System for Etcd {
         client.revoke(&lease)?;
         Ok(took)
     }
+
+    /// Puts of (h): `workload.clients()` clients each put their own key in a loop.
+    fn puts(&self, workload: Workload, length: Duration) -> anyhow::Result<Run> {
+        let clients: Vec<(Client, String)> = (0..workload.clients())
+            .map(|i| {
+                let key = BASE64.encode(format!("bench-put-{i}"));
+                (Client::new(self.url_of(workload, i)), key)
+            })
+            .collect();
+        let value = BASE64.encode("x");
+        loop_clients(&clients, length, |(client, key)| {
+            let body = json!({ "key": key, "value": value });
+            client.call("kv/put", &body).is_ok()
+        })
+    }
 }
 
-/// One client: lock and unlock `name` with `lease` until `until`.
-fn cycle(client: &Client, name: &str, lease: &str, until: Instant) -> Batch {
-    let mut run = Batch::default();
-    while Instant::now() < until {
-        let start = Instant::now();
-        let ok = client
-            .lock(name, lease)
-            .and_then(|key| client.unlock(&key))
-            .is_ok();
-        run.record(start, ok);
-        if !ok {
-            std::thread::sleep(ERROR_PAUSE);
-        }
-    }
-    run
+/// Runs one thread per client of `clients`, each repeating `op` (timed; `true` when it
+/// succeeded) until `length` has passed.
+fn loop_clients<C: Sync>(
+    clients: &[C],
+    length: Duration,
+    op: impl Fn(&C) -> bool + Sync,
+) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    let until = start + length;
+    let batches = std::thread::scope(|scope| {
+        let threads: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                let op = &op;
+                scope.spawn(move || {
+                    let mut run = Batch::default();
+                    while Instant::now() < until {
+                        let start = Instant::now();
+                        let ok = op(client);
+                        run.record(start, ok);
+                        if !ok {
+                            std::thread::sleep(ERROR_PAUSE);
+                        }
+                    }
+                    run
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().map_err(|_| anyhow!("an etcd client panicked")))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    Ok(Run::gather(start, batches))
 }

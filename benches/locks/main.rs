@@ -2,9 +2,9 @@
 //!
 //! Run with `cargo bench --bench locks` (options after `--`: `--secs S` per timed run,
 //! `--rounds N`, `--takeovers N`, `--lease-ms MS`, `--warmup-secs S`, `--etcd no`, `--only
-//! abcde` to run some workloads, `--distinct-names hashed` to place Colony's names of (d) by
+//! abcdefgh` to run some workloads, `--distinct-names hashed` to place Colony's names of (d) by
 //! the hash alone). Results are in `docs/benchmarks.md`. Under `cargo test --benches` it makes a
-//! quick smoke run of the Colony side only (no etcd), and judges nothing.
+//! quick smoke run of the Colony side only (no etcd, no rolling restart), and judges nothing.
 //!
 //! # What runs
 //! - **Colony**: two `colony node` processes (the real binary, through the testkit) and a third
@@ -12,8 +12,8 @@
 //!   have the same lease (`--lock-lease-ms` and `LockSettings { lease }`). See [`colony`].
 //! - **etcd**: a 3-member etcd cluster on 127.0.0.1 (installed from Debian if missing, started
 //!   on free ports with temporary data directories, stopped at the end or on failure), driven
-//!   through its JSON gRPC gateway (`/v3/lock/lock`, `/v3/lock/unlock`, `/v3/lease/*`) by
-//!   blocking clients, one connection each. See [`etcd`].
+//!   through its JSON gRPC gateway (`/v3/lock/lock`, `/v3/lock/unlock`, `/v3/lease/*`,
+//!   `/v3/kv/put`) by blocking clients, one connection each. See [`etcd`].
 //!
 //! # Workloads (the same on both)
 //! Each client loops "acquire, release" until the run's time is up; a timed run counts the
@@ -28,10 +28,16 @@
 //!   spread over the endpoints).
 //! - (e) takeover: a holder in another process holds a name, a waiter queues for it, the holder
 //!   is SIGKILLed; the time from the kill until the waiter holds the lock. Same lease on both.
+//! - (f) takeover when the authority dies with the holder: the holder's node is the name's owner
+//!   (Colony); etcdctl talks to the leader only, and both are SIGKILLed (etcd).
+//! - (g) Colony only: a rolling restart of 5 node processes under lock load. See [`rolling`].
+//! - (h) the consensus group itself: one proposer committing commands one after the other
+//!   (latency), and 16 at once (commits per second); etcd: `put`s the same way.
 //!
-//! Against the noise of a shared machine, the timed runs of (a) to (d) alternate between the
-//! two systems round by round (and which goes first), and so do the takeover runs; the report
-//! gives medians over rounds and the ratio of the medians.
+//! Against the noise of a shared machine, the timed runs of (a) to (d) and (h) alternate
+//! between the two systems round by round (and which goes first), and so do the takeover runs;
+//! the report gives medians over rounds and the ratio of the medians. (g) runs last, after the
+//! other clusters are stopped.
 
 #[allow(dead_code, reason = "each bench uses a subset of the helpers")]
 #[path = "../common/mod.rs"]
@@ -39,6 +45,7 @@ mod common;
 
 mod colony;
 mod etcd;
+mod rolling;
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +59,10 @@ const TARGET_NON_OWNER: f64 = 20.0;
 const TARGET_PARALLEL: f64 = 50.0;
 /// Target: Colony's owner-local acquire+release at the median.
 const TARGET_OWNER_P50: Duration = Duration::from_micros(20);
+/// Target: Colony's median takeover after the owner and holder died, over etcd's.
+const TARGET_OWNER_TAKEOVER: f64 = 1.5;
+/// Target: the longest time a name has no grantable owner during a rolling restart.
+const TARGET_ROLLING_HOLE: Duration = Duration::from_secs(1);
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -62,13 +73,13 @@ pub struct Options {
     pub rounds: usize,
     /// Untimed run of each workload on each system before the first round.
     pub warmup: Duration,
-    /// Takeover runs per system.
+    /// Takeover runs per system, each of (e) and (f).
     pub takeovers: usize,
     /// The lock lease of both systems (etcd's lease TTL for the takeover's holder).
     pub lease: Duration,
     /// Whether to run etcd too.
     pub etcd: bool,
-    /// The workloads to run, by letter (`a` to `e`).
+    /// The workloads to run, by letter (`a` to `h`).
     pub only: String,
     /// Whether Colony's names of (d) are placed by the hash alone (about a third owned by the
     /// bench node) rather than all owned by the two other nodes.
@@ -87,7 +98,7 @@ impl Options {
                 takeovers: 7,
                 lease: Duration::from_secs(2),
                 etcd: true,
-                only: "abcde".into(),
+                only: "abcdefgh".into(),
                 hashed: false,
                 measuring: true,
             }
@@ -99,7 +110,8 @@ impl Options {
                 takeovers: 1,
                 lease: Duration::from_secs(1),
                 etcd: false,
-                only: "abcde".into(),
+                // (g) restarts 5 processes one by one: too long for a smoke run.
+                only: "abcdefh".into(),
                 hashed: false,
                 measuring: false,
             }
@@ -159,23 +171,34 @@ pub enum Workload {
     Contended,
     /// (d) 16 clients on distinct names.
     Distinct,
+    /// (h) One proposer committing one command after another (etcd: `put`s).
+    Commit,
+    /// (h) 16 proposers at once.
+    Commits,
 }
 
 impl Workload {
-    const ALL: [Workload; 4] = [
+    const ALL: [Workload; 6] = [
         Workload::Owner,
         Workload::NonOwner,
         Workload::Contended,
         Workload::Distinct,
+        Workload::Commit,
+        Workload::Commits,
     ];
 
     /// Concurrent clients.
     pub fn clients(self) -> usize {
         match self {
-            Workload::Owner | Workload::NonOwner => 1,
+            Workload::Owner | Workload::NonOwner | Workload::Commit => 1,
             Workload::Contended => 8,
-            Workload::Distinct => 16,
+            Workload::Distinct | Workload::Commits => 16,
         }
+    }
+
+    /// Whether this workload commits through the consensus group rather than takes locks.
+    pub fn is_commit(self) -> bool {
+        matches!(self, Workload::Commit | Workload::Commits)
     }
 
     /// Distinct names the clients use (client `i` uses name `i % names`).
@@ -197,6 +220,8 @@ impl Workload {
             Workload::NonOwner => "(b) uncontended, non-owner / follower",
             Workload::Contended => "(c) 8 clients, one name",
             Workload::Distinct => "(d) 16 clients, 16 names",
+            Workload::Commit => "(h) commits, 1 proposer / put",
+            Workload::Commits => "(h) commits, 16 proposers / puts",
         }
     }
 }
@@ -240,7 +265,7 @@ impl Run {
 pub trait System {
     /// Its name in the report.
     fn name(&self) -> &str;
-    /// Runs `workload` for `length`.
+    /// Runs `workload` for `length`: lock cycles, or commits for (h).
     ///
     /// # Errors
     /// The clients could not run.
@@ -251,6 +276,12 @@ pub trait System {
     /// # Errors
     /// The holder or the waiter failed.
     fn takeover(&mut self, run: usize) -> anyhow::Result<Duration>;
+    /// One takeover run (number `run`) of (f): from the SIGKILL of the holder together with the
+    /// authority over its name until a waiter holds the lock.
+    ///
+    /// # Errors
+    /// The holder, the waiter, or the restart of what was killed failed.
+    fn owner_takeover(&mut self, run: usize) -> anyhow::Result<Duration>;
 }
 
 /// Everything measured for one system.
@@ -258,6 +289,7 @@ pub trait System {
 struct Measured {
     runs: Vec<Vec<Run>>,
     takeovers: Vec<Duration>,
+    owner_takeovers: Vec<Duration>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -288,7 +320,19 @@ fn main() -> anyhow::Result<()> {
         options.lease.as_millis()
     );
     let measured = measure(&options, &mut systems)?;
-    report(&options, &systems, &measured);
+    let names: Vec<String> = systems.iter().map(|s| s.name().to_owned()).collect();
+    // (g) has the machine to itself: the other clusters stop first.
+    drop(systems);
+    let rolling = if options.only.contains('g') {
+        println!(
+            "(g) rolling restart of 5 Colony nodes, lease {} ms",
+            options.lease.as_millis()
+        );
+        Some(rolling::run(options.lease).context("(g) rolling restart")?)
+    } else {
+        None
+    };
+    report(&options, &names, &measured, rolling.as_ref());
     Ok(())
 }
 
@@ -334,23 +378,39 @@ fn measure(options: &Options, systems: &mut [Box<dyn System>]) -> anyhow::Result
             m.runs.push(r);
         }
     }
-    let takeovers = if options.only.contains('e') {
-        options.takeovers
-    } else {
-        0
-    };
-    for run in 0..takeovers {
-        for s in order(run) {
-            let took = systems[s]
-                .takeover(run)
-                .with_context(|| format!("{} takeover run {}", systems[s].name(), run + 1))?;
-            println!(
-                "  (e) takeover run {}: {:<7} {}",
-                run + 1,
-                systems[s].name(),
-                ms(took)
-            );
-            measured[s].takeovers.push(took);
+    // (e) then (f), each alternating between the systems run by run.
+    type Kill = fn(&mut dyn System, usize) -> anyhow::Result<Duration>;
+    type Record = fn(&mut Measured) -> &mut Vec<Duration>;
+    let kinds: [(char, &str, Kill, Record); 2] = [
+        (
+            'e',
+            "(e) takeover",
+            |s, run| s.takeover(run),
+            |m| &mut m.takeovers,
+        ),
+        (
+            'f',
+            "(f) owner and holder killed",
+            |s, run| s.owner_takeover(run),
+            |m| &mut m.owner_takeovers,
+        ),
+    ];
+    for (letter, label, kill, record) in kinds {
+        if !options.only.contains(letter) {
+            continue;
+        }
+        for run in 0..options.takeovers {
+            for s in order(run) {
+                let took = kill(systems[s].as_mut(), run)
+                    .with_context(|| format!("{} {label} run {}", systems[s].name(), run + 1))?;
+                println!(
+                    "  {label} run {}: {:<7} {}",
+                    run + 1,
+                    systems[s].name(),
+                    ms(took)
+                );
+                record(&mut measured[s]).push(took);
+            }
         }
     }
     Ok(measured)
@@ -397,9 +457,13 @@ impl Figures {
     }
 }
 
-fn report(options: &Options, systems: &[Box<dyn System>], measured: &[Measured]) {
+fn report(
+    options: &Options,
+    names: &[String],
+    measured: &[Measured],
+    rolling: Option<&rolling::Rolling>,
+) {
     println!("summary (medians over rounds; latency percentiles over all cycles):");
-    let names: Vec<&str> = systems.iter().map(|s| s.name()).collect();
     let both = measured.len() == 2;
     // Colony's ops/s over etcd's per workload: the lower of the ratio of the medians and the
     // median of the per-round ratios.
@@ -427,7 +491,7 @@ fn report(options: &Options, systems: &[Box<dyn System>], measured: &[Measured])
             )
         });
         let ratio_text = ratio.map_or(String::new(), |(of_medians, per_round)| {
-            format!(" | ratio {of_medians:.0}x (per-round median {per_round:.0}x)")
+            format!(" | ratio {of_medians:.1}x (per-round median {per_round:.1}x)")
         });
         println!(
             "  {:<38} {}{ratio_text}",
@@ -436,33 +500,41 @@ fn report(options: &Options, systems: &[Box<dyn System>], measured: &[Measured])
         );
         ratios.push(ratio.map(|(a, b)| a.min(b)));
     }
-    let ran_takeovers = !measured[0].takeovers.is_empty();
-    // Colony's median takeover over etcd's.
-    let takeover_ratio = (both && ran_takeovers).then(|| {
-        median(&measured[0].takeovers).as_secs_f64() / median(&measured[1].takeovers).as_secs_f64()
-    });
-    if ran_takeovers {
+    // Colony's median takeover over etcd's, for (e) and (f).
+    let takeover = |label: &str, of: fn(&Measured) -> &Vec<Duration>| {
+        if of(&measured[0]).is_empty() {
+            return None;
+        }
+        let ratio = both.then(|| {
+            median(of(&measured[0])).as_secs_f64() / median(of(&measured[1])).as_secs_f64()
+        });
         let cells: Vec<String> = names
             .iter()
             .zip(measured)
             .map(|(n, m)| {
-                let min = m.takeovers.iter().min().copied().unwrap_or_default();
-                let max = m.takeovers.iter().max().copied().unwrap_or_default();
+                let runs = of(m);
+                let min = runs.iter().min().copied().unwrap_or_default();
+                let max = runs.iter().max().copied().unwrap_or_default();
                 format!(
                     "{n}: median {} ({}..{}, {} runs)",
-                    ms(median(&m.takeovers)),
+                    ms(median(runs)),
                     ms(min),
                     ms(max),
-                    m.takeovers.len()
+                    runs.len()
                 )
             })
             .collect();
         println!(
-            "  {:<38} {}{}",
-            "(e) takeover after SIGKILL",
+            "  {label:<38} {}{}",
             cells.join(" | "),
-            takeover_ratio.map_or(String::new(), |r| format!(" | ratio {r:.2}x"))
+            ratio.map_or(String::new(), |r| format!(" | ratio {r:.2}x"))
         );
+        ratio
+    };
+    let takeover_ratio = takeover("(e) takeover after SIGKILL", |m| &m.takeovers);
+    let owner_ratio = takeover("(f) owner and holder SIGKILLed", |m| &m.owner_takeovers);
+    if let Some(rolling) = rolling {
+        rolling.print();
     }
 
     println!("targets:");
@@ -506,4 +578,23 @@ fn report(options: &Options, systems: &[Box<dyn System>], measured: &[Measured])
             takeover_ratio.map_or("-".into(), |r| format!("{r:.2}x"))
         ),
     );
+    judged(
+        owner_ratio.map(|r| r <= TARGET_OWNER_TAKEOVER),
+        format!(
+            "(f) Colony takeover after the owner+holder's SIGKILL <= {TARGET_OWNER_TAKEOVER}x \
+             etcd's after its leader+holder's ({})",
+            owner_ratio.map_or("-".into(), |r| format!("{r:.2}x"))
+        ),
+    );
+    judged(
+        rolling.map(|r| r.worst() <= TARGET_ROLLING_HOLE && r.lost == 0),
+        format!(
+            "(g) rolling restart: no name without a grantable owner for more than {} ({}), no \
+             hold lost on a planned move ({})",
+            ms(TARGET_ROLLING_HOLE),
+            rolling.map_or("-".into(), |r| rolling::hole(r.worst())),
+            rolling.map_or("-".into(), |r| r.lost.to_string())
+        ),
+    );
+    println!("  (h) commit latency and commits/s: figures only, next to etcd puts (above)");
 }

@@ -5,6 +5,7 @@
 mod cache_hammer;
 mod history;
 mod lock_hammer;
+mod lock_probe;
 mod sink;
 
 use std::path::Path;
@@ -19,6 +20,8 @@ use serde::Deserialize;
 pub enum Workload {
     /// Clients that take, hold and release locks in a loop.
     LockHammer(lock_hammer::LockHammer),
+    /// Probers that record when some node answered for each lock name.
+    LockProbe(lock_probe::LockProbe),
     /// Writers and a reader on one replicated cache.
     CacheHammer(cache_hammer::CacheHammer),
 }
@@ -33,6 +36,7 @@ impl Workload {
     pub async fn run(self, node: Node) {
         let result = match self {
             Workload::LockHammer(w) => w.run(node).await,
+            Workload::LockProbe(w) => w.run(node).await,
             Workload::CacheHammer(w) => w.run(node).await,
         };
         if let Err(e) = result {
