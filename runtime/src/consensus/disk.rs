@@ -236,13 +236,14 @@ impl Disk {
                 )
                 .map_err(|e| fail(e.into()))?;
                 entries
-                    .retain(|i, _| i > index)
+                    .retain_in(..=index, |_, _| false)
                     .map_err(|e| fail(e.into()))?;
             }
             if let Some(first) = change.entries.first() {
                 let from = first.index;
+                // Only the entries from `from` on: not a scan of the whole table per append.
                 entries
-                    .retain(|i, _| i < from)
+                    .retain_in(from.., |_, _| false)
                     .map_err(|e| fail(e.into()))?;
                 for e in &change.entries {
                     entries
@@ -318,6 +319,46 @@ mod tests {
         assert_eq!((loaded.replica, loaded.group), (7, 99));
         assert_eq!(loaded.log, log);
         assert!(loaded.quarantined.is_none());
+    }
+
+    #[test]
+    fn changes_written_together_apply_in_order_and_a_snapshot_drops_the_entries_it_covers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.redb");
+        let (disk, _) = Disk::open(&path, 7).unwrap();
+        let mut log = Log::founding(7, b"state".to_vec());
+        let mut snapshot = log.snapshot_ref().clone();
+        snapshot.mut_metadata().index = 3;
+        snapshot.mut_metadata().term = 2;
+        let changes = [
+            Persist {
+                snapshot: Some(log.snapshot_ref().clone()),
+                hard_state: Some(log.hard_state().clone()),
+                ..Default::default()
+            },
+            Persist {
+                entries: vec![entry(2, 2), entry(3, 2), entry(4, 2), entry(5, 2)],
+                ..Default::default()
+            },
+            Persist {
+                snapshot: Some(snapshot),
+                hard_state: Some(HardState {
+                    term: 2,
+                    commit: 3,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ];
+        disk.write(&changes).unwrap();
+        for change in &changes {
+            log.apply(change);
+        }
+        drop(disk);
+        let (_, loaded) = Disk::open(&path, 8).unwrap();
+        assert_eq!(loaded.log, log);
+        let kept: Vec<u64> = loaded.log.entries_ref().iter().map(|e| e.index).collect();
+        assert_eq!(kept, [4, 5]);
     }
 
     #[test]
