@@ -152,13 +152,8 @@ impl Schedule {
             }
             Kind::Once { at_ms } => (*at_ms > after_ms).then_some(*at_ms)?,
             Kind::Cron { expr, zone } => {
-                let (cron, tz) = parse(expr, zone).ok()?;
-                let after = Utc
-                    .timestamp_millis_opt(i64::try_from(after_ms).ok()?)
-                    .single()?
-                    .with_timezone(&tz);
-                let next: DateTime<Tz> = cron.find_next_occurrence(&after, false).ok()?;
-                u64::try_from(next.timestamp_millis()).ok()?
+                let (cron, after) = zoned(expr, zone, after_ms)?;
+                ms_of(cron.find_next_occurrence(&after, false).ok()?)?
             }
         };
         (next <= LATEST_MS).then_some(next)
@@ -173,13 +168,8 @@ impl Schedule {
             }
             Kind::Once { at_ms: due } => (*due <= at_ms).then_some(*due),
             Kind::Cron { expr, zone } => {
-                let (cron, tz) = parse(expr, zone).ok()?;
-                let at = Utc
-                    .timestamp_millis_opt(i64::try_from(at_ms).ok()?)
-                    .single()?
-                    .with_timezone(&tz);
-                let latest: DateTime<Tz> = cron.find_previous_occurrence(&at, true).ok()?;
-                u64::try_from(latest.timestamp_millis()).ok()
+                let (cron, at) = zoned(expr, zone, at_ms)?;
+                ms_of(cron.find_previous_occurrence(&at, true).ok()?)
             }
         }
     }
@@ -216,6 +206,21 @@ fn parse(expr: &str, zone: &str) -> Result<(Cron, Tz), ScheduleError> {
         zone: zone.to_owned(),
     })?;
     Ok((cron, tz))
+}
+
+/// The parsed expression, and `ms` as a time in its zone; `None` for a record that does not
+/// parse (checked when scheduled) or a time out of range.
+fn zoned(expr: &str, zone: &str, ms: u64) -> Option<(Cron, DateTime<Tz>)> {
+    let (cron, tz) = parse(expr, zone).ok()?;
+    let at = Utc
+        .timestamp_millis_opt(i64::try_from(ms).ok()?)
+        .single()?
+        .with_timezone(&tz);
+    Some((cron, at))
+}
+
+fn ms_of(t: DateTime<Tz>) -> Option<u64> {
+    u64::try_from(t.timestamp_millis()).ok()
 }
 
 /// `t` as UTC milliseconds.
