@@ -420,12 +420,11 @@ impl LockTable {
     ) {
         let slot = slot_of(name.as_bytes());
         if !self.own.may_serve(slot, now, self.entitlement) {
-            let op = ParkedOp::Acquire {
+            self.park_or_refuse(now, slot, request, || ParkedOp::Acquire {
                 name: name.to_owned(),
                 holder,
                 wait,
-            };
-            self.park_or_refuse(now, slot, request, op);
+            });
             return;
         }
         let entry = self.entry(name);
@@ -505,12 +504,11 @@ impl LockTable {
             self.entitlement,
             self.own.may_serve(slot, now, self.entitlement),
         ) else {
-            let op = ParkedOp::Renew {
+            self.park_or_refuse(now, slot, request, || ParkedOp::Renew {
                 name: name.to_owned(),
                 holder,
                 token,
-            };
-            self.park_or_refuse(now, slot, request, op);
+            });
             return;
         };
         let lease = Ownership::lease(now, e, self.config.lease);
@@ -621,13 +619,20 @@ impl LockTable {
     /// A request for `slot`, which this node may not serve now: held if the slot was given to
     /// this node and its table is on the way (a holder whose node applied the move first asks
     /// here before the previous owner even sent its holds), refused otherwise.
-    fn park_or_refuse(&mut self, now: Instant, slot: u16, request: RequestId, op: ParkedOp) {
+    /// The request is only copied when it is held: a refusal costs nothing more.
+    fn park_or_refuse(
+        &mut self,
+        now: Instant,
+        slot: u16,
+        request: RequestId,
+        op: impl FnOnce() -> ParkedOp,
+    ) {
         if matches!(self.own.view(slot), SlotView::Awaiting { .. }) {
             self.parked.push(Parked {
                 slot,
                 until: now + self.config.lease / 2,
                 request,
-                op,
+                op: op(),
             });
         } else {
             self.reply(request, Answer::NotOwner);
