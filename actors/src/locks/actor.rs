@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use colony_runtime::consensus::{GroupStatus, ReplicaId};
+use colony_runtime::consensus::{Command, GroupStatus, ReplicaId};
 use colony_runtime::membership::View;
 use colony_runtime::shell::{Driven, Shell};
 use colony_runtime::{Node, NodeId};
@@ -44,8 +44,8 @@ pub(crate) enum LockInput {
     },
     /// The group's status changed.
     Group(Arc<GroupStatus>),
-    /// A proposal asking for another block of tokens failed.
-    ExtendFailed(u16),
+    /// A proposal the table asked for (a hand-over's record, another block) failed.
+    ProposalFailed(Command),
     /// Report the sizes of both tables.
     Stats(oneshot::Sender<LockStats>),
 }
@@ -182,7 +182,7 @@ impl Driven for LockDriver {
                 self.table
                     .set_group(now, status.state.clone(), status.epoch, status.entitlement)
             }
-            LockInput::ExtendFailed(slot) => self.table.extension_failed(slot),
+            LockInput::ProposalFailed(command) => self.table.proposal_failed(&command),
             LockInput::Stats(reply) => {
                 let _ = reply.send(LockStats {
                     owned_names: self.table.len(),
@@ -229,13 +229,9 @@ impl Driven for LockDriver {
                 core::Output::Propose(command) => {
                     let (node, shell) = (self.node.clone(), self.shell.clone());
                     tokio::spawn(async move {
-                        let slot = match &command {
-                            colony_runtime::consensus::Command::Extend { slot, .. } => Some(*slot),
-                            _ => None,
-                        };
-                        let done = node.group().propose(command, PROPOSE_WITHIN).await;
-                        if let (Err(_), Some(slot), Some(shell)) = (done, slot, shell) {
-                            let _ = shell.cast(LockInput::ExtendFailed(slot));
+                        let done = node.group().propose(command.clone(), PROPOSE_WITHIN).await;
+                        if let (Err(_), Some(shell)) = (done, shell) {
+                            let _ = shell.cast(LockInput::ProposalFailed(command));
                         }
                     });
                 }

@@ -334,13 +334,11 @@ impl LockTable {
                 }
             }
         }
-        for command in self.own.extensions() {
-            self.outputs.push_back(Output::Propose(command));
-        }
         // A table that came before this node applied its move can be taken now.
         for (_, (at, table)) in std::mem::take(&mut self.early) {
             self.take_table(now, at, table);
         }
+        self.propose();
         self.send_due(now);
         // A lapsed entitlement that came back, or a new block: waiters may be granted now.
         let ready: Vec<String> = self
@@ -368,45 +366,48 @@ impl LockTable {
             .state
             .slot(Domain::Locks, table.slot)
             .map_or(0, |s| s.generation);
-        let Some(accept) = self.own.received(&self.state, table.slot, table.generation) else {
+        // Time spent waiting here is taken off the leases it carries; a lease measured on the
+        // sender's clock is stretched by the drift allowance.
+        let waited = now.saturating_duration_since(at);
+        let slot = table.slot;
+        let drift = self.config.drift_permille;
+        let holds: Vec<(String, Hold)> = table
+            .holds
+            .iter()
+            .filter(|h| slot_of(h.name.as_bytes()) == slot)
+            .filter_map(|h| {
+                let left = Duration::from_millis(h.left_ms);
+                let left = (left + left * drift / 1000).checked_sub(waited)?;
+                let hold = Hold {
+                    holder: h.holder,
+                    token: h.token,
+                    expires: now + left,
+                };
+                Some((h.name.clone(), hold))
+            })
+            .collect();
+        let until = holds.iter().map(|(_, h)| h.expires).max().unwrap_or(now);
+        if !self
+            .own
+            .received(&self.state, slot, table.generation, until)
+        {
             tracing::debug!(
-                slot = table.slot,
+                slot,
                 generation = table.generation,
                 current,
                 "lock table not awaited"
             );
             if table.generation > current {
-                self.early.insert(table.slot, (at, table));
+                self.early.insert(slot, (at, table));
             }
             return;
-        };
-        // Time spent waiting here is taken off the leases it carries.
-        let waited = now.saturating_duration_since(at);
-        tracing::debug!(
-            slot = table.slot,
-            holds = table.holds.len(),
-            ?waited,
-            "lock table taken"
-        );
-        for h in table.holds {
-            if slot_of(h.name.as_bytes()) != table.slot {
-                continue;
-            }
-            let left = Duration::from_millis(h.left_ms);
-            let Some(left) = (left + left * self.config.drift_permille / 1000).checked_sub(waited)
-            else {
-                continue;
-            };
-            let expires = now + left;
-            let entry = self.entry(&h.name);
-            entry.hold = Some(Hold {
-                holder: h.holder,
-                token: h.token,
-                expires,
-            });
-            self.rearm(&h.name);
         }
-        self.outputs.push_back(Output::Propose(accept));
+        tracing::debug!(slot, holds = holds.len(), ?waited, "lock table taken");
+        for (name, hold) in holds {
+            self.entry(&name).hold = Some(hold);
+            self.rearm(&name);
+        }
+        self.propose();
     }
 
     /// `holder` asks for `name`.
@@ -609,12 +610,18 @@ impl LockTable {
         self.unpark(now);
     }
 
-    /// A proposal for another block of `slot`'s tokens failed: ask again when next due.
-    pub fn extension_failed(&mut self, slot: u16) {
-        self.own.extension_failed(slot);
+    /// A proposal this table asked for failed: ask again with the next group status.
+    pub fn proposal_failed(&mut self, command: &Command) {
+        self.own.proposal_failed(command);
     }
 
     // ---- internals ----
+
+    fn propose(&mut self) {
+        for command in self.own.proposals(self.entitlement) {
+            self.outputs.push_back(Output::Propose(command));
+        }
+    }
 
     /// A request for `slot`, which this node may not serve now: held if the slot was given to
     /// this node and its table is on the way (a holder whose node applied the move first asks
@@ -804,9 +811,7 @@ impl LockTable {
         let e = self.entitlement?;
         let lease = Ownership::grant_lease(now, e, self.config.lease)?;
         let token = self.own.issue(slot, now, Some(e))?;
-        for command in self.own.extensions() {
-            self.outputs.push_back(Output::Propose(command));
-        }
+        self.propose();
         self.entry(name).hold = Some(Hold {
             holder,
             token,

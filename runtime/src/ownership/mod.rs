@@ -13,9 +13,17 @@
 //! before it, so tokens of one slot (and so of every key in it) strictly increase across
 //! owners without any clock. A lease given for a key never outlives the granter's entitlement.
 //!
+//! A new owner serves from a received table at once, but records the hand-over (proposes
+//! [`Command::Accept`]) only once its own entitlement outlasts every lease the table carries.
+//! Until then the previous owner's table stays authoritative; after it, the leases this node
+//! inherited end before its own entitlement does, so if its epoch is revoked, a next owner that
+//! serves fresh after that revocation can meet none of them.
+//!
 //! Drive it with [`Ownership::update`] after every applied command (it compares the state with
-//! what it served and says what changed), and [`Ownership::received`] when a hand-over arrives.
+//! what it served and says what changed), [`Ownership::received`] when a hand-over arrives, and
+//! propose what [`Ownership::proposals`] returns after either.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::consensus::{ClusterState, Command, Domain, Entitlement, ReplicaId, SLOTS, TOKEN_BLOCK};
@@ -114,6 +122,18 @@ pub struct Ownership {
     me: ReplicaId,
     domain: Domain,
     slots: Vec<SlotView>,
+    /// Received hand-overs not yet recorded by the group, by slot.
+    accepting: BTreeMap<u16, Accepting>,
+}
+
+/// A hand-over this node serves from but has yet to record.
+#[derive(Debug, Clone, Copy)]
+struct Accepting {
+    generation: u64,
+    /// When the last lease the table carried ends, on this node's clock.
+    leases_until: Instant,
+    /// The [`Command::Accept`] is proposed and not known to have failed.
+    asked: bool,
 }
 
 impl Ownership {
@@ -123,6 +143,7 @@ impl Ownership {
             me,
             domain,
             slots: vec![SlotView::NotMine; usize::from(SLOTS)],
+            accepting: BTreeMap::new(),
         }
     }
 
@@ -178,8 +199,10 @@ impl Ownership {
                         generation: s.generation,
                     }
                 }
-                (Some(e), SlotView::HandingOver { .. }) => {
-                    // Given back, and nobody else holds a table in force: this node's never left.
+                // Given back, and nobody else holds a table in force: this node's never left
+                // (the move may have come and gone within one update). Whatever another node
+                // took over from it ended with that node's entitlement.
+                (Some(e), _) if keeps_table(old, e) => {
                     changes.push(Change::Resume { slot });
                     serving(s, e)
                 }
@@ -218,40 +241,50 @@ impl Ownership {
                 }
             };
             self.slots[i] = new;
+            let recording = matches!(new, SlotView::Serving { generation, .. } if generation == s.generation)
+                && s.from.is_some();
+            if !recording {
+                self.accepting.remove(&slot);
+            }
         }
         changes
     }
 
-    /// A hand-over of `slot` for `generation` arrived. Returns the command to propose (the
-    /// group then records it) if it completes this node's wait: install the table and serve.
-    /// `None`: not awaited (early, late or not for this node); the sender tries again.
+    /// A hand-over of `slot` for `generation` arrived, carrying leases that end by
+    /// `leases_until` (this node's clock, drift allowed for). Returns whether it completes this
+    /// node's wait: then install the table and serve; [`Ownership::proposals`] records it once
+    /// this node's entitlement outlasts those leases. `false`: not awaited (early, late or not
+    /// for this node); the sender tries again.
     pub fn received(
         &mut self,
         state: &ClusterState,
         slot: u16,
         generation: u64,
-    ) -> Option<Command> {
+        leases_until: Instant,
+    ) -> bool {
         let i = usize::from(slot);
-        let SlotView::Awaiting { generation: g } = *self.slots.get(i)? else {
-            return None;
+        let Some(SlotView::Awaiting { generation: g }) = self.slots.get(i).copied() else {
+            return false;
         };
-        let s = state.slot(self.domain, slot)?;
-        let (owner, epoch) = s.owner?;
+        let Some(s) = state.slot(self.domain, slot) else {
+            return false;
+        };
+        let Some((owner, epoch)) = s.owner else {
+            return false;
+        };
         if g != generation || owner != self.me {
-            return None;
+            return false;
         }
-        self.slots[i] = SlotView::Serving {
-            generation,
-            epoch,
-            next: s.block.0,
-            end: s.block.1,
-            extending: false,
-        };
-        Some(Command::Accept {
-            domain: self.domain,
+        self.slots[i] = serving(s, epoch);
+        self.accepting.insert(
             slot,
-            generation,
-        })
+            Accepting {
+                generation,
+                leases_until,
+                asked: false,
+            },
+        );
+        true
     }
 
     /// Whether this node may act on `slot` at `now`.
@@ -283,11 +316,26 @@ impl Ownership {
         Some(*next - 1)
     }
 
-    /// The commands to propose for slots whose block is three quarters used: each slot asks
-    /// once until its next block arrives.
-    pub fn extensions(&mut self) -> Vec<Command> {
+    /// The commands to propose now: the hand-overs this node's `entitlement` now outlasts,
+    /// and another block for slots whose block is three quarters used. Each is asked once,
+    /// until it is recorded or [`Ownership::proposal_failed`] says it failed.
+    pub fn proposals(&mut self, entitlement: Option<Entitlement>) -> Vec<Command> {
         let domain = self.domain;
         let mut wanted = Vec::new();
+        for (slot, a) in &mut self.accepting {
+            let in_epoch = matches!(
+                self.slots[usize::from(*slot)],
+                SlotView::Serving { epoch, .. } if entitlement.is_some_and(|e| e.epoch == epoch)
+            );
+            if !a.asked && in_epoch && entitlement.is_some_and(|e| e.until >= a.leases_until) {
+                a.asked = true;
+                wanted.push(Command::Accept {
+                    domain,
+                    slot: *slot,
+                    generation: a.generation,
+                });
+            }
+        }
         for (i, view) in self.slots.iter_mut().enumerate() {
             if let SlotView::Serving {
                 generation,
@@ -338,11 +386,41 @@ impl Ownership {
             .map(|(i, _)| i as u16)
     }
 
-    /// Forgets an extension request that failed, so that the next call asks again.
-    pub fn extension_failed(&mut self, slot: u16) {
-        if let Some(SlotView::Serving { extending, .. }) = self.slots.get_mut(usize::from(slot)) {
-            *extending = false;
+    /// Forgets a proposal from [`Ownership::proposals`] that failed, so that the next call
+    /// asks again. Other commands are not this type's.
+    pub fn proposal_failed(&mut self, command: &Command) {
+        match command {
+            Command::Extend { domain, slot, .. } if *domain == self.domain => {
+                if let Some(SlotView::Serving { extending, .. }) =
+                    self.slots.get_mut(usize::from(*slot))
+                {
+                    *extending = false;
+                }
+            }
+            Command::Accept {
+                domain,
+                slot,
+                generation,
+            } if *domain == self.domain => {
+                if let Some(a) = self
+                    .accepting
+                    .get_mut(slot)
+                    .filter(|a| a.generation == *generation)
+                {
+                    a.asked = false;
+                }
+            }
+            _ => {}
         }
+    }
+}
+
+/// Whether a slot given to this node in `epoch` may keep the table it had in view `old`.
+fn keeps_table(old: SlotView, epoch: u64) -> bool {
+    match old {
+        SlotView::HandingOver { .. } => true,
+        SlotView::Serving { epoch: e, .. } => e == epoch,
+        _ => false,
     }
 }
 

@@ -10,16 +10,20 @@ const D: Domain = Domain::Locks;
 fn state(nodes: u64) -> ClusterState {
     let mut s = ClusterState::new();
     for r in 1..=nodes {
-        let _ = s.apply(&Command::Register {
-            replica: ReplicaId(r),
-            info: MemberInfo {
-                name: format!("n{r}"),
-                addr: "127.0.0.1:1".parse().unwrap(),
-                incarnation: 1,
-            },
-        });
+        register(&mut s, r, 1);
     }
     s
+}
+
+fn register(s: &mut ClusterState, r: u64, incarnation: u64) {
+    let _ = s.apply(&Command::Register {
+        replica: ReplicaId(r),
+        info: MemberInfo {
+            name: format!("n{r}"),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            incarnation,
+        },
+    });
 }
 
 fn assign(s: &mut ClusterState, slot: u16, to: u64) -> Outcome {
@@ -30,6 +34,15 @@ fn assign(s: &mut ClusterState, slot: u16, to: u64) -> Outcome {
         generation,
         to: ReplicaId(to),
     })
+}
+
+/// Ends member `r`'s first epoch.
+fn revoke(s: &mut ClusterState, r: u64) {
+    let _ = s.apply(&Command::Revoke {
+        replica: ReplicaId(r),
+        epoch: 1,
+        seq: 0,
+    });
 }
 
 fn entitled(now: Instant) -> Option<Entitlement> {
@@ -82,10 +95,20 @@ fn a_planned_move_hands_the_table_over_and_the_new_owner_waits_for_it() {
     assert!(!b.may_serve(0, now, entitled(now)));
     assert!(!a.may_serve(0, now, entitled(now)));
     // A hand-over for another generation is not the one awaited.
-    assert_eq!(b.received(&s, 0, generation + 1), None);
-    let accept = b.received(&s, 0, generation).unwrap();
+    assert!(!b.received(&s, 0, generation + 1, now));
+    assert!(b.received(&s, 0, generation, now));
     assert!(b.may_serve(0, now, entitled(now)));
-    let _ = s.apply(&accept);
+    let accept = b.proposals(entitled(now));
+    assert_eq!(
+        accept,
+        vec![Command::Accept {
+            domain: D,
+            slot: 0,
+            generation
+        }]
+    );
+    assert!(b.proposals(entitled(now)).is_empty(), "asked once");
+    let _ = s.apply(&accept[0]);
     assert_eq!(a.update(&s, Some(1)), vec![Change::Handed { slot: 0 }]);
     assert_eq!(b.update(&s, Some(1)), vec![]);
 }
@@ -97,11 +120,7 @@ fn the_new_owner_serves_fresh_once_the_old_owners_epoch_ends() {
     assign(&mut s, 0, 1);
     assign(&mut s, 0, 2);
     assert_eq!(b.update(&s, Some(1)), vec![]);
-    let _ = s.apply(&Command::Revoke {
-        replica: ReplicaId(1),
-        epoch: 1,
-        seq: 0,
-    });
+    revoke(&mut s, 1);
     assert_eq!(b.update(&s, Some(1)), vec![Change::ServeFresh { slot: 0 }]);
 }
 
@@ -112,11 +131,7 @@ fn an_ended_epoch_drops_every_slot() {
     assign(&mut s, 0, 1);
     assign(&mut s, 1, 1);
     let _ = a.update(&s, Some(1));
-    let _ = s.apply(&Command::Revoke {
-        replica: ReplicaId(1),
-        epoch: 1,
-        seq: 0,
-    });
+    revoke(&mut s, 1);
     assert_eq!(
         a.update(&s, Some(1)),
         vec![Change::Drop { slot: 0 }, Change::Drop { slot: 1 }]
@@ -132,11 +147,7 @@ fn a_slot_given_back_before_its_hand_over_finished_resumes_with_its_table() {
     let _ = a.update(&s, Some(1));
     assign(&mut s, 0, 2);
     let _ = a.update(&s, Some(1));
-    let _ = s.apply(&Command::Revoke {
-        replica: ReplicaId(2),
-        epoch: 1,
-        seq: 0,
-    });
+    revoke(&mut s, 2);
     assign(&mut s, 0, 1);
     assert_eq!(a.update(&s, Some(1)), vec![Change::Resume { slot: 0 }]);
 }
@@ -151,9 +162,15 @@ fn a_block_three_quarters_used_asks_for_another_once() {
     for _ in 0..(TOKEN_BLOCK * 3 / 4) {
         a.issue(0, now, entitled(now)).unwrap();
     }
-    let asked = a.extensions();
+    let asked = a.proposals(entitled(now));
     assert_eq!(asked.len(), 1);
-    assert!(a.extensions().is_empty());
+    assert!(a.proposals(entitled(now)).is_empty());
+    a.proposal_failed(&asked[0]);
+    assert_eq!(
+        a.proposals(entitled(now)),
+        asked,
+        "asked again after it failed"
+    );
     let before = a.issue(0, now, entitled(now)).unwrap();
     let _ = s.apply(&asked[0]);
     let _ = a.update(&s, Some(1));
@@ -198,4 +215,57 @@ fn a_slot_given_back_after_another_node_served_it_waits_for_that_nodes_table() {
     assign(&mut s, 0, 1);
     assert_eq!(a.update(&s, Some(1)), vec![]);
     assert!(matches!(a.view(0), SlotView::Awaiting { .. }));
+}
+
+#[test]
+fn a_hand_over_is_recorded_only_once_the_entitlement_outlasts_the_leases_it_carried() {
+    // Found by the simulator: node 2 recorded a table carrying node 1's 800 ms lease, its own
+    // entitlement ended 200 ms later, and the slot went back to node 1 fresh while the lease
+    // still ran. Recorded only once node 2's entitlement outlasts it, the revocation comes
+    // after the lease's end.
+    let mut s = state(2);
+    let mut b = Ownership::new(ReplicaId(2), D);
+    assign(&mut s, 0, 1);
+    assign(&mut s, 0, 2);
+    let _ = b.update(&s, Some(1));
+    let generation = s.slot(D, 0).unwrap().generation;
+    let now = Instant::now();
+    let lease_end = now + Duration::from_millis(1500);
+    assert!(b.received(&s, 0, generation, lease_end));
+    assert!(b.may_serve(0, now, entitled(now)), "it serves at once");
+    assert!(b.proposals(entitled(now)).is_empty());
+    assert!(b.proposals(None).is_empty());
+    let later = now + Duration::from_millis(600);
+    let accept = b.proposals(entitled(later));
+    assert_eq!(accept.len(), 1);
+    // A failed record is asked again; a recorded one is forgotten.
+    b.proposal_failed(&accept[0]);
+    assert_eq!(b.proposals(entitled(later)), accept);
+    let _ = s.apply(&accept[0]);
+    let _ = b.update(&s, Some(1));
+    b.proposal_failed(&accept[0]);
+    assert!(b.proposals(entitled(later)).is_empty());
+}
+
+#[test]
+fn a_slot_moved_and_given_back_within_one_update_keeps_its_table() {
+    // Found by the simulator: node 1 applied the move to node 2, node 2's revocation and the
+    // move back in one batch; serving fresh dropped node 1's holds, which still ran.
+    let mut s = state(2);
+    let mut a = Ownership::new(ReplicaId(1), D);
+    assign(&mut s, 0, 1);
+    let _ = a.update(&s, Some(1));
+    assign(&mut s, 0, 2);
+    revoke(&mut s, 2);
+    assign(&mut s, 0, 1);
+    assert_eq!(a.update(&s, Some(1)), vec![Change::Resume { slot: 0 }]);
+    // In a later epoch of this node, nothing of the old table is valid.
+    let mut b = Ownership::new(ReplicaId(2), D);
+    let mut s = state(2);
+    assign(&mut s, 0, 2);
+    let _ = b.update(&s, Some(1));
+    revoke(&mut s, 2);
+    register(&mut s, 2, 2);
+    assign(&mut s, 0, 2);
+    assert_eq!(b.update(&s, Some(2)), vec![Change::ServeFresh { slot: 0 }]);
 }

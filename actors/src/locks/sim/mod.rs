@@ -511,9 +511,7 @@ impl Service for LockNode {
     }
 
     fn proposal_failed(&mut self, ctx: &mut Ctx<'_, Self>, command: &Command) {
-        if let Command::Extend { slot, .. } = command {
-            self.table.extension_failed(*slot);
-        }
+        self.table.proposal_failed(command);
         self.flush(ctx);
     }
 

@@ -44,6 +44,12 @@ pub struct SlotLocks {
 }
 
 impl SlotLocks {
+    fn propose(&mut self, ctx: &mut Ctx<'_, Self>) {
+        for command in self.own.proposals(self.entitlement) {
+            ctx.propose(command);
+        }
+    }
+
     fn send_handover(&self, ctx: &mut Ctx<'_, Self>, slot: u16, to: ReplicaId, generation: u64) {
         let hold = self
             .tables
@@ -145,21 +151,21 @@ impl Service for SlotLocks {
                 }
             }
         }
-        for command in self.own.extensions() {
-            ctx.propose(command);
-        }
+        self.propose(ctx);
     }
 
     fn message(&mut self, ctx: &mut Ctx<'_, Self>, _: ReplicaId, msg: Handover) {
-        if let Some(accept) = self.own.received(&self.state, msg.slot, msg.generation) {
-            // A duration measured on another clock is stretched by the drift allowance.
-            let stretch = |left: Duration| left + left * self.drift_permille / 1000;
-            let now = ctx.now;
-            self.tables.insert(
-                msg.slot,
-                msg.hold.map(|(token, left)| (token, now + stretch(left))),
-            );
-            ctx.propose(accept);
+        // A duration measured on another clock is stretched by the drift allowance.
+        let stretch = |left: Duration| left + left * self.drift_permille / 1000;
+        let now = ctx.now;
+        let hold = msg.hold.map(|(token, left)| (token, now + stretch(left)));
+        let until = hold.map_or(now, |(_, end)| end);
+        if self
+            .own
+            .received(&self.state, msg.slot, msg.generation, until)
+        {
+            self.tables.insert(msg.slot, hold);
+            self.propose(ctx);
         }
     }
 
@@ -182,9 +188,8 @@ impl Service for SlotLocks {
     }
 
     fn proposal_failed(&mut self, _: &mut Ctx<'_, Self>, command: &Command) {
-        if let Command::Extend { slot, .. } = command {
-            self.own.extension_failed(*slot);
-        }
+        // Asked again with the next status, not here: a group without a leader fails at once.
+        self.own.proposal_failed(command);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

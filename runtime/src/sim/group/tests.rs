@@ -127,7 +127,7 @@ fn chaos(seed: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(crate::sim::tests::cases(128))]
 
     #[test]
     fn no_fault_script_breaks_exclusivity_tokens_or_the_log(seed in any::<u64>()) {
@@ -143,6 +143,11 @@ fn fault_scripts_that_once_failed() {
         1914207580477534464,
         // A lost snapshot left a learner behind for good.
         7597003974045827528,
+        // A node recorded a hand-over, lost its epoch before the leases it took over ended,
+        // and the next owner served the slot fresh.
+        8837273811143365630,
+        // A node applied a slot's move away and back in one update and dropped its own holds.
+        6593013156793957519,
     ] {
         chaos(seed);
     }
