@@ -30,6 +30,9 @@ pub struct ClusterStatus {
     pub members: Vec<Member>,
     /// The consensus group as this node sees it.
     pub consensus: ConsensusReport,
+    /// Why this node is locked for maintenance, if it is (see `Node::maintenance`).
+    #[serde(default)]
+    pub maintenance: Option<String>,
 }
 
 /// The consensus group in `GET /cluster`. Member ids are hexadecimal strings (they exceed the
@@ -127,6 +130,7 @@ impl ClusterStatus {
             cluster_size: node.config().cluster_size,
             members: node.members(),
             consensus: ConsensusReport::of(node),
+            maintenance: node.maintenance().map(str::to_owned),
         }
     }
 }
@@ -175,7 +179,12 @@ impl AdminServer {
 
 async fn health(State(node): State<Node>) -> impl IntoResponse {
     let state = node.local().state;
-    if state.is_up() {
+    if let Some(message) = node.maintenance() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("locked for maintenance: {message}\n"),
+        )
+    } else if state.is_up() {
         (StatusCode::OK, "up\n".to_string())
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{state}\n"))

@@ -69,6 +69,8 @@ struct Inner {
     actions: dashmap::DashMap<String, AdminAction>,
     views: dashmap::DashMap<String, AdminAction>,
     stopping: AtomicBool,
+    /// Set when a shared-home move failed at start: see [`Node::maintenance`].
+    maintenance: Option<String>,
     admin: std::sync::Mutex<Option<admin::AdminServer>>,
 }
 
@@ -376,6 +378,14 @@ impl Node {
                 return;
             }
         }
+    }
+
+    /// Why this node is locked for maintenance, if it is: the shared home moved and an update
+    /// handler failed at start (see [`crate::homes::settle`]). The message is safe to show
+    /// anyone. Primitives refuse work while it is set; a restart with the old location or a
+    /// successful retry of the move clears it.
+    pub fn maintenance(&self) -> Option<&str> {
+        self.inner.maintenance.as_deref()
     }
 
     /// Whether [`Node::shutdown`] has begun: services refuse new work from then on.
