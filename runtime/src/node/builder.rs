@@ -336,10 +336,14 @@ async fn start(
         membership.watch(),
     )
     .await?;
-    if let Err(e) = transport.register(
-        builtin::SERVICE,
-        Arc::new(builtin::NodeService::new(membership.clone())),
-    ) {
+    let (messaging, receiver) = crate::messaging::service(membership.clone());
+    let registered = transport
+        .register(
+            builtin::SERVICE,
+            Arc::new(builtin::NodeService::new(membership.clone())),
+        )
+        .and_then(|()| transport.register(crate::messaging::SERVICE, receiver));
+    if let Err(e) = registered {
         transport.stop();
         return Err(e.into());
     }
@@ -380,6 +384,7 @@ async fn start(
             views: Default::default(),
             stopping: AtomicBool::new(false),
             maintenance,
+            messaging,
             admin: std::sync::Mutex::new(None),
         }),
     };

@@ -71,6 +71,7 @@ struct Inner {
     stopping: AtomicBool,
     /// Set when a shared-home move failed at start: see [`Node::maintenance`].
     maintenance: Option<String>,
+    messaging: Arc<crate::messaging::MessagingState>,
     admin: std::sync::Mutex<Option<admin::AdminServer>>,
 }
 
@@ -378,6 +379,11 @@ impl Node {
                 return;
             }
         }
+    }
+
+    /// This node's cluster channels: see [`crate::messaging`].
+    pub fn messaging(&self) -> crate::messaging::Messaging {
+        self.inner.messaging.handle(self.clone())
     }
 
     /// Why this node is locked for maintenance, if it is: the shared home moved and an update
