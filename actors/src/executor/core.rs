@@ -114,7 +114,8 @@ pub enum Output {
         /// The new deadline.
         deadline: Instant,
     },
-    /// Stop the batch with `token` now (its result is ignored).
+    /// Stop the batch with `token` now (its result is ignored): drop the call before acting on
+    /// any later output, since a hand-over may follow.
     Cancel {
         /// The executor.
         executor: String,
@@ -144,8 +145,11 @@ enum Step {
     Processing,
     /// The dead-letter handler runs.
     DeadLettering,
-    /// Its `Done` is proposed (`asked`), or is to be proposed again.
-    Reporting { done: Command, asked: bool },
+    /// Its `Done` is proposed, or is proposed again at `retry_at` after a failure.
+    Reporting {
+        done: Command,
+        retry_at: Option<Instant>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +185,9 @@ struct Handing {
 pub struct CoreConfig {
     /// How often a hand-over is sent again while the group has not recorded it.
     pub resend: Duration,
+    /// The wait before a `Done` whose proposal failed is proposed again: long enough that a
+    /// group with no leader is not asked in a loop.
+    pub retry: Duration,
 }
 
 /// The executors of one node. See the module doc.
@@ -215,7 +222,8 @@ pub struct CoreConfig {
 /// let t0 = Instant::now();
 /// let now = Now { at: t0, wall_ms: 1_800_000_000_000 };
 /// let entitlement = Some(Entitlement { epoch: 1, until: t0 + Duration::from_secs(5) });
-/// let mut core = ExecutorCore::new(me, Domain::Locks, CoreConfig { resend: Duration::from_millis(300) });
+/// let config = CoreConfig { resend: Duration::from_millis(300), retry: Duration::from_millis(200) };
+/// let mut core = ExecutorCore::new(me, Domain::Locks, config);
 /// core.configure(now, "mail", ExecutorSettings::default());
 /// core.set_group(now, Arc::new(state.clone()), Some(1), entitlement);
 /// let Some(Output::Start { token, tasks, .. }) = core.poll_output() else { panic!() };
@@ -288,7 +296,7 @@ impl ExecutorCore {
     }
 
     /// When the next deadline is: an entitlement end with batches in process, a backoff, a
-    /// task becoming due, or a hand-over to send.
+    /// task becoming due, a hand-over to send, or a `Done` to propose again.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let end = self
             .entitlement
@@ -296,7 +304,15 @@ impl ExecutorCore {
             .map(|e| e.until);
         let backoff = self.backoff.values().map(|(_, until)| *until).min();
         let handing = self.handing.values().map(|h| h.send_at).min();
-        [end, backoff, handing, self.due]
+        let retry = self
+            .batches
+            .values()
+            .filter_map(|b| match b.step {
+                Step::Reporting { retry_at, .. } => retry_at,
+                _ => None,
+            })
+            .min();
+        [end, backoff, handing, retry, self.due]
             .into_iter()
             .flatten()
             .min()
@@ -420,25 +436,26 @@ impl ExecutorCore {
         self.pump(now);
     }
 
-    /// A command from [`Output::Propose`] was applied (`Some`), or failed (`None`: it is
-    /// proposed again on the next input). A batch ends once the state from
-    /// [`ExecutorCore::set_group`] shows its `Done`, not on this answer: the answer may come
-    /// before the state that includes it, and a batch started from the older state would run
-    /// the same tasks again.
+    /// A command from [`Output::Propose`] was applied (`Some`), or failed (`None`): a `Done`
+    /// is proposed again after [`CoreConfig::retry`], the ownership's commands on the next
+    /// state. A batch ends once the state from [`ExecutorCore::set_group`] shows its `Done`,
+    /// not on this answer: the answer may come before the state that includes it, and a batch
+    /// started from the older state would run the same tasks again.
     pub fn proposed(&mut self, now: Now, command: &Command, outcome: Option<&Outcome>) {
-        if outcome.is_none() {
-            self.own.proposal_failed(command);
-            if let Command::Exec(ExecCommand::Done {
-                executor, bucket, ..
-            }) = command
-                && let Some(b) = self.batches.get_mut(&(executor.clone(), bucket.clone()))
-                && let Step::Reporting { done, asked } = &mut b.step
-                && done == command
-            {
-                *asked = false;
-            }
+        if outcome.is_some() {
+            return;
         }
-        self.pump(now);
+        self.own.proposal_failed(command);
+        let retry_at = now.at + self.config.retry;
+        if let Command::Exec(ExecCommand::Done {
+            executor, bucket, ..
+        }) = command
+            && let Some(b) = self.batch_mut(executor, bucket)
+            && let Step::Reporting { done, retry_at: at } = &mut b.step
+            && done == command
+        {
+            *at = Some(retry_at);
+        }
     }
 
     /// Cancels batches whose entitlement ended, and starts what is due.
@@ -481,7 +498,7 @@ impl ExecutorCore {
         });
         b.step = Step::Reporting {
             done: done.clone(),
-            asked: true,
+            retry_at: None,
         };
         self.outputs.push_back(Output::Propose(done));
     }
@@ -528,10 +545,10 @@ impl ExecutorCore {
             self.outputs.push_back(Output::Propose(c));
         }
         for b in self.batches.values_mut() {
-            if let Step::Reporting { done, asked } = &mut b.step
-                && !*asked
+            if let Step::Reporting { done, retry_at } = &mut b.step
+                && retry_at.is_some_and(|at| at <= now.at)
             {
-                *asked = true;
+                *retry_at = None;
                 self.outputs.push_back(Output::Propose(done.clone()));
             }
         }

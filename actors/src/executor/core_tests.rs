@@ -17,6 +17,7 @@ const ME: ReplicaId = ReplicaId(1);
 const D: Domain = Domain::Locks;
 const WALL: u64 = 1_800_000_000_000;
 const BACKOFF: Duration = Duration::from_millis(100);
+const RETRY: Duration = Duration::from_millis(200);
 
 fn settings(batch_size: usize, max_attempts: u32, concurrency: Concurrency) -> ExecutorSettings {
     ExecutorSettings {
@@ -107,6 +108,7 @@ fn core_with(
         D,
         CoreConfig {
             resend: Duration::from_millis(300),
+            retry: RETRY,
         },
     );
     c.configure(now(t0), "x", settings);
@@ -473,16 +475,21 @@ fn a_task_not_yet_due_holds_its_bucket_until_its_time() {
 }
 
 #[test]
-fn a_done_whose_proposal_failed_is_proposed_again_on_the_next_input() {
+fn a_done_whose_proposal_failed_is_proposed_again_after_the_retry_wait() {
     let (t0, _, mut c, token) = running(&["1"], 5, 3);
     c.finished(now(t0), "x", "a", token, true);
     let report = done("a", 1, 1, token, BatchOutcome::Succeeded);
     assert_eq!(drain(&mut c), [Output::Propose(report.clone())]);
     c.proposed(now(t0), &report, None);
-    assert_eq!(drain(&mut c), [Output::Propose(report.clone())]);
-    // The bucket stays busy meanwhile: no second batch of it.
-    c.handle_timeout(now(t0));
+    // Not at once (a group with no leader fails every proposal at once), and the bucket stays
+    // busy meanwhile: no second batch of it.
     assert_eq!(drain(&mut c), []);
+    assert_eq!(c.poll_timeout(), Some(t0 + RETRY));
+    c.handle_timeout(now(t0 + RETRY / 2));
+    assert_eq!(drain(&mut c), []);
+    c.handle_timeout(now(t0 + RETRY));
+    assert_eq!(drain(&mut c), [Output::Propose(report)]);
+    assert_eq!(c.poll_timeout(), None);
 }
 
 #[test]

@@ -38,8 +38,8 @@ pub enum SubmitAnswer {
     },
     /// Refused for the reason given; nothing was accepted.
     Refused(ExecRefusal),
-    /// This node's epoch ended while its submit was proposed more than once: it may or may
-    /// not have been accepted.
+    /// This node's epoch ended while its submit was proposed more than once (after a failed or
+    /// timed-out proposal): it may or may not have been accepted.
     Unknown,
 }
 
@@ -151,7 +151,8 @@ impl SubmitPipeline {
     }
 
     /// This node's membership and epoch: submits are proposed under it. Waiting calls wait for
-    /// one; a new epoch numbers its submits from 1 again.
+    /// one; a new epoch numbers its submits from 1 again. A submit refused on its only proposal
+    /// because the epoch ended was never applied: its calls wait here for the next epoch.
     pub fn set_submitter(&mut self, submitter: Option<(ReplicaId, u64)>) {
         if submitter != self.submitter {
             self.submitter = submitter;
@@ -205,6 +206,10 @@ impl SubmitPipeline {
             }
         };
         let flight = lane.in_flight.take().expect("matched above");
+        if outcome == ExecOutcome::Refused(ExecRefusal::EpochEnded) && flight.tries == 1 {
+            self.requeue(executor, flight);
+            return;
+        }
         let mut answers: Vec<(CallId, SubmitAnswer)> = Vec::new();
         let mut next = 0;
         for (call, count) in flight.calls {
@@ -246,6 +251,36 @@ impl SubmitPipeline {
                     .push_back(SubmitOutput::Propose(f.command.clone()));
             }
         }
+    }
+
+    /// Puts the calls of a submit that was refused on its only proposal, so never applied, back
+    /// at the head of their lane: they go again under the next epoch.
+    fn requeue(&mut self, executor: &str, flight: InFlight) {
+        let Command::Exec(ExecCommand::Submit {
+            submitter, tasks, ..
+        }) = flight.command
+        else {
+            return;
+        };
+        if self.submitter == Some(submitter) {
+            // The group says this epoch ended before the shell did: wait for the next one.
+            self.submitter = None;
+        }
+        let lane = self.lanes.entry(executor.to_owned()).or_default();
+        let mut tasks = tasks.into_iter();
+        let calls: Vec<Call> = flight
+            .calls
+            .iter()
+            .map(|(call, count)| Call {
+                call: *call,
+                tasks: tasks.by_ref().take(*count as usize).collect(),
+            })
+            .collect();
+        for c in calls.into_iter().rev() {
+            lane.queued += c.tasks.len() as u64;
+            lane.waiting.push_front(c);
+        }
+        self.launch(executor);
     }
 
     fn answer(&mut self, call: CallId, answer: SubmitAnswer) {

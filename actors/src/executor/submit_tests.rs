@@ -178,3 +178,30 @@ fn a_call_outside_the_submit_limits_is_refused_at_once() {
     );
     assert_eq!(p.busy(), 0);
 }
+
+#[test]
+fn a_submit_refused_on_its_only_proposal_for_an_ended_epoch_goes_again_under_the_next() {
+    let t0 = Instant::now();
+    let mut p = pipeline();
+    p.submit("x", 1, vec![task("a")], 10);
+    let first = command(1, ME, &["a"]);
+    let _ = drain(&mut p);
+    p.submit("x", 2, vec![task("b"), task("c")], 10);
+    let ended = Outcome::Exec(ExecOutcome::Refused(ExecRefusal::EpochEnded));
+    p.proposed(t0, &first, Some(&ended));
+    // Never applied, and no epoch to propose under yet: nobody is answered.
+    assert_eq!(drain(&mut p), []);
+    let next = (ReplicaId(1), 2);
+    p.set_submitter(Some(next));
+    let again = command(1, next, &["a", "b", "c"]);
+    assert_eq!(drain(&mut p), [SubmitOutput::Propose(again.clone())]);
+    let accepted = Outcome::Exec(ExecOutcome::Accepted { first: 4, count: 3 });
+    p.proposed(t0, &again, Some(&accepted));
+    assert_eq!(
+        drain(&mut p),
+        [
+            answer(1, SubmitAnswer::Accepted { first: 4, count: 1 }),
+            answer(2, SubmitAnswer::Accepted { first: 5, count: 2 }),
+        ]
+    );
+}

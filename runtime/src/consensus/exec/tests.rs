@@ -1,6 +1,6 @@
 //! The executors' state machine, command by command (docs/executor.md, Promises).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::*;
 use crate::consensus::{ClusterState, Command, MemberInfo, Outcome};
@@ -347,4 +347,124 @@ fn a_state_stored_before_executors_existed_loads_with_none() {
         crate::wire::decode_payload(&crate::wire::encode_payload(&old).unwrap()).unwrap();
     assert_eq!(back.exec, ExecTable::default());
     assert_eq!(back.members, s.members);
+}
+
+/// One step of a random history.
+#[derive(Debug, Clone)]
+enum Step {
+    Submit {
+        from: u64,
+        seq: u64,
+        buckets: Vec<u8>,
+        bound: u64,
+    },
+    /// A report about the head of a bucket (or, with `skew`, a task near it).
+    Done {
+        bucket: u8,
+        skew: u64,
+        len: u64,
+        token: u64,
+        outcome: u8,
+    },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (
+            1..3u64,
+            1..6u64,
+            proptest::collection::vec(0..3u8, 0..4),
+            0..12u64
+        )
+            .prop_map(|(from, seq, buckets, bound)| Step::Submit {
+                from,
+                seq,
+                buckets,
+                bound
+            }),
+        (0..3u8, 0..2u64, 0..3u64, 0..20u64, 0..3u8).prop_map(
+            |(bucket, skew, len, token, outcome)| Step::Done {
+                bucket,
+                skew,
+                len,
+                token,
+                outcome
+            }
+        ),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever is proposed, in whatever order and however often: each bucket's queue is the
+    /// accepted tasks in log order minus a prefix taken by applied reports, the outcomes say
+    /// exactly what changed, depth and dead letters add up, and drained buckets are gone.
+    #[test]
+    fn queues_change_only_as_the_outcomes_say(steps in proptest::collection::vec(step(), 1..60)) {
+        let mut w = World::new();
+        let mut model: BTreeMap<String, VecDeque<u64>> = BTreeMap::new();
+        let mut dead = 0;
+        let mut last_seq: BTreeMap<u64, (u64, ExecOutcome)> = BTreeMap::new();
+        for s in steps {
+            match s {
+                Step::Submit { from, seq, buckets, bound } => {
+                    let tasks: Vec<NewTask> =
+                        buckets.iter().map(|b| task(&format!("b{b}"), "t")).collect();
+                    let outcome = w.apply(&submit(ReplicaId(from), seq, bound, tasks.clone()));
+                    match last_seq.get(&from) {
+                        Some((l, o)) if *l == seq => proptest::prop_assert_eq!(outcome, *o),
+                        Some((l, _)) if *l > seq => proptest::prop_assert_eq!(
+                            outcome,
+                            ExecOutcome::Refused(ExecRefusal::Outdated)
+                        ),
+                        _ => {
+                            if let ExecOutcome::Accepted { first, count } = outcome {
+                                proptest::prop_assert_eq!(count, tasks.len() as u64);
+                                for (id, t) in (first..).zip(&tasks) {
+                                    model.entry(t.bucket.clone()).or_default().push_back(id);
+                                }
+                            }
+                            if !matches!(outcome, ExecOutcome::Refused(_)) {
+                                last_seq.insert(from, (seq, outcome));
+                            }
+                        }
+                    }
+                }
+                Step::Done { bucket, skew, len, token, outcome } => {
+                    let name = format!("b{bucket}");
+                    let head = model.get(&name).and_then(|q| q.front().copied()).unwrap_or(1);
+                    let first = head + skew;
+                    let outcome = [
+                        BatchOutcome::Succeeded,
+                        BatchOutcome::Failed,
+                        BatchOutcome::DeadLettered,
+                    ][usize::from(outcome)];
+                    let got = w.apply(&done(&name, first, first + len, token, outcome));
+                    if let ExecOutcome::Removed { count } = got {
+                        let q = model.get_mut(&name).expect("removed from a queue");
+                        proptest::prop_assert_eq!(q.front().copied(), Some(first));
+                        let mut removed = 0;
+                        while q.front().is_some_and(|id| *id <= first + len) {
+                            q.pop_front();
+                            removed += 1;
+                        }
+                        proptest::prop_assert_eq!(count, removed);
+                        if outcome == BatchOutcome::DeadLettered {
+                            dead += count;
+                        }
+                    }
+                }
+            }
+            model.retain(|_, q| !q.is_empty());
+            let queues: BTreeMap<String, VecDeque<u64>> = w
+                .table
+                .buckets("x")
+                .map(|(b, q)| (b.to_owned(), q.tasks.iter().map(|t| t.id).collect()))
+                .collect();
+            proptest::prop_assert_eq!(&queues, &model);
+            let total: usize = model.values().map(VecDeque::len).sum();
+            proptest::prop_assert_eq!(w.table.depth("x"), total as u64);
+            proptest::prop_assert_eq!(w.table.dead_letters("x"), dead);
+        }
+    }
 }
