@@ -113,6 +113,11 @@ pub struct SubmitPipeline {
     /// The wait before a failed proposal is proposed again.
     retry: Duration,
     submitter: Option<(ReplicaId, u64)>,
+    /// The epoch `next_seq` counts for: the same epoch given again goes on counting (the state
+    /// refuses a `seq` it has passed).
+    numbering: Option<(ReplicaId, u64)>,
+    /// An epoch the group said has ended: not proposed under again.
+    ended: Option<(ReplicaId, u64)>,
     /// The next `seq`; one counter for every executor, so that a lane removed when idle and
     /// made again never goes back.
     next_seq: u64,
@@ -126,6 +131,8 @@ impl SubmitPipeline {
         SubmitPipeline {
             retry,
             submitter: None,
+            numbering: None,
+            ended: None,
             next_seq: 1,
             lanes: BTreeMap::new(),
             outputs: VecDeque::new(),
@@ -154,9 +161,13 @@ impl SubmitPipeline {
     /// one; a new epoch numbers its submits from 1 again. A submit refused on its only proposal
     /// because the epoch ended was never applied: its calls wait here for the next epoch.
     pub fn set_submitter(&mut self, submitter: Option<(ReplicaId, u64)>) {
+        let submitter = submitter.filter(|s| Some(*s) != self.ended);
         if submitter != self.submitter {
             self.submitter = submitter;
-            self.next_seq = 1;
+            if submitter.is_some() && submitter != self.numbering {
+                self.numbering = submitter;
+                self.next_seq = 1;
+            }
             self.launch_all();
         }
     }
@@ -262,8 +273,9 @@ impl SubmitPipeline {
         else {
             return;
         };
+        // The group may say this epoch ended before the shell does: wait for the next one.
+        self.ended = Some(submitter);
         if self.submitter == Some(submitter) {
-            // The group says this epoch ended before the shell did: wait for the next one.
             self.submitter = None;
         }
         let lane = self.lanes.entry(executor.to_owned()).or_default();
