@@ -149,9 +149,18 @@ fn calls_wait_for_an_epoch_and_a_new_epoch_numbers_from_one() {
     let next = (ReplicaId(1), 2);
     p.set_submitter(Some(next));
     p.submit("x", 2, vec![task("b")], 10);
+    let second = command(1, next, &["b"]);
+    assert_eq!(drain(&mut p), [SubmitOutput::Propose(second.clone())]);
+    let accepted = Outcome::Exec(ExecOutcome::Accepted { first: 2, count: 1 });
+    p.proposed(t0, &second, Some(&accepted));
+    let _ = drain(&mut p);
+    // The same epoch lost and given back goes on counting: the state refuses a seq it passed.
+    p.set_submitter(None);
+    p.set_submitter(Some(next));
+    p.submit("x", 3, vec![task("c")], 10);
     assert_eq!(
         drain(&mut p),
-        [SubmitOutput::Propose(command(1, next, &["b"]))]
+        [SubmitOutput::Propose(command(2, next, &["c"]))]
     );
 }
 
