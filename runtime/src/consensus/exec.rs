@@ -14,6 +14,10 @@
 //! Memory follows the work: a bucket whose queue drains is removed; what stays per executor is
 //! two counters; submitters are kept only while their epoch is in force.
 //!
+//! The group publishes a copy of the whole state after every applied command, so executors,
+//! buckets and tasks are [`Shared`]: a copy shares them, and a command copies only the
+//! executor and bucket it changes (a task's payload is never copied).
+//!
 //! # Examples
 //! ```
 //! use colony_runtime::consensus::ReplicaId;
@@ -46,8 +50,10 @@
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Deref;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::command::ReplicaId;
 
@@ -67,6 +73,54 @@ pub const MAX_SUBMIT_BYTES: usize = 256 * 1024;
 
 /// Most executors the state keeps (each keeps its counters once created).
 pub const MAX_EXECUTORS: usize = 256;
+
+/// A part of the state that copies of the state share: a copy costs a pointer, and a change
+/// copies the part first only while another copy still holds it. Serialized as the value.
+///
+/// # Examples
+/// ```
+/// use colony_runtime::consensus::exec::Shared;
+/// let mut a = Shared::new(vec![1, 2]);
+/// let b = a.clone();
+/// a.make_mut().push(3);
+/// assert_eq!((&*a[..], &*b[..]), (&[1, 2, 3][..], &[1, 2][..]));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shared<T>(Arc<T>);
+
+impl<T> Shared<T> {
+    /// Shares `value`.
+    pub fn new(value: T) -> Self {
+        Shared(Arc::new(value))
+    }
+}
+
+impl<T: Clone> Shared<T> {
+    /// The value, to change: copied first if another copy of the state holds it.
+    pub fn make_mut(&mut self) -> &mut T {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<T> Deref for Shared<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Serialize> Serialize for Shared<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shared<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(Shared::new)
+    }
+}
 
 /// A task as a submitter proposes it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -152,7 +206,7 @@ pub struct Task {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bucket {
     /// The tasks, oldest first.
-    pub tasks: VecDeque<Task>,
+    pub tasks: VecDeque<Shared<Task>>,
     /// Failed attempts on the current head.
     pub attempts: u32,
     /// The highest token a batch of this bucket reported with.
@@ -169,7 +223,7 @@ pub struct Executor {
     /// Tasks handed to the dead-letter handler so far.
     pub dead_letters: u64,
     /// Buckets with tasks, by id.
-    pub buckets: BTreeMap<String, Bucket>,
+    pub buckets: BTreeMap<String, Shared<Bucket>>,
 }
 
 /// The last submit applied from one node's epoch.
@@ -185,7 +239,7 @@ pub struct Submitter {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecTable {
     /// Executors by name.
-    pub executors: BTreeMap<String, Executor>,
+    pub executors: BTreeMap<String, Shared<Executor>>,
     /// Submitting nodes whose epoch is in force.
     pub submitters: BTreeMap<ReplicaId, Submitter>,
 }
@@ -318,22 +372,25 @@ impl ExecTable {
         if !self.executors.contains_key(executor) && self.executors.len() >= MAX_EXECUTORS {
             return ExecOutcome::Refused(ExecRefusal::TooManyExecutors);
         }
-        let e = self.executors.entry(executor.to_owned()).or_default();
         let count = tasks.len() as u64;
-        let outcome = if e.queued.saturating_add(count) > bound {
-            ExecOutcome::Busy { queued: e.queued }
+        let queued = self.depth(executor);
+        let outcome = if queued.saturating_add(count) > bound {
+            ExecOutcome::Busy { queued }
         } else {
+            let e = self
+                .executors
+                .entry(executor.to_owned())
+                .or_default()
+                .make_mut();
             let first = e.next_task.max(1);
             for (id, t) in (first..).zip(tasks) {
-                e.buckets
-                    .entry(t.bucket.clone())
-                    .or_default()
-                    .tasks
-                    .push_back(Task {
-                        id,
-                        bytes: t.bytes.clone(),
-                        not_before_ms: t.not_before_ms,
-                    });
+                let task = Shared::new(Task {
+                    id,
+                    bytes: t.bytes.clone(),
+                    not_before_ms: t.not_before_ms,
+                });
+                let bucket = e.buckets.entry(t.bucket.clone()).or_default();
+                bucket.make_mut().tasks.push_back(task);
             }
             e.next_task = first + count;
             e.queued += count;
@@ -354,29 +411,32 @@ impl ExecTable {
         token: u64,
         outcome: BatchOutcome,
     ) -> ExecOutcome {
-        let Some(e) = self.executors.get_mut(executor) else {
-            return ExecOutcome::Refused(ExecRefusal::Stale);
-        };
-        let Some(b) = e
-            .buckets
-            .get_mut(bucket)
+        // Checked before anything is changed: a refusal copies nothing.
+        let Some(reported) = self
+            .bucket(executor, bucket)
             .filter(|b| b.tasks.front().is_some_and(|t| t.id == first))
+            .map(|b| b.reported)
         else {
             return ExecOutcome::Refused(ExecRefusal::Stale);
         };
+        // A failure reported again (a proposal that timed out, then applied twice) or by an
+        // older batch counts once at most.
+        if outcome == BatchOutcome::Failed && token <= reported {
+            return ExecOutcome::Refused(ExecRefusal::Fenced);
+        }
+        let Some(e) = self.executors.get_mut(executor).map(Shared::make_mut) else {
+            return ExecOutcome::Refused(ExecRefusal::Stale);
+        };
+        let Some(b) = e.buckets.get_mut(bucket).map(Shared::make_mut) else {
+            return ExecOutcome::Refused(ExecRefusal::Stale);
+        };
+        b.reported = reported.max(token);
         if outcome == BatchOutcome::Failed {
-            // A failure reported again (a proposal that timed out, then applied twice) or by an
-            // older batch counts once at most.
-            if token <= b.reported {
-                return ExecOutcome::Refused(ExecRefusal::Fenced);
-            }
-            b.reported = token;
             b.attempts += 1;
             return ExecOutcome::Failed {
                 attempts: b.attempts,
             };
         }
-        b.reported = b.reported.max(token);
         let mut count = 0;
         while b.tasks.front().is_some_and(|t| t.id <= through) {
             b.tasks.pop_front();
@@ -400,12 +460,16 @@ impl ExecTable {
         self.executors
             .get(executor)
             .into_iter()
-            .flat_map(|e| e.buckets.iter().map(|(b, q)| (b.as_str(), q)))
+            .flat_map(|e| e.buckets.iter().map(|(b, q)| (b.as_str(), &**q)))
     }
 
     /// The bucket `bucket` of `executor`, if it has tasks.
     pub fn bucket(&self, executor: &str, bucket: &str) -> Option<&Bucket> {
-        self.executors.get(executor)?.buckets.get(bucket)
+        self.executors
+            .get(executor)?
+            .buckets
+            .get(bucket)
+            .map(|b| &**b)
     }
 
     /// The next batch of a bucket: up to `n` tasks from its head that are due at `wall_ms`
@@ -419,7 +483,7 @@ impl ExecTable {
     ) -> impl Iterator<Item = &Task> + '_ {
         self.bucket(executor, bucket)
             .into_iter()
-            .flat_map(|b| b.tasks.iter())
+            .flat_map(|b| b.tasks.iter().map(|t| &**t))
             .take(n)
             .take_while(move |t| t.not_before_ms <= wall_ms)
     }

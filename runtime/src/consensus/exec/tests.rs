@@ -1,6 +1,7 @@
 //! The executors' state machine, command by command (docs/executor.md, Promises).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use super::*;
 use crate::consensus::{ClusterState, Command, MemberInfo, Outcome};
@@ -467,4 +468,26 @@ proptest::proptest! {
             proptest::prop_assert_eq!(w.table.dead_letters("x"), dead);
         }
     }
+}
+
+#[test]
+fn a_copy_of_the_state_shares_its_queues_and_a_change_copies_only_what_it_touches() {
+    let mut w = World::new();
+    w.apply(&submit(R1, 1, 100, vec![task("a", "1"), task("b", "2")]));
+    let copy = w.table.clone();
+    let shared = |t: &ExecTable, b: &str| Arc::clone(&t.executors["x"].buckets[b].0);
+    assert!(Arc::ptr_eq(&shared(&copy, "a"), &shared(&w.table, "a")));
+    w.apply(&submit(R1, 2, 100, vec![task("a", "3")]));
+    // The touched bucket was copied, the other is still shared, and the copy kept its view.
+    assert!(!Arc::ptr_eq(&shared(&copy, "a"), &shared(&w.table, "a")));
+    assert!(Arc::ptr_eq(&shared(&copy, "b"), &shared(&w.table, "b")));
+    assert_eq!(copy.depth("x"), 2);
+    assert_eq!(w.queue("a"), [1, 3]);
+    // Task payloads are never copied.
+    let task_of = |t: &ExecTable| Arc::clone(&t.executors["x"].buckets["a"].tasks[0].0);
+    assert!(Arc::ptr_eq(&task_of(&copy), &task_of(&w.table)));
+    // A refused report copies nothing.
+    let before = Arc::clone(&w.table.executors["x"].0);
+    w.apply(&done("a", 3, 3, 1, BatchOutcome::Succeeded));
+    assert!(Arc::ptr_eq(&before, &w.table.executors["x"].0));
 }
