@@ -83,7 +83,8 @@ pub const MAX_EXECUTORS: usize = 256;
 /// let mut a = Shared::new(vec![1, 2]);
 /// let b = a.clone();
 /// a.make_mut().push(3);
-/// assert_eq!((&*a[..], &*b[..]), (&[1, 2, 3][..], &[1, 2][..]));
+/// assert_eq!(*a, [1, 2, 3]);
+/// assert_eq!(*b, [1, 2]);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shared<T>(Arc<T>);
