@@ -505,3 +505,113 @@ fn removing_an_executor_cancels_its_batches() {
     );
     assert_eq!(drain(&mut c), []);
 }
+
+/// Two nodes over one group state: what each started, in order, and the shell's duties
+/// (proposals applied in order, then every node told; hand-overs delivered).
+struct Pair {
+    s: ClusterState,
+    nodes: Vec<ExecutorCore>,
+    /// Batches in process per node: (token, first, through).
+    running: Vec<Vec<(u64, u64, u64)>>,
+    /// Every task number started, in order, the node that started it, and the batches' tokens.
+    started: Vec<u64>,
+    by: Vec<usize>,
+    tokens: Vec<u64>,
+    proposals: Vec<(usize, Command)>,
+    hand_overs: Vec<(ReplicaId, u16, u64)>,
+}
+
+impl Pair {
+    /// Drains every node, checking that no two nodes ever have the bucket in process.
+    fn drain(&mut self) {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            for o in drain(node) {
+                match o {
+                    Output::Start {
+                        token,
+                        first,
+                        through,
+                        ..
+                    } => {
+                        let elsewhere =
+                            (0..self.running.len()).any(|j| j != i && !self.running[j].is_empty());
+                        assert!(!elsewhere, "a bucket in process on two nodes");
+                        self.running[i].push((token, first, through));
+                        self.started.extend(first..=through);
+                        self.by.push(i);
+                        self.tokens.push(token);
+                    }
+                    Output::Propose(c) => self.proposals.push((i, c)),
+                    Output::HandOver {
+                        to,
+                        slot,
+                        generation,
+                    } => self.hand_overs.push((to, slot, generation)),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Applies the proposals in order and tells every node.
+    fn commit(&mut self, at: Now) {
+        for (i, c) in std::mem::take(&mut self.proposals) {
+            let outcome = self.s.apply(&c);
+            self.nodes[i].proposed(at, &c, Some(&outcome));
+        }
+        for node in &mut self.nodes {
+            node.set_group(
+                at,
+                Arc::new(self.s.clone()),
+                Some(1),
+                entitled(at.at + Duration::from_secs(10)),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bucket_moving_mid_queue_runs_on_one_node_at_a_time_in_order_with_rising_tokens() {
+    let t0 = Instant::now();
+    let mut s = state(1);
+    submit(&mut s, 1, "a", &["1", "2", "3", "4"], 0);
+    let nodes = [ReplicaId(1), ReplicaId(2)]
+        .map(|r| core_with(r, &s, t0, settings(1, 3, Concurrency::PerNode(4))))
+        .into();
+    let mut p = Pair {
+        s,
+        nodes,
+        running: vec![Vec::new(), Vec::new()],
+        started: Vec::new(),
+        by: Vec::new(),
+        tokens: Vec::new(),
+        proposals: Vec::new(),
+        hand_overs: Vec::new(),
+    };
+    let at = now(t0);
+    p.drain();
+    // The slot moves to node 2 while node 1 runs task 1.
+    assign(&mut p.s, bucket_slot("x", "a"), 2);
+    p.commit(at);
+    for _ in 0..20 {
+        p.drain();
+        if !p.proposals.is_empty() {
+            p.commit(at);
+        } else if let Some((to, slot, generation)) = p.hand_overs.pop() {
+            let i = if to == ReplicaId(1) { 0 } else { 1 };
+            assert!(p.nodes[i].received(at, slot, generation));
+        } else if let Some(i) = (0..2).find(|i| !p.running[*i].is_empty()) {
+            let (token, ..) = p.running[i].remove(0);
+            p.nodes[i].finished(at, "x", "a", token, true);
+        } else {
+            break;
+        }
+    }
+    assert_eq!(p.started, [1, 2, 3, 4]);
+    assert!(p.tokens.windows(2).all(|w| w[0] < w[1]), "{:?}", p.tokens);
+    assert_eq!(p.s.exec.depth("x"), 0);
+    // Node 1 ran task 1 only; node 2 took over after the hand-over the group recorded.
+    assert_eq!(p.by, [0, 1, 1, 1]);
+    let slot = p.s.slot(D, bucket_slot("x", "a")).unwrap();
+    assert_eq!((slot.owner, slot.from), (Some((ReplicaId(2), 1)), None));
+}
