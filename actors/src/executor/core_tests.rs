@@ -615,3 +615,37 @@ fn a_bucket_moving_mid_queue_runs_on_one_node_at_a_time_in_order_with_rising_tok
     let slot = p.s.slot(D, bucket_slot("x", "a")).unwrap();
     assert_eq!((slot.owner, slot.from), (Some((ReplicaId(2), 1)), None));
 }
+
+#[test]
+fn an_owner_cut_off_mid_batch_stops_at_its_entitlement_end_and_the_next_owner_runs_the_head_again()
+{
+    let (t0, mut s, mut c1, t1) = running(&["1", "2"], 1, 3);
+    let mut c2 = core_with(
+        ReplicaId(2),
+        &s,
+        t0,
+        settings(1, 3, Concurrency::PerNode(4)),
+    );
+    assert_eq!(drain(&mut c2), []);
+    // Node 1 hears nothing more from the group: its batch is dropped when its entitlement ends.
+    let end = t0 + Duration::from_secs(10);
+    c1.handle_timeout(now(end));
+    assert_eq!(drain(&mut c1), [cancel(t1)]);
+    // Its epoch is revoked and the slot given to node 2, which serves it fresh.
+    let _ = s.apply(&Command::Revoke {
+        replica: ME,
+        epoch: 1,
+        seq: 0,
+    });
+    let slot = bucket_slot("x", "a");
+    assign(&mut s, slot, 2);
+    let t2 = s.slot(D, slot).unwrap().block.0;
+    let later = end + Duration::from_secs(10);
+    c2.set_group(now(end), Arc::new(s.clone()), Some(1), entitled(later));
+    assert_eq!(drain(&mut c2), [start("a", t2, 1, 1, &["1"], later)]);
+    assert!(t2 > t1);
+    // Node 1 learns of it late: nothing runs there, and its processor's late result is ignored.
+    c1.set_group(now(end), Arc::new(s.clone()), Some(1), None);
+    c1.finished(now(end), "x", "a", t1, true);
+    assert_eq!(drain(&mut c1), []);
+}
