@@ -209,7 +209,7 @@ pub struct CoreConfig {
 /// let info = MemberInfo { name: "n1".into(), addr: "127.0.0.1:1".parse().unwrap(), incarnation: 1 };
 /// state.apply(&Command::Register { replica: me, info });
 /// for slot in 0..SLOTS {
-///     state.apply(&Command::Assign { domain: Domain::Locks, slot, generation: 0, to: me });
+///     state.apply(&Command::Assign { domain: Domain::Executor, slot, generation: 0, to: me });
 /// }
 /// state.apply(&Command::Exec(ExecCommand::Submit {
 ///     executor: "mail".into(),
@@ -223,7 +223,7 @@ pub struct CoreConfig {
 /// let now = Now { at: t0, wall_ms: 1_800_000_000_000 };
 /// let entitlement = Some(Entitlement { epoch: 1, until: t0 + Duration::from_secs(5) });
 /// let config = CoreConfig { resend: Duration::from_millis(300), retry: Duration::from_millis(200) };
-/// let mut core = ExecutorCore::new(me, Domain::Locks, config);
+/// let mut core = ExecutorCore::new(me, Domain::Executor, config);
 /// core.configure(now, "mail", ExecutorSettings::default());
 /// core.set_group(now, Arc::new(state.clone()), Some(1), entitlement);
 /// let Some(Output::Start { token, tasks, .. }) = core.poll_output() else { panic!() };

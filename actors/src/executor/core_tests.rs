@@ -1,5 +1,5 @@
 //! Exact-output tests of the executor core over group states built by applying commands
-//! (docs/executor.md, Promises). The slots are `Domain::Locks`'s until the executor has its own.
+//! (docs/executor.md, Promises), on the `Executor` slot domain.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use super::*;
 use crate::executor::config::{Backoff, Concurrency, ExecutorSettings};
 
 const ME: ReplicaId = ReplicaId(1);
-const D: Domain = Domain::Locks;
+const D: Domain = Domain::Executor;
 const WALL: u64 = 1_800_000_000_000;
 const BACKOFF: Duration = Duration::from_millis(100);
 const RETRY: Duration = Duration::from_millis(200);

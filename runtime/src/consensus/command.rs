@@ -30,16 +30,20 @@ impl std::fmt::Display for ReplicaId {
 pub enum Domain {
     /// Cluster lock names.
     Locks,
+    /// Bucketed executors' buckets: a slot's owner runs their batches. Its queues are in the
+    /// log; a hand-over only says the old owner's batches ended.
+    Executor,
 }
 
 impl Domain {
     /// Every domain, in a fixed order.
-    pub const ALL: [Domain; 1] = [Domain::Locks];
+    pub const ALL: [Domain; 2] = [Domain::Locks, Domain::Executor];
 
     /// The domain's name in keys and reports.
     pub fn name(self) -> &'static str {
         match self {
             Domain::Locks => "locks",
+            Domain::Executor => "executor",
         }
     }
 }

@@ -70,7 +70,8 @@ pub struct ClusterState {
     pub members: BTreeMap<ReplicaId, MemberInfo>,
     /// Their liveness.
     pub liveness: BTreeMap<ReplicaId, Liveness>,
-    /// Slots per domain.
+    /// Slots per domain. A state stored before a domain existed gains its slots when loaded.
+    #[serde(deserialize_with = "every_domain")]
     pub slots: BTreeMap<Domain, Vec<Slot>>,
     /// The first token of the next block (or of the next job fire).
     pub next_token: u64,
@@ -95,10 +96,7 @@ impl ClusterState {
             settings: None,
             members: BTreeMap::new(),
             liveness: BTreeMap::new(),
-            slots: Domain::ALL
-                .into_iter()
-                .map(|d| (d, vec![Slot::default(); usize::from(SLOTS)]))
-                .collect(),
+            slots: with_every_domain(BTreeMap::new()),
             next_token: 1,
             jobs: JobTable::default(),
             exec: ExecTable::default(),
@@ -336,6 +334,22 @@ impl ClusterState {
         self.next_token = end;
         Some((start, end))
     }
+}
+
+/// `slots` with the slots of every domain it lacks (a domain added since it was stored).
+fn with_every_domain(mut slots: BTreeMap<Domain, Vec<Slot>>) -> BTreeMap<Domain, Vec<Slot>> {
+    for domain in Domain::ALL {
+        slots
+            .entry(domain)
+            .or_insert_with(|| vec![Slot::default(); usize::from(SLOTS)]);
+    }
+    slots
+}
+
+fn every_domain<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<Domain, Vec<Slot>>, D::Error> {
+    BTreeMap::deserialize(d).map(with_every_domain)
 }
 
 #[cfg(test)]
@@ -598,5 +612,29 @@ mod tests {
         );
         // The epoch in force is still the first process's: the second must not take it up.
         assert_eq!(s.liveness[&ReplicaId(1)].incarnation, 1);
+    }
+
+    #[test]
+    fn a_state_stored_before_the_executor_domain_gains_its_slots_when_loaded() {
+        let mut old = registered(1);
+        assign(&mut old, 0, 1);
+        old.slots.remove(&Domain::Executor);
+        let bytes = crate::wire::encode_payload(&old).unwrap();
+        let mut loaded: ClusterState = crate::wire::decode_payload(&bytes).unwrap();
+        assert_eq!(loaded.slots[&Domain::Executor].len(), usize::from(SLOTS));
+        assert_eq!(loaded.slots[&Domain::Locks], old.slots[&Domain::Locks]);
+        assert!(matches!(
+            loaded.apply(&Command::Assign {
+                domain: Domain::Executor,
+                slot: 0,
+                generation: 0,
+                to: ReplicaId(1),
+            }),
+            Outcome::Block { generation: 1, .. }
+        ));
+        assert_eq!(
+            loaded.slot(Domain::Executor, 0).unwrap().owner,
+            Some((ReplicaId(1), 1))
+        );
     }
 }
