@@ -29,6 +29,10 @@
 pub use colony_actors as actors;
 pub use colony_actors::Primitives;
 pub use colony_actors::caches::{Cache, CacheSettings, CachedReference, CachesExt, Loader};
+pub use colony_actors::executor::{
+    BucketProcessor, BucketedExecutor, BucketedExecutorSettings, ConcurrencyExt, ConcurrencyPolicy,
+    DeadLetter, ExecutorError,
+};
 pub use colony_actors::locks::{ClusterLock, EntityLock, LockGuard, LocksExt};
 pub use colony_runtime as runtime;
 pub use colony_runtime::{

@@ -5,7 +5,8 @@
 //!
 //! - [`locks`]: named and entity locks with fencing tokens, leases, lost-lock signals and quorum.
 //! - [`caches`]: local, invalidation and copy caches with loaders, expiry and statistics.
-//! - [`executor`]: the bucketed executor's cores: which bucket batches run where (being built).
+//! - [`executor`]: bucketed executors: per-bucket FIFO queues in the consensus group, one worker
+//!   per bucket cluster-wide, batches, retries, dead letters and concurrency limits.
 //! - [`scheduler`]: schedules and misfire planning of the cluster scheduler (being built).
 //!
 //! Every node of a cluster must run the same primitives, since any node may own a lock name:
@@ -47,6 +48,7 @@ pub fn with_primitives(builder: NodeBuilder, settings: Primitives) -> NodeBuilde
         .on_start(Box::new(move |node| {
             Box::pin(async move {
                 locks::install(&node, settings.locks).await?;
+                executor::install(&node).await?;
                 caches::install(&node).await
             })
         }))
