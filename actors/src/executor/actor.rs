@@ -318,11 +318,8 @@ impl ExecDriver {
                 bucket,
                 token,
             } => {
-                let key = (executor, bucket);
-                if self.running.get(&key).is_some_and(|r| r.token == token) {
-                    if let Some(r) = self.running.remove(&key) {
-                        r.abort.abort();
-                    }
+                if let Some(r) = self.ended(&executor, &bucket, token) {
+                    r.abort.abort();
                 }
             }
             Output::Propose(command) => self.spawn_propose(command),
@@ -354,12 +351,13 @@ impl ExecDriver {
         }
     }
 
-    /// Forgets the running call of a bucket that reported with `token`.
-    fn ended(&mut self, executor: &str, bucket: &str, token: u64) {
+    /// Takes the running call of a bucket with `token`, if that is the one running.
+    fn ended(&mut self, executor: &str, bucket: &str, token: u64) -> Option<Running> {
         let key = (executor.to_owned(), bucket.to_owned());
         if self.running.get(&key).is_some_and(|r| r.token == token) {
-            self.running.remove(&key);
+            return self.running.remove(&key);
         }
+        None
     }
 }
 
@@ -409,7 +407,7 @@ impl Driven for ExecDriver {
                 token,
                 ok,
             } => {
-                self.ended(&executor, &bucket, token);
+                let _ = self.ended(&executor, &bucket, token);
                 self.count(&executor, ok);
                 self.core.finished(now, &executor, &bucket, token, ok);
             }
@@ -418,7 +416,7 @@ impl Driven for ExecDriver {
                 bucket,
                 token,
             } => {
-                self.ended(&executor, &bucket, token);
+                let _ = self.ended(&executor, &bucket, token);
                 self.core.dead_lettered(now, &executor, &bucket, token);
             }
             ExecInput::Received {

@@ -19,11 +19,14 @@ use super::msg::SERVICE;
 use super::processor::{BucketedExecutorSettings, ExecutorTask};
 use super::submit::SubmitAnswer;
 
+/// An open executor: its typed handle, and its task type's name.
+type Open = (Arc<dyn Any + Send + Sync>, &'static str);
+
 /// What every handle of one node's executor service shares.
 struct Shared {
     service: ExecHandle,
-    /// Executors open on this node: the typed handle and its task type's name.
-    open: Mutex<HashMap<String, (Arc<dyn Any + Send + Sync>, &'static str)>>,
+    /// Executors open on this node.
+    open: Mutex<HashMap<String, Open>>,
 }
 
 /// Starts the executor service on `node`: its driver and its `executor` gateway. Every node of
