@@ -4,6 +4,7 @@
 
 mod cache_hammer;
 mod chatter;
+mod exec_hammer;
 mod history;
 mod lock_hammer;
 mod lock_probe;
@@ -27,6 +28,8 @@ pub enum Workload {
     CacheHammer(cache_hammer::CacheHammer),
     /// Numbered messages on one cluster channel, published and received.
     Chatter(chatter::Chatter),
+    /// Numbered tasks submitted to one bucketed executor, and the batches that ran them.
+    ExecHammer(exec_hammer::ExecHammer),
 }
 
 impl Workload {
@@ -42,6 +45,7 @@ impl Workload {
             Workload::LockProbe(w) => w.run(node).await,
             Workload::CacheHammer(w) => w.run(node).await,
             Workload::Chatter(w) => w.run(node).await,
+            Workload::ExecHammer(w) => w.run(node).await,
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "workload failed");
