@@ -112,21 +112,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while events.stats().queued > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let index = index.lock().unwrap();
-    for (repo, commits) in &index.commits {
-        println!("repository {repo}: indexed {commits:?}");
-        assert_eq!(
-            commits,
-            &["c0", "c1", "c2", "c3", "c4"],
-            "in submission order"
+    {
+        let index = index.lock().unwrap();
+        for (repo, commits) in &index.commits {
+            println!("repository {repo}: indexed {commits:?}");
+            assert_eq!(
+                commits,
+                &["c0", "c1", "c2", "c3", "c4"],
+                "in submission order"
+            );
+        }
+        assert!(
+            !index.commits.contains_key(&2),
+            "the deleted repository is skipped"
         );
     }
-    assert!(
-        !index.commits.contains_key(&2),
-        "the deleted repository is skipped"
-    );
     println!("{:?}", events.stats());
-    drop(index);
     node.shutdown().await;
     Ok(())
 }

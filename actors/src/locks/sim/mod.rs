@@ -33,6 +33,7 @@ use colony_runtime::wire;
 use super::core::{self, Answer, LockTable, RequestId, TableConfig};
 use super::holdings::{self, Holdings, HoldingsConfig, RenewFailure};
 use super::msg::LockRequest;
+use crate::executor::{self, CoreConfig, ExecutorCore};
 use client::Client;
 
 /// Clients per node.
@@ -44,8 +45,20 @@ const NAMES: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
 /// `locks` service carries them.
 #[derive(Debug, Clone)]
 pub(crate) enum LockMsg {
-    Request { rpc: u64, bytes: Vec<u8> },
-    Answer { rpc: u64, bytes: Vec<u8> },
+    Request {
+        rpc: u64,
+        bytes: Vec<u8>,
+    },
+    Answer {
+        rpc: u64,
+        bytes: Vec<u8>,
+    },
+    /// An executor slot's (empty) hand-over: every node serves executor slots too, and a
+    /// node retires only once it handed over every slot of every domain.
+    ExecHandOver {
+        slot: u16,
+        generation: u64,
+    },
 }
 
 /// Why a hold was lost.
@@ -124,6 +137,8 @@ struct Owed {
 pub(crate) struct LockNode {
     id: NodeId,
     table: LockTable,
+    /// The executor service with no executor open: it hands its slots over and takes them.
+    exec: ExecutorCore,
     holdings: Holdings,
     holdings_config: HoldingsConfig,
     margin: Duration,
@@ -137,6 +152,14 @@ pub(crate) struct LockNode {
     entitlement: Option<Entitlement>,
     /// Guards whose renewal the owner answered `NotHeld`.
     not_held: Vec<u64>,
+}
+
+/// The executor core's time: no executor is open, so no task's due time is ever compared.
+fn exec_now(ctx: &Ctx<'_, LockNode>) -> executor::Now {
+    executor::Now {
+        at: ctx.now,
+        wall_ms: 0,
+    }
 }
 
 fn us(d: Duration) -> u64 {
@@ -230,6 +253,18 @@ impl LockNode {
     /// outputs about different names or guards made by one call come out in any order. Each
     /// batch is sorted before it is carried out, so that a seed replays exactly.
     fn flush(&mut self, ctx: &mut Ctx<'_, Self>) {
+        while let Some(output) = self.exec.poll_output() {
+            match output {
+                executor::Output::Propose(command) => ctx.propose(command),
+                executor::Output::HandOver {
+                    to,
+                    slot,
+                    generation,
+                } => ctx.send(to, LockMsg::ExecHandOver { slot, generation }),
+                // No executor is open: no batch runs.
+                _ => {}
+            }
+        }
         loop {
             let mut table: Vec<core::Output> =
                 std::iter::from_fn(|| self.table.poll_output()).collect();
@@ -375,6 +410,7 @@ impl LockNode {
         [
             self.table.poll_timeout(),
             self.holdings.poll_timeout(),
+            self.exec.poll_timeout(),
             self.calls.values().map(|c| c.deadline).min(),
             self.clients.iter().filter_map(Client::deadline).min(),
         ]
@@ -439,6 +475,14 @@ impl Service for LockNode {
             // A new process on every start, as a restarted node has a new id.
             id: NodeId::from_u128((u128::from(ctx.replica.0) << 64) | u128::from(ctx.incarnation)),
             table,
+            exec: ExecutorCore::new(
+                ctx.replica,
+                colony_runtime::consensus::Domain::Executor,
+                CoreConfig {
+                    resend: Duration::from_millis(300),
+                    retry: Duration::from_millis(200),
+                },
+            ),
             holdings: Holdings::new(holdings),
             holdings_config: holdings,
             margin: holdings.margin,
@@ -475,6 +519,12 @@ impl Service for LockNode {
             status.epoch,
             status.entitlement,
         );
+        self.exec.set_group(
+            exec_now(ctx),
+            status.state.clone(),
+            status.epoch,
+            status.entitlement,
+        );
         self.flush(ctx);
     }
 
@@ -486,6 +536,9 @@ impl Service for LockNode {
                     self.answered(ctx, rpc, Some(answer));
                 }
             }
+            LockMsg::ExecHandOver { slot, generation } => {
+                let _ = self.exec.received(exec_now(ctx), slot, generation);
+            }
         }
         self.flush(ctx);
     }
@@ -494,6 +547,7 @@ impl Service for LockNode {
         let now = ctx.now;
         self.table.handle_timeout(now);
         self.holdings.handle_timeout(now);
+        self.exec.handle_timeout(exec_now(ctx));
         self.flush(ctx);
         let expired: Vec<u64> = self
             .calls
@@ -512,6 +566,7 @@ impl Service for LockNode {
 
     fn proposal_failed(&mut self, ctx: &mut Ctx<'_, Self>, command: &Command) {
         self.table.proposal_failed(command);
+        self.exec.proposed(exec_now(ctx), command, None);
         self.flush(ctx);
     }
 
