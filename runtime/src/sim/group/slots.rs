@@ -24,6 +24,7 @@ const RESEND: Duration = Duration::from_millis(200);
 /// A slot's table on its way: its one hold, as a token and the lease left when sent.
 #[derive(Debug, Clone)]
 pub struct Handover {
+    domain: Domain,
     slot: u16,
     generation: u64,
     hold: Option<(u64, Duration)>,
@@ -32,6 +33,9 @@ pub struct Handover {
 /// One node's slots and their one lock each. See the module doc.
 pub struct SlotLocks {
     own: Ownership,
+    /// The slots of every other domain, whose tables are in the log: handed over empty, so
+    /// that a leaving node retires.
+    others: Vec<Ownership>,
     state: Arc<ClusterState>,
     entitlement: Option<Entitlement>,
     /// The one lock of each slot this node serves or hands over: its token and lease end.
@@ -48,6 +52,11 @@ impl SlotLocks {
         for command in self.own.proposals(self.entitlement) {
             ctx.propose(command);
         }
+        for own in &mut self.others {
+            for command in own.proposals(self.entitlement) {
+                ctx.propose(command);
+            }
+        }
     }
 
     fn send_handover(&self, ctx: &mut Ctx<'_, Self>, slot: u16, to: ReplicaId, generation: u64) {
@@ -58,6 +67,7 @@ impl SlotLocks {
             .flatten()
             .map(|(token, end)| (token, end.saturating_duration_since(ctx.now)));
         let msg = Handover {
+            domain: Domain::Locks,
             slot,
             generation,
             hold,
@@ -121,6 +131,11 @@ impl Service for SlotLocks {
     fn start(ctx: &mut Ctx<'_, Self>) -> Self {
         SlotLocks {
             own: Ownership::new(ctx.replica, Domain::Locks),
+            others: Domain::ALL
+                .into_iter()
+                .filter(|d| *d != Domain::Locks)
+                .map(|d| Ownership::new(ctx.replica, d))
+                .collect(),
             state: Arc::new(ClusterState::new()),
             entitlement: None,
             tables: BTreeMap::new(),
@@ -151,10 +166,37 @@ impl Service for SlotLocks {
                 }
             }
         }
+        for own in &mut self.others {
+            for change in own.update(&self.state, status.epoch) {
+                if let Change::HandOver {
+                    slot,
+                    to,
+                    generation,
+                } = change
+                {
+                    let domain = own.domain();
+                    ctx.send(
+                        to,
+                        Handover {
+                            domain,
+                            slot,
+                            generation,
+                            hold: None,
+                        },
+                    );
+                }
+            }
+        }
         self.propose(ctx);
     }
 
     fn message(&mut self, ctx: &mut Ctx<'_, Self>, _: ReplicaId, msg: Handover) {
+        if let Some(own) = self.others.iter_mut().find(|o| o.domain() == msg.domain) {
+            if own.received(&self.state, msg.slot, msg.generation, ctx.now) {
+                self.propose(ctx);
+            }
+            return;
+        }
         // A duration measured on another clock is stretched by the drift allowance.
         let stretch = |left: Duration| left + left * self.drift_permille / 1000;
         let now = ctx.now;
@@ -184,12 +226,31 @@ impl Service for SlotLocks {
             for (slot, to, generation) in pending {
                 self.send_handover(ctx, slot, to, generation);
             }
+            for own in &self.others {
+                for slot in 0..crate::consensus::SLOTS {
+                    if let SlotView::HandingOver { generation, to } = own.view(slot) {
+                        let domain = own.domain();
+                        ctx.send(
+                            to,
+                            Handover {
+                                domain,
+                                slot,
+                                generation,
+                                hold: None,
+                            },
+                        );
+                    }
+                }
+            }
         }
     }
 
     fn proposal_failed(&mut self, _: &mut Ctx<'_, Self>, command: &Command) {
         // Asked again with the next status, not here: a group without a leader fails at once.
         self.own.proposal_failed(command);
+        for own in &mut self.others {
+            own.proposal_failed(command);
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
