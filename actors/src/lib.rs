@@ -17,6 +17,7 @@ pub mod caches;
 pub mod executor;
 pub mod locks;
 pub mod scheduler;
+mod wiring;
 
 pub use colony_runtime::{Node, NodeBuilder, NodeId};
 

@@ -44,16 +44,7 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
         .await
         .map_err(|e| fail(e.to_string()))?;
     service.with_mut(|d| d.shell = Some(service.clone()));
-    let mut status = node.group().watch();
-    let feed = service.clone();
-    tokio::spawn(async move {
-        loop {
-            let s = status.borrow_and_update().clone();
-            if feed.send(ExecInput::Group(s)).is_err() || status.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    crate::wiring::feed_group(node, &service, ExecInput::Group);
     node.register_service(
         SERVICE,
         Arc::new(ExecGateway {

@@ -194,12 +194,7 @@ impl Driven for LockDriver {
     }
 
     fn view(&mut self, _: Instant, view: &Arc<View>) {
-        self.nodes = view
-            .members
-            .iter()
-            .filter(|m| m.replica != 0 && !m.state.is_gone())
-            .map(|m| (ReplicaId(m.replica), m.id))
-            .collect();
+        self.nodes = crate::wiring::members_by_replica(view);
     }
 
     fn timeout(&mut self, now: Instant) {

@@ -102,16 +102,7 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
         .map_err(|e| fail(e.to_string()))?;
     service.with_mut(|d| d.shell = Some(service.clone()));
     // Feed the group's status to the table, the current one first.
-    let mut status = node.group().watch();
-    let feed = service.clone();
-    tokio::spawn(async move {
-        loop {
-            let s = status.borrow_and_update().clone();
-            if feed.send(LockInput::Group(s)).is_err() || status.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    crate::wiring::feed_group(node, &service, LockInput::Group);
     node.register_service(
         SERVICE,
         Arc::new(LockGateway {
