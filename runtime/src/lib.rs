@@ -56,4 +56,7 @@ pub mod wire;
 
 pub use membership::{Member, MemberEvent, MemberState, NodeId};
 pub use node::admin_types::{ClusterStatus, ConsensusReport, Faults};
-pub use node::{AdminAction, Node, NodeBuilder, NodeStats, StartError, StartHook};
+pub use node::{
+    AdminAction, ComponentControlError, ComponentStatus, Node, NodeBuilder, NodeStats, StartError,
+    StartHook,
+};

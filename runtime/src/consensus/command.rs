@@ -150,6 +150,13 @@ pub enum Command {
     Jobs(JobCommand),
     /// A change to the bucketed executors' queues.
     Exec(ExecCommand),
+    /// Enables or disables a component on every node, by name.
+    Component {
+        /// The component's name (1 to 255 bytes).
+        name: String,
+        /// Whether it runs.
+        enabled: bool,
+    },
 }
 
 /// What applying a command did.
@@ -208,4 +215,10 @@ pub enum Refusal {
     /// Every token below 2^53 has been handed out.
     #[error("fencing tokens exhausted")]
     Exhausted,
+    /// A name that is empty or longer than 255 bytes.
+    #[error("the name is empty or longer than 255 bytes")]
+    BadName,
+    /// The state already holds as many entries of that kind as it may.
+    #[error("too many entries of this kind in the cluster state")]
+    TooMany,
 }

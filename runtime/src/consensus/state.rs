@@ -80,7 +80,13 @@ pub struct ClusterState {
     /// The bucketed executors' queues.
     #[serde(default)]
     pub exec: ExecTable,
+    /// Components switched on or off cluster-wide, by name; a component not named here runs.
+    #[serde(default)]
+    pub components: BTreeMap<String, bool>,
 }
+
+/// The most components the state names.
+pub const MAX_COMPONENTS: usize = 1024;
 
 impl Default for ClusterState {
     fn default() -> Self {
@@ -102,6 +108,7 @@ impl ClusterState {
             next_token: 1,
             jobs: JobTable::default(),
             exec: ExecTable::default(),
+            components: BTreeMap::new(),
         }
     }
 
@@ -225,6 +232,16 @@ impl ClusterState {
                         })
                     },
                 ))
+            }
+            Command::Component { name, enabled } => {
+                if name.is_empty() || name.len() > 255 {
+                    return Outcome::Refused(Refusal::BadName);
+                }
+                if !self.components.contains_key(name) && self.components.len() >= MAX_COMPONENTS {
+                    return Outcome::Refused(Refusal::TooMany);
+                }
+                self.components.insert(name.clone(), *enabled);
+                Outcome::Done
             }
             Command::Exec(command) => {
                 let liveness = &self.liveness;
@@ -598,5 +615,35 @@ mod tests {
         );
         // The epoch in force is still the first process's: the second must not take it up.
         assert_eq!(s.liveness[&ReplicaId(1)].incarnation, 1);
+    }
+
+    #[test]
+    fn components_are_switched_by_name_within_bounds() {
+        let mut s = ClusterState::new();
+        let switch = |name: &str, enabled| Command::Component {
+            name: name.into(),
+            enabled,
+        };
+        assert_eq!(s.apply(&switch("mail", false)), Outcome::Done);
+        assert_eq!(s.components.get("mail"), Some(&false));
+        assert_eq!(s.apply(&switch("mail", true)), Outcome::Done);
+        assert_eq!(s.components.get("mail"), Some(&true));
+        assert_eq!(
+            s.apply(&switch("", true)),
+            Outcome::Refused(Refusal::BadName)
+        );
+        assert_eq!(
+            s.apply(&switch(&"n".repeat(256), true)),
+            Outcome::Refused(Refusal::BadName)
+        );
+        for i in s.components.len()..MAX_COMPONENTS {
+            assert_eq!(s.apply(&switch(&format!("c{i}"), true)), Outcome::Done);
+        }
+        assert_eq!(
+            s.apply(&switch("one-more", true)),
+            Outcome::Refused(Refusal::TooMany)
+        );
+        // A component already named can still be switched.
+        assert_eq!(s.apply(&switch("mail", false)), Outcome::Done);
     }
 }

@@ -377,8 +377,8 @@ async fn start(
             membership,
             transport,
             group,
+            started: tokio::sync::Mutex::new(vec![false; components.len()]),
             components,
-            started: tokio::sync::Mutex::new(0),
             extensions: Default::default(),
             actions: Default::default(),
             views: Default::default(),
@@ -388,6 +388,14 @@ async fn start(
             admin: std::sync::Mutex::new(None),
         }),
     };
+    node.register_admin_view(
+        "components",
+        Arc::new(|node: Node| {
+            Box::pin(async move {
+                serde_json::to_value(node.components().await).map_err(|e| e.to_string())
+            })
+        }),
+    );
     if let Some(admin_addr) = node.inner.config.admin {
         match admin::AdminServer::serve(admin_addr, node.clone()).await {
             Ok(server) => *node.inner.admin.lock().expect("admin lock") = Some(server),
@@ -415,7 +423,7 @@ async fn start(
         node.joined().await;
         tracing::info!(node = %node.name(), members = node.members().len(), "joined the cluster");
         wait_for_group(&node).await?;
-        start_components(&node).await.map_err(StartError::from)
+        node.start_components().await.map_err(StartError::from)
     };
     tokio::select! {
         started = join => match started {
@@ -553,23 +561,4 @@ async fn wait_for_group(node: &Node) -> Result<(), StartError> {
             return Ok(());
         }
     }
-}
-
-async fn start_components(node: &Node) -> Result<(), ComponentError> {
-    // A locked node stays up for operators to see, but runs none of the application: its
-    // primitives would refuse the components' work anyway.
-    if let Some(message) = node.maintenance() {
-        tracing::error!(
-            message,
-            components = node.inner.components.len(),
-            "locked for maintenance: components not started"
-        );
-        return Ok(());
-    }
-    for component in &node.inner.components {
-        tracing::info!(component = component.name(), "starting component");
-        component.on_start(node).await?;
-        *node.inner.started.lock().await += 1;
-    }
-    Ok(())
 }

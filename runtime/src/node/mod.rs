@@ -7,8 +7,10 @@ pub mod admin_types {
 }
 mod builder;
 mod builtin;
+mod components;
 
 pub use builder::{NodeBuilder, StartError, StartHook};
+pub use components::{ComponentControlError, ComponentStatus};
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -64,7 +66,8 @@ struct Inner {
     transport: Transport,
     group: crate::consensus::Group,
     components: Vec<Arc<dyn Component>>,
-    started: Mutex<usize>,
+    /// Which components run now, by index.
+    started: Mutex<Vec<bool>>,
     extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
     actions: dashmap::DashMap<String, AdminAction>,
     views: dashmap::DashMap<String, AdminAction>,
@@ -420,16 +423,6 @@ impl Node {
         self.inner.transport.stop();
         if let Some(admin) = self.inner.admin.lock().expect("admin lock").take() {
             admin.stop();
-        }
-    }
-
-    async fn stop_components(&self) {
-        let mut started = self.inner.started.lock().await;
-        while *started > 0 {
-            *started -= 1;
-            let component = self.inner.components[*started].clone();
-            tracing::info!(component = component.name(), "stopping component");
-            component.on_stop(self).await;
         }
     }
 }
