@@ -139,6 +139,28 @@ impl Schedule {
         Ok(())
     }
 
+    /// The first due time of a job scheduled at `now_ms`: a one-off's time even when it has
+    /// passed (so it still runs, as its misfire policy says), else the first at or after
+    /// `now_ms` (a new job owes nothing for the times before it existed).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use colony_actors::scheduler::{Schedule, from_ms};
+    ///
+    /// let every = Schedule::interval(Duration::from_millis(100), from_ms(1_000)).unwrap();
+    /// assert_eq!(every.first_due_ms(1_250), Some(1_300));
+    /// assert_eq!(every.first_due_ms(1_300), Some(1_300));
+    /// let once = Schedule::once(from_ms(1_000)).unwrap();
+    /// assert_eq!(once.first_due_ms(5_000), Some(1_000));
+    /// ```
+    pub fn first_due_ms(&self, now_ms: u64) -> Option<u64> {
+        match &self.0 {
+            Kind::Once { at_ms } => Some(*at_ms),
+            _ => self.next_after_ms(now_ms.saturating_sub(1)),
+        }
+    }
+
     /// The first due time strictly after `after_ms` (UTC milliseconds), if there is one.
     pub fn next_after_ms(&self, after_ms: u64) -> Option<u64> {
         let next = match &self.0 {

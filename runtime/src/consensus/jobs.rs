@@ -53,7 +53,9 @@ pub enum JobCommand {
         keys: Vec<String>,
     },
     /// Fires `due` of `job` on `runner` (attempt 1), or fires it again on another runner after
-    /// the previous attempt's runner's epoch ended.
+    /// the previous attempt's runner's epoch ended. A first fire applies for the job's next due
+    /// time or a later one (a misfire policy firing the latest of several missed times), with
+    /// `next_due` after it.
     Fire {
         /// The job id.
         job: String,
@@ -67,7 +69,8 @@ pub enum JobCommand {
         runner: (ReplicaId, u64),
         /// The job's next due time after this fire (the proposer computed it).
         next_due: Option<u64>,
-        /// Due times folded into this fire or skipped by the misfire policy before it.
+        /// Due times from the job's next due time up to `due` folded into this fire or skipped
+        /// by the misfire policy (recorded as missed, labelled with the first of them).
         passed: u64,
     },
     /// A run ended.
@@ -331,8 +334,14 @@ impl JobTable {
                 if !able {
                     return JobOutcome::Refused(JobRefusal::NoRunner);
                 }
+                let first = j.next_due;
                 let rerun = if *attempt <= 1 {
-                    if j.next_due != Some(*due) {
+                    // The job's next due time, or a later one the misfire policy fires instead
+                    // (the ones before it are `passed`); the next due time after it must be
+                    // later still, so no due time can fire twice.
+                    let fresh =
+                        first.is_some_and(|n| n <= *due) && next_due.is_none_or(|n| n > *due);
+                    if !fresh {
                         return JobOutcome::Refused(JobRefusal::Stale);
                     }
                     if !j.overlap && !j.open.is_empty() {
@@ -373,7 +382,8 @@ impl JobTable {
                     );
                 } else {
                     if *passed > 0 {
-                        record(j, passed_record(*due, *passed, PassReason::Missed));
+                        let from = first.unwrap_or(*due);
+                        record(j, passed_record(from, *passed, PassReason::Missed));
                     }
                     j.next_due = *next_due;
                 }
