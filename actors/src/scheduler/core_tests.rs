@@ -140,10 +140,12 @@ fn drain(core: &mut SchedulerCore) -> Vec<Output> {
     std::iter::from_fn(|| core.poll_output()).collect()
 }
 
+/// A fire of `due` planned from `passed` due times before it (one period apart).
 fn fire(due: u64, attempt: u32, runner: ReplicaId, next_due: u64, passed: u64) -> Output {
     Output::Propose(Command::Jobs(JobCommand::Fire {
         job: "j".into(),
         generation: 1,
+        from: due - passed * EVERY,
         due,
         attempt,
         runner: (runner, 1),

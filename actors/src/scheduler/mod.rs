@@ -7,12 +7,15 @@
 //! ([`plan::next_command`]), and the scheduler core of a node ([`core::SchedulerCore`]): the
 //! owner's fires, the runner's starts and aborts, runner keys and local jobs.
 
+pub mod check;
 mod config;
 pub mod core;
 mod local;
 pub mod misfire;
 pub mod plan;
 mod schedule;
+#[cfg(test)]
+mod sim;
 
 pub use config::{
     JobConfig, MisfirePolicy, Overlap, ParametersError, RunMode, decode_config, encode_config,

@@ -66,6 +66,7 @@ pub fn next_command(
             Some(runner) => JobCommand::Fire {
                 job: id.to_owned(),
                 generation: job.generation,
+                from: fire.due,
                 due: fire.due,
                 attempt: fire.attempt + 1,
                 runner,
@@ -107,6 +108,7 @@ pub fn next_command(
     Some(JobCommand::Fire {
         job: id.to_owned(),
         generation: job.generation,
+        from: due,
         due: first,
         attempt: 1,
         runner,

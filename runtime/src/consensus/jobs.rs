@@ -53,14 +53,17 @@ pub enum JobCommand {
         keys: Vec<String>,
     },
     /// Fires `due` of `job` on `runner` (attempt 1), or fires it again on another runner after
-    /// the previous attempt's runner's epoch ended. A first fire applies for the job's next due
-    /// time or a later one (a misfire policy firing the latest of several missed times), with
-    /// `next_due` after it.
+    /// the previous attempt's runner's epoch ended. A first fire applies only while the job's
+    /// next due time is `from` (what the proposer planned from); it fires `due`, `from` or a
+    /// later one (a misfire policy firing the latest of several missed times), and `next_due`
+    /// must be later still.
     Fire {
         /// The job id.
         job: String,
         /// The job's generation the proposer planned with.
         generation: u64,
+        /// The job's next due time the proposer planned from (a re-run: `due`).
+        from: u64,
         /// The due time fired.
         due: u64,
         /// 1 for a first fire, more for a re-run.
@@ -69,8 +72,8 @@ pub enum JobCommand {
         runner: (ReplicaId, u64),
         /// The job's next due time after this fire (the proposer computed it).
         next_due: Option<u64>,
-        /// Due times from the job's next due time up to `due` folded into this fire or skipped
-        /// by the misfire policy (recorded as missed, labelled with the first of them).
+        /// Due times from `from` up to `due` folded into this fire or skipped by the misfire
+        /// policy (recorded as missed, labelled with `from`).
         passed: u64,
     },
     /// A run ended.
@@ -314,6 +317,7 @@ impl JobTable {
             JobCommand::Fire {
                 job,
                 generation,
+                from,
                 due,
                 attempt,
                 runner,
@@ -334,13 +338,13 @@ impl JobTable {
                 if !able {
                     return JobOutcome::Refused(JobRefusal::NoRunner);
                 }
-                let first = j.next_due;
                 let rerun = if *attempt <= 1 {
-                    // The job's next due time, or a later one the misfire policy fires instead
-                    // (the ones before it are `passed`); the next due time after it must be
-                    // later still, so no due time can fire twice.
-                    let fresh =
-                        first.is_some_and(|n| n <= *due) && next_due.is_none_or(|n| n > *due);
+                    // Planned from the job's next due time as it is (so `passed` counts from
+                    // it), firing it or a later one; the next due time after it must be later
+                    // still, so no due time can fire twice.
+                    let fresh = j.next_due == Some(*from)
+                        && from <= due
+                        && next_due.is_none_or(|n| n > *due);
                     if !fresh {
                         return JobOutcome::Refused(JobRefusal::Stale);
                     }
@@ -382,8 +386,7 @@ impl JobTable {
                     );
                 } else {
                     if *passed > 0 {
-                        let from = first.unwrap_or(*due);
-                        record(j, passed_record(from, *passed, PassReason::Missed));
+                        record(j, passed_record(*from, *passed, PassReason::Missed));
                     }
                     j.next_due = *next_due;
                 }

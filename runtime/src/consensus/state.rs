@@ -562,6 +562,7 @@ mod tests {
             job(JobCommand::Fire {
                 job: "j".into(),
                 generation: 1,
+                from: due,
                 due,
                 attempt: 1,
                 runner: (ReplicaId(2), 1),
