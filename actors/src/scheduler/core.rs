@@ -337,18 +337,11 @@ impl SchedulerCore {
         self.tick(now, wall_ms);
     }
 
-    /// A command this core asked for failed (it may still apply later): ask again soon.
+    /// A command this core asked for failed (it may still apply later). Job commands are asked
+    /// again when their retry time comes, not at once: a group without a leader fails a
+    /// proposal as soon as it is made, and the status that reports it would ask again at once.
     pub fn proposal_failed(&mut self, command: &Command) {
         self.own.proposal_failed(command);
-        match command {
-            Command::Jobs(JobCommand::Runners { replica, .. }) if *replica == self.me => {
-                self.runners_until = None;
-            }
-            Command::Jobs(JobCommand::Fire { job, .. } | JobCommand::Pass { job, .. }) => {
-                self.pending.remove(job);
-            }
-            _ => {}
-        }
     }
 
     /// The time [`SchedulerCore::poll_timeout`] named has come.
@@ -511,6 +504,17 @@ impl SchedulerCore {
                 wake.push(p.until);
                 continue;
             }
+            // Most jobs most of the time: nothing due, no runner lost; wake at the due time.
+            let lost = job
+                .open
+                .values()
+                .any(|f| !state.in_force(f.runner.0, f.runner.1));
+            if !lost && job.next_due.is_none_or(|d| d > wall) {
+                if let Some(due) = job.next_due {
+                    wake.push(at(now, wall, due));
+                }
+                continue;
+            }
             let config = match decode_config(&job.config) {
                 Ok(config) => config,
                 Err(reason) => {
@@ -537,11 +541,8 @@ impl SchedulerCore {
                     self.outputs
                         .push_back(Output::Propose(Command::Jobs(command)));
                 }
-                None => {
-                    if let Some(due) = job.next_due.filter(|d| *d > wall) {
-                        wake.push(at(now, wall, due));
-                    }
-                }
+                // Due but waiting for a run to end: the state's next change wakes it.
+                None => {}
             }
         }
     }

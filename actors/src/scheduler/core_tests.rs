@@ -469,3 +469,22 @@ fn a_local_job_fires_on_the_node_s_wall_clock_without_the_group_and_skips_overla
         })]
     );
 }
+
+/// Seed 14 of the simulator once spun: a group without a leader fails a proposal at once, the
+/// status reporting the failure asked again at once, and so on without time passing.
+#[test]
+fn a_failed_proposal_is_asked_again_at_its_retry_not_at_once() {
+    let (f, mut owner) = scheduled(MisfirePolicy::FireOnce);
+    let first = f.feed(&mut owner, T0);
+    let [Output::Propose(command)] = &first[..] else {
+        panic!("{first:?}");
+    };
+    owner.proposal_failed(command);
+    assert_eq!(f.feed(&mut owner, T0 + 1), []);
+    assert_eq!(owner.poll_timeout(), Some(f.at(T0) + config().retry));
+    // Asked again at the retry, planned anew (the due times since fold into one fire).
+    assert_eq!(
+        f.feed(&mut owner, T0 + 2_000),
+        [fire(T0 + 2_000, 1, R2, T0 + 3_000, 2)]
+    );
+}

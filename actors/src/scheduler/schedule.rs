@@ -230,10 +230,30 @@ fn parse(expr: &str, zone: &str) -> Result<(Cron, Tz), ScheduleError> {
     Ok((cron, tz))
 }
 
+/// [`parse`], remembering the last expression parsed on this thread: planning walks one
+/// schedule many times over, and parsing costs more than the walk.
+fn parsed(expr: &str, zone: &str) -> Option<(Cron, Tz)> {
+    type Last = Option<(String, String, Cron, Tz)>;
+    thread_local! {
+        static LAST: std::cell::RefCell<Last> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((e, z, cron, tz)) = last.as_ref()
+            && e == expr
+            && z == zone
+        {
+            return Some((cron.clone(), *tz));
+        }
+        let (cron, tz) = parse(expr, zone).ok()?;
+        *last = Some((expr.to_owned(), zone.to_owned(), cron.clone(), tz));
+        Some((cron, tz))
+    })
+}
+
 /// The parsed expression, and `ms` as a time in its zone; `None` for a record that does not
 /// parse (checked when scheduled) or a time out of range.
 fn zoned(expr: &str, zone: &str, ms: u64) -> Option<(Cron, DateTime<Tz>)> {
-    let (cron, tz) = parse(expr, zone).ok()?;
+    let (cron, tz) = parsed(expr, zone)?;
     let at = Utc
         .timestamp_millis_opt(i64::try_from(ms).ok()?)
         .single()?

@@ -1,4 +1,4 @@
-//! The real scheduler cores of 3 to 7 nodes on the seeded group world
+//! The real scheduler cores of 3 to 5 nodes on the seeded group world
 //! ([`colony_runtime::sim::group`]), fed as the scheduler's shell will feed them: the group's
 //! status after every change, timers, and runs that end.
 //!
@@ -332,7 +332,7 @@ impl Service for SchedNode {
             core.register(key);
         }
         let local = JobConfig::for_runner("a")
-            .schedule(Schedule::interval(Duration::from_millis(150), from_ms(WALL0)).unwrap())
+            .schedule(Schedule::interval(Duration::from_millis(300), from_ms(WALL0)).unwrap())
             .run_mode(RunMode::Locally);
         core.schedule(ctx.now, w, LOCAL, &local)
             .expect("a valid local job");
