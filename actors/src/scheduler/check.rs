@@ -230,7 +230,9 @@ pub fn starts_match_fires(
     starts: &[RunStart],
     applied: &[(JobCommand, JobOutcome)],
 ) -> Vec<String> {
-    let fires: BTreeMap<u64, (&str, u64, u32, (ReplicaId, u64))> = applied
+    // By token: the job, due time, attempt and runner the log fired.
+    type Said<'a> = (&'a str, u64, u32, (ReplicaId, u64));
+    let fires: BTreeMap<u64, Said<'_>> = applied
         .iter()
         .filter_map(|(c, o)| match (c, o) {
             (

@@ -99,6 +99,19 @@ pub enum Output {
     },
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// Its outcome.
+    pub outcome: RunOutcome,
+    /// What the runner said (cut to a bound when recorded).
+    pub message: String,
+    /// When it started, on this node's wall clock (UTC milliseconds).
+    pub started: u64,
+    /// How long it ran, in milliseconds.
+    pub millis: u64,
+}
+
 /// Why a job was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleJobError {
@@ -300,18 +313,8 @@ impl SchedulerCore {
         }
     }
 
-    /// The run `run` ended with `outcome`; `started` is its start on this node's wall clock
-    /// (UTC milliseconds) and `millis` how long it ran.
-    pub fn run_finished(
-        &mut self,
-        now: Instant,
-        wall_ms: u64,
-        run: &Run,
-        outcome: RunOutcome,
-        message: &str,
-        started: u64,
-        millis: u64,
-    ) {
+    /// The run `run` ended as `ended` says.
+    pub fn run_finished(&mut self, now: Instant, wall_ms: u64, run: &Run, ended: Ended) {
         if run.local {
             if let Some(job) = self.local.get_mut(&run.job)
                 && job.running == Some(run.token)
@@ -325,10 +328,10 @@ impl SchedulerCore {
             let command = Command::Jobs(JobCommand::Finish {
                 job: run.job.clone(),
                 token: run.token,
-                outcome,
-                message: message.to_owned(),
-                started,
-                millis,
+                outcome: ended.outcome,
+                message: ended.message,
+                started: ended.started,
+                millis: ended.millis,
             });
             self.outputs.push_back(Output::Propose(command.clone()));
             self.finishing
@@ -527,22 +530,14 @@ impl SchedulerCore {
                     continue;
                 }
             };
-            match plan::next_command(&state, id, job, &config, wall, grace) {
-                Some(command) => {
-                    let until = now + self.config.retry;
-                    self.pending.insert(
-                        id.clone(),
-                        Pending {
-                            basis: Basis::of(job),
-                            until,
-                        },
-                    );
-                    wake.push(until);
-                    self.outputs
-                        .push_back(Output::Propose(Command::Jobs(command)));
-                }
-                // Due but waiting for a run to end: the state's next change wakes it.
-                None => {}
+            // None: due but waiting for a run to end; the state's next change wakes it.
+            if let Some(command) = plan::next_command(&state, id, job, &config, wall, grace) {
+                let until = now + self.config.retry;
+                let basis = Basis::of(job);
+                self.pending.insert(id.clone(), Pending { basis, until });
+                wake.push(until);
+                self.outputs
+                    .push_back(Output::Propose(Command::Jobs(command)));
             }
         }
     }

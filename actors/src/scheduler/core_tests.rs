@@ -136,6 +136,15 @@ fn scheduled(policy: MisfirePolicy) -> (Fixture, SchedulerCore) {
     (f, owner)
 }
 
+fn ended(outcome: RunOutcome, started: u64, millis: u64) -> Ended {
+    Ended {
+        outcome,
+        message: String::new(),
+        started,
+        millis,
+    }
+}
+
 fn drain(core: &mut SchedulerCore) -> Vec<Output> {
     std::iter::from_fn(|| core.poll_output()).collect()
 }
@@ -187,7 +196,7 @@ fn a_runner_key_is_registered_in_the_node_s_epoch_once() {
         epoch: 1,
         keys: vec!["k".into()],
     }));
-    assert_eq!(f.feed(&mut core, T0), [runners.clone()]);
+    assert_eq!(f.feed(&mut core, T0), std::slice::from_ref(&runners));
     assert_eq!(f.feed(&mut core, T0 + 10), [], "asked once until the retry");
     assert_eq!(f.feed(&mut core, T0 + 2_000), [runners]);
 }
@@ -217,16 +226,13 @@ fn the_owner_fires_a_due_time_on_the_time_on_a_node_with_the_runner_and_once() {
     // The next due time comes while the run is in progress: passed for overlap.
     let overlap = pass(T0 + EVERY, 1, PassReason::Overlap, T0 + 2 * EVERY);
     owner.handle_timeout(f.at(T0 + EVERY), T0 + EVERY);
-    assert_eq!(drain(&mut owner), [overlap.clone()]);
+    assert_eq!(drain(&mut owner), std::slice::from_ref(&overlap));
     f.apply_proposal(&[overlap]);
     runner.run_finished(
         f.at(T0 + 1_500),
         T0 + 1_500,
         &run,
-        RunOutcome::Succeeded,
-        "",
-        T0,
-        9,
+        ended(RunOutcome::Succeeded, T0, 9),
     );
     let finished = drain(&mut runner);
     assert_eq!(
@@ -453,10 +459,7 @@ fn a_local_job_fires_on_the_node_s_wall_clock_without_the_group_and_skips_overla
         f.at(T0 + 1_100),
         T0 + 1_100,
         &run,
-        RunOutcome::Succeeded,
-        "",
-        T0,
-        1_100,
+        ended(RunOutcome::Succeeded, T0, 1_100),
     );
     assert_eq!(drain(&mut core), []);
     core.handle_timeout(f.at(T0 + 2 * EVERY), T0 + 2 * EVERY);

@@ -29,7 +29,7 @@ use colony_runtime::sim::group::{Ctx, Service};
 use rand::RngExt;
 
 use super::check::{Proposed, RunStart};
-use super::core::{CoreConfig, Output, Run, SchedulerCore};
+use super::core::{CoreConfig, Ended, Output, Run, SchedulerCore};
 use super::{JobConfig, MisfirePolicy, Overlap, RunMode, Schedule, decode_config, from_ms};
 
 /// The wall clock's reading at the world's origin (UTC milliseconds): 2027-01-15.
@@ -263,8 +263,17 @@ impl SchedNode {
         }
         let millis = wall(ctx).saturating_sub(r.started_wall);
         let (now, w) = (ctx.now, wall(ctx));
-        self.core
-            .run_finished(now, w, &r.run, outcome, "", r.started_wall, millis);
+        self.core.run_finished(
+            now,
+            w,
+            &r.run,
+            Ended {
+                outcome,
+                message: String::new(),
+                started: r.started_wall,
+                millis,
+            },
+        );
     }
 
     /// Hands over the lock slots that moved away, and asks what the lock slots need.
