@@ -276,6 +276,14 @@ impl SchedNode {
         );
     }
 
+    /// A cluster run in progress here: its token and its record's index.
+    pub(crate) fn running_cluster_run(&self) -> Option<(u64, usize)> {
+        self.running
+            .values()
+            .find(|r| !r.run.local)
+            .map(|r| (r.run.token, r.index))
+    }
+
     /// Hands over the lock slots that moved away, and asks what the lock slots need.
     fn keep_lock_slots(&mut self, ctx: &mut Ctx<'_, Self>) {
         for change in self.locks.update(&self.state, self.epoch) {

@@ -2,11 +2,12 @@
 //!
 //! A failing seed prints itself; replay it with a trace:
 //! `COLONY_SIM_SEED=<seed> COLONY_SIM_TRACE=1 cargo test -p colony-actors --lib
-//! scheduler::sim::tests::replay -- --nocapture`. `COLONY_SIM_SOAK=20` runs twenty times as
-//! many seeds.
+//! scheduler::sim::tests::replay -- --nocapture` (add `COLONY_SIM_SCRIPT=paused` for the
+//! paused runner's script). `COLONY_SIM_SOAK=20` runs twenty times as many seeds.
 
 use std::time::Duration;
 
+use colony_runtime::consensus::jobs::{JobCommand, JobOutcome};
 use colony_runtime::sim::env;
 use colony_runtime::sim::group::{GroupWorld, GroupWorldConfig, Status, check as group_check};
 use rand::rngs::StdRng;
@@ -188,12 +189,72 @@ fn chaos(seed: u64) -> World {
     w
 }
 
+/// A node is paused (SIGSTOP) while it runs a job, for longer than the liveness period: the
+/// fire runs again elsewhere with a higher token and attempt, only after the paused run's
+/// entitlement ended, and the paused run's late finish is fenced.
+fn paused_runner(seed: u64) -> World {
+    let nodes = 3 + (seed % 3) as usize;
+    let mut w = settled(seed, nodes);
+    // Until every node votes: the others keep a quorum without the paused one.
+    w.run_for(Duration::from_secs(3));
+    // A run of a job whose runner another node has too (`rare`'s is on one node only).
+    let running = |w: &World| {
+        (0..w.len()).find_map(|i| {
+            let run = w.service(i)?.running_cluster_run()?;
+            (w.record().starts[run.1].job != "rare").then_some((i, run))
+        })
+    };
+    assert!(
+        w.run_until(|w| running(w).is_some(), Duration::from_secs(10)),
+        "seed {seed}: nothing ran"
+    );
+    let (i, (token, index)) = running(&w).expect("found above");
+    let (job, due) = {
+        let s = &w.record().starts[index];
+        (s.job.clone(), s.due)
+    };
+    w.pause(i, Duration::from_secs(3));
+    w.run_for(Duration::from_secs(4));
+    recover(&mut w, "paused");
+    assert_clean(&w, "paused");
+    let starts = &w.record().starts;
+    assert!(
+        starts
+            .iter()
+            .any(|s| s.job == job && s.due == due && s.token > token && s.attempt > 1),
+        "seed {seed}: {job} {due} was not run again after its runner was paused"
+    );
+    let late: Vec<String> = check::applied_jobs(w.history().outcomes.values())
+        .into_iter()
+        .filter(|(c, o)| {
+            matches!(c, JobCommand::Finish { token: t, .. } if *t == token)
+                && !matches!(o, JobOutcome::Refused(_))
+        })
+        .map(|(c, o)| format!("{c:?}: {o:?}"))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "seed {seed}: the paused run's finish was taken: {late:?}"
+    );
+    w
+}
+
+#[test]
+fn a_runner_paused_past_its_entitlement_is_fenced_and_its_fire_runs_again() {
+    for seed in 0..16 * env::soak() {
+        paused_runner(seed);
+    }
+}
+
 #[test]
 fn replay() {
     let Some(seed) = env::replay_seed() else {
         return;
     };
-    let w = chaos(seed);
+    let w = match std::env::var("COLONY_SIM_SCRIPT").as_deref() {
+        Ok("paused") => paused_runner(seed),
+        _ => chaos(seed),
+    };
     eprintln!("{}", summary(&w));
 }
 
