@@ -334,8 +334,11 @@ impl SchedulerCore {
                 millis: ended.millis,
             });
             self.outputs.push_back(Output::Propose(command.clone()));
-            self.finishing
-                .insert(run.token, (command, now + self.config.retry));
+            // Asked again until the fire is closed; one closed already is asked once (fenced).
+            if self.started.contains_key(&run.token) {
+                self.finishing
+                    .insert(run.token, (command, now + self.config.retry));
+            }
         }
         self.tick(now, wall_ms);
     }

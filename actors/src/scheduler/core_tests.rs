@@ -365,6 +365,30 @@ fn a_fire_whose_runner_died_runs_again_with_a_higher_token_and_the_old_run_is_ab
     assert_eq!(again, [fire(T0, 2, other, T0 + EVERY, 0)]);
     let second = f.apply_proposal(&again).unwrap();
     assert!(second > first);
+    // The old run's node learns its fire went elsewhere; the run's end is proposed once, not
+    // asked again for ever.
+    assert_eq!(f.feed(&mut old, T0 + 40), []);
+    let stale = Run {
+        job: "j".into(),
+        config: encode_config(&job_config(MisfirePolicy::FireOnce, Overlap::Skip)),
+        due: T0,
+        attempt: 1,
+        token: first,
+        local: false,
+    };
+    let end = ended(RunOutcome::Aborted, T0, 40);
+    old.run_finished(f.at(T0 + 40), T0 + 40, &stale, end);
+    assert_eq!(
+        drain(&mut old),
+        [Output::Propose(finish(
+            first,
+            RunOutcome::Aborted,
+            "",
+            T0,
+            40
+        ))]
+    );
+    assert_eq!(f.feed(&mut old, T0 + 5_000), []);
     // The old run's late completion is fenced.
     assert!(matches!(
         f.apply(finish(first, RunOutcome::Succeeded, "", 0, 0)),
