@@ -30,16 +30,37 @@ impl std::fmt::Display for ReplicaId {
 pub enum Domain {
     /// Cluster lock names.
     Locks,
+    /// Scheduler job ids: a slot's owner proposes its jobs' fires.
+    Jobs,
 }
 
 impl Domain {
     /// Every domain, in a fixed order.
-    pub const ALL: [Domain; 1] = [Domain::Locks];
+    pub const ALL: [Domain; 2] = [Domain::Locks, Domain::Jobs];
 
     /// The domain's name in keys and reports.
     pub fn name(self) -> &'static str {
         match self {
             Domain::Locks => "locks",
+            Domain::Jobs => "jobs",
+        }
+    }
+
+    /// Whether a slot's owner keeps a table outside the log that must reach the next owner
+    /// before it serves (lock holds do). A jobs slot's owner keeps none: every job, fire and
+    /// run is in the cluster state, and every job command is checked against it when applied,
+    /// so a new owner serves at once and an old one still proposing changes nothing twice.
+    ///
+    /// # Examples
+    /// ```
+    /// use colony_runtime::consensus::Domain;
+    /// assert!(Domain::Locks.hands_over());
+    /// assert!(!Domain::Jobs.hands_over());
+    /// ```
+    pub fn hands_over(self) -> bool {
+        match self {
+            Domain::Locks => true,
+            Domain::Jobs => false,
         }
     }
 }

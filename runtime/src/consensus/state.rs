@@ -70,7 +70,8 @@ pub struct ClusterState {
     pub members: BTreeMap<ReplicaId, MemberInfo>,
     /// Their liveness.
     pub liveness: BTreeMap<ReplicaId, Liveness>,
-    /// Slots per domain.
+    /// Slots per domain. A state stored before a domain existed gains its slots when loaded.
+    #[serde(deserialize_with = "every_domain")]
     pub slots: BTreeMap<Domain, Vec<Slot>>,
     /// The first token of the next block (or of the next job fire).
     pub next_token: u64,
@@ -101,10 +102,7 @@ impl ClusterState {
             settings: None,
             members: BTreeMap::new(),
             liveness: BTreeMap::new(),
-            slots: Domain::ALL
-                .into_iter()
-                .map(|d| (d, vec![Slot::default(); usize::from(SLOTS)]))
-                .collect(),
+            slots: with_every_domain(BTreeMap::new()),
             next_token: 1,
             jobs: JobTable::default(),
             exec: ExecTable::default(),
@@ -317,13 +315,16 @@ impl ClusterState {
         // unfinished hand-over, else the current owner, as long as its epoch is in force (an
         // ended epoch granted nothing that is still valid). While both are in force the new
         // owner may already serve from the table it received: no move until the group knows.
+        // A domain with no table outside the log moves with no hand-over.
         let alive = |o: &(ReplicaId, u64)| self.in_force(o.0, o.1);
         let from_live = current.from.filter(alive);
         let owner_live = current.owner.filter(alive);
         if from_live.is_some() && owner_live.is_some() {
             return Outcome::Refused(Refusal::Busy);
         }
-        let from = from_live.or(owner_live).filter(|(r, _)| *r != to);
+        let from = from_live
+            .or(owner_live)
+            .filter(|(r, _)| *r != to && domain.hands_over());
         let Some(block) = self.draw_block() else {
             return Outcome::Refused(Refusal::Exhausted);
         };
@@ -355,6 +356,22 @@ impl ClusterState {
     }
 }
 
+/// `slots` with the slots of every domain it lacks (a domain added since it was stored).
+fn with_every_domain(mut slots: BTreeMap<Domain, Vec<Slot>>) -> BTreeMap<Domain, Vec<Slot>> {
+    for domain in Domain::ALL {
+        slots
+            .entry(domain)
+            .or_insert_with(|| vec![Slot::default(); usize::from(SLOTS)]);
+    }
+    slots
+}
+
+fn every_domain<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<Domain, Vec<Slot>>, D::Error> {
+    BTreeMap::deserialize(d).map(with_every_domain)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,9 +399,13 @@ mod tests {
     }
 
     fn assign(s: &mut ClusterState, slot: u16, to: u64) -> Outcome {
-        let generation = s.slot(Domain::Locks, slot).unwrap().generation;
+        assign_in(s, Domain::Locks, slot, to)
+    }
+
+    fn assign_in(s: &mut ClusterState, domain: Domain, slot: u16, to: u64) -> Outcome {
+        let generation = s.slot(domain, slot).unwrap().generation;
         s.apply(&Command::Assign {
-            domain: Domain::Locks,
+            domain,
             slot,
             generation,
             to: ReplicaId(to),
@@ -569,6 +590,7 @@ mod tests {
             job(JobCommand::Fire {
                 job: "j".into(),
                 generation: 1,
+                from: due,
                 due,
                 attempt: 1,
                 runner: (ReplicaId(2), 1),
@@ -645,5 +667,56 @@ mod tests {
         );
         // A component already named can still be switched.
         assert_eq!(s.apply(&switch("mail", false)), Outcome::Done);
+    }
+
+    #[test]
+    fn a_jobs_slot_moves_from_a_live_owner_with_no_hand_over_and_its_owner_can_retire() {
+        let mut s = registered(2);
+        for to in [1, 2] {
+            assert!(matches!(
+                assign_in(&mut s, Domain::Jobs, 3, to),
+                Outcome::Block { .. }
+            ));
+            assign(&mut s, 3, to);
+        }
+        let jobs = s.slot(Domain::Jobs, 3).unwrap();
+        assert_eq!((jobs.owner, jobs.from), (Some((ReplicaId(2), 1)), None));
+        // The lock slot moved alike waits for its table; once it arrives, node 1 may retire.
+        let locks = s.slot(Domain::Locks, 3).unwrap();
+        assert_eq!(locks.from, Some((ReplicaId(1), 1)));
+        let _ = s.apply(&Command::Accept {
+            domain: Domain::Locks,
+            slot: 3,
+            generation: locks.generation,
+        });
+        let retire = Command::Retire {
+            replica: ReplicaId(1),
+            epoch: 1,
+        };
+        assert_eq!(s.apply(&retire), Outcome::Done);
+    }
+
+    #[test]
+    fn a_state_stored_before_the_jobs_domain_gains_its_slots_when_loaded() {
+        let mut old = registered(1);
+        assign(&mut old, 0, 1);
+        old.slots.remove(&Domain::Jobs);
+        let bytes = crate::wire::encode_payload(&old).unwrap();
+        let mut loaded: ClusterState = crate::wire::decode_payload(&bytes).unwrap();
+        assert_eq!(loaded.slots[&Domain::Jobs].len(), usize::from(SLOTS));
+        assert_eq!(loaded.slots[&Domain::Locks], old.slots[&Domain::Locks]);
+        assert!(matches!(
+            loaded.apply(&Command::Assign {
+                domain: Domain::Jobs,
+                slot: 0,
+                generation: 0,
+                to: ReplicaId(1),
+            }),
+            Outcome::Block { generation: 1, .. }
+        ));
+        assert_eq!(
+            loaded.slot(Domain::Jobs, 0).unwrap().owner,
+            Some((ReplicaId(1), 1))
+        );
     }
 }
