@@ -30,6 +30,14 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// The node's admin token, if it has one.
+        #[arg(
+            long,
+            env = "COLONY_ADMIN_TOKEN",
+            hide_env_values = true,
+            value_name = "TOKEN"
+        )]
+        token: Option<String>,
     },
     /// Start a local 3-node cluster, kill a node, restart it, and clean up.
     Demo,
@@ -65,9 +73,14 @@ pub struct NodeArgs {
     /// An explicit quorum instead of a majority.
     #[arg(long, value_name = "N")]
     quorum: Option<usize>,
-    /// Serve the admin endpoint (/health, /cluster, /stats) here.
+    /// Serve the admin endpoint here. Beyond loopback it needs a token
+    /// [env: COLONY_ADMIN_TOKEN, or the file <home>/admin-token].
     #[arg(long, value_name = "HOST:PORT")]
     admin: Option<String>,
+    /// The address peers reach this node at, when not the bound one (NAT, containers); `bind`
+    /// may then be 0.0.0.0.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
     /// SWIM probe period in milliseconds.
     #[arg(long, value_name = "MS")]
     probe_period_ms: Option<u64>,
@@ -111,7 +124,7 @@ pub fn init_tracing() {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Node(args) => node::run(*args).await,
-        Command::Status { admin, json } => status::run(admin, json),
+        Command::Status { admin, json, token } => status::run(admin, json, token),
         Command::Demo => tokio::task::spawn_blocking(demo::run).await?,
     }
 }

@@ -28,6 +28,8 @@ impl NodeArgs {
             request_timeout_ms: None,
             lock_lease_ms: self.lock_lease_ms,
             admin: self.admin.clone(),
+            admin_token: None,
+            advertise: self.advertise.clone(),
             fault_injection: self.fault_injection.then_some(true),
             clock_offset_ms: self.clock_offset_ms,
         }

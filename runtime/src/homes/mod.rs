@@ -37,6 +37,31 @@ impl LocalHome {
     /// Subdirectories created in every local home.
     pub const DIRS: [&'static str; 4] = ["caches", "log", "tmp", "state"];
 
+    /// The name of the admin token file in the local home.
+    pub const ADMIN_TOKEN: &'static str = "admin-token";
+
+    /// The admin token kept in the local home at `root`, trimmed; `None` when there is no such
+    /// file or it holds only blanks.
+    ///
+    /// # Examples
+    /// ```
+    /// use colony_runtime::homes::LocalHome;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// assert!(LocalHome::admin_token_in(dir.path()).unwrap().is_none());
+    /// std::fs::write(dir.path().join(LocalHome::ADMIN_TOKEN), "s3cret\n").unwrap();
+    /// assert_eq!(LocalHome::admin_token_in(dir.path()).unwrap().as_deref(), Some("s3cret"));
+    /// ```
+    ///
+    /// # Errors
+    /// The file exists but cannot be read.
+    pub fn admin_token_in(root: &Path) -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(root.join(Self::ADMIN_TOKEN)) {
+            Ok(text) => Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates (if needed) and checks the local home at `root`.
     ///
     /// # Errors
@@ -67,6 +92,11 @@ impl LocalHome {
     /// Durable node state (the membership incarnation lives here).
     pub fn state(&self) -> PathBuf {
         self.root.join("state")
+    }
+    /// The admin endpoint's bearer token, read at start when no setting gives one; see
+    /// [`LocalHome::admin_token_in`].
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join(Self::ADMIN_TOKEN)
     }
 }
 

@@ -59,6 +59,22 @@ pub enum StartError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The admin endpoint would listen beyond loopback with no token to guard it.
+    #[error(
+        "the admin endpoint {addr} is not a loopback address, and no admin token is set: set COLONY_ADMIN_TOKEN (or the local home's `admin-token` file), or serve it on 127.0.0.1"
+    )]
+    AdminUnprotected {
+        /// The admin address.
+        addr: SocketAddr,
+    },
+    /// The local home's admin token file exists but cannot be read.
+    #[error("cannot read the admin token file {path}: {source}")]
+    AdminToken {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// A component's `on_start` failed.
     #[error(transparent)]
     Component(#[from] ComponentError),
@@ -165,6 +181,18 @@ impl NodeBuilder {
         self
     }
 
+    /// The admin endpoint's bearer token (see [`NodeConfig::admin_token`]).
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.layer.admin_token = Some(token.into());
+        self
+    }
+
+    /// The address peers reach this node at, when not the bound one.
+    pub fn advertise(mut self, addr: impl ToString) -> Self {
+        self.layer.advertise = Some(addr.to_string());
+        self
+    }
+
     /// Accept fault-injection commands (tests only).
     pub fn fault_injection(mut self, on: bool) -> Self {
         self.layer.fault_injection = Some(on);
@@ -267,13 +295,14 @@ async fn start(
     hooks: Vec<StartHook>,
     stop: impl Future<Output = ()>,
 ) -> Result<Option<Node>, StartError> {
-    if config.bind.ip().is_unspecified() {
+    if config.bind.ip().is_unspecified() && config.advertise.is_none() {
         return Err(ConfigError::Invalid {
             setting: "bind",
-            reason: "must be an address peers can reach, not 0.0.0.0 or [::]".into(),
+            reason: "is 0.0.0.0 or [::], which peers cannot dial: set `advertise` to the address they reach this node at".into(),
         }
         .into());
     }
+    let admin_gate = admin_gate(&config)?;
     let local_home = LocalHome::open(&config.home)?;
     let shared_home = SharedHome::open(&config.shared_home)?;
     let now_micros = config.wall_clock().now_micros();
@@ -282,7 +311,9 @@ async fn start(
             path: local_home.state(),
             source,
         })?;
-    let (socket, addr) = bind_gossip(config.bind).await?;
+    let (socket, bound) = bind_gossip(config.bind).await?;
+    // What peers dial and gossip about; the sockets stay on `bound`.
+    let addr = config.advertise.unwrap_or(bound);
     let id = NodeId::random();
     let fresh_replica = u64::from_le_bytes(id.as_bytes()[8..].try_into().expect("8 bytes")) | 1;
     let (disk, stored) = Disk::open(&local_home.state().join("consensus.redb"), fresh_replica)?;
@@ -306,7 +337,7 @@ async fn start(
     // The listener comes first, so that peers who see this node up can dial it at once.
     let transport = Transport::start(
         id,
-        addr,
+        bound,
         config.cookie.expose(),
         config.max_message_bytes,
         membership.watch(),
@@ -337,7 +368,7 @@ async fn start(
             return Err(e);
         }
     };
-    tracing::info!(node = %config.name, %id, %addr, incarnation, "node started");
+    tracing::info!(node = %config.name, %id, %addr, %bound, incarnation, "node started");
     let node = Node {
         inner: Arc::new(Inner {
             config,
@@ -354,7 +385,9 @@ async fn start(
             extensions: Default::default(),
             actions: Default::default(),
             views: Default::default(),
+            item_actions: Default::default(),
             stopping: AtomicBool::new(false),
+            admin_gate,
             admin: std::sync::Mutex::new(None),
         }),
     };
@@ -401,6 +434,27 @@ async fn start(
             Ok(None)
         }
     }
+}
+
+/// The admin endpoint's gate, from the settings or the local home's token file; refuses an
+/// endpoint beyond loopback that no token guards, before anything listens.
+fn admin_gate(config: &NodeConfig) -> Result<admin::Gate, StartError> {
+    let Some(addr) = config.admin else {
+        return Ok(admin::Gate::new(None));
+    };
+    let token = match &config.admin_token {
+        Some(token) => Some(token.expose().trim().to_owned()),
+        None => {
+            LocalHome::admin_token_in(&config.home).map_err(|source| StartError::AdminToken {
+                path: config.home.join(LocalHome::ADMIN_TOKEN),
+                source,
+            })?
+        }
+    };
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(StartError::AdminUnprotected { addr });
+    }
+    Ok(admin::Gate::new(token.as_deref()))
 }
 
 /// Binds the UDP gossip socket. For port 0 it picks a port whose TCP twin is free as well, since

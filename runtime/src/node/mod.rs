@@ -3,7 +3,7 @@
 mod admin;
 /// The JSON bodies of the admin endpoint.
 pub mod admin_types {
-    pub use super::admin::{ClusterStatus, ConsensusReport, Faults};
+    pub use super::admin::{AdminStats, ClusterStatus, ConsensusReport, Faults};
 }
 mod builder;
 mod builtin;
@@ -68,7 +68,9 @@ struct Inner {
     extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
     actions: dashmap::DashMap<String, AdminAction>,
     views: dashmap::DashMap<String, AdminAction>,
+    item_actions: dashmap::DashMap<(String, String), AdminItemAction>,
     stopping: AtomicBool,
+    admin_gate: admin::Gate,
     admin: std::sync::Mutex<Option<admin::AdminServer>>,
 }
 
@@ -86,6 +88,18 @@ pub type AdminAction = Arc<
         + Sync,
 >;
 
+/// An operation on one item of an admin view (`POST /{view}/{item}/{action}`, e.g.
+/// `POST /caches/users/flush`), given the item's name; `None` if there is no such item.
+pub type AdminItemAction = Arc<
+    dyn Fn(
+            Node,
+            String,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Option<Result<serde_json::Value, String>>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// Counters from every layer of the node, as served by the admin endpoint's `/stats`.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStats {
@@ -95,6 +109,8 @@ pub struct NodeStats {
     pub transport: TransportCounters,
     /// The consensus group's counters (messages refused, leader changes, ...).
     pub consensus: crate::consensus::GroupStats,
+    /// Requests the admin endpoint refused.
+    pub admin: admin::AdminStats,
     /// Events published on the local bus.
     pub events_published: u64,
     /// Events dropped for full listener queues.
@@ -120,7 +136,8 @@ impl Node {
         &self.inner.config.name
     }
 
-    /// The address the node listens on (TCP and UDP), with the real port if 0 was asked.
+    /// The address peers reach the node at (TCP and UDP): the advertised one if set, else the
+    /// bound one, with the real port if 0 was asked.
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
     }
@@ -203,6 +220,47 @@ impl Node {
         self.inner.views.insert(name.to_owned(), view);
     }
 
+    /// Offers `action` on each item of the admin view `view` as
+    /// `POST /{view}/{item}/{name}` (e.g. `POST /caches/users/flush`).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn demo(node: colony_runtime::Node) {
+    /// use std::sync::Arc;
+    /// node.register_admin_item_action(
+    ///     "queues",
+    ///     "purge",
+    ///     Arc::new(|_node, item: String| {
+    ///         Box::pin(async move { Some(Ok(serde_json::json!({ "purged": item }))) })
+    ///     }),
+    /// );
+    /// # }
+    /// ```
+    pub fn register_admin_item_action(&self, view: &str, name: &str, action: AdminItemAction) {
+        self.inner
+            .item_actions
+            .insert((view.to_owned(), name.to_owned()), action);
+    }
+
+    /// Runs the action `name` on `item` of the admin view `view`: `None` if there is no such
+    /// action, `Some(None)` if there is no such item.
+    pub async fn run_admin_item_action(
+        &self,
+        view: &str,
+        name: &str,
+        item: &str,
+    ) -> Option<Option<Result<serde_json::Value, String>>> {
+        let key = (view.to_owned(), name.to_owned());
+        let action = self.inner.item_actions.get(&key)?.clone();
+        Some(action(self.clone(), item.to_owned()).await)
+    }
+
+    /// Where the admin endpoint listens (the real port if 0 was asked); `None` without one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        let admin = self.inner.admin.lock().expect("admin lock");
+        admin.as_ref().map(admin::AdminServer::addr)
+    }
+
     /// Runs the admin view `name`; `None` if there is none.
     pub async fn run_admin_view(&self, name: &str) -> Option<Result<serde_json::Value, String>> {
         let view = self.inner.views.get(name)?.clone();
@@ -254,6 +312,7 @@ impl Node {
             membership: self.inner.membership.stats(),
             transport: self.inner.transport.counters(),
             consensus: self.inner.group.status().stats,
+            admin: self.inner.admin_gate.stats(),
             events_published: self.inner.events.published(),
             events_dropped: self.inner.events.dropped(),
             tasks: tokio::runtime::Handle::try_current()
