@@ -6,6 +6,8 @@
 
 mod common;
 
+use colony::actors::caches::report::CachesReport;
+use colony::actors::locks::report::LocksReport;
 use colony_runtime::testkit::AdminClient;
 use colony_runtime::{Node, NodeBuilder, StartError};
 use common::serial;
@@ -45,7 +47,7 @@ async fn with_a_token_every_request_but_health_needs_it_and_refusals_are_counted
     );
     http(|| {
         assert!(none.healthy(), "GET /health is open to all");
-        for path in ["cluster", "stats", "locks"] {
+        for path in ["cluster", "stats", "locks", "caches"] {
             assert_eq!(
                 none.get_text(path).unwrap().0,
                 401,
@@ -67,7 +69,7 @@ async fn with_a_token_every_request_but_health_needs_it_and_refusals_are_counted
         let (status, body) = right.post_text("actions/caches.flush").unwrap();
         assert_eq!(status, 200, "{body}");
         let stats = right.stats().unwrap();
-        assert_eq!(stats["admin"]["unauthorized"], 8, "{stats}");
+        assert_eq!(stats["admin"]["unauthorized"], 10, "{stats}");
         assert_eq!(stats["admin"]["read_only_refused"], 0, "{stats}");
     });
     node.shutdown().await;
@@ -152,5 +154,93 @@ async fn an_endpoint_beyond_loopback_without_a_token_is_refused_at_start() {
         assert_eq!(local("wrong").get_text("cluster").unwrap().0, 401);
         assert_eq!(local("from-file").get_text("cluster").unwrap().0, 200);
     });
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_lists_holders_tokens_as_strings_lease_ends_and_waiters() {
+    use colony::actors::locks::LocksExt;
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let node = builder(home.path()).admin_token("t").start().await.unwrap();
+    let lock = node.locks().lock_for_name("reindex").unwrap();
+    let guard = lock.try_lock().await.unwrap().expect("free");
+    let waiting = tokio::spawn({
+        let lock = lock.clone();
+        async move { lock.lock().await }
+    });
+    let admin = client(&node, Some("t"));
+    let report = http(|| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let report: LocksReport = serde_json::from_value(admin.view("locks").unwrap()).unwrap();
+            if report.served.first().is_some_and(|l| !l.waiters.is_empty()) {
+                return report;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no waiter listed: {report:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let served = &report.served[0];
+    assert_eq!(served.name, "n:reindex");
+    assert_eq!(
+        served.token.as_deref(),
+        Some(guard.token().to_string().as_str())
+    );
+    let holder = served.holder.as_ref().expect("a holder");
+    assert_eq!(holder.node, node.id().to_string());
+    assert_eq!(holder.node_name.as_deref(), Some("solo"));
+    let lease = served.lease_ends_in_ms.expect("a lease end");
+    assert!(lease > 0 && lease <= 5_000, "{lease}");
+    assert_eq!(served.waiters.len(), 1);
+    assert_ne!(served.waiters[0].guard, holder.guard);
+    assert_eq!(report.held_by_this_node, 1);
+    let raw = admin.view("locks").unwrap();
+    assert!(raw["served"][0]["token"].is_string(), "{raw}");
+    guard.unlock().await.unwrap();
+    waiting.await.unwrap().unwrap().unlock().await.unwrap();
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_lists_mode_size_and_counters_and_flushes_one_cache_by_name() {
+    use colony::actors::caches::{CacheSettings, CachesExt};
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let node = builder(home.path()).admin_token("t").start().await.unwrap();
+    let users = node
+        .caches()
+        .get_cache::<String, u64>("users", None, CacheSettings::local().max_entries(10))
+        .unwrap();
+    let pinned = node
+        .caches()
+        .get_cache::<String, u64>("pinned", None, CacheSettings::local().flushable(false))
+        .unwrap();
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        users.put(name.into(), i as u64).await.unwrap();
+    }
+    pinned.put("x".into(), 1).await.unwrap();
+    assert_eq!(users.get(&"a".into()).await.unwrap(), Some(0));
+    assert_eq!(users.get(&"zz".into()).await.unwrap(), None);
+    let admin = client(&node, Some("t"));
+    let report: CachesReport =
+        http(|| serde_json::from_value(admin.view("caches").unwrap()).unwrap());
+    let names: Vec<&str> = report.caches.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["pinned", "users"]);
+    let listed = &report.caches[1];
+    assert_eq!(listed.mode, "local");
+    assert_eq!((listed.size, listed.max_entries), (2, Some(10)));
+    assert_eq!((listed.stats.hits, listed.stats.misses), (1, 1));
+    http(|| {
+        let (status, body) = admin.post_text("caches/users/flush").unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(admin.post_text("caches/nosuch/flush").unwrap().0, 404);
+        assert_eq!(admin.post_text("caches/pinned/flush").unwrap().0, 200);
+    });
+    assert_eq!(users.len(), 0, "flushed");
+    assert_eq!(pinned.len(), 1, "not flushable: kept");
     node.shutdown().await;
 }

@@ -106,29 +106,15 @@ impl LockDriver {
         }
     }
 
-    /// The `GET /locks` report: the names this node serves with their holders, tokens, lease
-    /// ends and waiters, and how many of its own guards hold a lock.
-    pub(crate) fn report(&self, now: Instant) -> serde_json::Value {
-        let mut served: Vec<serde_json::Value> = self
-            .table
-            .holds()
-            .map(|(name, holder, token, expires)| {
-                serde_json::json!({
-                    "name": name,
-                    "holder_node": holder.node.to_string(),
-                    "guard": holder.guard,
-                    "token": token,
-                    "lease_ends_in_ms": expires.saturating_duration_since(now).as_millis() as u64,
-                    "waiters": self.table.waiting(name),
-                })
-            })
+    /// The `GET /locks` report.
+    pub(crate) fn report(&self, now: Instant) -> super::report::LocksReport {
+        let names = self
+            .node
+            .members()
+            .into_iter()
+            .map(|m| (m.id, m.name))
             .collect();
-        served.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-        serde_json::json!({
-            "served": served,
-            "names_with_state": self.table.len(),
-            "held_by_this_node": self.holdings.len(),
-        })
+        super::report::LocksReport::of(&self.table, self.holdings.len(), &names, now)
     }
 
     fn apply(&mut self, now: Instant, request: LockRequest, reply: oneshot::Sender<Answer>) {

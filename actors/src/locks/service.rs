@@ -125,7 +125,10 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
         "locks",
         Arc::new(move |_node| {
             let report = report.clone();
-            Box::pin(async move { Ok(report.with(|d| d.report(std::time::Instant::now()))) })
+            Box::pin(async move {
+                let report = report.with(|d| d.report(std::time::Instant::now()));
+                serde_json::to_value(report).map_err(|e| e.to_string())
+            })
         }),
     );
     node.set_extension(Arc::new(Shared {
