@@ -47,7 +47,7 @@ async fn with_a_token_every_request_but_health_needs_it_and_refusals_are_counted
     );
     http(|| {
         assert!(none.healthy(), "GET /health is open to all");
-        for path in ["cluster", "stats", "locks", "caches"] {
+        for path in ["cluster", "stats", "locks", "caches", "metrics"] {
             assert_eq!(
                 none.get_text(path).unwrap().0,
                 401,
@@ -69,7 +69,7 @@ async fn with_a_token_every_request_but_health_needs_it_and_refusals_are_counted
         let (status, body) = right.post_text("actions/caches.flush").unwrap();
         assert_eq!(status, 200, "{body}");
         let stats = right.stats().unwrap();
-        assert_eq!(stats["admin"]["unauthorized"], 10, "{stats}");
+        assert_eq!(stats["admin"]["unauthorized"], 12, "{stats}");
         assert_eq!(stats["admin"]["read_only_refused"], 0, "{stats}");
     });
     node.shutdown().await;
@@ -243,4 +243,108 @@ async fn caches_lists_mode_size_and_counters_and_flushes_one_cache_by_name() {
     assert_eq!(users.len(), 0, "flushed");
     assert_eq!(pinned.len(), 1, "not flushable: kept");
     node.shutdown().await;
+}
+
+/// `GET /metrics` of `node`, parsed as Prometheus text.
+fn scrape(node: &Node, token: &str) -> prometheus_parse::Scrape {
+    let (status, text) = http(|| client(node, Some(token)).get_text("metrics").unwrap());
+    assert_eq!(status, 200, "{text}");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// The value of the sample `metric` whose labels include `labels`.
+fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .unwrap_or_else(|| panic!("no {metric} {labels:?}"));
+    match &sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+        prometheus_parse::Value::Summary(_) => panic!("{metric} is a summary"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_two_nodes_in_one_process_do_not_mix() {
+    use colony::actors::caches::{CacheSettings, CachesExt};
+    use colony::actors::locks::LocksExt;
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let alpha = builder(&home.path().join("alpha"))
+        .name("alpha")
+        .admin_token("t")
+        .start()
+        .await
+        .unwrap();
+    let beta = builder(&home.path().join("beta"))
+        .name("beta")
+        .admin_token("t")
+        .start()
+        .await
+        .unwrap();
+    let guard = alpha
+        .locks()
+        .lock_for_name("m")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap();
+    let cache = alpha
+        .caches()
+        .get_cache::<String, u64>("users", None, CacheSettings::local())
+        .unwrap();
+    cache.put("a".into(), 1).await.unwrap();
+    cache.get(&"a".into()).await.unwrap();
+    cache.get(&"b".into()).await.unwrap();
+    alpha
+        .request_raw(alpha.id(), "node", "echo", b"x".to_vec(), None)
+        .await
+        .unwrap();
+
+    let a = scrape(&alpha, "t");
+    assert!(a.samples.len() > 30, "{} samples", a.samples.len());
+    for sample in &a.samples {
+        assert_eq!(sample.labels.get("node"), Some("alpha"), "{sample:?}");
+    }
+    assert_eq!(value(&a, "colony_members", &[("state", "up")]), 1.0);
+    assert_eq!(value(&a, "colony_quorum", &[]), 1.0);
+    assert!(value(&a, "colony_consensus_term", &[]) >= 1.0);
+    assert!(value(&a, "colony_consensus_commit_index", &[]) >= 1.0);
+    assert_eq!(value(&a, "colony_consensus_is_leader", &[]), 1.0);
+    assert!(value(&a, "colony_consensus_leader_changes_total", &[]) >= 1.0);
+    assert!(value(&a, "colony_transport_requests_total", &[]) >= 1.0);
+    let echo = [("service", "node")];
+    assert_eq!(
+        value(&a, "colony_transport_request_seconds_count", &echo),
+        1.0
+    );
+    assert_eq!(value(&a, "colony_lock_grants_total", &[]), 1.0);
+    assert_eq!(value(&a, "colony_lock_held_guards", &[]), 1.0);
+    let users = [("cache", "users")];
+    assert_eq!(value(&a, "colony_cache_hits_total", &users), 1.0);
+    assert_eq!(value(&a, "colony_cache_misses_total", &users), 1.0);
+    assert_eq!(value(&a, "colony_cache_entries", &users), 1.0);
+
+    let b = scrape(&beta, "t");
+    for sample in &b.samples {
+        assert_eq!(sample.labels.get("node"), Some("beta"), "{sample:?}");
+    }
+    assert_eq!(
+        value(&b, "colony_lock_grants_total", &[]),
+        0.0,
+        "alpha's lock"
+    );
+    assert!(
+        !b.samples
+            .iter()
+            .any(|s| s.metric.starts_with("colony_cache_")),
+        "alpha's cache"
+    );
+    drop(guard);
+    alpha.shutdown().await;
+    beta.shutdown().await;
 }

@@ -55,4 +55,7 @@ pub mod wire;
 
 pub use membership::{Member, MemberEvent, MemberState, NodeId};
 pub use node::admin_types::{AdminStats, ClusterStatus, ConsensusReport, Faults};
-pub use node::{AdminAction, AdminItemAction, Node, NodeBuilder, NodeStats, StartError, StartHook};
+pub use node::{
+    AdminAction, AdminItemAction, MetricsCollector, Node, NodeBuilder, NodeStats, StartError,
+    StartHook,
+};

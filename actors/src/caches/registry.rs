@@ -277,6 +277,25 @@ impl Shared {
         super::report::CachesReport { caches: reports }
     }
 
+    /// Copies every cache's size and counters into the node's recorder (see
+    /// `Node::add_metrics_collector`), labelled by cache.
+    fn metrics(&self) {
+        use metrics::{counter, gauge};
+        for cache in self.report().caches {
+            let name = cache.name;
+            let s = cache.stats;
+            gauge!("colony_cache_entries", "cache" => name.clone()).set(cache.size as f64);
+            counter!("colony_cache_hits_total", "cache" => name.clone()).absolute(s.hits);
+            counter!("colony_cache_misses_total", "cache" => name.clone()).absolute(s.misses);
+            counter!("colony_cache_loads_total", "cache" => name.clone()).absolute(s.loads);
+            counter!("colony_cache_load_failures_total", "cache" => name.clone())
+                .absolute(s.load_failures);
+            counter!("colony_cache_evictions_total", "cache" => name.clone()).absolute(s.evictions);
+            counter!("colony_cache_unacknowledged_total", "cache" => name)
+                .absolute(s.unacknowledged);
+        }
+    }
+
     /// Empties this node's replicated caches: they may have missed changes.
     fn clear_replicated(&self, why: &str) {
         let replicated: Vec<_> = self
@@ -351,8 +370,14 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
     Ok(())
 }
 
-/// `GET /caches` and `POST /caches/{name}/flush` on the admin endpoint.
+/// `GET /caches`, `POST /caches/{name}/flush` and the caches' figures in `/metrics`.
 fn register_admin(node: &Node, shared: &Arc<Shared>) {
+    let measured = Arc::downgrade(shared);
+    node.add_metrics_collector(Arc::new(move |_node| {
+        if let Some(shared) = measured.upgrade() {
+            shared.metrics();
+        }
+    }));
     // Weak: the node keeps its views, and the service keeps the node.
     let reported = Arc::downgrade(shared);
     node.register_admin_view(

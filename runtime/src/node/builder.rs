@@ -369,6 +369,7 @@ async fn start(
         }
     };
     tracing::info!(node = %config.name, %id, %addr, %bound, incarnation, "node started");
+    let metrics = super::metrics::NodeMetrics::new(&config.name);
     let node = Node {
         inner: Arc::new(Inner {
             config,
@@ -388,6 +389,7 @@ async fn start(
             item_actions: Default::default(),
             stopping: AtomicBool::new(false),
             admin_gate,
+            metrics,
             admin: std::sync::Mutex::new(None),
         }),
     };

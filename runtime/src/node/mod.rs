@@ -7,8 +7,10 @@ pub mod admin_types {
 }
 mod builder;
 mod builtin;
+mod metrics;
 
 pub use builder::{NodeBuilder, StartError, StartHook};
+pub use metrics::MetricsCollector;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -71,6 +73,7 @@ struct Inner {
     item_actions: dashmap::DashMap<(String, String), AdminItemAction>,
     stopping: AtomicBool,
     admin_gate: admin::Gate,
+    metrics: metrics::NodeMetrics,
     admin: std::sync::Mutex<Option<admin::AdminServer>>,
 }
 
@@ -261,6 +264,29 @@ impl Node {
         admin.as_ref().map(admin::AdminServer::addr)
     }
 
+    /// Adds `collector` to what `GET /metrics` reports: services built on the runtime (the
+    /// primitives) copy their counters into the node's recorder through it.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn demo(node: colony_runtime::Node, queued: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    /// use std::sync::Arc;
+    /// node.add_metrics_collector(Arc::new(move |_node| {
+    ///     let n = queued.load(std::sync::atomic::Ordering::Relaxed);
+    ///     metrics::gauge!("myapp_queued").set(n as f64);
+    /// }));
+    /// # }
+    /// ```
+    pub fn add_metrics_collector(&self, collector: MetricsCollector) {
+        self.inner.metrics.add_collector(collector);
+    }
+
+    /// This node's metrics in the Prometheus text format, as `GET /metrics` serves them; every
+    /// series is labelled `node="<name>"`.
+    pub fn render_metrics(&self) -> String {
+        self.inner.metrics.render(self)
+    }
+
     /// Runs the admin view `name`; `None` if there is none.
     pub async fn run_admin_view(&self, name: &str) -> Option<Result<serde_json::Value, String>> {
         let view = self.inner.views.get(name)?.clone();
@@ -372,10 +398,14 @@ impl Node {
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, RequestError> {
         let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
-        self.inner
+        let started = std::time::Instant::now();
+        let answer = self
+            .inner
             .transport
             .request(node, service, kind, payload, timeout)
-            .await
+            .await;
+        self.inner.metrics.request_took(service, started.elapsed());
+        answer
     }
 
     /// Sends the same encoded payload to each of `nodes` at once and waits for all of them, at

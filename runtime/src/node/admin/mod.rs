@@ -35,6 +35,7 @@ impl AdminServer {
             .route("/health", get(health))
             .route("/cluster", get(cluster))
             .route("/stats", get(stats))
+            .route("/metrics", get(metrics))
             .route("/actions/{name}", post(action))
             // Other methods on a view's path get 404, as on any path nothing serves.
             .route("/{name}", get(view).fallback(nothing))
@@ -157,6 +158,18 @@ async fn action(State(node): State<Node>, Path(name): Path<String>) -> axum::res
         )
             .into_response(),
     }
+}
+
+async fn metrics(State(node): State<Node>) -> Response {
+    let text = node.render_metrics();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn item_action(
