@@ -43,6 +43,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     let env = from_env(|k| std::env::var(k).ok());
     let layer = args.layer().over(env.over(file));
+    // The node opens its home again at start; opening it here puts the log files in place first.
+    let home = colony_runtime::homes::LocalHome::open(&layer.clone().resolve()?.home)?;
+    let _logs = super::logs::to_stdout_and_files(
+        args.log_format,
+        &home.log(),
+        args.log_rotation,
+        args.log_max_files,
+    )?;
     let mut primitives = Primitives::default();
     if let Some(ms) = layer.lock_lease_ms {
         primitives.locks = LockSettings {
