@@ -447,16 +447,37 @@ fn admin_gate(config: &NodeConfig) -> Result<admin::Gate, StartError> {
     let token = match &config.admin_token {
         Some(token) => Some(token.expose().trim().to_owned()),
         None => {
-            LocalHome::admin_token_in(&config.home).map_err(|source| StartError::AdminToken {
-                path: config.home.join(LocalHome::ADMIN_TOKEN),
-                source,
-            })?
+            let path = config.home.join(LocalHome::ADMIN_TOKEN);
+            let token = LocalHome::admin_token_in(&config.home).map_err(|source| {
+                StartError::AdminToken {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            if token.is_some() {
+                warn_if_readable_by_others(&path);
+            }
+            token
         }
     };
     if token.is_none() && !addr.ip().is_loopback() {
         return Err(StartError::AdminUnprotected { addr });
     }
     Ok(admin::Gate::new(token.as_deref()))
+}
+
+/// A token file others on the machine can read is no secret: say so (the node still starts,
+/// as with any file the operator chose to share).
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the admin token file can be read by other users: chmod 600 it"
+        );
+    }
 }
 
 /// Binds the UDP gossip socket. For port 0 it picks a port whose TCP twin is free as well, since

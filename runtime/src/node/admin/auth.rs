@@ -85,7 +85,10 @@ impl Gate {
                 Verdict::ReadOnly
             };
         };
-        let presented = authorization.and_then(|h| h.strip_prefix(b"Bearer "));
+        // The scheme is case-insensitive (RFC 9110); the token is not.
+        let presented = authorization
+            .filter(|h| h.len() > 7 && h[..7].eq_ignore_ascii_case(b"bearer "))
+            .map(|h| &h[7..]);
         match presented {
             Some(token) if bool::from(digest(token.trim_ascii()).ct_eq(expected)) => Verdict::Allow,
             _ => Verdict::Unauthorized,
@@ -121,7 +124,11 @@ mod tests {
         );
         let right = gate.judge("POST", "/actions/x", Some(b"Bearer s3cret"));
         assert_eq!(right, Verdict::Allow);
-        assert_eq!(gate.stats().unauthorized, 5);
+        let lower = gate.judge("GET", "/stats", Some(b"bearer  s3cret "));
+        assert_eq!(lower, Verdict::Allow);
+        let case = gate.judge("GET", "/stats", Some(b"Bearer S3CRET"));
+        assert_eq!(case, Verdict::Unauthorized);
+        assert_eq!(gate.stats().unauthorized, 6);
         assert_eq!(gate.stats().read_only_refused, 0);
     }
 
