@@ -31,19 +31,22 @@ async fn peers_reach_a_node_at_its_advertised_address_not_its_bound_one() {
     // Bound to every interface, reachable (on Linux's loopback /8) at 127.0.0.2 only as far as
     // peers know: they can reach it through nothing but the advertised address.
     let advertised: SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
-    let a = tokio::spawn(
-        builder(dir.path(), "a")
-            .bind(format!("0.0.0.0:{port}"))
-            .advertise(advertised)
-            .start(),
-    );
-    let b = builder(dir.path(), "b")
-        .bind("127.0.0.1:0")
-        .seeds([advertised])
+    let a = builder(dir.path(), "a")
+        .bind(format!("0.0.0.0:{port}"))
+        .advertise(advertised)
         .start()
         .await
         .unwrap();
-    let a = a.await.unwrap().unwrap();
+    let b = tokio::time::timeout(
+        Duration::from_secs(30),
+        builder(dir.path(), "b")
+            .bind("127.0.0.1:0")
+            .seeds([advertised])
+            .start(),
+    )
+    .await
+    .expect("b joins through a's advertised address")
+    .unwrap();
     assert_eq!(a.addr(), advertised);
     let seen = b
         .members()
@@ -63,6 +66,9 @@ async fn peers_reach_a_node_at_its_advertised_address_not_its_bound_one() {
         echoed, b"hi",
         "b's link to a goes to the advertised address"
     );
+    // The echo crossed b's link to a: both count its bytes.
+    let (sent, read) = (b.stats().transport.bytes_out, a.stats().transport.bytes_in);
+    assert!(sent > 2 && read > 2, "b wrote {sent} bytes, a read {read}");
     b.shutdown().await;
     a.shutdown().await;
 }

@@ -120,6 +120,8 @@ fn runtime_figures(node: &Node) {
     counter!("colony_transport_refused_connections_total").absolute(t.refused_connections);
     counter!("colony_transport_forged_senders_total").absolute(t.forged_senders);
     counter!("colony_transport_link_dials_total").absolute(t.link_dials);
+    counter!("colony_transport_bytes_total", "direction" => "in").absolute(t.bytes_in);
+    counter!("colony_transport_bytes_total", "direction" => "out").absolute(t.bytes_out);
     gauge!("colony_transport_links").set(t.links as f64);
     let group = node.group().status();
     gauge!("colony_consensus_term").set(group.term as f64);
