@@ -145,9 +145,13 @@ fn prepare(
         std::fs::create_dir_all(&path).map_err(fail(path.clone()))?;
     }
     // Creating a directory can succeed on a read-only mount that already has it: write to be sure.
+    // The name is unique per call, not just per process: nodes started at once in one process
+    // share the shared home, and one must not remove the probe of another.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = root
         .join(probe_dir)
-        .join(format!(".colony-write-probe-{}", std::process::id()));
+        .join(format!(".colony-write-probe-{}-{n}", std::process::id()));
     std::fs::write(&probe, b"ok").map_err(fail(root.to_owned()))?;
     std::fs::remove_file(&probe).map_err(fail(root.to_owned()))?;
     Ok(())
@@ -156,6 +160,23 @@ fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn homes_opened_at_once_in_one_process_do_not_trip_over_each_others_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        let opened: Vec<_> = (0..8)
+            .map(|_| {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    (0..50).try_for_each(|_| SharedHome::open(&shared).map(drop))
+                })
+            })
+            .collect();
+        for thread in opened {
+            thread.join().unwrap().unwrap();
+        }
+    }
 
     #[test]
     fn creates_every_subdirectory() {
