@@ -140,7 +140,7 @@ async fn writes_reads_and_events_on_one_node() {
     );
     cache.remove(&k).await.unwrap();
     assert_eq!(cache.get(&k).await.unwrap(), None);
-    cache.remove_all().await;
+    cache.remove_all().await.unwrap();
     assert!(cache.is_empty());
     let kinds: Vec<EntryEventKind> = std::iter::from_fn(|| events.try_recv())
         .map(|e| e.kind)

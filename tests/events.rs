@@ -55,22 +55,33 @@ async fn subscribers_see_down_rejoined_and_left() {
     let victim = cluster.name(1).to_owned();
     let old_id = node.members().iter().find(|m| m.name == victim).unwrap().id;
 
+    let killed = std::time::Instant::now();
     tokio::task::block_in_place(|| cluster.kill(1));
     next_about(&mut sub, &victim, |e| {
         matches!(e, MemberEvent::NodeSuspect(_))
     })
     .await;
+    let suspected = std::time::Instant::now();
     next_about(&mut sub, &victim, |e| matches!(e, MemberEvent::NodeDown(_))).await;
 
+    let restarted = std::time::Instant::now();
     tokio::task::block_in_place(|| cluster.restart(1)).unwrap();
     match next_about(&mut sub, &victim, |e| {
         matches!(e, MemberEvent::NodeRejoined { .. })
     })
     .await
     {
-        MemberEvent::NodeRejoined { member, previous } => {
+        MemberEvent::NodeRejoined {
+            member,
+            previous,
+            lost_for,
+        } => {
             assert_eq!(previous, old_id);
             assert_ne!(member.id, old_id, "a restarted process has a new id");
+            // Lost when this node first suspected it (after the kill), until it came back.
+            let lost_at = std::time::Instant::now() - lost_for;
+            assert!(lost_at >= killed, "{lost_for:?}");
+            assert!(lost_for >= restarted - suspected, "{lost_for:?}");
         }
         other => panic!("{other:?}"),
     }

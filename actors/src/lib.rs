@@ -5,6 +5,7 @@
 //!
 //! - [`locks`]: named and entity locks with fencing tokens, leases, lost-lock signals and quorum.
 //! - [`caches`]: local, invalidation and copy caches with loaders, expiry and statistics.
+//! - [`executor`]: the bucketed executor's cores: which bucket batches run where (being built).
 //! - [`scheduler`]: schedules and misfire planning of the cluster scheduler (being built).
 //!
 //! Every node of a cluster must run the same primitives, since any node may own a lock name:
@@ -12,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod caches;
+pub mod executor;
 pub mod locks;
 pub mod scheduler;
 

@@ -23,7 +23,7 @@
 //! - [`consensus`]: the raft-rs group (sans-IO core, redb store, shell) holding settings,
 //!   liveness epochs and slot ownership; [`ownership`]: which slots a node may serve now.
 //! - [`shell`]: the actor shell every sans-IO core runs in.
-//! - [`events`]: the bounded local event bus.
+//! - [`events`]: the bounded local event bus; [`messaging`]: named channels between nodes.
 //! - [`lifecycle`]: components started after join and stopped before leave.
 //! - [`Node`]: the handle that ties them together, and the admin endpoint.
 //! - `testkit` (feature `testkit`): multi-process clusters with fault injection.
@@ -41,6 +41,7 @@ pub mod events;
 pub mod homes;
 pub mod lifecycle;
 pub mod membership;
+pub mod messaging;
 mod node;
 pub mod ownership;
 pub mod placement;

@@ -71,17 +71,7 @@ pub fn recorded(cluster: &TestCluster, event: &str) -> Vec<Value> {
 }
 
 fn events(cluster: &TestCluster) -> Vec<Value> {
-    cluster
-        .all()
-        .into_iter()
-        .flat_map(|i| {
-            std::fs::read_to_string(cluster.home(i).join("log/cache.jsonl"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect::<Vec<Value>>()
-        })
-        .collect()
+    super::histories(cluster, "log/cache.jsonl")
 }
 
 /// The recorded writes that succeeded, and the reads that returned a value.

@@ -25,6 +25,21 @@ pub fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
+/// Every JSON line of the history file `path` (relative to each node's home), over every node.
+pub fn histories(cluster: &TestCluster, path: &str) -> Vec<serde_json::Value> {
+    cluster
+        .all()
+        .into_iter()
+        .flat_map(|i| {
+            std::fs::read_to_string(cluster.home(i).join(path))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .collect()
+}
+
 pub fn spec(nodes: usize) -> ClusterSpec {
     ClusterSpec::new(env!("CARGO_BIN_EXE_colony"), nodes)
 }

@@ -73,7 +73,9 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     ///
     /// # Errors
     /// [`CacheError::Load`] when the loader fails; nothing is cached then.
+    /// [`CacheError::Maintenance`] while the node is locked for maintenance.
     pub async fn get(&self, key: &K) -> Result<Option<V>, CacheError> {
+        self.usable()?;
         if let Some(v) = self.hit(key) {
             return Ok(Some(v));
         }
@@ -91,13 +93,15 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// The value of `key`, loading it with `supplier` when absent.
     ///
     /// # Errors
-    /// [`CacheError::Load`] when the supplier fails.
+    /// [`CacheError::Load`] when the supplier fails; [`CacheError::Maintenance`] as for
+    /// [`Self::get`].
     pub async fn get_with<F, Fut, E>(&self, key: &K, supplier: F) -> Result<V, CacheError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
         E: std::fmt::Display,
     {
+        self.usable()?;
         if let Some(v) = self.hit(key) {
             return Ok(v);
         }
@@ -172,9 +176,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Stores `value` under `key` on this node and sends the change to the others.
     ///
     /// # Errors
-    /// [`CacheError::Serialize`] or [`CacheError::TooLarge`] for a replicated cache; nothing
-    /// changed then.
+    /// [`CacheError::Serialize`] or [`CacheError::TooLarge`] for a replicated cache;
+    /// [`CacheError::Maintenance`] while the node is locked for maintenance. Nothing changed
+    /// then.
     pub async fn put(&self, key: K, value: V) -> Result<(), CacheError> {
+        self.usable()?;
         let encoded = self.encode_put(&key, &value)?;
         let change = self.begin().await;
         self.inner.loads.changed(&key);
@@ -224,8 +230,10 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     /// Removes `key` here and on every other node.
     ///
     /// # Errors
-    /// [`CacheError::Serialize`] for a key that cannot be encoded.
+    /// [`CacheError::Serialize`] for a key that cannot be encoded; [`CacheError::Maintenance`]
+    /// while the node is locked for maintenance.
     pub async fn remove(&self, key: &K) -> Result<(), CacheError> {
+        self.usable()?;
         let encoded = match self.inner.settings.mode {
             Mode::Local => None,
             _ => Some(self.encode("key", key)?),
@@ -246,7 +254,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     /// Removes every key here and on every other node.
-    pub async fn remove_all(&self) {
+    ///
+    /// # Errors
+    /// [`CacheError::Maintenance`] while the node is locked for maintenance; nothing changed.
+    pub async fn remove_all(&self) -> Result<(), CacheError> {
+        self.usable()?;
         let change = self.begin().await;
         self.inner.loads.changed_all();
         self.inner.store.clear(change.stamp());
@@ -254,6 +266,17 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
             stamp: change.stamp(),
         });
         self.replicate(change, op).await;
+        Ok(())
+    }
+
+    /// Refuses work while the node is locked for maintenance.
+    fn usable(&self) -> Result<(), CacheError> {
+        match self.inner.shared.node.maintenance() {
+            Some(message) => Err(CacheError::Maintenance {
+                message: message.to_owned(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The keys with a value on this node.

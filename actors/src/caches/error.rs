@@ -44,6 +44,13 @@ pub enum CacheError {
         /// The limit.
         limit: usize,
     },
+    /// The node is locked for maintenance (its shared home moved and an update failed; see
+    /// `Node::maintenance`). Nothing was read or changed.
+    #[error("this node is locked for maintenance: {message}")]
+    Maintenance {
+        /// The reason, safe to show anyone.
+        message: String,
+    },
     /// The cache service is not installed on this node (start it with `colony::node()`).
     #[error("the cache service is not installed on this node (start it with colony::node())")]
     NotInstalled,

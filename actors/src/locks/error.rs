@@ -50,6 +50,13 @@ pub enum LockError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The node is locked for maintenance (its shared home moved and an update failed; see
+    /// `Node::maintenance`). Nothing was acquired.
+    #[error("this node is locked for maintenance: {message}")]
+    Maintenance {
+        /// The reason, safe to show anyone.
+        message: String,
+    },
 }
 
 /// Why an unlock did not release a held lock.

@@ -98,6 +98,12 @@ impl ClusterLock {
                 withdraw.op = None;
                 return Err(LockError::ShuttingDown);
             }
+            if let Some(message) = node.maintenance() {
+                withdraw.op = None;
+                return Err(LockError::Maintenance {
+                    message: message.to_owned(),
+                });
+            }
             let op = LockRequest::Acquire {
                 name: self.key.clone(),
                 holder,

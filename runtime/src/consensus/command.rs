@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::exec::{ExecCommand, ExecOutcome};
 use super::jobs::{JobCommand, JobOutcome};
 use super::settings::ClusterSettings;
 
@@ -147,6 +148,8 @@ pub enum Command {
     },
     /// A change to the scheduler's jobs.
     Jobs(JobCommand),
+    /// A change to the bucketed executors' queues.
+    Exec(ExecCommand),
 }
 
 /// What applying a command did.
@@ -175,6 +178,8 @@ pub enum Outcome {
     },
     /// What a job command did.
     Job(JobOutcome),
+    /// What an executor command did.
+    Exec(ExecOutcome),
     /// The command changed nothing.
     Refused(Refusal),
 }

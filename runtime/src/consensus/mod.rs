@@ -13,6 +13,7 @@
 //! # Layout
 //! - [`command`]: the typed protocol of the cluster state ([`Command`], [`Outcome`]).
 //! - [`state`]: the state machine ([`ClusterState`]): liveness epochs, slots, token blocks.
+//! - [`exec`]: the bucketed executors' part ([`exec::ExecTable`]): queues, attempts, dead letters.
 //! - [`jobs`]: the scheduler's part of it ([`jobs::JobTable`]): jobs, fires, run history.
 //! - [`settings`]: the settings every node must share.
 //! - [`log`]: raft-rs's storage, and the changes the shell must persist ([`Persist`]).
@@ -29,6 +30,7 @@ pub mod core;
 mod core_tests;
 pub mod disk;
 mod duties;
+pub mod exec;
 pub mod group;
 pub mod jobs;
 pub mod log;

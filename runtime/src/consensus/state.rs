@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::command::{
     Command, Domain, MAX_TOKEN, MemberInfo, Outcome, Refusal, ReplicaId, SLOTS, TOKEN_BLOCK,
 };
+use super::exec::ExecTable;
 use super::jobs::JobTable;
 use super::settings::ClusterSettings;
 
@@ -76,6 +77,9 @@ pub struct ClusterState {
     /// The scheduler's jobs.
     #[serde(default)]
     pub jobs: JobTable,
+    /// The bucketed executors' queues.
+    #[serde(default)]
+    pub exec: ExecTable,
 }
 
 impl Default for ClusterState {
@@ -97,6 +101,7 @@ impl ClusterState {
                 .collect(),
             next_token: 1,
             jobs: JobTable::default(),
+            exec: ExecTable::default(),
         }
     }
 
@@ -220,6 +225,12 @@ impl ClusterState {
                         })
                     },
                 ))
+            }
+            Command::Exec(command) => {
+                let liveness = &self.liveness;
+                Outcome::Exec(self.exec.apply(command, |r, e| {
+                    liveness.get(&r).is_some_and(|l| l.in_force(e))
+                }))
             }
             Command::Extend {
                 domain,

@@ -3,9 +3,17 @@
 //! The local home holds what belongs to this node alone (`caches/ log/ tmp/ state/`); the shared
 //! home holds what every node of the cluster sees (`config/ data/ plugins/`). The shared home
 //! defaults to `<home>/shared`, but code must always ask the node for either path: operators
-//! mount the shared home elsewhere.
+//! mount the shared home elsewhere. When they move it, the node runs the registered
+//! [`HomeUpdateHandler`]s at its next start (see [`settle`]).
 
 use std::path::{Path, PathBuf};
+
+mod moves;
+
+pub use moves::{
+    HomeUpdate, HomeUpdateError, HomeUpdateHandler, RecordError, STANDARD_MESSAGE, Settled,
+    UpdateFuture, handler_fn, settle,
+};
 
 /// Why a home directory is unusable. Start-up stops; nothing else was started.
 #[derive(Debug, thiserror::Error)]

@@ -104,6 +104,8 @@ struct Record {
     identity: NodeIdentity,
     state: MemberState,
     since: Instant,
+    /// When it was first counted out (suspected, down or left) since it was last up.
+    lost: Option<Instant>,
 }
 
 type Swim = Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>;
@@ -492,11 +494,13 @@ impl MembershipCore {
                 .map(|m| m.id().clone());
             if let Some(identity) = live {
                 self.renamed.remove(&new);
+                let lost_for = self.lost_for(now, &new);
                 let member = self.set(now, &identity, MemberState::Up);
                 self.outputs
                     .push_back(Output::Event(MemberEvent::NodeRejoined {
                         member,
                         previous,
+                        lost_for,
                     }));
             }
         }
@@ -532,9 +536,14 @@ impl MembershipCore {
                         .filter(|r| r.state.is_gone())
                         .map(|_| id.id)
                 });
+                let lost_for = self.lost_for(now, &id.id);
                 let member = self.set(now, &id, MemberState::Up);
                 self.outputs.push_back(Output::Event(match previous {
-                    Some(previous) => MemberEvent::NodeRejoined { member, previous },
+                    Some(previous) => MemberEvent::NodeRejoined {
+                        member,
+                        previous,
+                        lost_for,
+                    },
                     None => MemberEvent::NodeUp(member),
                 }));
             }
@@ -542,6 +551,7 @@ impl MembershipCore {
             OwnedNotification::Rename(old, new) => {
                 self.held_downs.remove(&old.id);
                 self.held_downs.remove(&new.id);
+                let lost_at = self.members.get(&old.id).and_then(|r| r.lost);
                 let old_state = self
                     .members
                     .remove(&old.id)
@@ -554,9 +564,14 @@ impl MembershipCore {
                         .push_back(Output::Event(MemberEvent::NodeRejoined {
                             member,
                             previous: old.id,
+                            lost_for: lost_at.map_or(Duration::ZERO, |at| now - at),
                         }));
                 } else {
                     self.set(now, &new, old_state);
+                    // The new identity is still counted out: since the old one was.
+                    if let (Some(at), Some(record)) = (lost_at, self.members.get_mut(&new.id)) {
+                        record.lost = Some(at);
+                    }
                     self.renamed.insert(new.id, old.id);
                 }
             }
@@ -583,16 +598,26 @@ impl MembershipCore {
         }
     }
 
+    /// How long `id` has been counted out (suspected, down or left); zero if it is not.
+    fn lost_for(&self, now: Instant, id: &NodeId) -> Duration {
+        self.members
+            .get(id)
+            .and_then(|r| r.lost)
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at))
+    }
+
     fn set(&mut self, now: Instant, id: &NodeIdentity, state: MemberState) -> Member {
         self.version += 1;
         let record = self.members.entry(id.id).or_insert_with(|| Record {
             identity: id.clone(),
             state,
             since: now,
+            lost: None,
         });
         record.identity = id.clone();
         record.state = state;
         record.since = now;
+        record.lost = (state != MemberState::Up).then(|| record.lost.unwrap_or(now));
         Member::from_identity(id, state)
     }
 

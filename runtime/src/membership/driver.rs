@@ -171,6 +171,7 @@ impl Shell {
                     self.events.publish(MemberEvent::NodeRejoined {
                         previous: member.id,
                         member,
+                        lost_for: std::time::Duration::ZERO,
                     });
                     tracing::warn!(
                         incarnation = identity.incarnation,

@@ -93,6 +93,10 @@ pub enum MemberEvent {
         member: Member,
         /// The id it had before (differs after a process restart).
         previous: NodeId,
+        /// How long this node had counted it out (suspected, down or left) before seeing it
+        /// back now: it was lost `lost_for` before this event. Zero if it never did (a restart
+        /// noticed only by its new incarnation), and for this node itself.
+        lost_for: std::time::Duration,
     },
 }
 

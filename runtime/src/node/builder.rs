@@ -17,7 +17,7 @@ use crate::consensus::{
     ClusterSettings, Group, GroupConfig, GroupCore, Identity, MemberInfo, ReplicaId,
 };
 use crate::events::Events;
-use crate::homes::{HomeError, LocalHome, SharedHome};
+use crate::homes::{HomeError, HomeUpdateHandler, LocalHome, RecordError, Settled, SharedHome};
 use crate::lifecycle::{Component, ComponentError};
 use crate::membership::{GossipKey, MembershipCore, NodeIdentity, driver, next_incarnation};
 use crate::shell::Shell;
@@ -32,6 +32,9 @@ pub enum StartError {
     /// A home directory cannot be used.
     #[error(transparent)]
     Home(#[from] HomeError),
+    /// The shared home's recorded location cannot be read or written.
+    #[error(transparent)]
+    HomeRecord(#[from] RecordError),
     /// The incarnation could not be recorded in the local home's `state/`.
     #[error("cannot record node state in {path}: {source}")]
     State {
@@ -97,6 +100,7 @@ pub struct NodeBuilder {
     timings: Option<MembershipTimings>,
     components: Vec<Arc<dyn Component>>,
     hooks: Vec<StartHook>,
+    home_updates: Vec<Arc<dyn HomeUpdateHandler>>,
 }
 
 /// A hook run while the node starts, before it joins: see [`NodeBuilder::on_start`].
@@ -227,6 +231,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Adds a handler run when the shared home moved since this node last ran, in the order
+    /// added. If one fails, the node starts locked for maintenance: see
+    /// [`crate::homes::settle`] and [`Node::maintenance`].
+    pub fn home_update_handler(mut self, handler: impl HomeUpdateHandler) -> Self {
+        self.home_updates.push(Arc::new(handler));
+        self
+    }
+
     /// Adds a component; see [`Component`] for the order of calls.
     pub fn component(mut self, component: impl Component) -> Self {
         self.components.push(Arc::new(component));
@@ -285,7 +297,14 @@ impl NodeBuilder {
         stop: impl Future<Output = ()>,
     ) -> Result<Option<Node>, StartError> {
         let config = self.resolve()?;
-        start(config, self.components, self.hooks, stop).await
+        start(
+            config,
+            self.components,
+            self.hooks,
+            &self.home_updates,
+            stop,
+        )
+        .await
     }
 }
 
@@ -293,6 +312,7 @@ async fn start(
     config: NodeConfig,
     components: Vec<Arc<dyn Component>>,
     hooks: Vec<StartHook>,
+    home_updates: &[Arc<dyn HomeUpdateHandler>],
     stop: impl Future<Output = ()>,
 ) -> Result<Option<Node>, StartError> {
     if config.bind.ip().is_unspecified() && config.advertise.is_none() {
@@ -305,6 +325,10 @@ async fn start(
     let admin_gate = admin_gate(&config)?;
     let local_home = LocalHome::open(&config.home)?;
     let shared_home = SharedHome::open(&config.shared_home)?;
+    let maintenance = match crate::homes::settle(&local_home, &shared_home, home_updates).await? {
+        Settled::Locked { message, .. } => Some(message),
+        Settled::First | Settled::Unchanged | Settled::Moved(_) => None,
+    };
     let now_micros = config.wall_clock().now_micros();
     let incarnation =
         next_incarnation(&local_home.state(), now_micros).map_err(|source| StartError::State {
@@ -343,10 +367,14 @@ async fn start(
         membership.watch(),
     )
     .await?;
-    if let Err(e) = transport.register(
-        builtin::SERVICE,
-        Arc::new(builtin::NodeService::new(membership.clone())),
-    ) {
+    let (messaging, receiver) = crate::messaging::service(membership.clone());
+    let registered = transport
+        .register(
+            builtin::SERVICE,
+            Arc::new(builtin::NodeService::new(membership.clone())),
+        )
+        .and_then(|()| transport.register(crate::messaging::SERVICE, receiver));
+    if let Err(e) = registered {
         transport.stop();
         return Err(e.into());
     }
@@ -390,6 +418,8 @@ async fn start(
             stopping: AtomicBool::new(false),
             admin_gate,
             metrics,
+            maintenance,
+            messaging,
             admin: std::sync::Mutex::new(None),
         }),
     };
@@ -603,6 +633,16 @@ async fn wait_for_group(node: &Node) -> Result<(), StartError> {
 }
 
 async fn start_components(node: &Node) -> Result<(), ComponentError> {
+    // A locked node stays up for operators to see, but runs none of the application: its
+    // primitives would refuse the components' work anyway.
+    if let Some(message) = node.maintenance() {
+        tracing::error!(
+            message,
+            components = node.inner.components.len(),
+            "locked for maintenance: components not started"
+        );
+        return Ok(());
+    }
     for component in &node.inner.components {
         tracing::info!(component = component.name(), "starting component");
         component.on_start(node).await?;

@@ -74,6 +74,9 @@ struct Inner {
     stopping: AtomicBool,
     admin_gate: admin::Gate,
     metrics: metrics::NodeMetrics,
+    /// Set when a shared-home move failed at start: see [`Node::maintenance`].
+    maintenance: Option<String>,
+    messaging: Arc<crate::messaging::MessagingState>,
     admin: std::sync::Mutex<Option<admin::AdminServer>>,
 }
 
@@ -465,6 +468,19 @@ impl Node {
                 return;
             }
         }
+    }
+
+    /// This node's cluster channels: see [`crate::messaging`].
+    pub fn messaging(&self) -> crate::messaging::Messaging {
+        self.inner.messaging.handle(self.clone())
+    }
+
+    /// Why this node is locked for maintenance, if it is: the shared home moved and an update
+    /// handler failed at start (see [`crate::homes::settle`]). The message is safe to show
+    /// anyone. Primitives refuse work while it is set; a restart with the old location or a
+    /// successful retry of the move clears it.
+    pub fn maintenance(&self) -> Option<&str> {
+        self.inner.maintenance.as_deref()
     }
 
     /// Whether [`Node::shutdown`] has begun: services refuse new work from then on.

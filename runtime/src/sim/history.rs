@@ -203,7 +203,7 @@ impl History {
         old: NodeId,
     ) -> impl Iterator<Item = (Duration, SocketAddr)> {
         self.events().filter_map(move |(at, node, event)| {
-            matches!(event, MemberEvent::NodeRejoined { member, previous }
+            matches!(event, MemberEvent::NodeRejoined { member, previous, .. }
                 if member.id == new && *previous == old)
             .then_some((at, node))
         })

@@ -64,6 +64,7 @@ pub(crate) struct TransportStats {
     pub requests: AtomicU64,
     pub request_failures: AtomicU64,
     pub link_requests: AtomicU64,
+    pub local_requests: AtomicU64,
     pub link_dials: AtomicU64,
     pub refused_connections: AtomicU64,
     /// Link bytes read (frames from peers) and written (frames to peers), after the handshake.
@@ -88,6 +89,8 @@ pub struct TransportCounters {
     pub busy: u64,
     /// Requests this node wrote on a link to another node (its requests to itself take none).
     pub link_requests: u64,
+    /// Requests this node sent to its own services (they take no link).
+    pub local_requests: u64,
     /// Peers this node has an open link to.
     pub links: usize,
     /// Link dial attempts (each side dials its own).
@@ -255,6 +258,7 @@ impl Transport {
             bad_requests: g.bad_requests.load(Ordering::Relaxed),
             busy: g.busy.load(Ordering::Relaxed),
             link_requests: s.link_requests.load(Ordering::Relaxed),
+            local_requests: s.local_requests.load(Ordering::Relaxed),
             links: self.inner.links.open(),
             link_dials: s.link_dials.load(Ordering::Relaxed),
             refused_connections: s.refused_connections.load(Ordering::Relaxed),

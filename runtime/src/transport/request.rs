@@ -239,6 +239,10 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Vec<u8>, RequestError> {
         let answer = if node == self.local() {
+            self.inner
+                .stats
+                .local_requests
+                .fetch_add(1, Ordering::Relaxed);
             let Some(dispatcher) = self.inner.services.get(service).map(|d| d.clone()) else {
                 return Err(RequestError::UnknownService {
                     node,

@@ -182,10 +182,10 @@ impl CacheHammer {
             {
                 // The system of record keeps its values: every node loads them again.
                 let start_us = wall_us();
-                cache.remove_all().await;
+                let result = cache.remove_all().await;
                 history.record(&json!({
                     "event": "remove_all", "node": node.name(),
-                    "start_us": start_us, "end_us": wall_us(),
+                    "start_us": start_us, "end_us": wall_us(), "ok": result.is_ok(),
                 }));
             }
             tokio::time::sleep(Duration::from_millis(self.write_every_ms)).await;

@@ -3,6 +3,7 @@
 //! so that checkers can judge the run afterwards.
 
 mod cache_hammer;
+mod chatter;
 mod history;
 mod lock_hammer;
 mod lock_probe;
@@ -24,6 +25,8 @@ pub enum Workload {
     LockProbe(lock_probe::LockProbe),
     /// Writers and a reader on one replicated cache.
     CacheHammer(cache_hammer::CacheHammer),
+    /// Numbered messages on one cluster channel, published and received.
+    Chatter(chatter::Chatter),
 }
 
 impl Workload {
@@ -38,6 +41,7 @@ impl Workload {
             Workload::LockHammer(w) => w.run(node).await,
             Workload::LockProbe(w) => w.run(node).await,
             Workload::CacheHammer(w) => w.run(node).await,
+            Workload::Chatter(w) => w.run(node).await,
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "workload failed");

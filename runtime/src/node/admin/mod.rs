@@ -109,7 +109,12 @@ async fn nothing() -> StatusCode {
 
 async fn health(State(node): State<Node>) -> impl IntoResponse {
     let state = node.local().state;
-    if state.is_up() {
+    if let Some(message) = node.maintenance() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("locked for maintenance: {message}\n"),
+        )
+    } else if state.is_up() {
         (StatusCode::OK, "up\n".to_string())
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{state}\n"))

@@ -24,6 +24,9 @@ pub struct ClusterStatus {
     pub members: Vec<Member>,
     /// The consensus group as this node sees it.
     pub consensus: ConsensusReport,
+    /// Why this node is locked for maintenance, if it is (see `Node::maintenance`).
+    #[serde(default)]
+    pub maintenance: Option<String>,
 }
 
 /// The consensus group in `GET /cluster`. Member ids are hexadecimal strings (they exceed the
@@ -121,6 +124,7 @@ impl ClusterStatus {
             cluster_size: node.config().cluster_size,
             members: node.members(),
             consensus: ConsensusReport::of(node),
+            maintenance: node.maintenance().map(str::to_owned),
         }
     }
 }

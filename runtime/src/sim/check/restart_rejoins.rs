@@ -35,7 +35,7 @@ pub fn check(history: &History, bound: Duration) -> Vec<Violation> {
             tells: |event: &MemberEvent| {
                 matches!(
                     event,
-                    MemberEvent::NodeRejoined { member, previous }
+                    MemberEvent::NodeRejoined { member, previous, .. }
                         if member.id == new.id && *previous == old.id
                 )
             },

@@ -1,0 +1,741 @@
+//! Which bucket batches this node runs, with no IO.
+//!
+//! The queues are cluster state ([`colony_runtime::consensus::exec`]). A bucket belongs to a
+//! slot of the executor domain ([`bucket_slot`]); the consensus group gives each slot to one
+//! node, and [`Ownership`] says when this node may act on it. While it may, this node takes up
+//! to `batch_size` due tasks from the head of each bucket of its slots, draws a fencing token
+//! from the slot's block and asks the shell to run the batch ([`Output::Start`]), at most one
+//! batch per bucket and at most the executor's concurrency limit at once. A batch ends with a
+//! [`Command::Exec`] `Done` the shell proposes; until that applies, the bucket stays busy here.
+//!
+//! # Safety argument
+//! - A batch runs only while this node's entitlement lasts: every batch (and dead-letter call)
+//!   carries the entitlement's end as its deadline, moved by [`Output::Extend`] as heartbeats
+//!   extend it, and is cancelled ([`Output::Cancel`]) when it ends or the slot is dropped. A
+//!   next owner serves the slot only after that entitlement ended (revocation) or after this
+//!   node handed the slot over, which it does only once no batch of the slot is in process.
+//! - Tokens come from the slot's block, above every block before it: they strictly increase per
+//!   bucket across owners, with no clock involved.
+//! - Failures, dead letters and retries are decided from the replicated attempt count, so a
+//!   bucket that moves keeps its count; only the backoff wait is local.
+//!
+//! # Driving it
+//! Feed one input (`configure`, `remove`, `set_group`, `received`, `finished`,
+//! `dead_lettered`, `proposed`, `handle_timeout`), then drain [`ExecutorCore::poll_output`],
+//! then sleep until [`ExecutorCore::poll_timeout`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use colony_runtime::consensus::exec::{BatchOutcome, ExecCommand};
+use colony_runtime::consensus::{
+    ClusterState, Command, Domain, Entitlement, Outcome, Phase, ReplicaId,
+};
+use colony_runtime::ownership::{Change, Ownership, SlotView, slot_of};
+use serde_bytes::ByteBuf;
+
+use super::config::ExecutorSettings;
+
+/// The slot of a bucket of an executor: the same on every node.
+///
+/// # Examples
+/// ```
+/// use colony_actors::executor::bucket_slot;
+/// assert_eq!(bucket_slot("mail", "user-7"), bucket_slot("mail", "user-7"));
+/// assert!(bucket_slot("mail", "user-7") < colony_runtime::consensus::SLOTS);
+/// ```
+pub fn bucket_slot(executor: &str, bucket: &str) -> u16 {
+    let mut key = Vec::with_capacity(executor.len() + 1 + bucket.len());
+    key.extend_from_slice(executor.as_bytes());
+    key.push(0);
+    key.extend_from_slice(bucket.as_bytes());
+    slot_of(&key)
+}
+
+/// The time of an input: this node's monotonic clock, and its wall clock in UTC milliseconds
+/// (only compared with the tasks' not-before times, which are labels, never safety).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// The monotonic clock.
+    pub at: Instant,
+    /// The wall clock, UTC milliseconds.
+    pub wall_ms: u64,
+}
+
+/// Something the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Output {
+    /// Run the processor on `tasks` (`first..=through` of the bucket), with `token`; drop the
+    /// call at `deadline` unless an [`Output::Extend`] moves it. Then call
+    /// [`ExecutorCore::finished`].
+    Start {
+        /// The executor.
+        executor: String,
+        /// The bucket.
+        bucket: String,
+        /// The batch's fencing token.
+        token: u64,
+        /// The first task's number.
+        first: u64,
+        /// The last task's number.
+        through: u64,
+        /// This attempt on the head, from 1.
+        attempt: u32,
+        /// The tasks, in order.
+        tasks: Vec<ByteBuf>,
+        /// When this node's entitlement ends.
+        deadline: Instant,
+    },
+    /// Give `tasks` to the dead-letter handler, under the same deadline rule; then call
+    /// [`ExecutorCore::dead_lettered`].
+    DeadLetter {
+        /// The executor.
+        executor: String,
+        /// The bucket.
+        bucket: String,
+        /// The batch's token.
+        token: u64,
+        /// The tasks, in order.
+        tasks: Vec<ByteBuf>,
+        /// When this node's entitlement ends.
+        deadline: Instant,
+    },
+    /// The batch with `token` may run until `deadline` now.
+    Extend {
+        /// The executor.
+        executor: String,
+        /// The bucket.
+        bucket: String,
+        /// The batch's token.
+        token: u64,
+        /// The new deadline.
+        deadline: Instant,
+    },
+    /// Stop the batch with `token` now (its result is ignored): drop the call before acting on
+    /// any later output, since a hand-over may follow.
+    Cancel {
+        /// The executor.
+        executor: String,
+        /// The bucket.
+        bucket: String,
+        /// The batch's token.
+        token: u64,
+    },
+    /// Propose `command` to the group, then call [`ExecutorCore::proposed`] with the result.
+    Propose(Command),
+    /// Tell `to` that it may serve `slot` (an empty hand-over: the queues are in the log).
+    /// Sent again until the group records it.
+    HandOver {
+        /// The next owner.
+        to: ReplicaId,
+        /// The slot.
+        slot: u16,
+        /// The next owner's generation.
+        generation: u64,
+    },
+}
+
+/// Where a batch stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// The processor runs.
+    Processing,
+    /// The dead-letter handler runs.
+    DeadLettering,
+    /// Its `Done` is proposed, or is proposed again at `retry_at` after a failure.
+    Reporting {
+        done: Command,
+        retry_at: Option<Instant>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Batch {
+    slot: u16,
+    token: u64,
+    first: u64,
+    through: u64,
+    step: Step,
+}
+
+impl Batch {
+    /// Whether a side effect of the batch may be under way.
+    fn in_process(&self) -> bool {
+        !matches!(self.step, Step::Reporting { .. })
+    }
+}
+
+/// A bucket and its executor.
+type Key = (String, String);
+
+/// A slot this node hands over once its batches end.
+#[derive(Debug, Clone, Copy)]
+struct Handing {
+    to: ReplicaId,
+    generation: u64,
+    /// When to send it (again).
+    send_at: Instant,
+}
+
+/// Timing of the core.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreConfig {
+    /// How often a hand-over is sent again while the group has not recorded it.
+    pub resend: Duration,
+    /// The wait before a `Done` whose proposal failed is proposed again: long enough that a
+    /// group with no leader is not asked in a loop.
+    pub retry: Duration,
+}
+
+/// The executors of one node. See the module doc.
+///
+/// # Examples
+/// One batch, end to end: a node that owns every slot runs the head of a bucket, reports it,
+/// and runs the next once the group applied the report.
+/// ```
+/// use std::sync::Arc;
+/// use std::time::{Duration, Instant};
+/// use colony_actors::executor::{CoreConfig, ExecutorCore, ExecutorSettings, Now, Output};
+/// use colony_runtime::consensus::exec::{ExecCommand, NewTask};
+/// use colony_runtime::consensus::{
+///     ClusterState, Command, Domain, Entitlement, MemberInfo, ReplicaId, SLOTS,
+/// };
+///
+/// let me = ReplicaId(1);
+/// let mut state = ClusterState::new();
+/// let info = MemberInfo { name: "n1".into(), addr: "127.0.0.1:1".parse().unwrap(), incarnation: 1 };
+/// state.apply(&Command::Register { replica: me, info });
+/// for slot in 0..SLOTS {
+///     state.apply(&Command::Assign { domain: Domain::Locks, slot, generation: 0, to: me });
+/// }
+/// state.apply(&Command::Exec(ExecCommand::Submit {
+///     executor: "mail".into(),
+///     submitter: (me, 1),
+///     seq: 1,
+///     bound: 100,
+///     tasks: vec![NewTask::new("user-7", b"a".to_vec(), 0), NewTask::new("user-7", b"b".to_vec(), 0)],
+/// }));
+///
+/// let t0 = Instant::now();
+/// let now = Now { at: t0, wall_ms: 1_800_000_000_000 };
+/// let entitlement = Some(Entitlement { epoch: 1, until: t0 + Duration::from_secs(5) });
+/// let config = CoreConfig { resend: Duration::from_millis(300), retry: Duration::from_millis(200) };
+/// let mut core = ExecutorCore::new(me, Domain::Locks, config);
+/// core.configure(now, "mail", ExecutorSettings::default());
+/// core.set_group(now, Arc::new(state.clone()), Some(1), entitlement);
+/// let Some(Output::Start { token, tasks, .. }) = core.poll_output() else { panic!() };
+/// assert_eq!(tasks, [serde_bytes::ByteBuf::from(b"a".to_vec())]);
+///
+/// // The processor succeeded: propose the Done, apply it, hand the core the new state.
+/// core.finished(now, "mail", "user-7", token, true);
+/// let Some(Output::Propose(done)) = core.poll_output() else { panic!() };
+/// let outcome = state.apply(&done);
+/// core.proposed(now, &done, Some(&outcome));
+/// core.set_group(now, Arc::new(state), Some(1), entitlement);
+/// let Some(Output::Start { tasks, token: next, .. }) = core.poll_output() else { panic!() };
+/// assert_eq!(tasks, [serde_bytes::ByteBuf::from(b"b".to_vec())]);
+/// assert!(next > token);
+/// ```
+#[derive(Debug)]
+pub struct ExecutorCore {
+    config: CoreConfig,
+    own: Ownership,
+    state: Arc<ClusterState>,
+    entitlement: Option<Entitlement>,
+    executors: BTreeMap<String, ExecutorSettings>,
+    batches: BTreeMap<Key, Batch>,
+    /// Per bucket: the head that failed, and when it may be tried again.
+    backoff: BTreeMap<Key, (u64, Instant)>,
+    /// Per executor: the bucket started last; the next search starts after it.
+    cursor: BTreeMap<String, String>,
+    handing: BTreeMap<u16, Handing>,
+    /// When the earliest head that is not yet due becomes due.
+    due: Option<Instant>,
+    outputs: VecDeque<Output>,
+}
+
+impl ExecutorCore {
+    /// A core for member `me`, serving the slots of `domain`.
+    pub fn new(me: ReplicaId, domain: Domain, config: CoreConfig) -> Self {
+        ExecutorCore {
+            config,
+            own: Ownership::new(me, domain),
+            state: Arc::new(ClusterState::new()),
+            entitlement: None,
+            executors: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            cursor: BTreeMap::new(),
+            handing: BTreeMap::new(),
+            due: None,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// Buckets of `executor` in process on this node (processor or dead-letter handler).
+    pub fn in_process(&self, executor: &str) -> usize {
+        self.batches
+            .iter()
+            .filter(|((e, _), b)| e == executor && b.in_process())
+            .count()
+    }
+
+    /// Which slots this node serves, as it stands.
+    pub fn ownership(&self) -> &Ownership {
+        &self.own
+    }
+
+    /// The next output.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the next deadline is: an entitlement end with batches in process, a backoff, a
+    /// task becoming due, a hand-over to send, or a `Done` to propose again.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let end = self
+            .entitlement
+            .filter(|_| self.batches.values().any(Batch::in_process))
+            .map(|e| e.until);
+        let backoff = self.backoff.values().map(|(_, until)| *until).min();
+        let handing = self.handing.values().map(|h| h.send_at).min();
+        let retry = self
+            .batches
+            .values()
+            .filter_map(|b| match b.step {
+                Step::Reporting { retry_at, .. } => retry_at,
+                _ => None,
+            })
+            .min();
+        [end, backoff, handing, retry, self.due]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    // ---- named commands ----
+
+    /// Runs `executor` on this node with `settings` (replacing earlier settings).
+    pub fn configure(&mut self, now: Now, executor: &str, settings: ExecutorSettings) {
+        self.executors.insert(executor.to_owned(), settings);
+        self.pump(now);
+    }
+
+    /// Stops running `executor` on this node: its batches in process are cancelled.
+    pub fn remove(&mut self, now: Now, executor: &str) {
+        if self.executors.remove(executor).is_none() {
+            return;
+        }
+        self.cancel_where(|(e, _), _| e == executor);
+        self.backoff.retain(|(e, _), _| e != executor);
+        self.cursor.remove(executor);
+        self.pump(now);
+    }
+
+    // ---- inputs ----
+
+    /// The group's state as this node applied it, and this node's epoch and entitlement.
+    pub fn set_group(
+        &mut self,
+        now: Now,
+        state: Arc<ClusterState>,
+        epoch: Option<u64>,
+        entitlement: Option<Entitlement>,
+    ) {
+        self.state = state;
+        let before = std::mem::replace(&mut self.entitlement, entitlement);
+        for change in self.own.update(&self.state, epoch) {
+            match change {
+                // The queues are in the log: a slot carries nothing else.
+                Change::ServeFresh { .. } => {}
+                Change::Resume { slot } | Change::Handed { slot } => {
+                    self.handing.remove(&slot);
+                }
+                Change::HandOver {
+                    slot,
+                    to,
+                    generation,
+                } => {
+                    self.handing.insert(
+                        slot,
+                        Handing {
+                            to,
+                            generation,
+                            send_at: now.at,
+                        },
+                    );
+                }
+                Change::Drop { slot } => {
+                    self.handing.remove(&slot);
+                    self.cancel_where(|_, b| b.slot == slot);
+                }
+            }
+        }
+        // Heartbeats move the entitlement's end: so do the deadlines of batches in process.
+        if let (Some(old), Some(new)) = (before, entitlement)
+            && old.epoch == new.epoch
+            && new.until > old.until
+        {
+            for ((executor, bucket), b) in &self.batches {
+                if b.in_process() {
+                    self.outputs.push_back(Output::Extend {
+                        executor: executor.clone(),
+                        bucket: bucket.clone(),
+                        token: b.token,
+                        deadline: new.until,
+                    });
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// The previous owner of `slot` handed it over for `generation`. Returns whether this node
+    /// awaited it (else the sender tries again).
+    pub fn received(&mut self, now: Now, slot: u16, generation: u64) -> bool {
+        // No lease travels with it: the previous owner's batches ended before it sent.
+        let taken = self.own.received(&self.state, slot, generation, now.at);
+        self.pump(now);
+        taken
+    }
+
+    /// The processor finished the batch with `token`: succeeded or not.
+    pub fn finished(&mut self, now: Now, executor: &str, bucket: &str, token: u64, ok: bool) {
+        let Some(b) = self.batch(executor, bucket, token, &Step::Processing) else {
+            return;
+        };
+        let first = b.first;
+        let max = self.executors.get(executor).map_or(1, |s| s.max_attempts);
+        let attempts = self.head_attempts(executor, bucket, first);
+        if ok || attempts.is_none_or(|a| a + 1 < max) {
+            let outcome = if ok {
+                BatchOutcome::Succeeded
+            } else {
+                BatchOutcome::Failed
+            };
+            self.report(executor, bucket, outcome);
+        } else {
+            self.dead_letter(executor, bucket, now.at);
+        }
+        self.pump(now);
+    }
+
+    /// The dead-letter handler took the batch with `token`.
+    pub fn dead_lettered(&mut self, now: Now, executor: &str, bucket: &str, token: u64) {
+        if self
+            .batch(executor, bucket, token, &Step::DeadLettering)
+            .is_some()
+        {
+            self.report(executor, bucket, BatchOutcome::DeadLettered);
+        }
+        self.pump(now);
+    }
+
+    /// A command from [`Output::Propose`] was applied (`Some`), or failed (`None`): a `Done`
+    /// is proposed again after [`CoreConfig::retry`], the ownership's commands on the next
+    /// state. A batch ends once the state from [`ExecutorCore::set_group`] shows its `Done`,
+    /// not on this answer: the answer may come before the state that includes it, and a batch
+    /// started from the older state would run the same tasks again.
+    pub fn proposed(&mut self, now: Now, command: &Command, outcome: Option<&Outcome>) {
+        if outcome.is_some() {
+            return;
+        }
+        self.own.proposal_failed(command);
+        let retry_at = now.at + self.config.retry;
+        if let Command::Exec(ExecCommand::Done {
+            executor, bucket, ..
+        }) = command
+            && let Some(b) = self.batch_mut(executor, bucket)
+            && let Step::Reporting { done, retry_at: at } = &mut b.step
+            && done == command
+        {
+            *at = Some(retry_at);
+        }
+    }
+
+    /// Cancels batches whose entitlement ended, and starts what is due.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.pump(now);
+    }
+
+    // ---- the work ----
+
+    /// The batch of a bucket with `token`, if it is at `step`.
+    fn batch(&self, executor: &str, bucket: &str, token: u64, step: &Step) -> Option<&Batch> {
+        self.batches
+            .get(&(executor.to_owned(), bucket.to_owned()))
+            .filter(|b| b.token == token && &b.step == step)
+    }
+
+    fn batch_mut(&mut self, executor: &str, bucket: &str) -> Option<&mut Batch> {
+        self.batches
+            .get_mut(&(executor.to_owned(), bucket.to_owned()))
+    }
+
+    /// Failed attempts on a bucket's head, if `first` is still its head.
+    fn head_attempts(&self, executor: &str, bucket: &str, first: u64) -> Option<u32> {
+        let b = self.state.exec.bucket(executor, bucket)?;
+        (b.tasks.front()?.id == first).then_some(b.attempts)
+    }
+
+    /// Moves a bucket's batch to proposing its `Done`.
+    fn report(&mut self, executor: &str, bucket: &str, outcome: BatchOutcome) {
+        let Some(b) = self.batch_mut(executor, bucket) else {
+            return;
+        };
+        let done = Command::Exec(ExecCommand::Done {
+            executor: executor.to_owned(),
+            bucket: bucket.to_owned(),
+            first: b.first,
+            through: b.through,
+            token: b.token,
+            outcome,
+        });
+        b.step = Step::Reporting {
+            done: done.clone(),
+            retry_at: None,
+        };
+        self.outputs.push_back(Output::Propose(done));
+    }
+
+    /// Moves a bucket's batch to the dead-letter handler.
+    fn dead_letter(&mut self, executor: &str, bucket: &str, deadline: Instant) {
+        let Some(b) = self.batch_mut(executor, bucket) else {
+            return;
+        };
+        b.step = Step::DeadLettering;
+        let (token, through) = (b.token, b.through);
+        let tasks = self
+            .state
+            .exec
+            .bucket(executor, bucket)
+            .into_iter()
+            .flat_map(|q| q.tasks.iter())
+            .take_while(|t| t.id <= through)
+            .map(|t| t.bytes.clone())
+            .collect();
+        self.outputs.push_back(Output::DeadLetter {
+            executor: executor.to_owned(),
+            bucket: bucket.to_owned(),
+            token,
+            tasks,
+            deadline: self.entitlement.map_or(deadline, |e| e.until),
+        });
+    }
+
+    /// Cancels the batches in process that `which` picks.
+    fn cancel_where(&mut self, which: impl Fn(&Key, &Batch) -> bool) {
+        cancel(&mut self.batches, &mut self.outputs, which);
+    }
+
+    /// Brings everything in line with the time, the state and the entitlement: cancels what
+    /// may no longer run, proposes again what failed, hands over idle slots, starts batches.
+    fn pump(&mut self, now: Now) {
+        let entitled = self.entitlement.filter(|e| e.until > now.at);
+        let own = &self.own;
+        cancel(&mut self.batches, &mut self.outputs, |_, b| {
+            !may_run(own, b.slot, now.at, entitled)
+        });
+        for c in self.own.proposals(entitled) {
+            self.outputs.push_back(Output::Propose(c));
+        }
+        for b in self.batches.values_mut() {
+            if let Step::Reporting { done, retry_at } = &mut b.step
+                && retry_at.is_some_and(|at| at <= now.at)
+            {
+                *retry_at = None;
+                self.outputs.push_back(Output::Propose(done.clone()));
+            }
+        }
+        self.settle(now.at);
+        self.hand_over(now.at);
+        // Backoffs of heads that moved on are done with.
+        let exec = &self.state.exec;
+        self.backoff.retain(|(e, b), (head, until)| {
+            *until > now.at
+                && exec
+                    .bucket(e, b)
+                    .and_then(|q| q.tasks.front())
+                    .map(|t| t.id)
+                    == Some(*head)
+        });
+        self.due = None;
+        if entitled.is_some() {
+            let executors: Vec<String> = self.executors.keys().cloned().collect();
+            for executor in executors {
+                self.start(now, &executor, entitled);
+            }
+        }
+    }
+
+    /// Ends the batches whose `Done` the state shows: the bucket's head moved on, or the bucket
+    /// recorded a report with this batch's token or a later one (a failure: the head waits out
+    /// its backoff here).
+    fn settle(&mut self, now: Instant) {
+        let exec = &self.state.exec;
+        let mut failed = Vec::new();
+        self.batches.retain(|(e, bucket), b| {
+            if b.in_process() {
+                return true;
+            }
+            let queue = exec.bucket(e, bucket);
+            let at_head = queue.and_then(|q| q.tasks.front()).map(|t| t.id) == Some(b.first);
+            let applied = !at_head || queue.is_some_and(|q| q.reported >= b.token);
+            if applied && at_head {
+                let attempts = queue.map_or(0, |q| q.attempts);
+                failed.push(((e.clone(), bucket.clone()), b.first, attempts));
+            }
+            !applied
+        });
+        for (key, first, attempts) in failed {
+            let wait = self
+                .executors
+                .get(&key.0)
+                .map_or(Duration::ZERO, |s| s.backoff.after(attempts));
+            self.backoff.insert(key, (first, now + wait));
+        }
+    }
+
+    /// Sends the hand-overs of slots with no batch left.
+    fn hand_over(&mut self, now: Instant) {
+        for (slot, h) in &mut self.handing {
+            let busy = self.batches.values().any(|b| b.slot == *slot);
+            if !busy && h.send_at <= now {
+                h.send_at = now + self.config.resend;
+                self.outputs.push_back(Output::HandOver {
+                    to: h.to,
+                    slot: *slot,
+                    generation: h.generation,
+                });
+            }
+        }
+    }
+
+    /// Starts batches of `executor` up to its limit, from the bucket after the last started.
+    fn start(&mut self, now: Now, executor: &str, entitled: Option<Entitlement>) {
+        let Some(settings) = self.executors.get(executor).copied() else {
+            return;
+        };
+        let live = self
+            .state
+            .liveness
+            .values()
+            .filter(|l| l.phase != Phase::Ended)
+            .count();
+        let limit = settings.concurrency.limit(live);
+        let mut running = self.in_process(executor);
+        if running >= limit {
+            return;
+        }
+        let state = Arc::clone(&self.state);
+        let cursor = self.cursor.get(executor).cloned().unwrap_or_default();
+        let queues = state.exec.executors.get(executor);
+        let after = queues.into_iter().flat_map(|q| {
+            q.buckets
+                .range::<str, _>((Bound::Excluded(cursor.as_str()), Bound::Unbounded))
+        });
+        let before = queues.into_iter().flat_map(|q| {
+            q.buckets
+                .range::<str, _>((Bound::Unbounded, Bound::Included(cursor.as_str())))
+        });
+        for (bucket, queue) in after.chain(before) {
+            let key = (executor.to_owned(), bucket.clone());
+            let slot = bucket_slot(executor, bucket);
+            if self.batches.contains_key(&key) || !self.own.may_serve(slot, now.at, entitled) {
+                continue;
+            }
+            if let Some((_, until)) = self.backoff.get(&key) {
+                earliest(&mut self.due, *until);
+                continue;
+            }
+            let Some(head) = queue.tasks.front() else {
+                continue;
+            };
+            if head.not_before_ms > now.wall_ms {
+                let wait = Duration::from_millis(head.not_before_ms - now.wall_ms);
+                earliest(&mut self.due, now.at + wait);
+                continue;
+            }
+            let Some(token) = self.own.issue(slot, now.at, entitled) else {
+                continue;
+            };
+            let deadline = entitled.map_or(now.at, |e| e.until);
+            let tasks: Vec<_> = state
+                .exec
+                .head(executor, bucket, settings.batch_size.max(1), now.wall_ms)
+                .collect();
+            let through = tasks.last().map_or(head.id, |t| t.id);
+            let mut batch = Batch {
+                slot,
+                token,
+                first: head.id,
+                through,
+                step: Step::Processing,
+            };
+            if queue.attempts >= settings.max_attempts.max(1) {
+                // Its last attempt failed where the dead letter was not recorded (the node
+                // died first): hand it over to the dead-letter handler without running it again.
+                batch.step = Step::DeadLettering;
+                self.batches.insert(key, batch);
+                self.dead_letter(executor, bucket, deadline);
+            } else {
+                self.outputs.push_back(Output::Start {
+                    executor: executor.to_owned(),
+                    bucket: bucket.clone(),
+                    token,
+                    first: head.id,
+                    through,
+                    attempt: queue.attempts + 1,
+                    tasks: tasks.into_iter().map(|t| t.bytes.clone()).collect(),
+                    deadline,
+                });
+                self.batches.insert(key, batch);
+            }
+            self.cursor.insert(executor.to_owned(), bucket.clone());
+            running += 1;
+            if running >= limit {
+                break;
+            }
+        }
+    }
+}
+
+/// Removes the batches in process that `which` picks, each with an [`Output::Cancel`].
+fn cancel(
+    batches: &mut BTreeMap<Key, Batch>,
+    outputs: &mut VecDeque<Output>,
+    which: impl Fn(&Key, &Batch) -> bool,
+) {
+    batches.retain(|key, b| {
+        let cancel = b.in_process() && which(key, b);
+        if cancel {
+            outputs.push_back(Output::Cancel {
+                executor: key.0.clone(),
+                bucket: key.1.clone(),
+                token: b.token,
+            });
+        }
+        !cancel
+    });
+}
+
+/// Whether a batch of `slot` may go on running: the slot is this node's, or is being handed
+/// over (the next owner waits for this node's batches), and the entitlement lasts.
+fn may_run(own: &Ownership, slot: u16, now: Instant, entitled: Option<Entitlement>) -> bool {
+    let handing = matches!(own.view(slot), SlotView::HandingOver { .. });
+    own.may_serve(slot, now, entitled) || (handing && entitled.is_some())
+}
+
+/// Keeps the earlier of `at` and what `due` holds.
+fn earliest(due: &mut Option<Instant>, at: Instant) {
+    *due = Some(due.map_or(at, |d| d.min(at)));
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;
