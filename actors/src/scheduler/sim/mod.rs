@@ -284,7 +284,7 @@ impl SchedNode {
             .map(|r| (r.run.token, r.index))
     }
 
-    /// Hands over the lock slots that moved away, and asks what the lock slots need.
+    /// Hands over the lock slots that moved away.
     fn keep_lock_slots(&mut self, ctx: &mut Ctx<'_, Self>) {
         for change in self.locks.update(&self.state, self.epoch) {
             if let Change::HandOver {
@@ -296,6 +296,12 @@ impl SchedNode {
                 ctx.send(to, EmptyTable { slot, generation });
             }
         }
+    }
+
+    /// Asks what the lock slots need (the records of hand-overs received). Not on every status:
+    /// a group without a leader fails a proposal at once, and the status reporting that would
+    /// ask again at once (seed 824 spun so).
+    fn ask_for_lock_slots(&mut self, ctx: &mut Ctx<'_, Self>) {
         for command in self.locks.proposals(self.entitlement) {
             ctx.propose(command);
         }
@@ -307,6 +313,7 @@ impl SchedNode {
             return;
         }
         self.next_resend = ctx.now + RESEND;
+        self.ask_for_lock_slots(ctx);
         for slot in 0..SLOTS {
             if let SlotView::HandingOver { generation, to } = self.locks.view(slot) {
                 ctx.send(to, EmptyTable { slot, generation });
@@ -403,7 +410,7 @@ impl Service for SchedNode {
             .locks
             .received(&self.state, msg.slot, msg.generation, now)
         {
-            self.keep_lock_slots(ctx);
+            self.ask_for_lock_slots(ctx);
         }
     }
 
