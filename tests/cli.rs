@@ -307,3 +307,53 @@ fn logs_go_to_stdout_and_to_bounded_files_in_the_local_home() {
     let out = std::fs::read_to_string(dir.path().join("stdout")).unwrap();
     assert!(out.lines().any(|l| l.contains("node started")), "{out}");
 }
+
+#[test]
+fn components_are_listed_and_switched_through_the_admin_endpoint() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let _node = spawn(
+        Command::new(BIN)
+            .args(["node", "--name", "solo", "--cookie", "c"])
+            .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin", &admin_addr])
+            .arg("--home")
+            .arg(dir.path().join("home"))
+            .env("COLONY_ADMIN_TOKEN", "t0ken"),
+    );
+    wait_healthy(&AdminClient::new(admin_addr.parse().unwrap()));
+    let colony = |args: &[&str]| {
+        run(Command::new(BIN)
+            .arg("components")
+            .args(["--admin", &admin_addr])
+            .args(args)
+            .env("COLONY_ADMIN_TOKEN", "t0ken"))
+    };
+    let off = colony(&["disable", "mail-digest"]);
+    assert!(off.status.success(), "{off:?}");
+    assert!(String::from_utf8_lossy(&off.stdout).contains("disabled on every node"));
+    // The bare node has no components of its own.
+    let list = colony(&["list", "--json"]);
+    assert!(list.status.success(), "{list:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+    // A bad name is refused with the reason; so is a missing token.
+    let bad = colony(&["enable", ""]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("1 to 255 bytes"),
+        "{bad:?}"
+    );
+    let anonymous = run(Command::new(BIN)
+        .args([
+            "components",
+            "--admin",
+            &admin_addr,
+            "enable",
+            "mail-digest",
+        ])
+        .env_remove("COLONY_ADMIN_TOKEN"));
+    assert!(!anonymous.status.success());
+}

@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod components;
 mod demo;
 mod logs;
 mod node;
@@ -25,23 +26,37 @@ enum Command {
     Node(Box<NodeArgs>),
     /// Print a node's view of the cluster, from its admin endpoint.
     Status {
-        /// The node's admin endpoint.
-        #[arg(long, value_name = "HOST:PORT")]
-        admin: SocketAddr,
+        #[command(flatten)]
+        endpoint: Endpoint,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// The node's admin token, if it has one.
-        #[arg(
-            long,
-            env = "COLONY_ADMIN_TOKEN",
-            hide_env_values = true,
-            value_name = "TOKEN"
-        )]
-        token: Option<String>,
+    },
+    /// List a node's components, or switch one on or off on every node.
+    Components {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[command(subcommand)]
+        action: components::Action,
     },
     /// Start a local 3-node cluster, kill a node, restart it, and clean up.
     Demo,
+}
+
+/// A node's admin endpoint, for the commands that talk to one.
+#[derive(Debug, clap::Args)]
+pub struct Endpoint {
+    /// The node's admin endpoint.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: SocketAddr,
+    /// The node's admin token, if it has one.
+    #[arg(
+        long,
+        env = "COLONY_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
 }
 
 /// Flags of `colony node`. Flags beat the environment, which beats the config file.
@@ -126,7 +141,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Node(args) => node::run(*args).await,
-        Command::Status { admin, json, token } => status::run(admin, json, token),
+        Command::Status { endpoint, json } => status::run(endpoint.admin, json, endpoint.token),
+        Command::Components { endpoint, action } => {
+            tokio::task::spawn_blocking(move || {
+                components::run(endpoint.admin, endpoint.token, action)
+            })
+            .await?
+        }
         Command::Demo => tokio::task::spawn_blocking(demo::run).await?,
     }
 }

@@ -431,6 +431,21 @@ async fn start(
             })
         }),
     );
+    for (action, enabled) in [("enable", true), ("disable", false)] {
+        node.register_admin_item_action(
+            "components",
+            action,
+            Arc::new(move |node: Node, name: String| {
+                Box::pin(async move {
+                    let done = node.set_component_enabled(&name, enabled).await;
+                    Some(
+                        done.map(|()| serde_json::json!({ "name": name, "enabled": enabled }))
+                            .map_err(|e| e.to_string()),
+                    )
+                })
+            }),
+        );
+    }
     if let Some(admin_addr) = node.inner.config.admin {
         match admin::AdminServer::serve(admin_addr, node.clone()).await {
             Ok(server) => *node.inner.admin.lock().expect("admin lock") = Some(server),
