@@ -173,20 +173,20 @@ fn a_missing_cookie_is_named_with_where_to_set_it() {
     );
 }
 
+/// A node with a cookie on a free port and `extra` flags is refused, saying each of `says`.
+fn refused_saying(extra: &[&str], says: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--cookie", "c", "--bind", "127.0.0.1:0"];
+    let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+    let err = refused_start(dir.path(), &args);
+    assert!(says.iter().all(|s| err.contains(s)), "{err}");
+}
+
 #[test]
 fn a_clock_offset_without_fault_injection_is_refused_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--cookie",
-        "c",
-        "--bind",
-        "127.0.0.1:0",
-        "--clock-offset-ms=-200",
-    ];
-    let err = refused_start(dir.path(), &args);
-    assert!(
-        err.contains("clock_offset_ms") && err.contains("fault_injection"),
-        "{err}"
+    refused_saying(
+        &["--clock-offset-ms=-200"],
+        &["clock_offset_ms", "fault_injection"],
     );
 }
 
@@ -219,4 +219,141 @@ fn status_against_a_dead_endpoint_fails_cleanly() {
         run(Command::new(BIN).args(["status", "--admin", &format!("127.0.0.1:{}", free_port())]));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin endpoint"));
+}
+
+#[test]
+fn a_non_loopback_admin_endpoint_without_a_token_is_refused_at_start() {
+    refused_saying(
+        &["--admin", "0.0.0.0:0"],
+        &["not a loopback address", "COLONY_ADMIN_TOKEN"],
+    );
+}
+
+/// `colony node` logs to stdout and to `log/colony.<date>.log` in its local home, as JSON when
+/// asked, and keeps no more log files than `--log-max-files` (older ones go at start).
+#[test]
+fn logs_go_to_stdout_and_to_bounded_files_in_the_local_home() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let log = home.join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    let old: Vec<String> = (1..=5)
+        .map(|d| format!("colony.2026-01-0{d}.log"))
+        .collect();
+    for name in &old {
+        std::fs::write(log.join(name), "{}\n").unwrap();
+    }
+    std::fs::write(log.join("unrelated.txt"), "kept\n").unwrap();
+    let admin_port = free_port();
+    let stdout = std::fs::File::create(dir.path().join("stdout")).unwrap();
+    let node = Running(
+        Command::new(BIN)
+            .arg("node")
+            .arg("--home")
+            .arg(&home)
+            .args(["--cookie", "c", "--name", "logger"])
+            .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin", &format!("127.0.0.1:{admin_port}")])
+            .args(["--log-format", "json", "--log-max-files", "3"])
+            .env("RUST_LOG", "info")
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn colony"),
+    );
+    wait_healthy(&AdminClient::new(
+        format!("127.0.0.1:{admin_port}").parse().unwrap(),
+    ));
+    let files = |log: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(log)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("colony."))
+            .collect();
+        names.sort();
+        names
+    };
+    // The appender removes the oldest by creation time, which files written within one clock
+    // tick share: which two old files stay is the file system's call, how many is not.
+    let kept = files(&log);
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    let new: Vec<&String> = kept.iter().filter(|n| !old.contains(n)).collect();
+    assert_eq!(new.len(), 1, "one file of the node's own: {kept:?}");
+    assert!(
+        log.join("unrelated.txt").exists(),
+        "other files are left alone"
+    );
+    // The node's own file: JSON lines, with the start-up among them. The file writer runs on
+    // its own thread; the line is there once the node answers, give or take that hand-off.
+    let current = log.join(new[0]);
+    let started = (0..200).any(|_| {
+        let text = std::fs::read_to_string(&current).unwrap_or_default();
+        if text.contains("node started") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        false
+    });
+    assert!(started, "{}", std::fs::read_to_string(&current).unwrap());
+    for line in std::fs::read_to_string(&current).unwrap().lines() {
+        let event: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert!(
+            event["level"].is_string() && event["fields"].is_object(),
+            "{line}"
+        );
+    }
+    drop(node);
+    let out = std::fs::read_to_string(dir.path().join("stdout")).unwrap();
+    assert!(out.lines().any(|l| l.contains("node started")), "{out}");
+}
+
+#[test]
+fn components_are_listed_and_switched_through_the_admin_endpoint() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let _node = spawn(
+        Command::new(BIN)
+            .args(["node", "--name", "solo", "--cookie", "c"])
+            .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin", &admin_addr])
+            .arg("--home")
+            .arg(dir.path().join("home"))
+            .env("COLONY_ADMIN_TOKEN", "t0ken"),
+    );
+    wait_healthy(&AdminClient::new(admin_addr.parse().unwrap()));
+    let colony = |args: &[&str]| {
+        run(Command::new(BIN)
+            .arg("components")
+            .args(["--admin", &admin_addr])
+            .args(args)
+            .env("COLONY_ADMIN_TOKEN", "t0ken"))
+    };
+    let off = colony(&["disable", "mail-digest"]);
+    assert!(off.status.success(), "{off:?}");
+    assert!(String::from_utf8_lossy(&off.stdout).contains("disabled on every node"));
+    // The bare node has no components of its own.
+    let list = colony(&["list", "--json"]);
+    assert!(list.status.success(), "{list:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+    // A bad name is refused with the reason; so is a missing token.
+    let bad = colony(&["enable", ""]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("1 to 255 bytes"),
+        "{bad:?}"
+    );
+    let anonymous = run(Command::new(BIN)
+        .args([
+            "components",
+            "--admin",
+            &admin_addr,
+            "enable",
+            "mail-digest",
+        ])
+        .env_remove("COLONY_ADMIN_TOKEN"));
+    assert!(!anonymous.status.success());
 }

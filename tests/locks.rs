@@ -106,7 +106,11 @@ fn a_holder_paused_past_its_lease_is_fenced_off_when_it_wakes() {
             c.admin(i).view("locks").is_ok_and(|v| {
                 v["served"].as_array().is_some_and(|s| {
                     s.iter().any(|h| {
-                        h["name"] == "n:fenced" && h["token"].as_u64().is_some_and(|t| t > 0)
+                        h["name"] == "n:fenced"
+                            && h["token"]
+                                .as_str()
+                                .and_then(|t| t.parse::<u64>().ok())
+                                .is_some_and(|t| t > 0)
                     })
                 })
             })

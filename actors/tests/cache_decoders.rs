@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use colony_actors::NodeId;
 use colony_actors::caches::core::{CoherenceCore, CoreConfig};
-use colony_actors::caches::msg::{Batch, Flush, Op, Stamp, SyncReply, SyncRequest};
+use colony_actors::caches::msg::{Batch, Flush, FlushCache, Op, Stamp, SyncReply, SyncRequest};
 use colony_runtime::wire::{
     Envelope, PROTOCOL_VERSION, Reply, WireError, decode, decode_payload, encode_payload,
 };
@@ -105,7 +105,7 @@ const LIMIT: usize = 1 << 20;
 type Decoder = fn(&[u8]) -> Result<(), WireError>;
 
 /// Every decoder a peer's bytes reach in the caches' path: the envelope and the reply around
-/// each request, the `caches` service's requests (`apply`, `sync`, `flush`) and answers, their
+/// each request, the `caches` service's requests (`apply`, `sync`, `flush`, `flush_cache`) and answers, their
 /// parts, and the keys and values of the caches the process tests use.
 const DECODERS: &[(&str, Decoder)] = &[
     ("Envelope", |b| decode::<Envelope>(b, LIMIT).map(drop)),
@@ -116,6 +116,9 @@ const DECODERS: &[(&str, Decoder)] = &[
     }),
     ("SyncReply", |b| decode_payload::<SyncReply>(b).map(drop)),
     ("Flush (flush)", |b| decode_payload::<Flush>(b).map(drop)),
+    ("FlushCache (flush_cache)", |b| {
+        decode_payload::<FlushCache>(b).map(drop)
+    }),
     ("usize (apply and flush answers)", |b| {
         decode_payload::<usize>(b).map(drop)
     }),

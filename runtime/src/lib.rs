@@ -55,5 +55,8 @@ pub mod transport;
 pub mod wire;
 
 pub use membership::{Member, MemberEvent, MemberState, NodeId};
-pub use node::admin_types::{ClusterStatus, ConsensusReport, Faults};
-pub use node::{AdminAction, Node, NodeBuilder, NodeStats, StartError, StartHook};
+pub use node::admin_types::{AdminStats, ClusterStatus, ConsensusReport, Faults};
+pub use node::{
+    AdminAction, AdminItemAction, ComponentControlError, ComponentStatus, MetricsCollector, Node,
+    NodeBuilder, NodeStats, StartError, StartHook,
+};

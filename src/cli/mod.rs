@@ -1,6 +1,8 @@
 //! Command-line parsing and dispatch.
 
+mod components;
 mod demo;
+mod logs;
 mod node;
 mod status;
 mod workload;
@@ -24,15 +26,37 @@ enum Command {
     Node(Box<NodeArgs>),
     /// Print a node's view of the cluster, from its admin endpoint.
     Status {
-        /// The node's admin endpoint.
-        #[arg(long, value_name = "HOST:PORT")]
-        admin: SocketAddr,
+        #[command(flatten)]
+        endpoint: Endpoint,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// List a node's components, or switch one on or off on every node.
+    Components {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[command(subcommand)]
+        action: components::Action,
+    },
     /// Start a local 3-node cluster, kill a node, restart it, and clean up.
     Demo,
+}
+
+/// A node's admin endpoint, for the commands that talk to one.
+#[derive(Debug, clap::Args)]
+pub struct Endpoint {
+    /// The node's admin endpoint.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: SocketAddr,
+    /// The node's admin token, if it has one.
+    #[arg(
+        long,
+        env = "COLONY_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
 }
 
 /// Flags of `colony node`. Flags beat the environment, which beats the config file.
@@ -65,9 +89,14 @@ pub struct NodeArgs {
     /// An explicit quorum instead of a majority.
     #[arg(long, value_name = "N")]
     quorum: Option<usize>,
-    /// Serve the admin endpoint (/health, /cluster, /stats) here.
+    /// Serve the admin endpoint here. Beyond loopback it needs a token
+    /// [env: COLONY_ADMIN_TOKEN, or the file <home>/admin-token].
     #[arg(long, value_name = "HOST:PORT")]
     admin: Option<String>,
+    /// The address peers reach this node at, when not the bound one (NAT, containers); `bind`
+    /// may then be 0.0.0.0.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
     /// SWIM probe period in milliseconds.
     #[arg(long, value_name = "MS")]
     probe_period_ms: Option<u64>,
@@ -90,28 +119,35 @@ pub struct NodeArgs {
     /// For tests only.
     #[arg(long, hide = true, value_name = "MS", allow_hyphen_values = true)]
     clock_offset_ms: Option<i64>,
+    /// How log lines are written, on stdout and in the local home's `log/`.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: logs::LogFormat,
+    /// When a new log file is started in the local home's `log/`.
+    #[arg(long, value_enum, default_value_t)]
+    log_rotation: logs::LogRotation,
+    /// How many log files to keep; the oldest are removed.
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    log_max_files: usize,
     /// Run a scripted workload (JSON file) once the node is up; may be repeated. For tests,
     /// benchmarks and the demo only.
     #[arg(long, hide = true, value_name = "FILE")]
     workload: Vec<PathBuf>,
 }
 
-/// Logs to stderr, at `RUST_LOG` or else `info`; ractor's own per-message spans are kept to
-/// warnings by default, since at `info` they cost measurable work on every request.
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ractor=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
+/// Runs the command; `colony node` sets up its own logs once it knows its home.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if !matches!(cli.command, Command::Node(_)) {
+        logs::to_stderr();
+    }
     match cli.command {
         Command::Node(args) => node::run(*args).await,
-        Command::Status { admin, json } => status::run(admin, json),
+        Command::Status { endpoint, json } => status::run(endpoint.admin, json, endpoint.token),
+        Command::Components { endpoint, action } => {
+            tokio::task::spawn_blocking(move || {
+                components::run(endpoint.admin, endpoint.token, action)
+            })
+            .await?
+        }
         Command::Demo => tokio::task::spawn_blocking(demo::run).await?,
     }
 }

@@ -28,6 +28,8 @@ impl NodeArgs {
             request_timeout_ms: None,
             lock_lease_ms: self.lock_lease_ms,
             admin: self.admin.clone(),
+            admin_token: None,
+            advertise: self.advertise.clone(),
             fault_injection: self.fault_injection.then_some(true),
             clock_offset_ms: self.clock_offset_ms,
         }
@@ -41,6 +43,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     let env = from_env(|k| std::env::var(k).ok());
     let layer = args.layer().over(env.over(file));
+    // The node opens its home again at start; opening it here puts the log files in place first.
+    let home = colony_runtime::homes::LocalHome::open(&layer.clone().resolve()?.home)?;
+    let _logs = super::logs::to_stdout_and_files(
+        args.log_format,
+        &home.log(),
+        args.log_rotation,
+        args.log_max_files,
+    )?;
     let mut primitives = Primitives::default();
     if let Some(ms) = layer.lock_lease_ms {
         primitives.locks = LockSettings {

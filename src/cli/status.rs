@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use colony_runtime::ClusterStatus;
 use colony_runtime::testkit::AdminClient;
 
-pub fn run(admin: SocketAddr, json: bool) -> anyhow::Result<()> {
-    let status = AdminClient::new(admin).cluster()?;
+pub fn run(admin: SocketAddr, json: bool, token: Option<String>) -> anyhow::Result<()> {
+    let status = AdminClient::new(admin).with_token(token).cluster()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use colony_runtime::transport::{Request, Service, ServiceError, ServiceFuture};
 use colony_runtime::wire;
 
-use super::msg::{Batch, Flush, SyncRequest};
+use super::msg::{Batch, Flush, FlushCache, SyncRequest};
 use super::registry::Shared;
 
 pub(crate) struct CacheGateway {
@@ -40,6 +40,12 @@ impl Service for CacheGateway {
                 .map_err(ServiceError::from)
                 .and_then(|_| {
                     wire::encode_payload(&self.shared.flush_local()).map_err(ServiceError::from)
+                }),
+            "flush_cache" => wire::decode_payload::<FlushCache>(&request.payload)
+                .map_err(ServiceError::from)
+                .and_then(|f| {
+                    let flushed = self.shared.flush_local_named(&f.name);
+                    wire::encode_payload(&flushed).map_err(ServiceError::from)
                 }),
             other => Err(ServiceError::UnknownKind(other.to_owned())),
         };

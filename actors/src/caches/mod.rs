@@ -12,7 +12,8 @@
 //! - `replicator`: synchronous fan-out with acknowledgements (and the wait for an
 //!   unacknowledging peer's lease), ordered asynchronous queues.
 //! - `registry`, `gateway`: the service, the core's driver and timer, the `caches` wire
-//!   service (`apply`, `sync`, `flush`), flush.
+//!   service (`apply`, `sync`, `flush`, `flush_cache`), flush; [`report`]: the admin
+//!   `/caches` body.
 //! - [`Cache`], [`CachedReference`], [`Caches`]: the API.
 
 mod cache;
@@ -29,6 +30,7 @@ mod reference;
 mod registry;
 mod removals;
 mod replicator;
+pub mod report;
 mod settings;
 #[cfg(test)]
 mod sim;

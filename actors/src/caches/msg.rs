@@ -89,3 +89,11 @@ pub struct SyncReply {
 /// `flush`: empty every flushable cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flush {}
+
+/// `flush_cache`: empty one cache, if it exists here and is flushable; answered with how many
+/// caches were emptied (0 or 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushCache {
+    /// The cache's name.
+    pub name: String,
+}

@@ -18,12 +18,12 @@ use super::error::CacheError;
 use super::gateway::CacheGateway;
 use super::loader::Loader;
 use super::loads::Loads;
-use super::msg::{Flush, SERVICE, Stamp, SyncReply, SyncRequest};
+use super::msg::{Flush, FlushCache, SERVICE, Stamp, SyncReply, SyncRequest};
 use super::reference::CachedReference;
 use super::replicator::Replicator;
 use super::settings::CacheSettings;
 use super::stamp::LOADED;
-use super::store::Store;
+use super::store::{CacheStats, Store};
 
 /// A cache as the service sees it, whatever its types.
 pub(crate) trait Replica: Send + Sync {
@@ -33,6 +33,10 @@ pub(crate) trait Replica: Send + Sync {
     /// refused from now on (`LOADED` refuses none: a local flush is no write).
     fn clear(&self, stamp: Stamp);
     fn settings(&self) -> CacheSettings;
+    /// Entries on this node.
+    fn len(&self) -> u64;
+    /// This node's counters.
+    fn stats(&self) -> CacheStats;
 }
 
 impl<K: CacheKey, V: CacheValue> Replica for Inner<K, V> {
@@ -58,6 +62,14 @@ impl<K: CacheKey, V: CacheValue> Replica for Inner<K, V> {
 
     fn settings(&self) -> CacheSettings {
         self.settings
+    }
+
+    fn len(&self) -> u64 {
+        self.store.len()
+    }
+
+    fn stats(&self) -> CacheStats {
+        self.store.stats()
     }
 }
 
@@ -236,6 +248,54 @@ impl Shared {
         flushable.len()
     }
 
+    /// Empties the cache `name` on this node if it exists and is flushable; returns how many
+    /// caches were emptied (0 or 1).
+    pub(crate) fn flush_local_named(&self, name: &str) -> usize {
+        let Some(replica) = self.replica(name).filter(|r| r.settings().flushable) else {
+            return 0;
+        };
+        replica.clear(LOADED);
+        1
+    }
+
+    /// Every cache on this node as `GET /caches` reports it, by name.
+    pub(crate) fn report(&self) -> super::report::CachesReport {
+        let caches = self.caches.lock().expect("caches lock");
+        let mut reports: Vec<_> = caches
+            .iter()
+            .map(|(name, r)| {
+                super::report::CacheReport::of(
+                    name,
+                    &r.replica.settings(),
+                    r.replica.len(),
+                    r.replica.stats(),
+                )
+            })
+            .collect();
+        drop(caches);
+        reports.sort_by(|a, b| a.name.cmp(&b.name));
+        super::report::CachesReport { caches: reports }
+    }
+
+    /// Copies every cache's size and counters into the node's recorder (see
+    /// `Node::add_metrics_collector`), labelled by cache.
+    fn metrics(&self) {
+        use metrics::{counter, gauge};
+        for cache in self.report().caches {
+            let name = cache.name;
+            let s = cache.stats;
+            gauge!("colony_cache_entries", "cache" => name.clone()).set(cache.size as f64);
+            counter!("colony_cache_hits_total", "cache" => name.clone()).absolute(s.hits);
+            counter!("colony_cache_misses_total", "cache" => name.clone()).absolute(s.misses);
+            counter!("colony_cache_loads_total", "cache" => name.clone()).absolute(s.loads);
+            counter!("colony_cache_load_failures_total", "cache" => name.clone())
+                .absolute(s.load_failures);
+            counter!("colony_cache_evictions_total", "cache" => name.clone()).absolute(s.evictions);
+            counter!("colony_cache_unacknowledged_total", "cache" => name)
+                .absolute(s.unacknowledged);
+        }
+    }
+
     /// Empties this node's replicated caches: they may have missed changes.
     fn clear_replicated(&self, why: &str) {
         let replicated: Vec<_> = self
@@ -305,8 +365,48 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
             })
         }),
     );
+    register_admin(node, &shared);
     node.set_extension(shared);
     Ok(())
+}
+
+/// `GET /caches`, `POST /caches/{name}/flush` and the caches' figures in `/metrics`.
+fn register_admin(node: &Node, shared: &Arc<Shared>) {
+    let measured = Arc::downgrade(shared);
+    node.add_metrics_collector(Arc::new(move |_node| {
+        if let Some(shared) = measured.upgrade() {
+            shared.metrics();
+        }
+    }));
+    // Weak: the node keeps its views, and the service keeps the node.
+    let reported = Arc::downgrade(shared);
+    node.register_admin_view(
+        "caches",
+        Arc::new(move |_node| {
+            let report = reported.upgrade().map(|s| s.report()).unwrap_or_default();
+            Box::pin(async move { serde_json::to_value(report).map_err(|e| e.to_string()) })
+        }),
+    );
+    let flushed = Arc::downgrade(shared);
+    node.register_admin_item_action(
+        "caches",
+        "flush",
+        Arc::new(move |node: Node, name: String| {
+            let known = flushed
+                .upgrade()
+                .is_some_and(|s| s.replica(&name).is_some());
+            Box::pin(async move {
+                if !known {
+                    return None;
+                }
+                let missed = node.caches().flush_cache_cluster(&name).await;
+                Some(missed.map_err(|e| e.to_string()).map(|missed| {
+                    let missed: Vec<String> = missed.iter().map(ToString::to_string).collect();
+                    serde_json::json!({ "flushed": name, "unconfirmed": missed })
+                }))
+            })
+        }),
+    );
 }
 
 /// Drives the core: feeds it every membership view and runs its timer (one sleep until
@@ -485,16 +585,46 @@ impl Caches {
     ///
     /// # Errors
     /// [`CacheError::NotInstalled`].
-    pub async fn flush_cluster(&self) -> Result<Vec<colony_runtime::NodeId>, CacheError> {
+    pub async fn flush_cluster(&self) -> Result<Vec<NodeId>, CacheError> {
+        self.on_every_up_node("flush", &Flush {}).await
+    }
+
+    /// Empties the cache `name` on every up node where it exists and is flushable. Returns the
+    /// nodes that did not confirm.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo(node: colony_runtime::Node) -> Result<(), colony_actors::caches::CacheError> {
+    /// use colony_actors::caches::CachesExt;
+    /// let unconfirmed = node.caches().flush_cache_cluster("users").await?;
+    /// assert!(unconfirmed.is_empty(), "some nodes did not confirm: {unconfirmed:?}");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`CacheError::NotInstalled`].
+    pub async fn flush_cache_cluster(&self, name: &str) -> Result<Vec<NodeId>, CacheError> {
+        let flush = FlushCache {
+            name: name.to_owned(),
+        };
+        self.on_every_up_node("flush_cache", &flush).await
+    }
+
+    /// Sends a flush of `kind` to every up node; returns those that did not confirm.
+    async fn on_every_up_node<Q: serde::Serialize>(
+        &self,
+        kind: &str,
+        request: &Q,
+    ) -> Result<Vec<NodeId>, CacheError> {
         let shared = self.shared.as_ref().ok_or(CacheError::NotInstalled)?;
         let mut missed = Vec::new();
         for node in shared.node.up_members() {
             let answer = shared
                 .node
-                .request::<Flush, usize>(node, SERVICE, "flush", &Flush {}, None)
+                .request::<Q, usize>(node, SERVICE, kind, request, None)
                 .await;
             if let Err(e) = answer {
-                tracing::warn!(%node, error = %e, "cache flush not confirmed");
+                tracing::warn!(%node, error = %e, kind, "cache flush not confirmed");
                 missed.push(node);
             }
         }

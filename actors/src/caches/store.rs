@@ -40,7 +40,7 @@ pub struct EntryEvent<K, V> {
 }
 
 /// Counters of one cache on this node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
     /// Reads answered from the cache.
     pub hits: u64,

@@ -185,7 +185,7 @@ struct Handing {
 pub struct CoreConfig {
     /// How often a hand-over is sent again while the group has not recorded it.
     pub resend: Duration,
-    /// The wait before a `Done` whose proposal failed is proposed again: long enough that a
+    /// The wait before a `Done`, `Accept` or `Extend` whose proposal failed is proposed again: long enough that a
     /// group with no leader is not asked in a loop.
     pub retry: Duration,
 }
@@ -254,6 +254,10 @@ pub struct ExecutorCore {
     handing: BTreeMap<u16, Handing>,
     /// When the earliest head that is not yet due becomes due.
     due: Option<Instant>,
+    /// Ownership commands (`Accept`, `Extend`) whose proposal failed, asked again at the time
+    /// given: a group with no leader fails them at once, and the status that follows would
+    /// otherwise ask again in the same instant, for ever.
+    own_failed: Option<(Instant, Vec<Command>)>,
     outputs: VecDeque<Output>,
 }
 
@@ -271,6 +275,7 @@ impl ExecutorCore {
             cursor: BTreeMap::new(),
             handing: BTreeMap::new(),
             due: None,
+            own_failed: None,
             outputs: VecDeque::new(),
         }
     }
@@ -312,7 +317,8 @@ impl ExecutorCore {
                 _ => None,
             })
             .min();
-        [end, backoff, handing, retry, self.due]
+        let own_retry = self.own_failed.as_ref().map(|(at, _)| *at);
+        [end, backoff, handing, retry, own_retry, self.due]
             .into_iter()
             .flatten()
             .min()
@@ -436,17 +442,19 @@ impl ExecutorCore {
         self.pump(now);
     }
 
-    /// A command from [`Output::Propose`] was applied (`Some`), or failed (`None`): a `Done`
-    /// is proposed again after [`CoreConfig::retry`], the ownership's commands on the next
-    /// state. A batch ends once the state from [`ExecutorCore::set_group`] shows its `Done`,
+    /// A command from [`Output::Propose`] was applied (`Some`), or failed (`None`): it is
+    /// proposed again after [`CoreConfig::retry`]. A batch ends once the state from [`ExecutorCore::set_group`] shows its `Done`,
     /// not on this answer: the answer may come before the state that includes it, and a batch
     /// started from the older state would run the same tasks again.
     pub fn proposed(&mut self, now: Now, command: &Command, outcome: Option<&Outcome>) {
         if outcome.is_some() {
             return;
         }
-        self.own.proposal_failed(command);
         let retry_at = now.at + self.config.retry;
+        if matches!(command, Command::Accept { .. } | Command::Extend { .. }) {
+            let (_, failed) = self.own_failed.get_or_insert((retry_at, Vec::new()));
+            failed.push(command.clone());
+        }
         if let Command::Exec(ExecCommand::Done {
             executor, bucket, ..
         }) = command
@@ -541,6 +549,11 @@ impl ExecutorCore {
         cancel(&mut self.batches, &mut self.outputs, |_, b| {
             !may_run(own, b.slot, now.at, entitled)
         });
+        if let Some((_, failed)) = self.own_failed.take_if(|(at, _)| *at <= now.at) {
+            for c in &failed {
+                self.own.proposal_failed(c);
+            }
+        }
         for c in self.own.proposals(entitled) {
             self.outputs.push_back(Output::Propose(c));
         }

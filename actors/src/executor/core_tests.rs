@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use colony_runtime::consensus::exec::{BatchOutcome, ExecCommand, NewTask};
 use colony_runtime::consensus::{
-    ClusterState, Command, Domain, Entitlement, MemberInfo, Outcome, ReplicaId, SLOTS,
+    ClusterState, Command, Domain, Entitlement, Outcome, ReplicaId, SLOTS,
 };
 use serde_bytes::ByteBuf;
 
@@ -33,17 +33,7 @@ fn settings(batch_size: usize, max_attempts: u32, concurrency: Concurrency) -> E
 
 /// Three members in epoch 1; every slot given to `owner`.
 fn state(owner: u64) -> ClusterState {
-    let mut s = ClusterState::new();
-    for r in 1..=3 {
-        let _ = s.apply(&Command::Register {
-            replica: ReplicaId(r),
-            info: MemberInfo {
-                name: format!("n{r}"),
-                addr: "127.0.0.1:1".parse().unwrap(),
-                incarnation: 1,
-            },
-        });
-    }
+    let mut s = colony_runtime::sim::registered(3);
     for slot in 0..SLOTS {
         assign(&mut s, slot, owner);
     }

@@ -62,6 +62,39 @@ pub struct LockStats {
     pub pending_answers: usize,
 }
 
+/// What this node's lock service has done since it started, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LockCounters {
+    /// Grants this node made as owner.
+    pub grants: u64,
+    /// Of those, grants to a request that had to queue first.
+    pub granted_after_wait: u64,
+    /// Try-locks refused because the name was held.
+    pub busy: u64,
+    /// Waits that ended without a grant.
+    pub timed_out: u64,
+    /// Guards of this node that lost their lease.
+    pub lease_losses: u64,
+    /// Slot tables this node handed over to a slot's next owner.
+    pub hand_overs: u64,
+}
+
+impl LockCounters {
+    fn answered(&mut self, answer: &Answer) {
+        match answer {
+            Answer::Granted { waited_us, .. } => {
+                self.grants += 1;
+                if *waited_us > 0 {
+                    self.granted_after_wait += 1;
+                }
+            }
+            Answer::Busy => self.busy += 1,
+            Answer::TimedOut => self.timed_out += 1,
+            _ => {}
+        }
+    }
+}
+
 /// A guard's lease as this node sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Lease {
@@ -81,6 +114,7 @@ pub(crate) struct LockDriver {
     leases: HashMap<u64, watch::Sender<Lease>>,
     nodes: HashMap<ReplicaId, NodeId>,
     renew_timeout: Duration,
+    pub counters: LockCounters,
 }
 
 /// The lock service's shell.
@@ -103,32 +137,19 @@ impl LockDriver {
             leases: HashMap::new(),
             nodes: HashMap::new(),
             renew_timeout,
+            counters: LockCounters::default(),
         }
     }
 
-    /// The `GET /locks` report: the names this node serves with their holders, tokens, lease
-    /// ends and waiters, and how many of its own guards hold a lock.
-    pub(crate) fn report(&self, now: Instant) -> serde_json::Value {
-        let mut served: Vec<serde_json::Value> = self
-            .table
-            .holds()
-            .map(|(name, holder, token, expires)| {
-                serde_json::json!({
-                    "name": name,
-                    "holder_node": holder.node.to_string(),
-                    "guard": holder.guard,
-                    "token": token,
-                    "lease_ends_in_ms": expires.saturating_duration_since(now).as_millis() as u64,
-                    "waiters": self.table.waiting(name),
-                })
-            })
+    /// The `GET /locks` report.
+    pub(crate) fn report(&self, now: Instant) -> super::report::LocksReport {
+        let names = self
+            .node
+            .members()
+            .into_iter()
+            .map(|m| (m.id, m.name))
             .collect();
-        served.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-        serde_json::json!({
-            "served": served,
-            "names_with_state": self.table.len(),
-            "held_by_this_node": self.holdings.len(),
-        })
+        super::report::LocksReport::of(&self.table, self.holdings.len(), &names, now)
     }
 
     fn apply(&mut self, now: Instant, request: LockRequest, reply: oneshot::Sender<Answer>) {
@@ -136,6 +157,7 @@ impl LockDriver {
         let id = self.next_request;
         match super::serve::serve(&mut self.table, now, request, id) {
             Some(answer) => {
+                self.counters.answered(&answer);
                 let _ = reply.send(answer);
             }
             None => {
@@ -206,12 +228,14 @@ impl Driven for LockDriver {
         while let Some(output) = self.table.poll_output() {
             match output {
                 core::Output::Reply { request, answer } => {
+                    self.counters.answered(&answer);
                     if let Some(reply) = self.pending.remove(&request) {
                         // The caller may have given up; its cancel will follow.
                         let _ = reply.send(answer);
                     }
                 }
                 core::Output::HandOver { to, table } => {
+                    self.counters.hand_overs += 1;
                     let Some(node_id) = self.nodes.get(&to).copied() else {
                         continue;
                     };
@@ -257,6 +281,7 @@ impl Driven for LockDriver {
                 }
                 holdings::Output::Lost { guard } => {
                     tracing::debug!(guard, "lock lease lost");
+                    self.counters.lease_losses += 1;
                     if let Some(lease) = self.leases.remove(&guard) {
                         lease.send_modify(|l| l.lost = true);
                     }

@@ -38,6 +38,17 @@ pub struct Holder {
     pub guard: u64,
 }
 
+/// One name in a lock table, as [`LockTable::names`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameState<'a> {
+    /// The lock's name.
+    pub name: &'a str,
+    /// Its holder, fencing token and lease end, if held.
+    pub hold: Option<(Holder, u64, Instant)>,
+    /// The guards waiting for it, first in line first.
+    pub waiters: Vec<Holder>,
+}
+
 /// The shell's handle for an answer owed to a caller.
 pub type RequestId = u64;
 
@@ -265,6 +276,16 @@ impl LockTable {
     /// Waiters queued for `name`.
     pub fn waiting(&self, name: &str) -> usize {
         self.entries.get(name).map_or(0, |e| e.waiters.len())
+    }
+
+    /// Every name with a holder or a waiter: its hold (holder, token, lease end) if held, and
+    /// its waiters in queue order.
+    pub fn names(&self) -> impl Iterator<Item = NameState<'_>> + '_ {
+        self.entries.iter().map(|(name, e)| NameState {
+            name,
+            hold: e.hold.as_ref().map(|h| (h.holder, h.token, h.expires)),
+            waiters: e.waiters.iter().map(|w| w.holder).collect(),
+        })
     }
 
     /// Every held name: key, holder, token and lease end.

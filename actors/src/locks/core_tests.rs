@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use colony_runtime::NodeId;
-use colony_runtime::consensus::{
-    ClusterState, Command, Domain, Entitlement, MemberInfo, ReplicaId,
-};
+use colony_runtime::consensus::{ClusterState, Command, Domain, Entitlement, ReplicaId};
 use colony_runtime::ownership::slot_of;
 
 use super::core::*;
@@ -32,17 +30,7 @@ fn holder(guard: u64) -> Holder {
 
 /// A state where `owners` (by replica number) hold `name`'s slot in turn, each in epoch 1.
 fn state_with(name: &str, owners: &[u64]) -> ClusterState {
-    let mut s = ClusterState::new();
-    for r in 1..=3 {
-        let _ = s.apply(&Command::Register {
-            replica: ReplicaId(r),
-            info: MemberInfo {
-                name: format!("n{r}"),
-                addr: "127.0.0.1:1".parse().unwrap(),
-                incarnation: 1,
-            },
-        });
-    }
+    let mut s = colony_runtime::sim::registered(3);
     let slot = slot_of(name.as_bytes());
     for to in owners {
         let generation = s.slot(Domain::Locks, slot).unwrap().generation;

@@ -11,7 +11,7 @@
 //! - [`core`]: the owner's lock table (sans-IO); [`holdings`]: the holder's renewals (sans-IO);
 //!   [`serve`]: one request handed to the table; [`attempt`]: one acquire as its caller
 //!   drives it (sans-IO).
-//! - [`msg`]: the typed protocol of the `locks` service.
+//! - [`msg`]: the typed protocol of the `locks` service; [`report`]: the admin `/locks` body.
 //! - `actor`, `gateway`: the driver in the runtime's shell, and the `locks` service.
 //! - [`Locks`], [`ClusterLock`], [`LockGuard`], [`EntityLock`]: the API.
 //! - `sim` (tests): the real lock and consensus cores of 3 to 7 nodes in the seeded group
@@ -28,6 +28,7 @@ pub mod holdings;
 mod lock;
 pub mod msg;
 pub mod name;
+pub mod report;
 pub mod serve;
 mod service;
 #[cfg(test)]

@@ -116,9 +116,14 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
         "locks",
         Arc::new(move |_node| {
             let report = report.clone();
-            Box::pin(async move { Ok(report.with(|d| d.report(std::time::Instant::now()))) })
+            Box::pin(async move {
+                let report = report.with(|d| d.report(std::time::Instant::now()));
+                serde_json::to_value(report).map_err(|e| e.to_string())
+            })
         }),
     );
+    let measured = service.clone();
+    node.add_metrics_collector(Arc::new(move |_node| metrics(&measured)));
     node.set_extension(Arc::new(Shared {
         node: node.clone(),
         service,
@@ -127,6 +132,24 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
         next_guard: AtomicU64::new(1),
     }));
     Ok(())
+}
+
+/// The lock service's figures for `/metrics`.
+fn metrics(service: &LockHandle) {
+    use metrics::{counter, gauge};
+    let (c, names, waiters, held) = service.with(|d| {
+        let waiters: usize = d.table.names().map(|n| n.waiters.len()).sum();
+        (d.counters, d.table.len(), waiters, d.holdings.len())
+    });
+    counter!("colony_lock_grants_total").absolute(c.grants);
+    counter!("colony_lock_grants_after_wait_total").absolute(c.granted_after_wait);
+    counter!("colony_lock_busy_total").absolute(c.busy);
+    counter!("colony_lock_wait_timeouts_total").absolute(c.timed_out);
+    counter!("colony_lock_lease_losses_total").absolute(c.lease_losses);
+    counter!("colony_lock_hand_overs_total").absolute(c.hand_overs);
+    gauge!("colony_lock_served_names").set(names as f64);
+    gauge!("colony_lock_waiters").set(waiters as f64);
+    gauge!("colony_lock_held_guards").set(held as f64);
 }
 
 /// Gives a node's lock service: `node.locks()`.

@@ -132,6 +132,35 @@ impl JobConfig {
     }
 }
 
+/// A job's configuration as the cluster state stores it (MessagePack, named fields).
+pub fn encode_config(config: &JobConfig) -> Vec<u8> {
+    colony_runtime::wire::encode_payload(config).expect("a job configuration always encodes")
+}
+
+/// A stored configuration, checked as when it was scheduled.
+///
+/// # Errors
+/// Why it does not decode or its schedule is invalid (the job is then quarantined).
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use colony_actors::scheduler::{JobConfig, Schedule, decode_config, encode_config, from_ms};
+///
+/// let config = JobConfig::for_runner("r")
+///     .schedule(Schedule::interval(Duration::from_secs(1), from_ms(0)).unwrap());
+/// assert_eq!(decode_config(&encode_config(&config)).unwrap(), config);
+/// assert!(decode_config(b"junk").is_err());
+/// ```
+pub fn decode_config(bytes: &[u8]) -> Result<JobConfig, String> {
+    let config: JobConfig =
+        colony_runtime::wire::decode_payload(bytes).map_err(|e| e.to_string())?;
+    if let Some(schedule) = &config.schedule {
+        schedule.check().map_err(|e| e.to_string())?;
+    }
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

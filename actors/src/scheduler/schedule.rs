@@ -139,6 +139,28 @@ impl Schedule {
         Ok(())
     }
 
+    /// The first due time of a job scheduled at `now_ms`: a one-off's time even when it has
+    /// passed (so it still runs, as its misfire policy says), else the first at or after
+    /// `now_ms` (a new job owes nothing for the times before it existed).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use colony_actors::scheduler::{Schedule, from_ms};
+    ///
+    /// let every = Schedule::interval(Duration::from_millis(100), from_ms(1_000)).unwrap();
+    /// assert_eq!(every.first_due_ms(1_250), Some(1_300));
+    /// assert_eq!(every.first_due_ms(1_300), Some(1_300));
+    /// let once = Schedule::once(from_ms(1_000)).unwrap();
+    /// assert_eq!(once.first_due_ms(5_000), Some(1_000));
+    /// ```
+    pub fn first_due_ms(&self, now_ms: u64) -> Option<u64> {
+        match &self.0 {
+            Kind::Once { at_ms } => Some(*at_ms),
+            _ => self.next_after_ms(now_ms.saturating_sub(1)),
+        }
+    }
+
     /// The first due time strictly after `after_ms` (UTC milliseconds), if there is one.
     pub fn next_after_ms(&self, after_ms: u64) -> Option<u64> {
         let next = match &self.0 {
@@ -208,10 +230,30 @@ fn parse(expr: &str, zone: &str) -> Result<(Cron, Tz), ScheduleError> {
     Ok((cron, tz))
 }
 
+/// [`parse`], remembering the last expression parsed on this thread: planning walks one
+/// schedule many times over, and parsing costs more than the walk.
+fn parsed(expr: &str, zone: &str) -> Option<(Cron, Tz)> {
+    type Last = Option<(String, String, Cron, Tz)>;
+    thread_local! {
+        static LAST: std::cell::RefCell<Last> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((e, z, cron, tz)) = last.as_ref()
+            && e == expr
+            && z == zone
+        {
+            return Some((cron.clone(), *tz));
+        }
+        let (cron, tz) = parse(expr, zone).ok()?;
+        *last = Some((expr.to_owned(), zone.to_owned(), cron.clone(), tz));
+        Some((cron, tz))
+    })
+}
+
 /// The parsed expression, and `ms` as a time in its zone; `None` for a record that does not
 /// parse (checked when scheduled) or a time out of range.
 fn zoned(expr: &str, zone: &str, ms: u64) -> Option<(Cron, DateTime<Tz>)> {
-    let (cron, tz) = parse(expr, zone).ok()?;
+    let (cron, tz) = parsed(expr, zone)?;
     let at = Utc
         .timestamp_millis_opt(i64::try_from(ms).ok()?)
         .single()?

@@ -59,6 +59,11 @@ pub struct ConfigLayer {
     pub lock_lease_ms: Option<u64>,
     /// Admin endpoint `host:port`.
     pub admin: Option<String>,
+    /// The admin endpoint's bearer token; prefer `COLONY_ADMIN_TOKEN` or the local home's
+    /// `admin-token` file.
+    pub admin_token: Option<String>,
+    /// `host:port` peers use to reach this node, when it differs from `bind` (NAT, containers).
+    pub advertise: Option<String>,
     /// Accept fault-injection commands (tests only).
     pub fault_injection: Option<bool>,
     /// Wall-clock offset in milliseconds (tests only, needs `fault_injection`).
@@ -99,6 +104,8 @@ impl ConfigLayer {
             request_timeout_ms: self.request_timeout_ms.or(lower.request_timeout_ms),
             lock_lease_ms: self.lock_lease_ms.or(lower.lock_lease_ms),
             admin: self.admin.or(lower.admin),
+            admin_token: self.admin_token.or(lower.admin_token),
+            advertise: self.advertise.or(lower.advertise),
             fault_injection: self.fault_injection.or(lower.fault_injection),
             clock_offset_ms: self.clock_offset_ms.or(lower.clock_offset_ms),
         }
@@ -147,6 +154,11 @@ impl ConfigLayer {
             request_timeout: ms(self.request_timeout_ms.unwrap_or(5_000)),
             lock_lease: ms(self.lock_lease_ms.unwrap_or(5_000)),
             admin: self.admin.map(|a| parse_addr("admin", &a)).transpose()?,
+            admin_token: self.admin_token.map(Secret::new),
+            advertise: self
+                .advertise
+                .map(|a| parse_addr("advertise", &a))
+                .transpose()?,
             fault_injection: self.fault_injection.unwrap_or(false),
             clock_offset_ms: self.clock_offset_ms.unwrap_or(0),
         };

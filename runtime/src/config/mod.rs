@@ -55,6 +55,13 @@ pub struct NodeConfig {
     pub lock_lease: Duration,
     /// Where the admin HTTP endpoint listens, if anywhere.
     pub admin: Option<SocketAddr>,
+    /// The bearer token the admin endpoint asks for (`COLONY_ADMIN_TOKEN`); when `None`, the
+    /// node reads the local home's `admin-token` file at start, and without one the endpoint
+    /// serves loopback only and refuses every change.
+    pub admin_token: Option<Secret>,
+    /// The address peers reach this node at, when it is not `bind` (NAT, containers); `bind`
+    /// may then be `0.0.0.0`.
+    pub advertise: Option<SocketAddr>,
     /// Accept fault-injection commands on the admin endpoint (tests only; see `docs/testing.md`).
     pub fault_injection: bool,
     /// Shift this node's wall clock by this many milliseconds (tests only: it proves that
@@ -161,6 +168,22 @@ impl NodeConfig {
             return invalid(
                 "max_message_bytes",
                 "must be between 1 KiB and 15 MiB (the transport's frame limit is 16 MiB)".into(),
+            );
+        }
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
+        {
+            return invalid("admin_token", "must not be blank".into());
+        }
+        if self
+            .advertise
+            .is_some_and(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            return invalid(
+                "advertise",
+                "must be an address and port peers can reach, not 0.0.0.0, [::] or port 0".into(),
             );
         }
         if self.clock_offset_ms != 0 && !self.fault_injection {

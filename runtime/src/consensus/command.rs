@@ -30,6 +30,8 @@ impl std::fmt::Display for ReplicaId {
 pub enum Domain {
     /// Cluster lock names.
     Locks,
+    /// Scheduler job ids: a slot's owner proposes its jobs' fires.
+    Jobs,
     /// Bucketed executors' buckets: a slot's owner runs their batches. Its queues are in the
     /// log; a hand-over only says the old owner's batches ended.
     Executor,
@@ -37,13 +39,34 @@ pub enum Domain {
 
 impl Domain {
     /// Every domain, in a fixed order.
-    pub const ALL: [Domain; 2] = [Domain::Locks, Domain::Executor];
+    pub const ALL: [Domain; 3] = [Domain::Locks, Domain::Jobs, Domain::Executor];
 
     /// The domain's name in keys and reports.
     pub fn name(self) -> &'static str {
         match self {
             Domain::Locks => "locks",
+            Domain::Jobs => "jobs",
             Domain::Executor => "executor",
+        }
+    }
+
+    /// Whether a slot's owner keeps a table outside the log that must reach the next owner
+    /// before it serves (lock holds do; an executor slot's hand-over, empty, says the old
+    /// owner's batches ended). A jobs slot's owner keeps none: every job, fire and
+    /// run is in the cluster state, and every job command is checked against it when applied,
+    /// so a new owner serves at once and an old one still proposing changes nothing twice.
+    ///
+    /// # Examples
+    /// ```
+    /// use colony_runtime::consensus::Domain;
+    /// assert!(Domain::Locks.hands_over());
+    /// assert!(!Domain::Jobs.hands_over());
+    /// assert!(Domain::Executor.hands_over());
+    /// ```
+    pub fn hands_over(self) -> bool {
+        match self {
+            Domain::Locks | Domain::Executor => true,
+            Domain::Jobs => false,
         }
     }
 }
@@ -154,6 +177,13 @@ pub enum Command {
     Jobs(JobCommand),
     /// A change to the bucketed executors' queues.
     Exec(ExecCommand),
+    /// Enables or disables a component on every node, by name.
+    Component {
+        /// The component's name (1 to 255 bytes).
+        name: String,
+        /// Whether it runs.
+        enabled: bool,
+    },
 }
 
 /// What applying a command did.
@@ -212,4 +242,10 @@ pub enum Refusal {
     /// Every token below 2^53 has been handed out.
     #[error("fencing tokens exhausted")]
     Exhausted,
+    /// A name that is empty or longer than 255 bytes.
+    #[error("the name is empty or longer than 255 bytes")]
+    BadName,
+    /// The state already holds as many entries of that kind as it may.
+    #[error("too many entries of this kind in the cluster state")]
+    TooMany,
 }

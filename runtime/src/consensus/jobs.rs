@@ -53,12 +53,17 @@ pub enum JobCommand {
         keys: Vec<String>,
     },
     /// Fires `due` of `job` on `runner` (attempt 1), or fires it again on another runner after
-    /// the previous attempt's runner's epoch ended.
+    /// the previous attempt's runner's epoch ended. A first fire applies only while the job's
+    /// next due time is `from` (what the proposer planned from); it fires `due`, `from` or a
+    /// later one (a misfire policy firing the latest of several missed times), and `next_due`
+    /// must be later still.
     Fire {
         /// The job id.
         job: String,
         /// The job's generation the proposer planned with.
         generation: u64,
+        /// The job's next due time the proposer planned from (a re-run: `due`).
+        from: u64,
         /// The due time fired.
         due: u64,
         /// 1 for a first fire, more for a re-run.
@@ -67,7 +72,8 @@ pub enum JobCommand {
         runner: (ReplicaId, u64),
         /// The job's next due time after this fire (the proposer computed it).
         next_due: Option<u64>,
-        /// Due times folded into this fire or skipped by the misfire policy before it.
+        /// Due times from `from` up to `due` folded into this fire or skipped by the misfire
+        /// policy (recorded as missed, labelled with `from`).
         passed: u64,
     },
     /// A run ended.
@@ -311,6 +317,7 @@ impl JobTable {
             JobCommand::Fire {
                 job,
                 generation,
+                from,
                 due,
                 attempt,
                 runner,
@@ -332,7 +339,13 @@ impl JobTable {
                     return JobOutcome::Refused(JobRefusal::NoRunner);
                 }
                 let rerun = if *attempt <= 1 {
-                    if j.next_due != Some(*due) {
+                    // Planned from the job's next due time as it is (so `passed` counts from
+                    // it), firing it or a later one; the next due time after it must be later
+                    // still, so no due time can fire twice.
+                    let fresh = j.next_due == Some(*from)
+                        && from <= due
+                        && next_due.is_none_or(|n| n > *due);
+                    if !fresh {
                         return JobOutcome::Refused(JobRefusal::Stale);
                     }
                     if !j.overlap && !j.open.is_empty() {
@@ -373,7 +386,7 @@ impl JobTable {
                     );
                 } else {
                     if *passed > 0 {
-                        record(j, passed_record(*due, *passed, PassReason::Missed));
+                        record(j, passed_record(*from, *passed, PassReason::Missed));
                     }
                     j.next_due = *next_due;
                 }

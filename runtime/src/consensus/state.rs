@@ -81,7 +81,13 @@ pub struct ClusterState {
     /// The bucketed executors' queues.
     #[serde(default)]
     pub exec: ExecTable,
+    /// Components switched on or off cluster-wide, by name; a component not named here runs.
+    #[serde(default)]
+    pub components: BTreeMap<String, bool>,
 }
+
+/// The most components the state names.
+pub const MAX_COMPONENTS: usize = 1024;
 
 impl Default for ClusterState {
     fn default() -> Self {
@@ -100,6 +106,7 @@ impl ClusterState {
             next_token: 1,
             jobs: JobTable::default(),
             exec: ExecTable::default(),
+            components: BTreeMap::new(),
         }
     }
 
@@ -224,6 +231,16 @@ impl ClusterState {
                     },
                 ))
             }
+            Command::Component { name, enabled } => {
+                if name.is_empty() || name.len() > 255 {
+                    return Outcome::Refused(Refusal::BadName);
+                }
+                if !self.components.contains_key(name) && self.components.len() >= MAX_COMPONENTS {
+                    return Outcome::Refused(Refusal::TooMany);
+                }
+                self.components.insert(name.clone(), *enabled);
+                Outcome::Done
+            }
             Command::Exec(command) => {
                 let liveness = &self.liveness;
                 Outcome::Exec(self.exec.apply(command, |r, e| {
@@ -298,13 +315,16 @@ impl ClusterState {
         // unfinished hand-over, else the current owner, as long as its epoch is in force (an
         // ended epoch granted nothing that is still valid). While both are in force the new
         // owner may already serve from the table it received: no move until the group knows.
+        // A domain with no table outside the log moves with no hand-over.
         let alive = |o: &(ReplicaId, u64)| self.in_force(o.0, o.1);
         let from_live = current.from.filter(alive);
         let owner_live = current.owner.filter(alive);
         if from_live.is_some() && owner_live.is_some() {
             return Outcome::Refused(Refusal::Busy);
         }
-        let from = from_live.or(owner_live).filter(|(r, _)| *r != to);
+        let from = from_live
+            .or(owner_live)
+            .filter(|(r, _)| *r != to && domain.hands_over());
         let Some(block) = self.draw_block() else {
             return Outcome::Refused(Refusal::Exhausted);
         };
@@ -379,9 +399,13 @@ mod tests {
     }
 
     fn assign(s: &mut ClusterState, slot: u16, to: u64) -> Outcome {
-        let generation = s.slot(Domain::Locks, slot).unwrap().generation;
+        assign_in(s, Domain::Locks, slot, to)
+    }
+
+    fn assign_in(s: &mut ClusterState, domain: Domain, slot: u16, to: u64) -> Outcome {
+        let generation = s.slot(domain, slot).unwrap().generation;
         s.apply(&Command::Assign {
-            domain: Domain::Locks,
+            domain,
             slot,
             generation,
             to: ReplicaId(to),
@@ -566,6 +590,7 @@ mod tests {
             job(JobCommand::Fire {
                 job: "j".into(),
                 generation: 1,
+                from: due,
                 due,
                 attempt: 1,
                 runner: (ReplicaId(2), 1),
@@ -615,26 +640,89 @@ mod tests {
     }
 
     #[test]
-    fn a_state_stored_before_the_executor_domain_gains_its_slots_when_loaded() {
-        let mut old = registered(1);
-        assign(&mut old, 0, 1);
-        old.slots.remove(&Domain::Executor);
-        let bytes = crate::wire::encode_payload(&old).unwrap();
-        let mut loaded: ClusterState = crate::wire::decode_payload(&bytes).unwrap();
-        assert_eq!(loaded.slots[&Domain::Executor].len(), usize::from(SLOTS));
-        assert_eq!(loaded.slots[&Domain::Locks], old.slots[&Domain::Locks]);
-        assert!(matches!(
-            loaded.apply(&Command::Assign {
-                domain: Domain::Executor,
-                slot: 0,
-                generation: 0,
-                to: ReplicaId(1),
-            }),
-            Outcome::Block { generation: 1, .. }
-        ));
+    fn components_are_switched_by_name_within_bounds() {
+        let mut s = ClusterState::new();
+        let switch = |name: &str, enabled| Command::Component {
+            name: name.into(),
+            enabled,
+        };
+        assert_eq!(s.apply(&switch("mail", false)), Outcome::Done);
+        assert_eq!(s.components.get("mail"), Some(&false));
+        assert_eq!(s.apply(&switch("mail", true)), Outcome::Done);
+        assert_eq!(s.components.get("mail"), Some(&true));
         assert_eq!(
-            loaded.slot(Domain::Executor, 0).unwrap().owner,
-            Some((ReplicaId(1), 1))
+            s.apply(&switch("", true)),
+            Outcome::Refused(Refusal::BadName)
         );
+        assert_eq!(
+            s.apply(&switch(&"n".repeat(256), true)),
+            Outcome::Refused(Refusal::BadName)
+        );
+        for i in s.components.len()..MAX_COMPONENTS {
+            assert_eq!(s.apply(&switch(&format!("c{i}"), true)), Outcome::Done);
+        }
+        assert_eq!(
+            s.apply(&switch("one-more", true)),
+            Outcome::Refused(Refusal::TooMany)
+        );
+        // A component already named can still be switched.
+        assert_eq!(s.apply(&switch("mail", false)), Outcome::Done);
+    }
+
+    #[test]
+    fn a_jobs_slot_moves_from_a_live_owner_with_no_hand_over_and_its_owner_can_retire() {
+        let mut s = registered(2);
+        for to in [1, 2] {
+            assert!(matches!(
+                assign_in(&mut s, Domain::Jobs, 3, to),
+                Outcome::Block { .. }
+            ));
+            assign(&mut s, 3, to);
+        }
+        let jobs = s.slot(Domain::Jobs, 3).unwrap();
+        assert_eq!((jobs.owner, jobs.from), (Some((ReplicaId(2), 1)), None));
+        // The lock and executor slots moved alike wait for their hand-overs; once those
+        // arrive, node 1 may retire.
+        for domain in [Domain::Locks, Domain::Executor] {
+            let slot = s.slot(domain, 3).unwrap();
+            assert_eq!(slot.from, Some((ReplicaId(1), 1)));
+            let generation = slot.generation;
+            let _ = s.apply(&Command::Accept {
+                domain,
+                slot: 3,
+                generation,
+            });
+        }
+        let retire = Command::Retire {
+            replica: ReplicaId(1),
+            epoch: 1,
+        };
+        assert_eq!(s.apply(&retire), Outcome::Done);
+    }
+
+    #[test]
+    fn a_state_stored_before_a_domain_existed_gains_its_slots_when_loaded() {
+        for domain in [Domain::Jobs, Domain::Executor] {
+            let mut old = registered(1);
+            assign(&mut old, 0, 1);
+            old.slots.remove(&domain);
+            let bytes = crate::wire::encode_payload(&old).unwrap();
+            let mut loaded: ClusterState = crate::wire::decode_payload(&bytes).unwrap();
+            assert_eq!(loaded.slots[&domain].len(), usize::from(SLOTS));
+            assert_eq!(loaded.slots[&Domain::Locks], old.slots[&Domain::Locks]);
+            assert!(matches!(
+                loaded.apply(&Command::Assign {
+                    domain,
+                    slot: 0,
+                    generation: 0,
+                    to: ReplicaId(1),
+                }),
+                Outcome::Block { generation: 1, .. }
+            ));
+            assert_eq!(
+                loaded.slot(domain, 0).unwrap().owner,
+                Some((ReplicaId(1), 1))
+            );
+        }
     }
 }

@@ -45,6 +45,31 @@ impl LocalHome {
     /// Subdirectories created in every local home.
     pub const DIRS: [&'static str; 4] = ["caches", "log", "tmp", "state"];
 
+    /// The name of the admin token file in the local home.
+    pub const ADMIN_TOKEN: &'static str = "admin-token";
+
+    /// The admin token kept in the local home at `root`, trimmed; `None` when there is no such
+    /// file or it holds only blanks.
+    ///
+    /// # Examples
+    /// ```
+    /// use colony_runtime::homes::LocalHome;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// assert!(LocalHome::admin_token_in(dir.path()).unwrap().is_none());
+    /// std::fs::write(dir.path().join(LocalHome::ADMIN_TOKEN), "s3cret\n").unwrap();
+    /// assert_eq!(LocalHome::admin_token_in(dir.path()).unwrap().as_deref(), Some("s3cret"));
+    /// ```
+    ///
+    /// # Errors
+    /// The file exists but cannot be read.
+    pub fn admin_token_in(root: &Path) -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(root.join(Self::ADMIN_TOKEN)) {
+            Ok(text) => Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates (if needed) and checks the local home at `root`.
     ///
     /// # Errors
@@ -75,6 +100,11 @@ impl LocalHome {
     /// Durable node state (the membership incarnation lives here).
     pub fn state(&self) -> PathBuf {
         self.root.join("state")
+    }
+    /// The admin endpoint's bearer token, read at start when no setting gives one; see
+    /// [`LocalHome::admin_token_in`].
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join(Self::ADMIN_TOKEN)
     }
 }
 
@@ -123,9 +153,13 @@ fn prepare(
         std::fs::create_dir_all(&path).map_err(fail(path.clone()))?;
     }
     // Creating a directory can succeed on a read-only mount that already has it: write to be sure.
+    // The name is unique per call, not just per process: nodes started at once in one process
+    // share the shared home, and one must not remove the probe of another.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = root
         .join(probe_dir)
-        .join(format!(".colony-write-probe-{}", std::process::id()));
+        .join(format!(".colony-write-probe-{}-{n}", std::process::id()));
     std::fs::write(&probe, b"ok").map_err(fail(root.to_owned()))?;
     std::fs::remove_file(&probe).map_err(fail(root.to_owned()))?;
     Ok(())
@@ -134,6 +168,23 @@ fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn homes_opened_at_once_in_one_process_do_not_trip_over_each_others_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        let opened: Vec<_> = (0..8)
+            .map(|_| {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    (0..50).try_for_each(|_| SharedHome::open(&shared).map(drop))
+                })
+            })
+            .collect();
+        for thread in opened {
+            thread.join().unwrap().unwrap();
+        }
+    }
 
     #[test]
     fn creates_every_subdirectory() {

@@ -49,6 +49,12 @@ pub trait Component: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Called once the node has joined.
     fn on_start<'a>(&'a self, node: &'a Node) -> HookFuture<'a, Result<(), ComponentError>>;
-    /// Called when the node shuts down, before it leaves the cluster.
+    /// Called when the node shuts down, before it leaves the cluster, and when the component is
+    /// disabled cluster-wide (see `Node::set_component_enabled`). It may be started again later.
     fn on_stop<'a>(&'a self, node: &'a Node) -> HookFuture<'a, ()>;
+    /// Whether the component may run on several nodes at once. One that is not runs only in a
+    /// one-node cluster, and enabling it in a larger one is refused. Compatible by default.
+    fn cluster_compatible(&self) -> bool {
+        true
+    }
 }

@@ -62,6 +62,22 @@ pub enum StartError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The admin endpoint would listen beyond loopback with no token to guard it.
+    #[error(
+        "the admin endpoint {addr} is not a loopback address, and no admin token is set: set COLONY_ADMIN_TOKEN (or the local home's `admin-token` file), or serve it on 127.0.0.1"
+    )]
+    AdminUnprotected {
+        /// The admin address.
+        addr: SocketAddr,
+    },
+    /// The local home's admin token file exists but cannot be read.
+    #[error("cannot read the admin token file {path}: {source}")]
+    AdminToken {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// A component's `on_start` failed.
     #[error(transparent)]
     Component(#[from] ComponentError),
@@ -166,6 +182,18 @@ impl NodeBuilder {
     /// Serve the admin endpoint on `addr`.
     pub fn admin(mut self, addr: impl ToString) -> Self {
         self.layer.admin = Some(addr.to_string());
+        self
+    }
+
+    /// The admin endpoint's bearer token (see [`NodeConfig::admin_token`]).
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.layer.admin_token = Some(token.into());
+        self
+    }
+
+    /// The address peers reach this node at, when not the bound one.
+    pub fn advertise(mut self, addr: impl ToString) -> Self {
+        self.layer.advertise = Some(addr.to_string());
         self
     }
 
@@ -287,13 +315,14 @@ async fn start(
     home_updates: &[Arc<dyn HomeUpdateHandler>],
     stop: impl Future<Output = ()>,
 ) -> Result<Option<Node>, StartError> {
-    if config.bind.ip().is_unspecified() {
+    if config.bind.ip().is_unspecified() && config.advertise.is_none() {
         return Err(ConfigError::Invalid {
             setting: "bind",
-            reason: "must be an address peers can reach, not 0.0.0.0 or [::]".into(),
+            reason: "is 0.0.0.0 or [::], which peers cannot dial: set `advertise` to the address they reach this node at".into(),
         }
         .into());
     }
+    let admin_gate = admin_gate(&config)?;
     let local_home = LocalHome::open(&config.home)?;
     let shared_home = SharedHome::open(&config.shared_home)?;
     let maintenance = match crate::homes::settle(&local_home, &shared_home, home_updates).await? {
@@ -306,7 +335,9 @@ async fn start(
             path: local_home.state(),
             source,
         })?;
-    let (socket, addr) = bind_gossip(config.bind).await?;
+    let (socket, bound) = bind_gossip(config.bind).await?;
+    // What peers dial and gossip about; the sockets stay on `bound`.
+    let addr = config.advertise.unwrap_or(bound);
     let id = NodeId::random();
     let fresh_replica = u64::from_le_bytes(id.as_bytes()[8..].try_into().expect("8 bytes")) | 1;
     let (disk, stored) = Disk::open(&local_home.state().join("consensus.redb"), fresh_replica)?;
@@ -330,7 +361,7 @@ async fn start(
     // The listener comes first, so that peers who see this node up can dial it at once.
     let transport = Transport::start(
         id,
-        addr,
+        bound,
         config.cookie.expose(),
         config.max_message_bytes,
         membership.watch(),
@@ -365,7 +396,8 @@ async fn start(
             return Err(e);
         }
     };
-    tracing::info!(node = %config.name, %id, %addr, incarnation, "node started");
+    tracing::info!(node = %config.name, %id, %addr, %bound, incarnation, "node started");
+    let metrics = super::metrics::NodeMetrics::new(&config.name);
     let node = Node {
         inner: Arc::new(Inner {
             config,
@@ -377,17 +409,43 @@ async fn start(
             membership,
             transport,
             group,
+            started: tokio::sync::Mutex::new(vec![false; components.len()]),
             components,
-            started: tokio::sync::Mutex::new(0),
             extensions: Default::default(),
             actions: Default::default(),
             views: Default::default(),
+            item_actions: Default::default(),
             stopping: AtomicBool::new(false),
+            admin_gate,
+            metrics,
             maintenance,
             messaging,
             admin: std::sync::Mutex::new(None),
         }),
     };
+    node.register_admin_view(
+        "components",
+        Arc::new(|node: Node| {
+            Box::pin(async move {
+                serde_json::to_value(node.components().await).map_err(|e| e.to_string())
+            })
+        }),
+    );
+    for (action, enabled) in [("enable", true), ("disable", false)] {
+        node.register_admin_item_action(
+            "components",
+            action,
+            Arc::new(move |node: Node, name: String| {
+                Box::pin(async move {
+                    let done = node.set_component_enabled(&name, enabled).await;
+                    Some(
+                        done.map(|()| serde_json::json!({ "name": name, "enabled": enabled }))
+                            .map_err(|e| e.to_string()),
+                    )
+                })
+            }),
+        );
+    }
     if let Some(admin_addr) = node.inner.config.admin {
         match admin::AdminServer::serve(admin_addr, node.clone()).await {
             Ok(server) => *node.inner.admin.lock().expect("admin lock") = Some(server),
@@ -415,7 +473,7 @@ async fn start(
         node.joined().await;
         tracing::info!(node = %node.name(), members = node.members().len(), "joined the cluster");
         wait_for_group(&node).await?;
-        start_components(&node).await.map_err(StartError::from)
+        node.start_components().await.map_err(StartError::from)
     };
     tokio::select! {
         started = join => match started {
@@ -430,6 +488,48 @@ async fn start(
             node.shutdown().await;
             Ok(None)
         }
+    }
+}
+
+/// The admin endpoint's gate, from the settings or the local home's token file; refuses an
+/// endpoint beyond loopback that no token guards, before anything listens.
+fn admin_gate(config: &NodeConfig) -> Result<admin::Gate, StartError> {
+    let Some(addr) = config.admin else {
+        return Ok(admin::Gate::new(None));
+    };
+    let token = match &config.admin_token {
+        Some(token) => Some(token.expose().trim().to_owned()),
+        None => {
+            let path = config.home.join(LocalHome::ADMIN_TOKEN);
+            let token = LocalHome::admin_token_in(&config.home).map_err(|source| {
+                StartError::AdminToken {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            if token.is_some() {
+                warn_if_readable_by_others(&path);
+            }
+            token
+        }
+    };
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(StartError::AdminUnprotected { addr });
+    }
+    Ok(admin::Gate::new(token.as_deref()))
+}
+
+/// A token file others on the machine can read is no secret: say so (the node still starts,
+/// as with any file the operator chose to share).
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the admin token file can be read by other users: chmod 600 it"
+        );
     }
 }
 
@@ -553,23 +653,4 @@ async fn wait_for_group(node: &Node) -> Result<(), StartError> {
             return Ok(());
         }
     }
-}
-
-async fn start_components(node: &Node) -> Result<(), ComponentError> {
-    // A locked node stays up for operators to see, but runs none of the application: its
-    // primitives would refuse the components' work anyway.
-    if let Some(message) = node.maintenance() {
-        tracing::error!(
-            message,
-            components = node.inner.components.len(),
-            "locked for maintenance: components not started"
-        );
-        return Ok(());
-    }
-    for component in &node.inner.components {
-        tracing::info!(component = component.name(), "starting component");
-        component.on_start(node).await?;
-        *node.inner.started.lock().await += 1;
-    }
-    Ok(())
 }

@@ -3,12 +3,16 @@
 mod admin;
 /// The JSON bodies of the admin endpoint.
 pub mod admin_types {
-    pub use super::admin::{ClusterStatus, ConsensusReport, Faults};
+    pub use super::admin::{AdminStats, ClusterStatus, ConsensusReport, Faults};
 }
 mod builder;
 mod builtin;
+mod components;
+mod metrics;
 
 pub use builder::{NodeBuilder, StartError, StartHook};
+pub use components::{ComponentControlError, ComponentStatus};
+pub use metrics::MetricsCollector;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -64,11 +68,15 @@ struct Inner {
     transport: Transport,
     group: crate::consensus::Group,
     components: Vec<Arc<dyn Component>>,
-    started: Mutex<usize>,
+    /// Which components run now, by index.
+    started: Mutex<Vec<bool>>,
     extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
     actions: dashmap::DashMap<String, AdminAction>,
     views: dashmap::DashMap<String, AdminAction>,
+    item_actions: dashmap::DashMap<(String, String), AdminItemAction>,
     stopping: AtomicBool,
+    admin_gate: admin::Gate,
+    metrics: metrics::NodeMetrics,
     /// Set when a shared-home move failed at start: see [`Node::maintenance`].
     maintenance: Option<String>,
     messaging: Arc<crate::messaging::MessagingState>,
@@ -89,6 +97,18 @@ pub type AdminAction = Arc<
         + Sync,
 >;
 
+/// An operation on one item of an admin view (`POST /{view}/{item}/{action}`, e.g.
+/// `POST /caches/users/flush`), given the item's name; `None` if there is no such item.
+pub type AdminItemAction = Arc<
+    dyn Fn(
+            Node,
+            String,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Option<Result<serde_json::Value, String>>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// Counters from every layer of the node, as served by the admin endpoint's `/stats`.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStats {
@@ -98,6 +118,8 @@ pub struct NodeStats {
     pub transport: TransportCounters,
     /// The consensus group's counters (messages refused, leader changes, ...).
     pub consensus: crate::consensus::GroupStats,
+    /// Requests the admin endpoint refused.
+    pub admin: admin::AdminStats,
     /// Events published on the local bus.
     pub events_published: u64,
     /// Events dropped for full listener queues.
@@ -123,7 +145,8 @@ impl Node {
         &self.inner.config.name
     }
 
-    /// The address the node listens on (TCP and UDP), with the real port if 0 was asked.
+    /// The address peers reach the node at (TCP and UDP): the advertised one if set, else the
+    /// bound one, with the real port if 0 was asked.
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
     }
@@ -206,6 +229,70 @@ impl Node {
         self.inner.views.insert(name.to_owned(), view);
     }
 
+    /// Offers `action` on each item of the admin view `view` as
+    /// `POST /{view}/{item}/{name}` (e.g. `POST /caches/users/flush`).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn demo(node: colony_runtime::Node) {
+    /// use std::sync::Arc;
+    /// node.register_admin_item_action(
+    ///     "queues",
+    ///     "purge",
+    ///     Arc::new(|_node, item: String| {
+    ///         Box::pin(async move { Some(Ok(serde_json::json!({ "purged": item }))) })
+    ///     }),
+    /// );
+    /// # }
+    /// ```
+    pub fn register_admin_item_action(&self, view: &str, name: &str, action: AdminItemAction) {
+        self.inner
+            .item_actions
+            .insert((view.to_owned(), name.to_owned()), action);
+    }
+
+    /// Runs the action `name` on `item` of the admin view `view`: `None` if there is no such
+    /// action, `Some(None)` if there is no such item.
+    pub async fn run_admin_item_action(
+        &self,
+        view: &str,
+        name: &str,
+        item: &str,
+    ) -> Option<Option<Result<serde_json::Value, String>>> {
+        let key = (view.to_owned(), name.to_owned());
+        let action = self.inner.item_actions.get(&key)?.clone();
+        Some(action(self.clone(), item.to_owned()).await)
+    }
+
+    /// Where the admin endpoint listens (the real port if 0 was asked); `None` without one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        let admin = self.inner.admin.lock().expect("admin lock");
+        admin.as_ref().map(admin::AdminServer::addr)
+    }
+
+    /// Adds `collector` to what `GET /metrics` reports: services built on the runtime (the
+    /// primitives) copy their counters into the node's recorder through it.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn demo(node: colony_runtime::Node, queued: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    /// use std::sync::Arc;
+    /// node.add_metrics_collector(Arc::new(move |_node| {
+    ///     let n = queued.load(std::sync::atomic::Ordering::Relaxed);
+    ///     metrics::gauge!("myapp_queued").set(n as f64);
+    /// }));
+    /// # }
+    /// ```
+    pub fn add_metrics_collector(&self, collector: MetricsCollector) {
+        self.inner.metrics.add_collector(collector);
+    }
+
+    /// This node's metrics in the Prometheus text format, as `GET /metrics` serves them; every
+    /// series is labelled `node="<name>"`.
+    pub fn render_metrics(&self) -> String {
+        self.inner.metrics.render(self)
+    }
+
     /// Runs the admin view `name`; `None` if there is none.
     pub async fn run_admin_view(&self, name: &str) -> Option<Result<serde_json::Value, String>> {
         let view = self.inner.views.get(name)?.clone();
@@ -257,6 +344,7 @@ impl Node {
             membership: self.inner.membership.stats(),
             transport: self.inner.transport.counters(),
             consensus: self.inner.group.status().stats,
+            admin: self.inner.admin_gate.stats(),
             events_published: self.inner.events.published(),
             events_dropped: self.inner.events.dropped(),
             tasks: tokio::runtime::Handle::try_current()
@@ -316,10 +404,14 @@ impl Node {
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, RequestError> {
         let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
-        self.inner
+        let started = std::time::Instant::now();
+        let answer = self
+            .inner
             .transport
             .request(node, service, kind, payload, timeout)
-            .await
+            .await;
+        self.inner.metrics.request_took(service, started.elapsed());
+        answer
     }
 
     /// Sends the same encoded payload to each of `nodes` at once and waits for all of them, at
@@ -420,16 +512,6 @@ impl Node {
         self.inner.transport.stop();
         if let Some(admin) = self.inner.admin.lock().expect("admin lock").take() {
             admin.stop();
-        }
-    }
-
-    async fn stop_components(&self) {
-        let mut started = self.inner.started.lock().await;
-        while *started > 0 {
-            *started -= 1;
-            let component = self.inner.components[*started].clone();
-            tracing::info!(component = component.name(), "stopping component");
-            component.on_stop(self).await;
         }
     }
 }

@@ -8,11 +8,7 @@ use crate::consensus::{ClusterState, Command, MemberInfo, Outcome};
 const D: Domain = Domain::Locks;
 
 fn state(nodes: u64) -> ClusterState {
-    let mut s = ClusterState::new();
-    for r in 1..=nodes {
-        register(&mut s, r, 1);
-    }
-    s
+    crate::sim::registered(nodes)
 }
 
 fn register(s: &mut ClusterState, r: u64, incarnation: u64) {

@@ -45,6 +45,30 @@ pub mod script;
 pub mod world;
 
 pub use clock::SkewedClock;
+
+/// A cluster state with members `1..=nodes` registered, each in epoch 1 (incarnation 1): the
+/// starting point of the state-level tests of every primitive.
+///
+/// # Examples
+/// ```
+/// let s = colony_runtime::sim::registered(3);
+/// assert_eq!(s.members.len(), 3);
+/// ```
+pub fn registered(nodes: u64) -> crate::consensus::ClusterState {
+    use crate::consensus::{ClusterState, Command, MemberInfo, ReplicaId};
+    let mut s = ClusterState::new();
+    for r in 1..=nodes {
+        let _ = s.apply(&Command::Register {
+            replica: ReplicaId(r),
+            info: MemberInfo {
+                name: format!("n{r}"),
+                addr: "127.0.0.1:1".parse().expect("an address"),
+                incarnation: 1,
+            },
+        });
+    }
+    s
+}
 pub use history::{End, Entry, Happening, History, Life, Span};
 pub use net::{Link, Net, NetChange};
 pub use script::Op;

@@ -29,6 +29,9 @@ pub struct ClusterSpec {
     pub extra_args: Vec<String>,
     /// Where homes go; a fresh temporary directory when `None`.
     pub root: Option<PathBuf>,
+    /// The admin token every node is given (`COLONY_ADMIN_TOKEN`), a fresh random one by
+    /// default; `None` starts the nodes without one (their endpoints then serve reads only).
+    pub admin_token: Option<String>,
     /// Wall-clock offsets in milliseconds by node index (`--clock-offset-ms`); nodes past the
     /// end of the list, and nodes added later, run on the system clock.
     pub clock_offsets_ms: Vec<i64>,
@@ -45,6 +48,7 @@ impl ClusterSpec {
             timings: MembershipTimings::default(),
             extra_args: Vec::new(),
             root: None,
+            admin_token: Some(uuid::Uuid::new_v4().simple().to_string()),
             clock_offsets_ms: Vec::new(),
         }
     }
@@ -190,11 +194,15 @@ impl TestCluster {
                 "RUST_LOG",
                 std::env::var("COLONY_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .env_remove("COLONY_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         if i != 0 {
             cmd.args(["--seeds", &seed]);
+        }
+        if let Some(token) = &self.spec.admin_token {
+            cmd.env("COLONY_ADMIN_TOKEN", token);
         }
         if let Some(offset) = self.spec.clock_offsets_ms.get(i).filter(|o| **o != 0) {
             cmd.arg(format!("--clock-offset-ms={offset}"));
@@ -236,7 +244,7 @@ impl TestCluster {
 
     /// A client for node `i`'s admin endpoint.
     pub fn admin(&self, i: usize) -> AdminClient {
-        AdminClient::new(self.admin_addr(i))
+        AdminClient::new(self.admin_addr(i)).with_token(self.spec.admin_token.clone())
     }
 
     /// Node `i`'s local home.

@@ -20,6 +20,7 @@ pub struct AdminError {
 pub struct AdminClient {
     addr: SocketAddr,
     agent: ureq::Agent,
+    token: Option<String>,
 }
 
 impl AdminClient {
@@ -30,7 +31,69 @@ impl AdminClient {
             .http_status_as_error(false)
             .build()
             .into();
-        AdminClient { addr, agent }
+        AdminClient {
+            addr,
+            agent,
+            token: None,
+        }
+    }
+
+    /// The same client, sending `token` as `Authorization: Bearer <token>` with every request.
+    ///
+    /// # Examples
+    /// ```
+    /// let client = colony_runtime::testkit::AdminClient::new("127.0.0.1:8401".parse().unwrap())
+    ///     .with_token(Some("s3cret".into()));
+    /// # let _ = client;
+    /// ```
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    fn get(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        self.authorized(self.agent.get(format!("http://{}/{path}", self.addr)))
+    }
+
+    fn post(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        self.authorized(self.agent.post(format!("http://{}/{path}", self.addr)))
+    }
+
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => request.header("Authorization", format!("Bearer {t}")),
+            None => request,
+        }
+    }
+
+    /// `GET /{path}` as text, with its status: for answers that are not JSON (`/metrics`) and
+    /// for checking refusals.
+    ///
+    /// # Errors
+    /// The endpoint is unreachable.
+    pub fn get_text(&self, path: &str) -> Result<(u16, String), AdminError> {
+        let response = self.get(path).call().map_err(|e| self.err(e))?;
+        self.text(response)
+    }
+
+    /// `POST /{path}` with an empty body, as text with its status.
+    ///
+    /// # Errors
+    /// The endpoint is unreachable.
+    pub fn post_text(&self, path: &str) -> Result<(u16, String), AdminError> {
+        let response = self.post(path).send_empty().map_err(|e| self.err(e))?;
+        self.text(response)
+    }
+
+    fn text(
+        &self,
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> Result<(u16, String), AdminError> {
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| self.err(e))?;
+        Ok((response.status().as_u16(), body))
     }
 
     fn err(&self, reason: impl ToString) -> AdminError {
@@ -42,10 +105,7 @@ impl AdminClient {
 
     /// `GET /health`: whether the node says it is up.
     pub fn healthy(&self) -> bool {
-        self.agent
-            .get(format!("http://{}/health", self.addr))
-            .call()
-            .is_ok_and(|r| r.status() == 200)
+        self.get("health").call().is_ok_and(|r| r.status() == 200)
     }
 
     /// `GET /cluster`.
@@ -73,11 +133,7 @@ impl AdminClient {
     }
 
     fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, AdminError> {
-        let mut response = self
-            .agent
-            .get(format!("http://{}/{path}", self.addr))
-            .call()
-            .map_err(|e| self.err(e))?;
+        let mut response = self.get(path).call().map_err(|e| self.err(e))?;
         if response.status() != 200 {
             return Err(self.err(format!("status {}", response.status())));
         }
@@ -90,8 +146,7 @@ impl AdminClient {
     /// The endpoint is unreachable, has no such action, or the action failed.
     pub fn action(&self, name: &str) -> Result<serde_json::Value, AdminError> {
         let mut response = self
-            .agent
-            .post(format!("http://{}/actions/{name}", self.addr))
+            .post(&format!("actions/{name}"))
             .send_empty()
             .map_err(|e| self.err(e))?;
         if response.status() != 200 {
@@ -107,8 +162,7 @@ impl AdminClient {
     /// The endpoint is unreachable or refused (fault injection off).
     pub fn set_faults(&self, blocked: Vec<SocketAddr>) -> Result<(), AdminError> {
         let response = self
-            .agent
-            .post(format!("http://{}/faults", self.addr))
+            .post("faults")
             .send_json(Faults { blocked })
             .map_err(|e| self.err(e))?;
         if response.status() != 200 {

@@ -67,6 +67,9 @@ pub(crate) struct TransportStats {
     pub local_requests: AtomicU64,
     pub link_dials: AtomicU64,
     pub refused_connections: AtomicU64,
+    /// Link bytes read (frames from peers) and written (frames to peers), after the handshake.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
 }
 
 /// A snapshot of the transport counters.
@@ -100,6 +103,10 @@ pub struct TransportCounters {
     /// Incoming requests refused because the envelope's `from` is not the node the connection
     /// authenticated.
     pub forged_senders: u64,
+    /// Bytes read from links (requests and replies from peers), after the handshake.
+    pub bytes_in: u64,
+    /// Bytes written to links (or queued behind a full socket), after the handshake.
+    pub bytes_out: u64,
 }
 
 /// The node's transport.
@@ -257,6 +264,8 @@ impl Transport {
             refused_connections: s.refused_connections.load(Ordering::Relaxed),
             unauthenticated: self.inner.admission.unauthenticated(),
             forged_senders: g.forged_senders.load(Ordering::Relaxed),
+            bytes_in: s.bytes_in.load(Ordering::Relaxed),
+            bytes_out: s.bytes_out.load(Ordering::Relaxed),
         }
     }
 

@@ -77,6 +77,7 @@ fn fire(generation: u64, due: u64, attempt: u32, runner: ReplicaId) -> JobComman
     JobCommand::Fire {
         job: "j".into(),
         generation,
+        from: due,
         due,
         attempt,
         runner: (runner, 1),
@@ -247,4 +248,44 @@ fn unscheduling_removes_the_job() {
         w.apply(&unschedule),
         JobOutcome::Refused(JobRefusal::NoSuchJob)
     );
+}
+
+#[test]
+fn a_fire_may_jump_to_a_later_due_time_recording_the_ones_passed_but_never_back() {
+    let mut w = World::new();
+    let g = w.schedule(false);
+    let mut late = fire(g, T + 5000, 1, R1);
+    if let JobCommand::Fire { from, passed, .. } = &mut late {
+        (*from, *passed) = (T, 5);
+    }
+    let token = fired(w.apply(&late));
+    let record = w.job().history.back().unwrap();
+    assert_eq!(
+        (record.due, record.what),
+        (
+            T,
+            RunEnd::Passed {
+                why: PassReason::Missed,
+                count: 5
+            }
+        )
+    );
+    assert_eq!(w.job().next_due, Some(T + 6000));
+    w.apply(&finish(token, "ok"));
+    // An earlier due time, one planned from an outdated next due time, or one whose next
+    // due time is not after it, never fires.
+    assert_eq!(
+        w.apply(&fire(g, T + 1000, 1, R2)),
+        JobOutcome::Refused(JobRefusal::Stale)
+    );
+    let mut outdated = fire(g, T + 7000, 1, R2);
+    if let JobCommand::Fire { from, .. } = &mut outdated {
+        *from = T;
+    }
+    assert_eq!(w.apply(&outdated), JobOutcome::Refused(JobRefusal::Stale));
+    let mut stuck = fire(g, T + 6000, 1, R2);
+    if let JobCommand::Fire { next_due, .. } = &mut stuck {
+        *next_due = Some(T + 6000);
+    }
+    assert_eq!(w.apply(&stuck), JobOutcome::Refused(JobRefusal::Stale));
 }

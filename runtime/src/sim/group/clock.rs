@@ -27,6 +27,12 @@ impl Clock {
         }
     }
 
+    /// How far reading `at` is past the world's common origin: the node's wall clock, off by
+    /// its offset and drift like every reading of this clock.
+    pub fn since_origin(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.base)
+    }
+
     /// The node's reading at world time `t`.
     pub fn local(&self, t: Duration) -> Instant {
         let ns = t.as_nanos() as i128;

@@ -318,6 +318,12 @@ impl<S: Service> GroupWorld<S> {
         self.local(i)
     }
 
+    /// Node `i`'s wall clock now: its reading past the world's common origin, as
+    /// [`Ctx::wall`] gives it to the node's service.
+    pub fn wall(&self, i: usize) -> Duration {
+        self.nodes[i].clock.since_origin(self.local(i))
+    }
+
     /// Node `i`'s member id.
     pub fn replica(&self, i: usize) -> ReplicaId {
         self.nodes[i].identity.replica

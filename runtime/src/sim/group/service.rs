@@ -93,6 +93,12 @@ impl<S: Service> Ctx<'_, S> {
         self.effects.push(Effect::Propose(command));
     }
 
+    /// The node's wall clock now: its reading past the world's common origin (nodes disagree by
+    /// their clocks' offsets and drift).
+    pub fn wall(&self) -> Duration {
+        self.clock.since_origin(self.now)
+    }
+
     /// The world time at which this node's clock reads `at`.
     pub fn world_of(&self, at: Instant) -> Duration {
         self.clock.world(at)

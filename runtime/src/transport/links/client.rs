@@ -18,6 +18,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::frame::{self, Frame, FrameReader};
 use crate::NodeId;
+use crate::transport::TransportStats;
 
 /// Bytes queued behind a full socket before the link gives up on a peer that stopped reading.
 const MAX_BACKLOG: usize = 64 * 1024 * 1024;
@@ -39,6 +40,7 @@ pub(crate) struct Link {
 
 struct Inner {
     peer: NodeId,
+    stats: Arc<TransportStats>,
     socket: OwnedWriteHalf,
     /// Bytes the socket did not take yet; writes happen under this lock, in order.
     backlog: Mutex<Vec<u8>>,
@@ -76,11 +78,17 @@ impl Drop for Call {
 
 impl Link {
     /// Wraps an authenticated stream and starts its reader and flusher.
-    pub(crate) fn start(stream: TcpStream, peer: NodeId, frame_limit: usize) -> Link {
+    pub(crate) fn start(
+        stream: TcpStream,
+        peer: NodeId,
+        frame_limit: usize,
+        stats: Arc<TransportStats>,
+    ) -> Link {
         let (read, write) = stream.into_split();
         let link = Link {
             inner: Arc::new(Inner {
                 peer,
+                stats,
                 socket: write,
                 backlog: Mutex::new(Vec::new()),
                 flush: Notify::new(),
@@ -134,7 +142,12 @@ impl Link {
         };
         let mut bytes = Vec::with_capacity(envelope.len() + service.len() + 16);
         frame::put_request(&mut bytes, id, service, envelope);
-        self.write(&bytes).then_some(call)
+        let written = self.write(&bytes);
+        if written {
+            let n = bytes.len() as u64;
+            inner.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+        }
+        written.then_some(call)
     }
 
     /// Writes `bytes` now if the socket takes them, else queues them for the flusher. `false`
@@ -218,7 +231,7 @@ impl Link {
     }
 
     async fn read_replies(self, read: OwnedReadHalf, frame_limit: usize) {
-        let mut reader = FrameReader::new(read, frame_limit);
+        let mut reader = FrameReader::new(read, frame_limit).counted(self.inner.stats.clone());
         let closed = self.closed();
         tokio::pin!(closed);
         loop {

@@ -124,7 +124,7 @@ impl Links {
             }
         };
         // A link that closes later is dropped (and redialled) by the next reconcile.
-        let link = Link::start(stream, peer, self.frame_limit);
+        let link = Link::start(stream, peer, self.frame_limit, self.stats.clone());
         if let Some(old) = self.outgoing.insert(peer, link.clone()) {
             old.close();
         }

@@ -8,7 +8,12 @@
 //! The envelope and reply bytes are the same a node's requests to itself go through: a link
 //! only adds the way there.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::transport::TransportStats;
 
 const REQUEST: u8 = 1;
 const REPLY: u8 = 2;
@@ -102,6 +107,7 @@ pub(crate) struct FrameReader<R> {
     inner: R,
     buf: Vec<u8>,
     limit: usize,
+    counted: Option<Arc<TransportStats>>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -111,7 +117,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf: Vec::with_capacity(16 * 1024),
             limit,
+            counted: None,
         }
+    }
+
+    /// The same reader, adding every byte it reads to `stats.bytes_in`.
+    pub(crate) fn counted(mut self, stats: Arc<TransportStats>) -> Self {
+        self.counted = Some(stats);
+        self
     }
 
     /// The next frame, or `None` when the peer closed cleanly between frames.
@@ -122,12 +135,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             let want = self.wanted();
             self.buf.reserve(want.max(16 * 1024));
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
+            let read = self.inner.read_buf(&mut self.buf).await?;
+            if read == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
                     Err(FrameError::Truncated)
                 };
+            }
+            if let Some(stats) = &self.counted {
+                stats.bytes_in.fetch_add(read as u64, Ordering::Relaxed);
             }
         }
     }

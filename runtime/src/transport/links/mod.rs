@@ -205,6 +205,7 @@ impl Links {
             self.services.clone(),
             self.frame_limit,
             self.cut.clone(),
+            self.stats.clone(),
         )
         .await;
     }

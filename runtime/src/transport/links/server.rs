@@ -7,6 +7,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use dashmap::DashMap;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -16,6 +17,7 @@ use tokio::net::TcpStream;
 use super::Cut;
 use super::frame::{self, Frame, FrameReader};
 use crate::NodeId;
+use crate::transport::TransportStats;
 use crate::transport::dispatch::{Answer, Dispatcher, Sender};
 use crate::wire::{self, ErrorCode, Reply};
 
@@ -28,9 +30,10 @@ pub(crate) async fn serve(
     services: Arc<DashMap<Arc<str>, Dispatcher>>,
     frame_limit: usize,
     mut cut: Cut,
+    stats: Arc<TransportStats>,
 ) {
     let (read, mut write) = stream.into_split();
-    let mut reader = FrameReader::new(read, frame_limit);
+    let mut reader = FrameReader::new(read, frame_limit).counted(stats.clone());
     let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut out = Vec::new();
     // One future for the whole connection: it looks at membership only when that changes, not
@@ -48,6 +51,9 @@ pub(crate) async fn serve(
                 tracing::debug!(%peer, error = %e, "link write failed");
                 break;
             }
+            stats
+                .bytes_out
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
             out.clear();
         }
         tokio::select! {
@@ -169,6 +175,8 @@ mod tests {
         let (_blocked, blocked) = watch::channel(HashSet::new());
         let (_view, view) = watch::channel(Arc::new(view));
         let (_stopping, stopping) = watch::channel(false);
+        let link_stats = Arc::new(TransportStats::default());
+        let counted = link_stats.clone();
         let cut = Cut {
             blocked,
             view,
@@ -186,7 +194,7 @@ mod tests {
             let peer = handshake::server(&mut stream, &server_key, server_id)
                 .await
                 .unwrap();
-            serve(stream, peer, services, 4096, cut).await;
+            serve(stream, peer, services, 4096, cut, link_stats).await;
         });
 
         let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -209,6 +217,10 @@ mod tests {
         assert_eq!(honest.ok.as_deref(), Some(&client_id.as_bytes()[..]));
         assert_eq!(stats.forged_senders.load(Ordering::Relaxed), 1);
         assert_eq!(stats.handled.load(Ordering::Relaxed), 1);
+        // Both requests in, both replies out, each counted once.
+        let sent = [request(1, other), request(2, client_id)].concat().len() as u64;
+        assert_eq!(counted.bytes_in.load(Ordering::Relaxed), sent);
+        assert!(counted.bytes_out.load(Ordering::Relaxed) > 0);
         drop(replies);
         serving.abort();
     }

@@ -1,17 +1,11 @@
-//! The admin HTTP endpoint: `/health`, `/cluster`, `/stats`, and `/faults` for tests.
+//! The JSON bodies of `/cluster` and `/faults`.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{Node, NodeStats};
 use crate::membership::Member;
+use crate::node::Node;
 
 /// The body of `GET /cluster`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,97 +134,4 @@ impl ClusterStatus {
 pub struct Faults {
     /// `host:port` addresses of the nodes to cut off.
     pub blocked: Vec<SocketAddr>,
-}
-
-pub(crate) struct AdminServer {
-    stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl AdminServer {
-    pub(crate) async fn serve(addr: SocketAddr, node: Node) -> std::io::Result<AdminServer> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let router = Router::new()
-            .route("/health", get(health))
-            .route("/cluster", get(cluster))
-            .route("/stats", get(stats))
-            .route("/faults", post(faults))
-            .route("/actions/{name}", post(action))
-            .route("/{name}", get(view))
-            .with_state(node);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tracing::info!(%addr, "admin endpoint listening");
-        tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "admin endpoint failed");
-            }
-        });
-        Ok(AdminServer { stop })
-    }
-
-    pub(crate) fn stop(self) {
-        let _ = self.stop.send(());
-    }
-}
-
-async fn health(State(node): State<Node>) -> impl IntoResponse {
-    let state = node.local().state;
-    if let Some(message) = node.maintenance() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("locked for maintenance: {message}\n"),
-        )
-    } else if state.is_up() {
-        (StatusCode::OK, "up\n".to_string())
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("{state}\n"))
-    }
-}
-
-async fn cluster(State(node): State<Node>) -> Json<ClusterStatus> {
-    Json(ClusterStatus::of(&node))
-}
-
-async fn stats(State(node): State<Node>) -> Json<NodeStats> {
-    Json(node.stats())
-}
-
-async fn faults(State(node): State<Node>, Json(faults): Json<Faults>) -> impl IntoResponse {
-    let blocked: HashSet<SocketAddr> = faults.blocked.into_iter().collect();
-    if node.set_blocked(blocked).await {
-        (StatusCode::OK, "fault filter set\n")
-    } else {
-        (
-            StatusCode::FORBIDDEN,
-            "fault injection is off on this node (start it with --fault-injection)\n",
-        )
-    }
-}
-
-async fn view(State(node): State<Node>, Path(name): Path<String>) -> axum::response::Response {
-    match node.run_admin_view(&name).await {
-        Some(Ok(body)) => Json(body).into_response(),
-        Some(Err(message)) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("{message}\n")).into_response()
-        }
-        None => (StatusCode::NOT_FOUND, format!("nothing at `/{name}`\n")).into_response(),
-    }
-}
-
-async fn action(State(node): State<Node>, Path(name): Path<String>) -> axum::response::Response {
-    match node.run_admin_action(&name).await {
-        Some(Ok(body)) => Json(body).into_response(),
-        Some(Err(message)) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("{message}\n")).into_response()
-        }
-        None => (
-            StatusCode::NOT_FOUND,
-            format!("no admin action named `{name}`\n"),
-        )
-            .into_response(),
-    }
 }

@@ -1,0 +1,577 @@
+//! The scheduler of one node, with no IO.
+//!
+//! Drive it with one input (`set_group`, `register`, `unregister`, `schedule`, `unschedule`,
+//! `run_finished`, `proposal_failed`, `handle_timeout`), then drain
+//! [`SchedulerCore::poll_output`], then sleep until [`SchedulerCore::poll_timeout`].
+//!
+//! # What it does
+//! - **Owner.** Jobs belong to the slots of [`Domain::Jobs`]. For each job of a slot this node
+//!   may serve ([`Ownership::may_serve`]: given to it in its epoch, while its entitlement
+//!   lasts), it proposes what [`plan::next_command`] says when the job is due on this node's
+//!   wall clock: one command per job at a time, asked again after `retry` or once the state
+//!   moved on. Any other node proposing the same is harmless: the group applies a due time once.
+//! - **Runner.** It starts a run (once per token) only when the state it applied holds a fire
+//!   naming this node in its current epoch, while its entitlement lasts, and tells a run it
+//!   lost its fire ([`Output::Abort`]) when that entitlement ends or the fire was given to
+//!   another node: the fire is given again only after this node's epoch was revoked, which
+//!   happens after its entitlement ended. A finished run's `Finish` is fenced by its token.
+//! - **Runner keys** are registered for this node's epoch ([`JobCommand::Runners`]) and again
+//!   in every new epoch.
+//! - **Local jobs** fire on this node's wall clock only ([`super::local`]).
+//!
+//! No clock decides a fire: the wall clock says when to propose, the log whether it fires.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use colony_runtime::consensus::jobs::{Job, JobCommand, RunOutcome};
+use colony_runtime::consensus::{ClusterState, Command, Domain, Entitlement, ReplicaId};
+use colony_runtime::ownership::{Ownership, slot_of};
+
+use super::config::{JobConfig, RunMode, decode_config, encode_config};
+use super::local::{LocalJob, Step};
+use super::plan;
+use super::schedule::ScheduleError;
+
+/// Timing of the scheduler core.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreConfig {
+    /// How late a due time may fire and still count as on time (later ones are missed: the
+    /// misfire policy decides).
+    pub grace: Duration,
+    /// How long a proposal is awaited before it is made again.
+    pub retry: Duration,
+    /// Run records kept per job.
+    pub history: u16,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            grace: Duration::from_secs(1),
+            retry: Duration::from_secs(1),
+            history: 20,
+        }
+    }
+}
+
+/// A run to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// The job id.
+    pub job: String,
+    /// The job's encoded configuration ([`decode_config`]).
+    pub config: Vec<u8>,
+    /// The due time it runs for (UTC milliseconds).
+    pub due: u64,
+    /// 1, or more for a run fired again after its runner's node died.
+    pub attempt: u32,
+    /// The fencing token: the fire's, strictly increasing per job (a local job's count from 1
+    /// on this node).
+    pub token: u64,
+    /// A local job's run (no consensus).
+    pub local: bool,
+}
+
+/// Something the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Output {
+    /// Propose `command` to the group.
+    Propose(Command),
+    /// Start a run.
+    Start(Run),
+    /// Tell the run with `token` that it lost its fire: this node's entitlement ended, or the
+    /// fire was given to another node.
+    Abort {
+        /// The job.
+        job: String,
+        /// The run's token.
+        token: u64,
+    },
+    /// A job whose stored configuration does not decode: it is left alone, never fired.
+    Quarantined {
+        /// The job.
+        job: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// Its outcome.
+    pub outcome: RunOutcome,
+    /// What the runner said (cut to a bound when recorded).
+    pub message: String,
+    /// When it started, on this node's wall clock (UTC milliseconds).
+    pub started: u64,
+    /// How long it ran, in milliseconds.
+    pub millis: u64,
+}
+
+/// Why a job was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleJobError {
+    /// The configuration has no schedule.
+    #[error("the job has no schedule")]
+    NoSchedule,
+    /// The schedule is invalid.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+}
+
+/// A cluster run started here.
+#[derive(Debug, Clone)]
+struct Started {
+    job: String,
+    epoch: u64,
+    /// Still running, not told to stop.
+    live: bool,
+}
+
+/// A proposal awaited: made again after `until`, or at once when the job no longer looks as
+/// it did (`basis`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    basis: Basis,
+    until: Instant,
+}
+
+/// What a job's next command depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Basis {
+    generation: u64,
+    next_due: Option<u64>,
+    open: Vec<u64>,
+}
+
+impl Basis {
+    fn of(job: &Job) -> Self {
+        Basis {
+            generation: job.generation,
+            next_due: job.next_due,
+            open: job.open.keys().copied().collect(),
+        }
+    }
+}
+
+/// The scheduler of one node. See the module doc.
+#[derive(Debug)]
+pub struct SchedulerCore {
+    me: ReplicaId,
+    config: CoreConfig,
+    own: Ownership,
+    state: Arc<ClusterState>,
+    epoch: Option<u64>,
+    entitlement: Option<Entitlement>,
+    /// The last clock readings: monotonic and wall (UTC milliseconds).
+    now: Instant,
+    wall: u64,
+    keys: BTreeSet<String>,
+    /// When the runner keys' registration may be asked again.
+    runners_until: Option<Instant>,
+    pending: BTreeMap<String, Pending>,
+    started: BTreeMap<u64, Started>,
+    /// `Finish` commands to ask again until their fire is closed, with when.
+    finishing: BTreeMap<u64, (Command, Instant)>,
+    quarantined: BTreeSet<(String, u64)>,
+    local: BTreeMap<String, LocalJob>,
+    local_tokens: u64,
+    outputs: VecDeque<Output>,
+    wake: Option<Instant>,
+}
+
+impl SchedulerCore {
+    /// A core for member `me`, knowing nothing of the group yet.
+    pub fn new(me: ReplicaId, config: CoreConfig, now: Instant, wall_ms: u64) -> Self {
+        SchedulerCore {
+            me,
+            config,
+            own: Ownership::new(me, Domain::Jobs),
+            state: Arc::new(ClusterState::new()),
+            epoch: None,
+            entitlement: None,
+            now,
+            wall: wall_ms,
+            keys: BTreeSet::new(),
+            runners_until: None,
+            pending: BTreeMap::new(),
+            started: BTreeMap::new(),
+            finishing: BTreeMap::new(),
+            quarantined: BTreeSet::new(),
+            local: BTreeMap::new(),
+            local_tokens: 0,
+            outputs: VecDeque::new(),
+            wake: None,
+        }
+    }
+
+    /// The slots of [`Domain::Jobs`] as this node serves them.
+    pub fn ownership(&self) -> &Ownership {
+        &self.own
+    }
+
+    /// The group's status changed: the state this node applied, its epoch in force and its
+    /// entitlement.
+    pub fn set_group(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        state: Arc<ClusterState>,
+        epoch: Option<u64>,
+        entitlement: Option<Entitlement>,
+    ) {
+        self.state = state;
+        if epoch != self.epoch {
+            self.runners_until = None;
+        }
+        self.epoch = epoch;
+        self.entitlement = entitlement;
+        // No table lives outside the log: changes need no action (a move needs no hand-over).
+        let _ = self.own.update(&self.state, epoch);
+        for command in self.own.proposals(entitlement) {
+            self.outputs.push_back(Output::Propose(command));
+        }
+        self.tick(now, wall_ms);
+    }
+
+    /// This node runs jobs with runner `key` from now on.
+    pub fn register(&mut self, key: &str) {
+        if self.keys.insert(key.to_owned()) {
+            self.runners_until = None;
+            self.tick(self.now, self.wall);
+        }
+    }
+
+    /// This node stops being a candidate for runner `key`; its jobs stay scheduled.
+    pub fn unregister(&mut self, key: &str) {
+        if self.keys.remove(key) {
+            self.runners_until = None;
+            self.tick(self.now, self.wall);
+        }
+    }
+
+    /// Creates or replaces job `id` (the last one the group applies wins); a local job goes
+    /// into this node's own schedule.
+    ///
+    /// # Errors
+    /// [`ScheduleJobError`] for a configuration without a valid schedule.
+    pub fn schedule(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        id: &str,
+        config: &JobConfig,
+    ) -> Result<(), ScheduleJobError> {
+        let schedule = config
+            .schedule
+            .clone()
+            .ok_or(ScheduleJobError::NoSchedule)?;
+        schedule.check()?;
+        let first_due = schedule.first_due_ms(wall_ms);
+        let bytes = encode_config(config);
+        match config.run_mode {
+            RunMode::Locally => {
+                let running = self.local.get(id).and_then(|j| j.running);
+                self.local.insert(
+                    id.to_owned(),
+                    LocalJob {
+                        config: config.clone(),
+                        bytes,
+                        schedule,
+                        next_due: first_due,
+                        running,
+                    },
+                );
+            }
+            RunMode::OncePerCluster => {
+                self.outputs
+                    .push_back(Output::Propose(Command::Jobs(JobCommand::Schedule {
+                        job: id.to_owned(),
+                        runner: config.runner.clone(),
+                        overlap: config.overlap == super::Overlap::Allow,
+                        first_due,
+                        history: self.config.history,
+                        config: bytes.into(),
+                    })));
+            }
+        }
+        self.tick(now, wall_ms);
+        Ok(())
+    }
+
+    /// Removes job `id`, local or cluster-wide.
+    pub fn unschedule(&mut self, id: &str) {
+        if self.local.remove(id).is_none() {
+            self.outputs
+                .push_back(Output::Propose(Command::Jobs(JobCommand::Unschedule {
+                    job: id.to_owned(),
+                })));
+        }
+    }
+
+    /// The run `run` ended as `ended` says.
+    pub fn run_finished(&mut self, now: Instant, wall_ms: u64, run: &Run, ended: Ended) {
+        if run.local {
+            if let Some(job) = self.local.get_mut(&run.job)
+                && job.running == Some(run.token)
+            {
+                job.running = None;
+            }
+        } else {
+            if let Some(s) = self.started.get_mut(&run.token) {
+                s.live = false;
+            }
+            let command = Command::Jobs(JobCommand::Finish {
+                job: run.job.clone(),
+                token: run.token,
+                outcome: ended.outcome,
+                message: ended.message,
+                started: ended.started,
+                millis: ended.millis,
+            });
+            self.outputs.push_back(Output::Propose(command.clone()));
+            // Asked again until the fire is closed; one closed already is asked once (fenced).
+            if self.started.contains_key(&run.token) {
+                self.finishing
+                    .insert(run.token, (command, now + self.config.retry));
+            }
+        }
+        self.tick(now, wall_ms);
+    }
+
+    /// A command this core asked for failed (it may still apply later). Job commands are asked
+    /// again when their retry time comes, not at once: a group without a leader fails a
+    /// proposal as soon as it is made, and the status that reports it would ask again at once.
+    pub fn proposal_failed(&mut self, command: &Command) {
+        self.own.proposal_failed(command);
+    }
+
+    /// The time [`SchedulerCore::poll_timeout`] named has come.
+    pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
+        self.tick(now, wall_ms);
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`SchedulerCore::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.wake
+    }
+
+    fn entitled(&self, now: Instant) -> Option<u64> {
+        let e = self.entitlement?;
+        (Some(e.epoch) == self.epoch && e.until > now).then_some(e.epoch)
+    }
+
+    /// Everything time or the state may have made due.
+    fn tick(&mut self, now: Instant, wall_ms: u64) {
+        self.now = now;
+        self.wall = wall_ms;
+        let mut wake = Vec::new();
+        self.keep_runners(now, &mut wake);
+        self.runs(now, &mut wake);
+        self.own_jobs(now, wall_ms, &mut wake);
+        self.local_jobs(now, wall_ms, &mut wake);
+        self.wake = wake.into_iter().min();
+    }
+
+    /// Registers this node's runner keys in its epoch, unless the state has them already.
+    fn keep_runners(&mut self, now: Instant, wake: &mut Vec<Instant>) {
+        let Some(epoch) = self.entitled(now) else {
+            return;
+        };
+        let keys: Vec<String> = self.keys.iter().cloned().collect();
+        let recorded = self.state.jobs.runners.get(&self.me);
+        let current = match recorded {
+            Some((e, k)) => *e == epoch && *k == keys,
+            None => keys.is_empty(),
+        };
+        if current {
+            self.runners_until = None;
+            return;
+        }
+        match self.runners_until {
+            Some(until) if until > now => wake.push(until),
+            _ => {
+                let until = now + self.config.retry;
+                self.runners_until = Some(until);
+                wake.push(until);
+                self.outputs
+                    .push_back(Output::Propose(Command::Jobs(JobCommand::Runners {
+                        replica: self.me,
+                        epoch,
+                        keys,
+                    })));
+            }
+        }
+    }
+
+    /// Starts the runs the state gives this node, stops those it lost, and asks again for the
+    /// `Finish` of runs whose fire is still open.
+    fn runs(&mut self, now: Instant, wake: &mut Vec<Instant>) {
+        let entitled = self.entitled(now);
+        let state = self.state.clone();
+        let open = |token: &u64, job: &str| {
+            state
+                .jobs
+                .jobs
+                .get(job)
+                .and_then(|j| j.open.get(token))
+                .map(|f| f.runner)
+        };
+        // Stop runs whose fire this node lost, and forget closed ones.
+        let mut closed = Vec::new();
+        for (token, s) in &mut self.started {
+            let holder = open(token, &s.job);
+            let mine = holder == Some((self.me, s.epoch)) && entitled == Some(s.epoch);
+            if s.live && !mine {
+                s.live = false;
+                self.outputs.push_back(Output::Abort {
+                    job: s.job.clone(),
+                    token: *token,
+                });
+            }
+            if holder.is_none() {
+                closed.push(*token);
+            }
+        }
+        for token in closed {
+            self.started.remove(&token);
+            self.finishing.remove(&token);
+        }
+        let Some(epoch) = entitled else {
+            return;
+        };
+        for (id, job) in &state.jobs.jobs {
+            for (token, fire) in &job.open {
+                if fire.runner != (self.me, epoch) || self.started.contains_key(token) {
+                    continue;
+                }
+                self.started.insert(
+                    *token,
+                    Started {
+                        job: id.clone(),
+                        epoch,
+                        live: true,
+                    },
+                );
+                self.outputs.push_back(Output::Start(Run {
+                    job: id.clone(),
+                    config: job.config.to_vec(),
+                    due: fire.due,
+                    attempt: fire.attempt,
+                    token: *token,
+                    local: false,
+                }));
+            }
+        }
+        if self.started.values().any(|s| s.live)
+            && let Some(e) = self.entitlement
+        {
+            wake.push(e.until);
+        }
+        for (command, until) in self.finishing.values_mut() {
+            if *until <= now {
+                *until = now + self.config.retry;
+                self.outputs.push_back(Output::Propose(command.clone()));
+            }
+            wake.push(*until);
+        }
+    }
+
+    /// The owner's duty: for each job of a slot this node serves, the next command when due.
+    fn own_jobs(&mut self, now: Instant, wall: u64, wake: &mut Vec<Instant>) {
+        let state = self.state.clone();
+        self.pending.retain(|id, p| {
+            state
+                .jobs
+                .jobs
+                .get(id)
+                .is_some_and(|j| Basis::of(j) == p.basis && p.until > now)
+        });
+        self.quarantined
+            .retain(|(id, g)| state.jobs.jobs.get(id).is_some_and(|j| j.generation == *g));
+        let grace = self.config.grace.as_millis() as u64;
+        for (id, job) in &state.jobs.jobs {
+            if !self
+                .own
+                .may_serve(slot_of(id.as_bytes()), now, self.entitlement)
+            {
+                continue;
+            }
+            if let Some(p) = self.pending.get(id) {
+                wake.push(p.until);
+                continue;
+            }
+            // Most jobs most of the time: nothing due, no runner lost; wake at the due time.
+            let lost = job
+                .open
+                .values()
+                .any(|f| !state.in_force(f.runner.0, f.runner.1));
+            if !lost && job.next_due.is_none_or(|d| d > wall) {
+                if let Some(due) = job.next_due {
+                    wake.push(at(now, wall, due));
+                }
+                continue;
+            }
+            let config = match decode_config(&job.config) {
+                Ok(config) => config,
+                Err(reason) => {
+                    if self.quarantined.insert((id.clone(), job.generation)) {
+                        self.outputs.push_back(Output::Quarantined {
+                            job: id.clone(),
+                            reason,
+                        });
+                    }
+                    continue;
+                }
+            };
+            // None: due but waiting for a run to end; the state's next change wakes it.
+            if let Some(command) = plan::next_command(&state, id, job, &config, wall, grace) {
+                let until = now + self.config.retry;
+                let basis = Basis::of(job);
+                self.pending.insert(id.clone(), Pending { basis, until });
+                wake.push(until);
+                self.outputs
+                    .push_back(Output::Propose(Command::Jobs(command)));
+            }
+        }
+    }
+
+    /// Fires the local jobs due on this node's wall clock.
+    fn local_jobs(&mut self, now: Instant, wall: u64, wake: &mut Vec<Instant>) {
+        let grace = self.config.grace.as_millis() as u64;
+        let mut starts = Vec::new();
+        for (id, job) in &mut self.local {
+            while let Step::Fire(due) = job.step(wall, grace) {
+                self.local_tokens += 1;
+                job.running = Some(self.local_tokens);
+                starts.push(Run {
+                    job: id.clone(),
+                    config: job.bytes.clone(),
+                    due,
+                    attempt: 1,
+                    token: self.local_tokens,
+                    local: true,
+                });
+            }
+            if let Some(due) = job.next_due.filter(|d| *d > wall) {
+                wake.push(at(now, wall, due));
+            }
+        }
+        self.outputs.extend(starts.into_iter().map(Output::Start));
+    }
+}
+
+/// The time on the monotonic clock at which the wall clock reads `due`, by readings `now` and
+/// `wall` taken together (a wall clock that jumps is read again at the wake-up).
+fn at(now: Instant, wall: u64, due: u64) -> Instant {
+    now + Duration::from_millis(due.saturating_sub(wall))
+}

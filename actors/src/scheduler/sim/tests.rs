@@ -1,0 +1,339 @@
+//! The scheduler cores under faults: every run ends with every checker passing.
+//!
+//! A failing seed prints itself; replay it with a trace:
+//! `COLONY_SIM_SEED=<seed> COLONY_SIM_TRACE=1 cargo test -p colony-actors --lib
+//! scheduler::sim::tests::replay -- --nocapture` (add `COLONY_SIM_SCRIPT=paused` for the
+//! paused runner's script). `COLONY_SIM_SOAK=20` runs twenty times as many seeds.
+
+use std::time::Duration;
+
+use colony_runtime::consensus::jobs::{JobCommand, JobOutcome};
+use colony_runtime::sim::env;
+use colony_runtime::sim::group::{GroupWorld, GroupWorldConfig, Status, check as group_check};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::{SchedNode, WALL0, cluster_jobs};
+use crate::scheduler::check;
+use crate::scheduler::{Overlap, decode_config};
+
+type World = GroupWorld<SchedNode>;
+
+/// Graceful leaves that ended in a retire (the node's jobs slots moved with no hand-over).
+static RETIRED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn settled(seed: u64, nodes: usize) -> World {
+    let mut config = GroupWorldConfig::new(seed, nodes);
+    // Wall clocks from a fifth of a second to ten seconds apart.
+    config.max_offset = [200, 1_000, 10_000][(seed % 3) as usize] * Duration::from_millis(1);
+    let mut w = World::start(config);
+    assert!(
+        w.run_until(World::settled, Duration::from_secs(30)),
+        "seed {seed}: {nodes} nodes did not settle"
+    );
+    w
+}
+
+/// What broke a promise, by every checker.
+fn broken(w: &World) -> Vec<String> {
+    let r = w.record();
+    let applied = check::applied_jobs(w.history().outcomes.values());
+    let overlap = |job: &str| {
+        cluster_jobs()
+            .into_iter()
+            .find(|(id, _, _)| *id == job)
+            .map_or(Overlap::Skip, |(_, c, _)| c.overlap)
+    };
+    let mut broken = check::runs(&r.starts, overlap);
+    broken.extend(check::log(&applied));
+    broken.extend(check::starts_match_fires(&r.starts, &applied));
+    broken.extend(check::policies(&r.proposed));
+    broken.extend(local_runs_do_not_overlap(w));
+    broken.extend(group_check::all(w.history()));
+    broken
+}
+
+/// Local runs of a node's process never overlap (the local job skips overlaps).
+fn local_runs_do_not_overlap(w: &World) -> Vec<String> {
+    let local = &w.record().local;
+    let mut broken = Vec::new();
+    for (i, a) in local.iter().enumerate() {
+        for b in &local[i + 1..] {
+            let same = (a.node, a.incarnation) == (b.node, b.incarnation);
+            if same && a.end_us.is_none_or(|end| b.at_us < end) {
+                broken.push(format!("local runs overlap: {a:?} and {b:?}"));
+            }
+        }
+    }
+    broken
+}
+
+fn assert_clean(w: &World, script: &str) {
+    let broken = broken(w);
+    assert!(
+        broken.is_empty(),
+        "seed {seed} ({script}) broke a promise; replay with COLONY_SIM_SEED={seed}:\n{}",
+        broken.join("\n"),
+        seed = w.seed(),
+    );
+}
+
+/// Heals everything, restarts every killed node, and runs until every node is registered and
+/// entitled and every jobs slot served, then a while more; every periodic job is then keeping up
+/// with the wall clocks.
+fn recover(w: &mut World, script: &str) {
+    w.set_faults(0.0, 0.0);
+    w.heal();
+    for i in 0..w.len() {
+        if w.status(i) == Status::Killed {
+            w.restart(i);
+        }
+    }
+    assert!(
+        w.run_until(entitled, Duration::from_secs(60)),
+        "seed {} ({script}): did not settle after the faults",
+        w.seed()
+    );
+    w.run_for(Duration::from_millis(1_500));
+    keeps_up(w, script);
+}
+
+/// Settled, and every running node entitled: an owner fires only while entitled (seed 528
+/// once ended with a restarted owner whose heartbeats had not committed yet).
+fn entitled(w: &World) -> bool {
+    World::settled(w)
+        && (0..w.len())
+            .filter(|i| w.status(*i) == Status::Running)
+            .all(|i| {
+                w.core(i)
+                    .is_some_and(|c| c.entitlement(w.clock(i)).is_some())
+            })
+}
+
+/// Every periodic job's next due time is close to the wall clocks: nothing is stuck.
+fn keeps_up(w: &World, script: &str) {
+    let Some(core) = (0..w.len()).find_map(|i| w.core(i)) else {
+        return;
+    };
+    let oldest_wall = (0..w.len())
+        .filter(|i| w.status(*i) == Status::Running)
+        .map(|i| WALL0 + w.wall(i).as_millis() as u64)
+        .min()
+        .unwrap_or(WALL0);
+    for (id, job) in &core.state().jobs.jobs {
+        let Some(due) = job.next_due else {
+            continue;
+        };
+        let periodic =
+            decode_config(&job.config).is_ok_and(|c| id != "once" && c.schedule.is_some());
+        let slot = colony_runtime::ownership::slot_of(id.as_bytes());
+        assert!(
+            !periodic || due + 2_500 >= oldest_wall,
+            "seed {} ({script}): {id} is stuck at {due}, the slowest wall clock reads \
+             {oldest_wall}; open fires {:?}, slot {:?}, liveness {:?}",
+            w.seed(),
+            job.open,
+            core.state()
+                .slot(colony_runtime::consensus::Domain::Jobs, slot),
+            core.state().liveness,
+        );
+    }
+}
+
+fn leave_and_stop(w: &mut World, i: usize) -> bool {
+    w.leave(i);
+    let done = w.run_until(
+        |w| w.core(i).is_none_or(|c| c.has_left()),
+        Duration::from_secs(10),
+    );
+    w.kill(i);
+    done
+}
+
+/// A random fault script on 3 to 5 nodes: pauses (often longer than the liveness period, so a
+/// running node's fires go elsewhere), kills and restarts, partitions, loss and duplication,
+/// graceful restarts (the jobs slots move with no hand-over and the node retires) and joins.
+fn chaos(seed: u64) -> World {
+    let nodes = 3 + (seed % 3) as usize;
+    let mut w = settled(seed, nodes);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5c4e_d01e);
+    let ms = |rng: &mut StdRng, lo: u64, hi: u64| Duration::from_millis(rng.random_range(lo..hi));
+    w.set_faults(0.01, 0.01);
+    w.run_for(ms(&mut rng, 300, 1_000));
+    for _ in 0..3 {
+        let i = rng.random_range(0..w.len());
+        match rng.random_range(0..8) {
+            0 | 1 => {
+                let d = ms(&mut rng, 200, 3_000);
+                w.pause(i, d);
+            }
+            2 => {
+                if w.status(i) == Status::Running {
+                    w.kill(i);
+                    let d = ms(&mut rng, 0, 3_000);
+                    w.run_for(d);
+                    w.restart(i);
+                }
+            }
+            3 => {
+                let n = w.len();
+                let cut = rng.random_range(1..=n / 2);
+                let (a, b): (Vec<usize>, Vec<usize>) = (0..n).partition(|x| *x < cut);
+                w.partition(&[&a, &b]);
+                let d = ms(&mut rng, 500, 4_000);
+                w.run_for(d);
+                w.heal();
+            }
+            4 => w.set_faults(0.2, 0.1),
+            5 => w.set_faults(0.01, 0.01),
+            6 => {
+                if w.status(i) == Status::Running && w.core(i).is_some() {
+                    // Counted, not required: under loss a lock slot's hand-over record can take
+                    // longer than the wait (seeds 433 and 707; see the report).
+                    if leave_and_stop(&mut w, i) {
+                        RETIRED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    w.run_for(Duration::from_millis(200));
+                    w.restart(i);
+                }
+            }
+            _ => {
+                if w.len() < 8 {
+                    w.join();
+                }
+            }
+        }
+        let d = ms(&mut rng, 300, 1_500);
+        w.run_for(d);
+    }
+    recover(&mut w, "chaos");
+    assert_clean(&w, "chaos");
+    w
+}
+
+/// A node is paused (SIGSTOP) while it runs a job, for longer than an election and the liveness
+/// period: the fire runs again elsewhere with a higher token and attempt, only after the paused
+/// run's entitlement ended, and the paused run's late finish is fenced.
+fn paused_runner(seed: u64) -> World {
+    let nodes = 3 + (seed % 3) as usize;
+    let mut w = settled(seed, nodes);
+    // Until every node votes: the others keep a quorum without the paused one.
+    w.run_for(Duration::from_secs(3));
+    // A run of a job whose runner another node has too (`rare`'s is on one node only).
+    let running = |w: &World| {
+        (0..w.len()).find_map(|i| {
+            let run = w.service(i)?.running_cluster_run()?;
+            (w.record().starts[run.1].job != "rare").then_some((i, run))
+        })
+    };
+    assert!(
+        w.run_until(|w| running(w).is_some(), Duration::from_secs(10)),
+        "seed {seed}: nothing ran"
+    );
+    let (i, (token, index)) = running(&w).expect("found above");
+    let (job, due) = {
+        let s = &w.record().starts[index];
+        (s.job.clone(), s.due)
+    };
+    // Long enough even when the paused node leads the group: an election (one to two 1-2 s
+    // rounds) and then the 1 s liveness pass before the others revoke its epoch (seed 13 paused
+    // the leader for 3 s and resumed it just before the revocation).
+    w.pause(i, Duration::from_secs(6));
+    w.run_for(Duration::from_secs(7));
+    recover(&mut w, "paused");
+    assert_clean(&w, "paused");
+    let starts = &w.record().starts;
+    assert!(
+        starts
+            .iter()
+            .any(|s| s.job == job && s.due == due && s.token > token && s.attempt > 1),
+        "seed {seed}: {job} {due} was not run again after its runner was paused"
+    );
+    let late: Vec<String> = check::applied_jobs(w.history().outcomes.values())
+        .into_iter()
+        .filter(|(c, o)| {
+            matches!(c, JobCommand::Finish { token: t, .. } if *t == token)
+                && !matches!(o, JobOutcome::Refused(_))
+        })
+        .map(|(c, o)| format!("{c:?}: {o:?}"))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "seed {seed}: the paused run's finish was taken: {late:?}"
+    );
+    w
+}
+
+#[test]
+fn a_runner_paused_past_its_entitlement_is_fenced_and_its_fire_runs_again() {
+    for seed in 0..16 * env::soak() {
+        paused_runner(seed);
+    }
+}
+
+#[test]
+fn replay() {
+    let Some(seed) = env::replay_seed() else {
+        return;
+    };
+    let w = match std::env::var("COLONY_SIM_SCRIPT").as_deref() {
+        Ok("paused") => paused_runner(seed),
+        _ => chaos(seed),
+    };
+    eprintln!("{}", summary(&w));
+}
+
+fn summary(w: &World) -> String {
+    let r = w.record();
+    let reruns = r.starts.iter().filter(|s| s.attempt > 1).count();
+    format!(
+        "seed {}: {} runs ({reruns} re-runs), {} finished, {} aborted, {} local runs, {} \
+         proposals",
+        w.seed(),
+        r.starts.len(),
+        r.finishes,
+        r.aborts,
+        r.local.len(),
+        r.proposed.len()
+    )
+}
+
+#[test]
+fn no_fault_script_breaks_a_scheduler_promise() {
+    let (mut runs, mut reruns, mut aborts, mut local) = (0, 0, 0, 0);
+    for seed in 0..200 * env::soak() {
+        let w = chaos(seed);
+        let r = w.record();
+        runs += r.starts.len();
+        reruns += r.starts.iter().filter(|s| s.attempt > 1).count();
+        aborts += r.aborts;
+        local += r.local.len();
+    }
+    // The runs reached the paths under test.
+    let retired = RETIRED.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        runs > 0 && reruns > 0 && aborts > 0 && local > 0 && retired > 0,
+        "{runs} runs, {reruns} re-runs, {aborts} aborts, {local} local runs, {retired} retired"
+    );
+}
+
+/// Seeds that once broke a promise, each with the fix; the exact-output tests beside the core
+/// and the state prove each fix on its own too.
+#[test]
+fn fault_scripts_that_once_failed() {
+    // A proposer whose Fire was not applied within its retry planned again from the outdated
+    // next due time and counted the passed times from it; both fires applied. A Fire now names
+    // the next due time it was planned from (`JobCommand::Fire::from`).
+    chaos(4);
+    // A group without a leader fails a proposal at once; asking again on the status that
+    // reported it spun without time passing (`SchedulerCore::proposal_failed`).
+    chaos(14);
+    // The simulator's own lock slots asked for their hand-overs' records on every status; a
+    // leaderless group failed each at once, and the status reporting it asked again (the
+    // records are now asked on the resend timer and when a table arrives).
+    chaos(824);
+    chaos(846);
+    // A restarted owner whose heartbeats had not committed yet was taken for settled, and its
+    // jobs for stuck (the recovery now waits for every node's entitlement).
+    chaos(528);
+}
