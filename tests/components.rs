@@ -9,6 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use colony::{BucketedExecutorSettings, ConcurrencyExt, ExecutorError};
 use colony_runtime::lifecycle::{Component, ComponentError, HookFuture};
 use colony_runtime::testkit::free_port;
 use colony_runtime::{ComponentControlError, Node};
@@ -148,4 +149,112 @@ async fn components_follow_the_cluster_switch_on_every_node_and_on_later_joiners
             );
         }
     }
+}
+
+/// What the `worker` component's run left observable: the task it spawned holds a clone.
+type Alive = Arc<()>;
+
+/// An application event only the `worker` component listens to.
+#[derive(Debug, Clone)]
+struct Deployed;
+
+/// A component that takes a listener, a channel subscription with a task reading it, and an
+/// executor, puts them in its scope, and undoes nothing itself in `on_stop`.
+struct Worker {
+    alive: Alive,
+}
+
+impl Component for Worker {
+    fn name(&self) -> &str {
+        "worker"
+    }
+    fn on_start<'a>(&'a self, node: &'a Node) -> HookFuture<'a, Result<(), ComponentError>> {
+        Box::pin(async move {
+            let scope = node.component_scope("worker").expect("set before on_start");
+            scope.keep(node.events().subscribe::<Deployed>(16));
+            let mut chat = node
+                .messaging()
+                .channel::<String>("chat")
+                .unwrap()
+                .subscribe();
+            let alive = self.alive.clone();
+            scope.spawn(async move {
+                let _alive = alive;
+                while chat.recv().await.is_some() {}
+            });
+            let exec = node
+                .concurrency()
+                .bucketed_executor(
+                    "residue",
+                    BucketedExecutorSettings::new(
+                        |n: &u32| n.to_string(),
+                        |_: String, _: Vec<u32>, _: u64| async { Ok::<(), std::io::Error>(()) },
+                    ),
+                )
+                .map_err(|e| ComponentError {
+                    component: "worker".into(),
+                    reason: e.to_string(),
+                })?;
+            scope.on_release(move || exec.shutdown());
+            Ok(())
+        })
+    }
+    fn on_stop<'a>(&'a self, _: &'a Node) -> HookFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_stopped_and_started_twice_leaves_no_residue() {
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let alive = Alive::default();
+    let node = colony::node()
+        .name("solo")
+        .home(home.path())
+        .bind("127.0.0.1:0")
+        .cookie("c")
+        .component(Worker {
+            alive: alive.clone(),
+        })
+        .start()
+        .await
+        .unwrap();
+    let chat = node.messaging().channel::<String>("chat").unwrap();
+    let listeners = || node.events().listeners::<Deployed>();
+    // What the executor name is open with: another task type is refused while it is open.
+    let reopen = || {
+        node.concurrency().bucketed_executor(
+            "residue",
+            BucketedExecutorSettings::new(
+                |s: &String| s.clone(),
+                |_: String, _: Vec<String>, _: u64| async { Ok::<(), std::io::Error>(()) },
+            ),
+        )
+    };
+    assert!(running(&node, "worker").await);
+    for round in 0..2 {
+        assert_eq!(listeners(), 1, "round {round}: its listener");
+        assert_eq!(chat.subscribers(), 1, "round {round}: its subscription");
+        // Held here, by the component, and by its task.
+        assert_eq!(Arc::strong_count(&alive), 3, "round {round}: its task");
+        assert!(matches!(reopen(), Err(ExecutorError::TypeMismatch { .. })));
+
+        node.set_component_enabled("worker", false).await.unwrap();
+        until("worker stopped", async || !running(&node, "worker").await).await;
+        assert!(node.component_scope("worker").is_none());
+        assert_eq!(listeners(), 0, "round {round}: listener left behind");
+        assert_eq!(chat.subscribers(), 0, "round {round}: subscription left");
+        until("its task ended", async || Arc::strong_count(&alive) == 2).await;
+        reopen().expect("the executor was shut down").shutdown();
+
+        node.set_component_enabled("worker", true).await.unwrap();
+        until("worker running", async || running(&node, "worker").await).await;
+    }
+    node.shutdown().await;
+    assert_eq!(listeners(), 0, "released at shutdown too");
+    until("its task ended at shutdown", async || {
+        Arc::strong_count(&alive) == 2
+    })
+    .await;
 }

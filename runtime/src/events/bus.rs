@@ -93,29 +93,44 @@ impl Events {
     /// Delivers `event` to every listener of its type that has room; returns how many got it.
     pub fn publish<E: Clone + Send + 'static>(&self, event: E) -> usize {
         self.inner.published.fetch_add(1, Ordering::Relaxed);
+        let dropped = &self.inner.dropped;
+        self.with_topic(|topic: &mut Topic<E>| {
+            let mut delivered = 0;
+            topic
+                .listeners
+                .retain(|l| match l.tx.try_send(event.clone()) {
+                    Ok(()) => {
+                        delivered += 1;
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        l.dropped.fetch_add(1, Ordering::Relaxed);
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                });
+            delivered
+        })
+        .unwrap_or(0)
+    }
+
+    /// Listeners of events of type `E` now (those whose subscription was dropped are gone).
+    pub fn listeners<E: Clone + Send + 'static>(&self) -> usize {
+        self.with_topic(|topic: &mut Topic<E>| {
+            topic.listeners.retain(|l| !l.tx.is_closed());
+            topic.listeners.len()
+        })
+        .unwrap_or(0)
+    }
+
+    /// Runs `f` on the topic of `E`, if anyone ever subscribed to it.
+    fn with_topic<E: 'static, R>(&self, f: impl FnOnce(&mut Topic<E>) -> R) -> Option<R> {
         let mut topics = self.inner.topics.lock().expect("event bus lock poisoned");
-        let Some(topic) = topics
+        topics
             .get_mut(&TypeId::of::<E>())
             .and_then(|t| t.downcast_mut::<Topic<E>>())
-        else {
-            return 0;
-        };
-        let mut delivered = 0;
-        topic
-            .listeners
-            .retain(|l| match l.tx.try_send(event.clone()) {
-                Ok(()) => {
-                    delivered += 1;
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    l.dropped.fetch_add(1, Ordering::Relaxed);
-                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
-        delivered
+            .map(f)
     }
 
     /// Events published since the bus was made, of every type.

@@ -5,6 +5,9 @@ use std::pin::Pin;
 
 use crate::Node;
 
+mod scope;
+pub use scope::Scope;
+
 /// A boxed future returned by [`Component`] hooks.
 pub type HookFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -384,6 +384,14 @@ where
         })
     }
 
+    /// Subscriptions of this channel on this node now (dropped ones are gone).
+    pub fn subscribers(&self) -> usize {
+        let channels = self.messaging.inner.channels.lock().expect("channels lock");
+        channels
+            .get(&self.name)
+            .map_or(0, |open| open.sender.receiver_count())
+    }
+
     /// Receives the messages that arrive from now on.
     pub fn subscribe(&self) -> Subscription<T> {
         let channels = self.messaging.inner.channels.lock().expect("channels lock");

@@ -410,6 +410,7 @@ async fn start(
             transport,
             group,
             started: tokio::sync::Mutex::new(vec![false; components.len()]),
+            scopes: std::sync::Mutex::new(vec![None; components.len()]),
             components,
             extensions: Default::default(),
             actions: Default::default(),

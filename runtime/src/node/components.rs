@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Node;
 use crate::consensus::{Command, Outcome, ProposeError};
-use crate::lifecycle::ComponentError;
+use crate::lifecycle::{ComponentError, Scope};
 
 /// How long enabling or disabling waits for the group.
 const PROPOSE_WITHIN: Duration = Duration::from_secs(5);
@@ -164,7 +164,7 @@ impl Node {
                     component = component.name(),
                     "stopping component (disabled)"
                 );
-                component.on_stop(self).await;
+                self.stop_one(i).await;
                 running[i] = false;
             }
         }
@@ -172,9 +172,7 @@ impl Node {
             if running[i] || !self.wanted(i) {
                 continue;
             }
-            let component = self.inner.components[i].clone();
-            tracing::info!(component = component.name(), "starting component");
-            match component.on_start(self).await {
+            match self.start_one(i).await {
                 Ok(()) => running[i] = true,
                 Err(e) if strict => return Err(e),
                 Err(e) => {
@@ -205,9 +203,76 @@ impl Node {
             if running[i] {
                 let component = self.inner.components[i].clone();
                 tracing::info!(component = component.name(), "stopping component");
-                component.on_stop(self).await;
+                self.stop_one(i).await;
                 running[i] = false;
             }
         }
+    }
+
+    /// Starts component `i` with a new scope; a failed start releases what it had taken.
+    async fn start_one(&self, i: usize) -> Result<(), ComponentError> {
+        let component = self.inner.components[i].clone();
+        tracing::info!(component = component.name(), "starting component");
+        let scope = Scope::new(component.name());
+        self.scopes()[i] = Some(scope.clone());
+        let started = component.on_start(self).await;
+        if started.is_err() {
+            self.scopes()[i] = None;
+            scope.release();
+        }
+        started
+    }
+
+    /// Stops component `i`, then releases what its scope still holds.
+    async fn stop_one(&self, i: usize) {
+        self.inner.components[i].on_stop(self).await;
+        let scope = self.scopes()[i].take();
+        if let Some(scope) = scope {
+            scope.release();
+        }
+    }
+
+    fn scopes(&self) -> std::sync::MutexGuard<'_, Vec<Option<Scope>>> {
+        self.inner.scopes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The scope of the component `name` while it runs on this node (from before its `on_start`
+    /// until after its `on_stop`): what the component puts there is released when it stops,
+    /// whether it was disabled, the node stopped or its start failed. `None` when it does not
+    /// run here.
+    ///
+    /// # Examples
+    /// ```
+    /// use colony_runtime::lifecycle::{Component, ComponentError, HookFuture};
+    /// use colony_runtime::Node;
+    ///
+    /// struct Watcher;
+    /// impl Component for Watcher {
+    ///     fn name(&self) -> &str { "watcher" }
+    ///     fn on_start<'a>(&'a self, node: &'a Node) -> HookFuture<'a, Result<(), ComponentError>> {
+    ///         Box::pin(async move {
+    ///             let scope = node.component_scope(self.name()).expect("set before on_start");
+    ///             let mut events = node.subscribe(64);
+    ///             // Ends when the component stops: nothing to undo in on_stop.
+    ///             scope.spawn(async move {
+    ///                 while let Some(event) = events.recv().await {
+    ///                     tracing::info!(?event, "membership changed");
+    ///                 }
+    ///             });
+    ///             Ok(())
+    ///         })
+    ///     }
+    ///     fn on_stop<'a>(&'a self, _node: &'a Node) -> HookFuture<'a, ()> {
+    ///         Box::pin(async {})
+    ///     }
+    /// }
+    /// ```
+    pub fn component_scope(&self, name: &str) -> Option<Scope> {
+        let scopes = self.scopes();
+        self.inner
+            .components
+            .iter()
+            .zip(scopes.iter())
+            .find_map(|(c, scope)| scope.as_ref().filter(|_| c.name() == name).cloned())
     }
 }

@@ -70,6 +70,8 @@ struct Inner {
     components: Vec<Arc<dyn Component>>,
     /// Which components run now, by index.
     started: Mutex<Vec<bool>>,
+    /// Per component, what it holds while it runs (see [`crate::lifecycle::Scope`]).
+    scopes: std::sync::Mutex<Vec<Option<crate::lifecycle::Scope>>>,
     extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
     actions: dashmap::DashMap<String, AdminAction>,
     views: dashmap::DashMap<String, AdminAction>,
