@@ -112,8 +112,22 @@ impl Worker {
     /// # Errors
     /// As [`Self::read_line`], or the process's stdin is closed.
     pub fn request(&mut self, command: &str) -> anyhow::Result<String> {
-        writeln!(self.stdin, "{command}")?;
+        self.write_line(command)?;
         self.read_line()
+    }
+
+    /// Writes `command` as one line, without waiting for its answer.
+    ///
+    /// # Errors
+    /// The process's stdin is closed.
+    pub fn write_line(&mut self, command: &str) -> anyhow::Result<()> {
+        writeln!(self.stdin, "{command}")?;
+        Ok(())
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) {
+        self.process.kill();
     }
 
     /// Has the process run `command`, which answers with a [`Batch`] line, and returns the

@@ -678,6 +678,7 @@ mod tests {
                 Outcome::Block { .. }
             ));
             assign(&mut s, 3, to);
+            assign_in(&mut s, Domain::Executor, 3, to);
         }
         let jobs = s.slot(Domain::Jobs, 3).unwrap();
         assert_eq!((jobs.owner, jobs.from), (Some((ReplicaId(2), 1)), None));
