@@ -97,6 +97,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         .seeds(options.seed)
         .cookie(options.cookie.clone())
         .cluster_size(crate::NODES)
+        .lock_lease(Duration::from_millis(options.lease_ms))
         .start()
         .await
         .context("start the node")?;
@@ -138,7 +139,12 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
                 .load(Ordering::Relaxed)
                 .to_string(),
             ["rss"] => rss()?.to_string(),
-            ["held"] => serde_json::to_string(&*seen.holding.lock().unwrap())?,
+            ["held"] => {
+                let status = node.group().status();
+                let leads = status.leader == Some(status.replica);
+                let held = seen.holding.lock().unwrap();
+                serde_json::json!({ "buckets": *held, "leader": leads }).to_string()
+            }
             ["first_after", at_us] => {
                 let at: u64 = at_us.parse()?;
                 let starts = seen.starts.lock().unwrap();
