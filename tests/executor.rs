@@ -40,37 +40,11 @@ fn events(cluster: &TestCluster) -> Vec<Value> {
 }
 
 fn runs(events: &[Value]) -> Vec<BatchRun> {
-    events
-        .iter()
-        .filter(|e| e["event"] == "batch")
-        .map(|e| BatchRun {
-            bucket: e["bucket"].as_str().unwrap().to_owned(),
-            token: e["token"].as_u64().unwrap(),
-            node: e["node"].as_str().unwrap().to_owned(),
-            start_us: e["start_us"].as_u64().unwrap(),
-            end_us: e["end_us"].as_u64().unwrap(),
-            tasks: e["tasks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| (t[0].as_str().unwrap().to_owned(), t[1].as_u64().unwrap()))
-                .collect(),
-        })
-        .collect()
+    events.iter().filter_map(BatchRun::from_record).collect()
 }
 
 fn accepted(events: &[Value]) -> Vec<Accepted> {
-    events
-        .iter()
-        .filter(|e| e["event"] == "accepted")
-        .map(|e| Accepted {
-            bucket: e["bucket"].as_str().unwrap().to_owned(),
-            task: (
-                e["submitter"].as_str().unwrap().to_owned(),
-                e["seq"].as_u64().unwrap(),
-            ),
-        })
-        .collect()
+    events.iter().filter_map(Accepted::from_record).collect()
 }
 
 /// Waits until `submitters` nodes finished submitting and every accepted task ran, then checks

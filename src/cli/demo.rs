@@ -1,11 +1,18 @@
-//! `colony demo`: a local 3-node cluster that loses a node and gets it back, and a cluster lock
-//! that passes to a waiter on another node when its holder is killed.
+//! `colony demo`: a local 3-node cluster shown step by step: membership converging, a cache
+//! write reaching every node, a cluster lock passing to a waiter when its holder is SIGKILLed,
+//! the holder's bucket queues carrying on elsewhere with nothing lost, and the node coming
+//! back; it ends with a table of the figures it measured.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use colony_runtime::MemberState;
+use colony_runtime::testkit::check::{
+    Accepted, BatchRun, every_accepted_processed, exclusive_batches, fifo_per_submitter,
+};
 use colony_runtime::testkit::{ClusterSpec, TestCluster};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::status::table;
@@ -19,162 +26,337 @@ const CACHE_WRITES: u64 = 6;
 const LOCK_HISTORY: &str = "log/demo-locks.jsonl";
 /// The cache workload's history, relative to each node's home.
 const CACHE_HISTORY: &str = "log/demo-cache.jsonl";
+/// The bucket queues' history, relative to each node's home.
+const EXEC_HISTORY: &str = "log/demo-queues.jsonl";
+/// Buckets of the demo's queues.
+const BUCKETS: u64 = 6;
+/// Tasks each node submits.
+const TASKS: u64 = 200;
 
 pub fn run() -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("find the colony binary")?;
     let scratch = tempfile::tempdir().context("create a scratch directory")?;
-    // Every node runs one client that takes the demo lock and holds it until it dies.
-    let workload = scratch.path().join("workload.json");
-    std::fs::write(
-        &workload,
-        json!({
-            "kind": "lock_hammer", "names": [LOCK], "clients": 1, "hold_ms": 3_600_000u64,
-            "pause_ms": 0, "history": LOCK_HISTORY,
-        })
-        .to_string(),
-    )?;
-    // And every node writes a few keys of a cache replicated by invalidation, and reads all.
-    let caching = scratch.path().join("caching.json");
-    std::fs::write(
-        &caching,
-        json!({
-            "kind": "cache_hammer", "mode": "invalidation", "synchronous": true,
-            "keys_per_node": 1, "write_every_ms": 300, "read_every_ms": 50, "writes": CACHE_WRITES,
-            "db": "demo-db", "history": CACHE_HISTORY,
-        })
-        .to_string(),
-    )?;
     let mut spec = ClusterSpec::new(binary, NODES);
-    spec.extra_args = vec![
-        "--workload".into(),
-        workload.display().to_string(),
-        "--workload".into(),
-        caching.display().to_string(),
-        "--lock-lease-ms".into(),
-        LEASE_MS.to_string(),
-    ];
-    println!(
-        "Starting {NODES} node processes on 127.0.0.1 with temporary homes and a common shared home..."
-    );
-    let mut cluster = TestCluster::start(spec).context("start the nodes")?;
+    spec.extra_args = vec!["--lock-lease-ms".into(), LEASE_MS.to_string()];
+    for (name, workload) in workloads() {
+        let file = scratch.path().join(name);
+        std::fs::write(&file, workload.to_string())?;
+        spec.extra_args
+            .extend(["--workload".into(), file.display().to_string()]);
+    }
+    let mut demo = Demo {
+        done: 0,
+        figures: Vec::new(),
+    };
+    let mut cluster = demo.step("Start 3 node processes on 127.0.0.1", || {
+        TestCluster::start(spec).context("start the nodes")
+    })?;
     let all = cluster.all();
     for i in &all {
         println!(
-            "  {} listens on {} (admin {})",
+            "      {} listens on {} (admin {})",
             cluster.name(*i),
             cluster.addr(*i),
             cluster.admin_addr(*i)
         );
     }
-    println!("  shared home: {}", cluster.shared_home().display());
+    println!("      shared home: {}", cluster.shared_home().display());
 
-    let Some(took) = cluster.wait_converged(&all, WAIT) else {
-        bail!(
-            "the nodes did not converge; their logs:\n{}",
-            logs(&cluster)
-        );
-    };
-    println!(
-        "\nMembership converged in {} ms. As n1 sees it:",
-        took.as_millis()
-    );
+    let took = demo.step("Membership converges", || {
+        cluster
+            .wait_converged(&all, WAIT)
+            .with_context(|| format!("the nodes did not converge; logs:\n{}", logs(&cluster)))
+    })?;
+    demo.figure("membership convergence", format!("{} ms", took.as_millis()));
     show(&cluster, 0);
 
-    show_invalidation(&cluster)?;
-
+    let (key, value, seen) = demo.step(
+        "A synchronous write to a cache replicated by invalidation reaches every node",
+        || invalidation(&cluster),
+    )?;
     println!(
-        "\nEach node asks for the cluster lock `{LOCK}` (lease {LEASE_MS} ms); one gets it, the others wait in line."
+        "      n1 wrote {key} = {value}; the write returned once every node had dropped its old entry"
     );
-    let mut holder = None;
-    cluster.wait_until(WAIT, |c| {
-        holder = latest_grant(c);
-        holder.is_some()
-    });
-    let Some((victim, token)) = holder else {
-        bail!("nobody got the lock; logs:\n{}", logs(&cluster));
-    };
-    println!(
-        "{} holds `{LOCK}` with fencing token {token}.",
-        cluster.name(victim)
+    for (i, v) in &seen {
+        println!("      {} then read {key} = {v}", cluster.name(*i));
+    }
+    let fresh = seen.iter().filter(|(_, v)| v == &value).count();
+    demo.figure(
+        "invalidation reach",
+        format!("{fresh} of {NODES} nodes read the new value first after the write returned"),
     );
 
+    let (victim, token) = demo.step(
+        &format!("Each node asks for the lock `{LOCK}` (lease {LEASE_MS} ms); one gets it"),
+        || {
+            let mut holder = None;
+            cluster.wait_until(WAIT, |c| {
+                holder = latest_grant(c);
+                holder.is_some()
+            });
+            holder.with_context(|| format!("nobody got the lock; logs:\n{}", logs(&cluster)))
+        },
+    )?;
     println!(
-        "\nKilling {} (the lock holder) with SIGKILL...",
+        "      {} holds `{LOCK}` with fencing token {token}; the others wait in line",
         cluster.name(victim)
     );
-    let killed_at = std::time::Instant::now();
-    cluster.kill(victim);
+    demo.step("Wait until the holder also runs bucket queues", || {
+        cluster
+            .wait_until(WAIT, |c| {
+                exec_runs(c).iter().any(|r| r.node == c.name(victim))
+            })
+            .with_context(|| format!("no queue ran on the holder; logs:\n{}", logs(&cluster)))
+    })?;
+
+    let killed_wall = wall_us();
+    let killed_at = Instant::now();
+    let victim_name = cluster.name(victim).to_owned();
+    demo.step(&format!("SIGKILL {victim_name}, the lock holder"), || {
+        cluster.kill(victim);
+        Ok(())
+    })?;
     let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != victim).collect();
     let observer = survivors[0];
-    let Some(took) = cluster.wait_until(WAIT, |c| {
-        survivors
-            .iter()
-            .all(|&s| c.sees(s, victim, MemberState::Down))
-    }) else {
-        bail!(
-            "the survivors did not mark {} down; logs:\n{}",
-            cluster.name(victim),
-            logs(&cluster)
-        );
-    };
-    println!(
-        "Every survivor marked {} down after {} ms. As {} sees it:",
-        cluster.name(victim),
-        took.as_millis(),
-        cluster.name(observer)
-    );
-    show(&cluster, observer);
-    let mut next = None;
-    if cluster
-        .wait_until(WAIT, |c| {
-            next = latest_grant(c).filter(|(_, t)| *t > token);
-            next.is_some()
-        })
-        .is_none()
-    {
-        bail!("the lock did not pass on; logs:\n{}", logs(&cluster));
-    };
-    let (heir, heir_token) = next.expect("set when the wait succeeded");
-    println!(
-        "{} got `{LOCK}` {} ms after the kill, with token {heir_token} (> {token}): a store fenced by tokens refuses the dead holder's writes.",
-        cluster.name(heir),
-        killed_at.elapsed().as_millis()
-    );
-
-    println!(
-        "\nRestarting {} on the same address and home...",
-        cluster.name(victim)
-    );
-    cluster.restart(victim).context("restart the node")?;
-    let Some(took) = cluster.wait_converged(&all, WAIT) else {
-        bail!(
-            "{} did not rejoin; logs:\n{}",
-            cluster.name(victim),
-            logs(&cluster)
-        );
-    };
-    println!(
-        "{} rejoined after {} ms with a new id and a higher incarnation:",
-        cluster.name(victim),
-        took.as_millis()
+    let took = demo.step("Every survivor marks it down", || {
+        cluster
+            .wait_until(WAIT, |c| {
+                survivors
+                    .iter()
+                    .all(|&s| c.sees(s, victim, MemberState::Down))
+            })
+            .with_context(|| format!("not marked down; logs:\n{}", logs(&cluster)))
+    })?;
+    demo.figure(
+        "crash detection (every survivor)",
+        format!("{} ms", took.as_millis()),
     );
     show(&cluster, observer);
 
-    println!("\nStopping every node gracefully (SIGTERM) and removing the temporary files.");
-    for i in all.iter().rev() {
-        cluster.terminate(*i, Duration::from_secs(10));
-    }
+    let (heir, heir_token) = demo.step(&format!("`{LOCK}` passes to a waiter"), || {
+        let mut next = None;
+        cluster
+            .wait_until(WAIT, |c| {
+                next = latest_grant(c).filter(|(_, t)| *t > token);
+                next.is_some()
+            })
+            .with_context(|| format!("the lock did not pass on; logs:\n{}", logs(&cluster)))?;
+        Ok(next.expect("set when the wait succeeded"))
+    })?;
+    let took = killed_at.elapsed();
+    println!(
+        "      {} got it with token {heir_token} (> {token}): a store fenced by tokens refuses the dead holder's writes",
+        cluster.name(heir)
+    );
+    demo.figure(
+        "lock takeover after SIGKILL",
+        format!("{} ms (token {token} → {heir_token})", took.as_millis()),
+    );
+
+    let queues = demo.step(
+        "The killed node's bucket queues carry on elsewhere, nothing accepted lost",
+        || queues_carry_on(&cluster, &victim_name, killed_wall),
+    )?;
+    println!("{}", queues.detail);
+    demo.figure("bucket queues resumed after SIGKILL", queues.figure);
+
+    let took = demo.step(
+        &format!("Restart {victim_name} on the same address and home"),
+        || {
+            cluster.restart(victim).context("restart the node")?;
+            cluster
+                .wait_converged(&all, WAIT)
+                .with_context(|| format!("it did not rejoin; logs:\n{}", logs(&cluster)))
+        },
+    )?;
+    demo.figure("rejoin after restart", format!("{} ms", took.as_millis()));
+    println!("      it rejoined with a new id and a higher incarnation:");
+    show(&cluster, observer);
+
+    demo.step("Stop every node gracefully (SIGTERM)", || {
+        for i in all.iter().rev() {
+            cluster.terminate(*i, Duration::from_secs(10));
+        }
+        Ok(())
+    })?;
     drop(cluster);
-    println!("Done.");
+    demo.summary();
     Ok(())
 }
 
-/// Waits for n1's last cache write, then shows what every node reads for that key.
-fn show_invalidation(cluster: &TestCluster) -> anyhow::Result<()> {
-    println!(
-        "\nEach node writes its key of a cache replicated by invalidation ({CACHE_WRITES} writes, \
-         the system of record first, then the cache) and reads every node's key through the cache."
+/// The steps shown so far and the figures measured.
+struct Demo {
+    done: usize,
+    figures: Vec<(&'static str, String)>,
+}
+
+impl Demo {
+    /// Runs `work` under a spinner titled `title`, and leaves a line saying how it went.
+    fn step<T>(
+        &mut self,
+        title: &str,
+        work: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.done += 1;
+        let line = format!("[{}/{STEPS}] {title}", self.done);
+        let spinner = ProgressBar::new_spinner().with_message(line.clone());
+        spinner.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("a valid template"),
+        );
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        let started = Instant::now();
+        let result = work();
+        spinner.finish_and_clear();
+        let mark = if result.is_ok() { "✓" } else { "✗" };
+        println!("{mark} {line} ({:.1} s)", started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn figure(&mut self, what: &'static str, value: String) {
+        self.figures.push((what, value));
+    }
+
+    /// The table of what the demo measured.
+    fn summary(&self) {
+        let width = self.figures.iter().map(|(w, _)| w.len()).max().unwrap_or(0);
+        println!("\nWhat the demo showed:");
+        for (what, value) in &self.figures {
+            println!("  {what:<width$}  {value}");
+        }
+    }
+}
+
+/// Steps [`run`] shows.
+const STEPS: usize = 11;
+
+/// The workloads every node runs, by file name.
+fn workloads() -> [(&'static str, serde_json::Value); 3] {
+    [
+        // One client that takes the demo lock and holds it until its node dies.
+        (
+            "locks.json",
+            json!({
+                "kind": "lock_hammer", "names": [LOCK], "clients": 1, "hold_ms": 3_600_000u64,
+                "pause_ms": 0, "history": LOCK_HISTORY,
+            }),
+        ),
+        // A few writes of its key to a cache replicated by invalidation, and reads of all keys.
+        (
+            "caching.json",
+            json!({
+                "kind": "cache_hammer", "mode": "invalidation", "synchronous": true,
+                "keys_per_node": 1, "write_every_ms": 300, "read_every_ms": 50,
+                "writes": CACHE_WRITES, "db": "demo-db", "history": CACHE_HISTORY,
+            }),
+        ),
+        // Numbered tasks to a few bucket queues, slow enough to still be queued at the kill.
+        (
+            "queues.json",
+            json!({
+                "kind": "exec_hammer", "executor": "demo-queues", "buckets": BUCKETS,
+                "count": TASKS, "work_ms": 150, "batch_size": 1, "history": EXEC_HISTORY,
+            }),
+        ),
+    ]
+}
+
+/// What the bucket step found.
+struct Queues {
+    detail: String,
+    figure: String,
+}
+
+/// Waits until every task the survivors' submitters were told was accepted has run, then
+/// checks the histories with the executor's checkers and says when the killed node's buckets
+/// ran again.
+fn queues_carry_on(cluster: &TestCluster, victim: &str, killed_us: u64) -> anyhow::Result<Queues> {
+    let drained = cluster.wait_until(Duration::from_secs(90), |c| {
+        let events = exec_events(c);
+        let runs: Vec<BatchRun> = events.iter().filter_map(BatchRun::from_record).collect();
+        let accepted: Vec<Accepted> = events.iter().filter_map(Accepted::from_record).collect();
+        let submitted = events.iter().filter(|e| e["event"] == "submitted").count();
+        submitted >= NODES - 1 && every_accepted_processed(&runs, &[], &accepted).is_empty()
+    });
+    drained.with_context(|| format!("the queues did not drain; logs:\n{}", logs(cluster)))?;
+    let events = exec_events(cluster);
+    let runs: Vec<BatchRun> = events.iter().filter_map(BatchRun::from_record).collect();
+    let accepted: Vec<Accepted> = events.iter().filter_map(Accepted::from_record).collect();
+    let overlaps = exclusive_batches(&runs).len();
+    let disorder = fifo_per_submitter(&runs, &accepted).len();
+    if overlaps + disorder > 0 {
+        bail!(
+            "{overlaps} overlapping batches, {disorder} out of order; logs:\n{}",
+            logs(cluster)
+        );
+    }
+    // The buckets the killed node ran last before the kill, and when each ran again.
+    let mut last: BTreeMap<&str, &BatchRun> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r.start_us < killed_us) {
+        let e = last.entry(r.bucket.as_str()).or_insert(r);
+        if r.start_us > e.start_us {
+            *e = r;
+        }
+    }
+    let mut resumed = Vec::new();
+    let mut detail = String::new();
+    for (bucket, r) in last.iter().filter(|(_, r)| r.node == victim) {
+        let next = runs
+            .iter()
+            .filter(|n| n.bucket == *bucket && n.start_us >= killed_us)
+            .min_by_key(|n| n.start_us);
+        if let Some(n) = next {
+            let after = (n.start_us - killed_us) / 1_000;
+            resumed.push(after);
+            detail += &format!(
+                "      bucket {bucket}: {victim} ran it until the kill (token {}); {} went on {after} ms after it (token {})\n",
+                r.token, n.node, n.token
+            );
+        }
+    }
+    detail += &format!(
+        "      {} tasks accepted, every one processed; batches of a bucket never overlapped, \
+         each submitter's tasks ran in its order",
+        accepted.len()
     );
+    let figure = match resumed.iter().max() {
+        Some(max) => format!(
+            "{max} ms at most ({} buckets; {} tasks, none lost)",
+            resumed.len(),
+            accepted.len()
+        ),
+        None => format!(
+            "its buckets had drained ({} tasks, none lost)",
+            accepted.len()
+        ),
+    };
+    Ok(Queues { detail, figure })
+}
+
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn exec_events(cluster: &TestCluster) -> Vec<serde_json::Value> {
+    cluster
+        .all()
+        .into_iter()
+        .flat_map(|i| events(cluster, i, EXEC_HISTORY))
+        .collect()
+}
+
+fn exec_runs(cluster: &TestCluster) -> Vec<BatchRun> {
+    exec_events(cluster)
+        .iter()
+        .filter_map(BatchRun::from_record)
+        .collect()
+}
+
+/// Waits for n1's last cache write, then returns the key, the value written and what every
+/// node read first after the write returned.
+#[allow(clippy::type_complexity)]
+fn invalidation(cluster: &TestCluster) -> anyhow::Result<(String, u64, Vec<(usize, u64)>)> {
     let key = format!("{}-0", cluster.name(0));
     let last_write = || {
         cache_events(cluster, 0)
@@ -208,14 +390,12 @@ fn show_invalidation(cluster: &TestCluster) -> anyhow::Result<()> {
     {
         bail!("the nodes stopped reading; logs:\n{}", logs(cluster));
     }
-    println!(
-        "n1 wrote {key} = {value}; the synchronous write returned once every node had dropped its old entry."
-    );
-    for i in cluster.all() {
-        let seen = read_after(i).expect("waited for it");
-        println!("  {} then read {key} = {seen}", cluster.name(i));
-    }
-    Ok(())
+    let seen = cluster
+        .all()
+        .into_iter()
+        .map(|i| (i, read_after(i).expect("waited for it")))
+        .collect();
+    Ok((key, value, seen))
 }
 
 /// The events node `i` recorded so far in the JSON-lines history `file` (relative to its

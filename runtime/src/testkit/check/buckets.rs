@@ -36,6 +36,44 @@ pub struct Accepted {
     pub task: TaskRef,
 }
 
+impl BatchRun {
+    /// A `batch` line of the `exec_hammer` workload's history (`event`, `bucket`, `token`,
+    /// `node`, `start_us`, `end_us`, `tasks` as `[submitter, seq]` pairs); `None` for any
+    /// other line.
+    pub fn from_record(e: &serde_json::Value) -> Option<BatchRun> {
+        if e["event"] != "batch" {
+            return None;
+        }
+        let tasks = e["tasks"]
+            .as_array()?
+            .iter()
+            .map(|t| Some((t[0].as_str()?.to_owned(), t[1].as_u64()?)))
+            .collect::<Option<_>>()?;
+        Some(BatchRun {
+            bucket: e["bucket"].as_str()?.to_owned(),
+            token: e["token"].as_u64()?,
+            node: e["node"].as_str()?.to_owned(),
+            start_us: e["start_us"].as_u64()?,
+            end_us: e["end_us"].as_u64()?,
+            tasks,
+        })
+    }
+}
+
+impl Accepted {
+    /// An `accepted` line of the `exec_hammer` workload's history (`event`, `bucket`,
+    /// `submitter`, `seq`); `None` for any other line.
+    pub fn from_record(e: &serde_json::Value) -> Option<Accepted> {
+        if e["event"] != "accepted" {
+            return None;
+        }
+        Some(Accepted {
+            bucket: e["bucket"].as_str()?.to_owned(),
+            task: (e["submitter"].as_str()?.to_owned(), e["seq"].as_u64()?),
+        })
+    }
+}
+
 /// A broken promise about one bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketViolation {
