@@ -79,6 +79,9 @@ pub struct ExecutorStats {
     pub buckets: usize,
     /// Buckets this node processes now.
     pub in_process: usize,
+    /// Buckets this node may process at once now (a per-cluster limit divided over the
+    /// members whose epoch has not ended).
+    pub limit: usize,
     /// Batches this node processed successfully.
     pub succeeded: u64,
     /// Batches that failed on this node (each retried or dead-lettered).
@@ -159,6 +162,7 @@ impl ExecDriver {
             queued: exec.depth(executor),
             buckets: exec.buckets(executor).count(),
             in_process: self.core.in_process(executor),
+            limit: self.core.limit(executor),
             succeeded: c.succeeded,
             failed: c.failed,
             dead_letters: exec.dead_letters(executor),

@@ -290,6 +290,20 @@ impl ExecutorCore {
             .count()
     }
 
+    /// Buckets of `executor` this node may have in process at once now: its per-node limit,
+    /// or its per-cluster one over the members whose epoch has not ended.
+    pub fn limit(&self, executor: &str) -> usize {
+        let live = self
+            .state
+            .liveness
+            .values()
+            .filter(|l| l.phase != Phase::Ended)
+            .count();
+        self.executors
+            .get(executor)
+            .map_or(0, |s| s.concurrency.limit(live))
+    }
+
     /// Which slots this node serves, as it stands.
     pub fn ownership(&self) -> &Ownership {
         &self.own
@@ -634,13 +648,7 @@ impl ExecutorCore {
         let Some(settings) = self.executors.get(executor).copied() else {
             return;
         };
-        let live = self
-            .state
-            .liveness
-            .values()
-            .filter(|l| l.phase != Phase::Ended)
-            .count();
-        let limit = settings.concurrency.limit(live);
+        let limit = self.limit(executor);
         let mut running = self.in_process(executor);
         if running >= limit {
             return;

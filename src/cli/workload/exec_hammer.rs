@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use colony::{BucketedExecutorSettings, ConcurrencyExt, ExecutorError, Node};
+use colony::{BucketedExecutorSettings, ConcurrencyExt, ConcurrencyPolicy, ExecutorError, Node};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -26,6 +26,10 @@ pub struct ExecHammer {
     batch_size: usize,
     /// JSON-lines history file, relative to the local home.
     history: PathBuf,
+    /// A per-cluster limit of buckets in process (`ConcurrencyPolicy::PerCluster`); the
+    /// default per-node limit without it.
+    #[serde(default)]
+    per_cluster: Option<u32>,
 }
 
 /// One task: its bucket, who submitted it and its number there.
@@ -44,28 +48,32 @@ impl ExecHammer {
             Duration::from_millis(self.work_ms),
             history.clone(),
         );
+        let settings = BucketedExecutorSettings::new(
+            |job: &Job| job.bucket.clone(),
+            move |bucket: String, jobs: Vec<Job>, token: u64| {
+                let (me, ran) = (me.clone(), ran.clone());
+                async move {
+                    let start_us = wall_us();
+                    tokio::time::sleep(work).await;
+                    let tasks: Vec<(String, u64)> =
+                        jobs.into_iter().map(|j| (j.submitter, j.seq)).collect();
+                    ran.record(&json!({
+                        "event": "batch", "node": me, "bucket": bucket, "token": token,
+                        "tasks": tasks, "start_us": start_us, "end_us": wall_us(),
+                    }));
+                    Ok::<(), std::io::Error>(())
+                }
+            },
+        )
+        .batch_size(self.batch_size)
+        .max_attempts(1_000)
+        .max_queued(1_000_000);
         let exec = node.concurrency().bucketed_executor(
             &self.executor,
-            BucketedExecutorSettings::new(
-                |job: &Job| job.bucket.clone(),
-                move |bucket: String, jobs: Vec<Job>, token: u64| {
-                    let (me, ran) = (me.clone(), ran.clone());
-                    async move {
-                        let start_us = wall_us();
-                        tokio::time::sleep(work).await;
-                        let tasks: Vec<(String, u64)> =
-                            jobs.into_iter().map(|j| (j.submitter, j.seq)).collect();
-                        ran.record(&json!({
-                            "event": "batch", "node": me, "bucket": bucket, "token": token,
-                            "tasks": tasks, "start_us": start_us, "end_us": wall_us(),
-                        }));
-                        Ok::<(), std::io::Error>(())
-                    }
-                },
-            )
-            .batch_size(self.batch_size)
-            .max_attempts(1_000)
-            .max_queued(1_000_000),
+            match self.per_cluster {
+                Some(n) => settings.max_concurrency(n, ConcurrencyPolicy::PerCluster),
+                None => settings,
+            },
         )?;
         let me = node.name().to_owned();
         for seq in 1..=self.count {

@@ -74,6 +74,47 @@ impl Accepted {
     }
 }
 
+/// The most batches each node had in process at once at any instant in `from_us..to_us`:
+/// what a concurrency limit (`PerNode`, or `PerCluster` over the live nodes) must bound. Only
+/// nodes with a batch in process during the window are listed.
+///
+/// # Examples
+/// ```
+/// use colony_runtime::testkit::check::{BatchRun, max_in_process};
+/// let run = |node: &str, start_us, end_us| BatchRun {
+///     bucket: format!("b{start_us}"), token: 1, node: node.into(), start_us, end_us, tasks: vec![],
+/// };
+/// let runs = [run("a", 0, 10), run("a", 5, 15), run("a", 12, 20), run("b", 0, 30)];
+/// let most = max_in_process(&runs, 0, 100);
+/// assert_eq!((most["a"], most["b"]), (2, 1));
+/// // From 10 to 12 only the second of node a's batches ran.
+/// assert_eq!(max_in_process(&runs, 10, 12)["a"], 1);
+/// ```
+pub fn max_in_process(runs: &[BatchRun], from_us: u64, to_us: u64) -> BTreeMap<String, usize> {
+    let mut edges: BTreeMap<&str, Vec<(u64, i32)>> = BTreeMap::new();
+    for r in runs {
+        let (start, end) = (r.start_us.max(from_us), r.end_us.min(to_us));
+        if start < end {
+            let e = edges.entry(&r.node).or_default();
+            e.push((start, 1));
+            e.push((end, -1));
+        }
+    }
+    edges
+        .into_iter()
+        .map(|(node, mut e)| {
+            // An end before a start at the same instant: back-to-back batches do not overlap.
+            e.sort();
+            let (mut now, mut most) = (0i32, 0i32);
+            for (_, d) in e {
+                now += d;
+                most = most.max(now);
+            }
+            (node.to_owned(), most as usize)
+        })
+        .collect()
+}
+
 /// A broken promise about one bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketViolation {

@@ -8,7 +8,7 @@ mod holds;
 
 pub use buckets::{
     Accepted, BatchRun, BucketViolation, TaskRef, every_accepted_processed, exclusive_batches,
-    fifo_per_submitter,
+    fifo_per_submitter, max_in_process,
 };
 pub use coherence::{Read, StaleRead, Write, no_stale_reads, reads_never_go_back};
 pub use entitled::{Block, Entitled, Grant, Unentitled, granted_with_entitlement};
