@@ -357,3 +357,85 @@ fn components_are_listed_and_switched_through_the_admin_endpoint() {
         .env_remove("COLONY_ADMIN_TOKEN"));
     assert!(!anonymous.status.success());
 }
+
+/// `colony status` prints what the cluster page shows: members, the group, the locks this node
+/// serves with their holders, caches with their counters, executors and components.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the lock only keeps whole tests from overlapping
+async fn status_summarises_members_group_locks_caches_executors_and_components() {
+    use colony::actors::caches::{CacheSettings, CachesExt};
+    use colony::{LocksExt, Primitives};
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let node = colony::node_with(Primitives::default())
+        .name("summed")
+        .home(home.path())
+        .bind("127.0.0.1:0")
+        .cookie("c")
+        .admin("127.0.0.1:0")
+        .admin_token("tok")
+        .start()
+        .await
+        .unwrap();
+    let guard = node
+        .locks()
+        .lock_for_name("nightly-report")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let users = node
+        .caches()
+        .get_cache::<String, u64>("users", None, CacheSettings::local())
+        .unwrap();
+    users.put("a".into(), 1).await.unwrap();
+    assert_eq!(users.get(&"a".into()).await.unwrap(), Some(1));
+    let admin = node.admin_addr().unwrap().to_string();
+    let status = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["status", "--admin", &admin]).args(extra);
+        tokio::task::block_in_place(|| run(&mut cmd))
+    };
+
+    let refused = status(&[]);
+    assert!(!refused.status.success(), "no token, no summary");
+    let table = status(&["--token", "tok"]);
+    assert!(table.status.success(), "{table:?}");
+    let text = String::from_utf8(table.stdout).unwrap();
+    for shown in [
+        "summed",
+        "consensus group",
+        "locks served by this node (1 held",
+        "n:nightly-report",
+        "caches",
+        "users",
+        "executors",
+        "components",
+    ] {
+        assert!(text.contains(shown), "no `{shown}` in:\n{text}");
+    }
+    let lock_row = text
+        .lines()
+        .find(|l| l.contains("n:nightly-report"))
+        .unwrap();
+    assert!(lock_row.contains("summed"), "holder not named: {lock_row}");
+    let token = guard.token().to_string();
+    assert!(lock_row.contains(&token), "token not shown: {lock_row}");
+    let cache_row = text.lines().find(|l| l.starts_with("users ")).unwrap();
+    let figures: Vec<&str> = cache_row.split_whitespace().collect();
+    assert_eq!(figures[1..4], ["local", "1", "1"], "{cache_row}");
+
+    let json = status(&["--token", "tok", "--json"]);
+    assert!(json.status.success(), "{json:?}");
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed["name"], "summed");
+    assert_eq!(parsed["members"][0]["state"], "up");
+    assert!(parsed["members"][0]["replica"].is_string());
+    assert_eq!(parsed["locks"]["served"][0]["name"], "n:nightly-report");
+    assert_eq!(parsed["locks"]["served"][0]["token"], token.as_str());
+    assert_eq!(parsed["caches"]["caches"][0]["stats"]["hits"], 1);
+    assert!(parsed["executors"]["executors"].is_array());
+    assert!(parsed["components"].is_array());
+    guard.unlock().await.unwrap();
+    node.shutdown().await;
+}
