@@ -439,3 +439,58 @@ async fn status_summarises_members_group_locks_caches_executors_and_components()
     guard.unlock().await.unwrap();
     node.shutdown().await;
 }
+
+/// `--log-max-size` starts a new file whenever the current one would pass the size, and
+/// `--log-max-files` still bounds how many stay.
+#[test]
+fn log_files_roll_by_size_and_stay_bounded_in_count() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let admin_port = free_port();
+    let _node = spawn(
+        Command::new(BIN)
+            .arg("node")
+            .arg("--home")
+            .arg(&home)
+            .args(["--cookie", "c", "--name", "roller"])
+            .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin", &format!("127.0.0.1:{admin_port}")])
+            .args(["--log-max-size", "1K", "--log-max-files", "3"])
+            .env("RUST_LOG", "debug"),
+    );
+    let admin = AdminClient::new(format!("127.0.0.1:{admin_port}").parse().unwrap());
+    wait_healthy(&admin);
+    let files = || -> Vec<(String, u64)> {
+        std::fs::read_dir(home.join("log"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("colony."))
+            .map(|e| {
+                let len = e.metadata().unwrap().len();
+                (e.file_name().into_string().unwrap(), len)
+            })
+            .collect()
+    };
+    // Debug logging writes kilobytes a second: a fourth file, and so a pruned first, comes
+    // soon. Each request to the endpoint logs as well.
+    let rolled = (0..500).any(|_| {
+        let _ = admin.cluster();
+        // colony.<day>.<n>.log: the n-th file of the day after the first.
+        let index = |n: &str| n.rsplit('.').nth(1).and_then(|i| i.parse::<u32>().ok());
+        if files()
+            .iter()
+            .any(|(n, _)| index(n).is_some_and(|i| i >= 3))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        false
+    });
+    assert!(rolled, "no fourth file: {:?}", files());
+    let kept = files();
+    assert!(kept.len() <= 3, "{kept:?}");
+    for (name, len) in &kept {
+        assert!(*len <= 1024, "{name} has {len} bytes");
+    }
+}
