@@ -494,3 +494,40 @@ fn log_files_roll_by_size_and_stay_bounded_in_count() {
         assert!(*len <= 1024, "{name} has {len} bytes");
     }
 }
+
+/// Every log line about a link names the peer: the link's span carries its member name.
+#[test]
+fn log_lines_about_a_link_name_the_peer() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (a_port, a_admin) = (free_port(), free_port());
+    let node = |name: &str, port: u16, admin: u16, seeds: &[u16]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("node")
+            .args(["--name", name, "--cookie", "c", "--cluster-size", "2"])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .arg("--home")
+            .arg(dir.path().join(name))
+            .env("RUST_LOG", "info,colony_runtime::transport=debug");
+        for seed in seeds {
+            cmd.args(["--seeds", &format!("127.0.0.1:{seed}")]);
+        }
+        spawn(&mut cmd)
+    };
+    let _a = node("alpha", a_port, a_admin, &[]);
+    let _b = node("bravo", free_port(), free_port(), &[a_port]);
+    let admin = AdminClient::new(format!("127.0.0.1:{a_admin}").parse().unwrap());
+    let log = dir.path().join("alpha/log");
+    // alpha dials bravo once it sees it: the dialler's "link ready" is logged in its span.
+    let named = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        let _ = admin.cluster();
+        std::fs::read_dir(&log).into_iter().flatten().any(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+            text.lines()
+                .any(|l| l.contains("link ready") && l.contains("link{peer=bravo id="))
+        })
+    });
+    assert!(named, "no `link ready` line naming bravo in alpha's logs");
+}
