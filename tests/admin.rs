@@ -47,6 +47,10 @@ async fn with_a_token_every_request_but_health_needs_it_and_refusals_are_counted
     );
     http(|| {
         assert!(none.healthy(), "GET /health is open to all");
+        // The cluster page is open too: a static file with no data, which asks for the token.
+        let (status, page) = none.get_text("").unwrap();
+        assert_eq!(status, 200, "GET / without a token");
+        assert!(page.contains("Authorization") && !page.contains("s3cret"));
         for path in ["cluster", "stats", "locks", "caches", "metrics"] {
             assert_eq!(
                 none.get_text(path).unwrap().0,

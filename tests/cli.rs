@@ -357,3 +357,177 @@ fn components_are_listed_and_switched_through_the_admin_endpoint() {
         .env_remove("COLONY_ADMIN_TOKEN"));
     assert!(!anonymous.status.success());
 }
+
+/// `colony status` prints what the cluster page shows: members, the group, the locks this node
+/// serves with their holders, caches with their counters, executors and components.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the lock only keeps whole tests from overlapping
+async fn status_summarises_members_group_locks_caches_executors_and_components() {
+    use colony::actors::caches::{CacheSettings, CachesExt};
+    use colony::{LocksExt, Primitives};
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let node = colony::node_with(Primitives::default())
+        .name("summed")
+        .home(home.path())
+        .bind("127.0.0.1:0")
+        .cookie("c")
+        .admin("127.0.0.1:0")
+        .admin_token("tok")
+        .start()
+        .await
+        .unwrap();
+    let guard = node
+        .locks()
+        .lock_for_name("nightly-report")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let users = node
+        .caches()
+        .get_cache::<String, u64>("users", None, CacheSettings::local())
+        .unwrap();
+    users.put("a".into(), 1).await.unwrap();
+    assert_eq!(users.get(&"a".into()).await.unwrap(), Some(1));
+    let admin = node.admin_addr().unwrap().to_string();
+    let status = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["status", "--admin", &admin]).args(extra);
+        tokio::task::block_in_place(|| run(&mut cmd))
+    };
+
+    let refused = status(&[]);
+    assert!(!refused.status.success(), "no token, no summary");
+    let table = status(&["--token", "tok"]);
+    assert!(table.status.success(), "{table:?}");
+    let text = String::from_utf8(table.stdout).unwrap();
+    for shown in [
+        "summed",
+        "consensus group",
+        "locks served by this node (1 held",
+        "n:nightly-report",
+        "caches",
+        "users",
+        "executors",
+        "components",
+    ] {
+        assert!(text.contains(shown), "no `{shown}` in:\n{text}");
+    }
+    let lock_row = text
+        .lines()
+        .find(|l| l.contains("n:nightly-report"))
+        .unwrap();
+    assert!(lock_row.contains("summed"), "holder not named: {lock_row}");
+    let token = guard.token().to_string();
+    assert!(lock_row.contains(&token), "token not shown: {lock_row}");
+    let cache_row = text.lines().find(|l| l.starts_with("users ")).unwrap();
+    let figures: Vec<&str> = cache_row.split_whitespace().collect();
+    assert_eq!(figures[1..4], ["local", "1", "1"], "{cache_row}");
+
+    let json = status(&["--token", "tok", "--json"]);
+    assert!(json.status.success(), "{json:?}");
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed["name"], "summed");
+    assert_eq!(parsed["members"][0]["state"], "up");
+    assert!(parsed["members"][0]["replica"].is_string());
+    assert_eq!(parsed["locks"]["served"][0]["name"], "n:nightly-report");
+    assert_eq!(parsed["locks"]["served"][0]["token"], token.as_str());
+    assert_eq!(parsed["caches"]["caches"][0]["stats"]["hits"], 1);
+    assert!(parsed["executors"]["executors"].is_array());
+    assert!(parsed["components"].is_array());
+    guard.unlock().await.unwrap();
+    node.shutdown().await;
+}
+
+/// `--log-max-size` starts a new file whenever the current one would pass the size, and
+/// `--log-max-files` still bounds how many stay.
+#[test]
+fn log_files_roll_by_size_and_stay_bounded_in_count() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let admin_port = free_port();
+    let _node = spawn(
+        Command::new(BIN)
+            .arg("node")
+            .arg("--home")
+            .arg(&home)
+            .args(["--cookie", "c", "--name", "roller"])
+            .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin", &format!("127.0.0.1:{admin_port}")])
+            .args(["--log-max-size", "1K", "--log-max-files", "3"])
+            .env("RUST_LOG", "debug"),
+    );
+    let admin = AdminClient::new(format!("127.0.0.1:{admin_port}").parse().unwrap());
+    wait_healthy(&admin);
+    let files = || -> Vec<(String, u64)> {
+        std::fs::read_dir(home.join("log"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("colony."))
+            .map(|e| {
+                let len = e.metadata().unwrap().len();
+                (e.file_name().into_string().unwrap(), len)
+            })
+            .collect()
+    };
+    // Debug logging writes kilobytes a second: a fourth file, and so a pruned first, comes
+    // soon. Each request to the endpoint logs as well.
+    let rolled = (0..500).any(|_| {
+        let _ = admin.cluster();
+        // colony.<day>.<n>.log: the n-th file of the day after the first.
+        let index = |n: &str| n.rsplit('.').nth(1).and_then(|i| i.parse::<u32>().ok());
+        if files()
+            .iter()
+            .any(|(n, _)| index(n).is_some_and(|i| i >= 3))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        false
+    });
+    assert!(rolled, "no fourth file: {:?}", files());
+    let kept = files();
+    assert!(kept.len() <= 3, "{kept:?}");
+    for (name, len) in &kept {
+        assert!(*len <= 1024, "{name} has {len} bytes");
+    }
+}
+
+/// Every log line about a link names the peer: the link's span carries its member name.
+#[test]
+fn log_lines_about_a_link_name_the_peer() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (a_port, a_admin) = (free_port(), free_port());
+    let node = |name: &str, port: u16, admin: u16, seeds: &[u16]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("node")
+            .args(["--name", name, "--cookie", "c", "--cluster-size", "2"])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .arg("--home")
+            .arg(dir.path().join(name))
+            .env("RUST_LOG", "info,colony_runtime::transport=debug");
+        for seed in seeds {
+            cmd.args(["--seeds", &format!("127.0.0.1:{seed}")]);
+        }
+        spawn(&mut cmd)
+    };
+    let _a = node("alpha", a_port, a_admin, &[]);
+    let _b = node("bravo", free_port(), free_port(), &[a_port]);
+    let admin = AdminClient::new(format!("127.0.0.1:{a_admin}").parse().unwrap());
+    let log = dir.path().join("alpha/log");
+    // alpha dials bravo once it sees it: the dialler's "link ready" is logged in its span.
+    let named = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        let _ = admin.cluster();
+        std::fs::read_dir(&log).into_iter().flatten().any(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+            text.lines()
+                .any(|l| l.contains("link ready") && l.contains("link{peer=bravo id="))
+        })
+    });
+    assert!(named, "no `link ready` line naming bravo in alpha's logs");
+}

@@ -125,6 +125,10 @@ pub struct NodeArgs {
     /// When a new log file is started in the local home's `log/`.
     #[arg(long, value_enum, default_value_t)]
     log_rotation: logs::LogRotation,
+    /// Start a new log file whenever the current one would pass this size (bytes; suffixes
+    /// K, M and G of 1024). Without it, one file per period, whatever its size.
+    #[arg(long, value_name = "SIZE", value_parser = logs::parse_size)]
+    log_max_size: Option<u64>,
     /// How many log files to keep; the oldest are removed.
     #[arg(long, value_name = "N", default_value_t = 7)]
     log_max_files: usize,

@@ -49,6 +49,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         args.log_format,
         &home.log(),
         args.log_rotation,
+        args.log_max_size,
         args.log_max_files,
     )?;
     let mut primitives = Primitives::default();

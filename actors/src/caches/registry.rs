@@ -624,7 +624,7 @@ impl Caches {
                 .request::<Q, usize>(node, SERVICE, kind, request, None)
                 .await;
             if let Err(e) = answer {
-                tracing::warn!(%node, error = %e, kind, "cache flush not confirmed");
+                tracing::warn!(peer = %shared.node.member_name(node), id = %node, error = %e, kind, "cache flush not confirmed");
                 missed.push(node);
             }
         }

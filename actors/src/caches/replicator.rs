@@ -88,7 +88,7 @@ impl Replicator {
         for (peer, answer) in futures_util::future::join_all(retries).await {
             if let Err(e) = answer {
                 unacked.push(peer);
-                tracing::warn!(%peer, error = %e, "cache change not acknowledged");
+                tracing::warn!(peer = %self.node.member_name(peer), id = %peer, error = %e, "cache change not acknowledged");
             }
         }
         // A peer that did not acknowledge may still serve under a lease granted before this
@@ -142,7 +142,7 @@ fn spawn_peer(shared: Weak<Shared>, peer: NodeId) -> Peer {
                 ops.clear();
                 while rx.try_recv().is_ok() {}
                 shared.with_core(|core, _, _| core.gave_up_async(peer));
-                tracing::warn!(%peer, "cache change queue overflowed; the peer clears its replicated caches");
+                tracing::warn!(peer = %shared.node.member_name(peer), id = %peer, "cache change queue overflowed; the peer clears its replicated caches");
                 continue;
             }
             let dropped = shared.with_core(|core, _, _| core.dropped_for(peer));

@@ -57,8 +57,24 @@ pub struct Member {
     pub state: MemberState,
     /// Its identity's incarnation (grows on restart and renewal).
     pub incarnation: u64,
-    /// Its member id in the consensus group (0: none).
+    /// Its member id in the consensus group (0: none). In JSON a hexadecimal string, as the
+    /// consensus report names members: the random 64-bit ids exceed what JavaScript holds.
+    #[serde(with = "hex_u64")]
     pub replica: u64,
+}
+
+/// A `u64` as a hexadecimal string (`"0"` for zero).
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{value:x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        u64::from_str_radix(&text, 16).map_err(D::Error::custom)
+    }
 }
 
 impl Member {

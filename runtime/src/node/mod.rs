@@ -317,6 +317,22 @@ impl Node {
         self.inner.membership.view().local().clone()
     }
 
+    /// The name of member `id`, or `?` for a node this one does not know: for log lines
+    /// about a peer, which name it beside its id.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn demo(node: colony_runtime::Node, peer: colony_runtime::NodeId) {
+    /// tracing::warn!(peer = %node.member_name(peer), id = %peer, "no answer");
+    /// assert_eq!(node.member_name(node.id()), node.name());
+    /// # }
+    /// ```
+    pub fn member_name(&self, id: NodeId) -> String {
+        let view = self.inner.membership.view();
+        let member = view.members.iter().find(|m| m.id == id);
+        member.map_or_else(|| "?".to_owned(), |m| m.name.clone())
+    }
+
     /// Every known member, this node first.
     pub fn members(&self) -> Vec<Member> {
         self.inner.membership.view().members.clone()

@@ -247,6 +247,19 @@ impl TestCluster {
         AdminClient::new(self.admin_addr(i)).with_token(self.spec.admin_token.clone())
     }
 
+    /// The admin token every node was given, if any: what an operator would type into the
+    /// cluster page.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use colony_runtime::testkit::{ClusterSpec, TestCluster};
+    /// let cluster = TestCluster::start(ClusterSpec::new("colony", 3)).unwrap();
+    /// assert!(cluster.admin_token().is_some(), "a fresh random one by default");
+    /// ```
+    pub fn admin_token(&self) -> Option<&str> {
+        self.spec.admin_token.as_deref()
+    }
+
     /// Node `i`'s local home.
     pub fn home(&self, i: usize) -> &Path {
         &self.procs[i].home

@@ -1,7 +1,7 @@
 //! Who may use the admin endpoint: the bearer-token check, decided apart from HTTP.
 //!
-//! With a token configured, every request but `GET /health` must carry
-//! `Authorization: Bearer <token>`. Without one the endpoint only listens on loopback (checked
+//! With a token configured, every request but `GET /health` and `GET /` (the cluster page, a
+//! static file that asks for the token itself) must carry `Authorization: Bearer <token>`. Without one the endpoint only listens on loopback (checked
 //! at start) and serves reads alone: nobody may change a node whose operator set no secret.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,7 +75,7 @@ impl Gate {
 
     fn verdict(&self, method: &str, path: &str, authorization: Option<&[u8]>) -> Verdict {
         let read = method == "GET" || method == "HEAD";
-        if read && path == "/health" {
+        if read && (path == "/health" || path == "/") {
             return Verdict::Allow;
         }
         let Some(expected) = &self.token else {
@@ -113,6 +113,12 @@ mod tests {
         let gate = Gate::new(Some("s3cret"));
         assert_eq!(gate.judge("GET", "/health", None), Verdict::Allow);
         assert_eq!(gate.judge("POST", "/health", None), Verdict::Unauthorized);
+        assert_eq!(
+            gate.judge("GET", "/", None),
+            Verdict::Allow,
+            "the page holds no data"
+        );
+        assert_eq!(gate.judge("POST", "/", None), Verdict::Unauthorized);
         assert_eq!(gate.judge("GET", "/cluster", None), Verdict::Unauthorized);
         let wrong = gate.judge("GET", "/cluster", Some(b"Bearer s3cres"));
         assert_eq!(wrong, Verdict::Unauthorized);
@@ -128,7 +134,7 @@ mod tests {
         assert_eq!(lower, Verdict::Allow);
         let case = gate.judge("GET", "/stats", Some(b"Bearer S3CRET"));
         assert_eq!(case, Verdict::Unauthorized);
-        assert_eq!(gate.stats().unauthorized, 6);
+        assert_eq!(gate.stats().unauthorized, 7);
         assert_eq!(gate.stats().read_only_refused, 0);
     }
 

@@ -1,6 +1,6 @@
-//! The admin HTTP endpoint: `/health`, `/cluster`, `/stats`, the primitives' views and
-//! actions, and `/faults` on nodes started with fault injection; every request but
-//! `GET /health` passes the token gate of [`auth`] first.
+//! The admin HTTP endpoint: the live cluster page at `/`, `/health`, `/cluster`, `/stats`, the
+//! primitives' views and actions, and `/faults` on nodes started with fault injection; every
+//! request but `GET /health` and `GET /` passes the token gate of [`auth`] first.
 
 mod auth;
 mod report;
@@ -32,6 +32,7 @@ impl AdminServer {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let mut router = Router::new()
+            .route("/", get(page))
             .route("/health", get(health))
             .route("/cluster", get(cluster))
             .route("/stats", get(stats))
@@ -101,6 +102,27 @@ async fn gate(State(node): State<Node>, request: Request, next: Next) -> Respons
         )
             .into_response(),
     }
+}
+
+/// The live cluster page: one static file built into the binary. It holds no data; its script
+/// reads the JSON views with the token the operator gives it.
+const PAGE: &str = include_str!("page.html");
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Its own script and styles only: no other origin, no framing.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PAGE,
+    )
+        .into_response()
 }
 
 async fn nothing() -> StatusCode {

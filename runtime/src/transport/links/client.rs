@@ -15,9 +15,9 @@ use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
+use tracing::Instrument;
 
 use super::frame::{self, Frame, FrameReader};
-use crate::NodeId;
 use crate::transport::TransportStats;
 
 /// Bytes queued behind a full socket before the link gives up on a peer that stopped reading.
@@ -39,7 +39,6 @@ pub(crate) struct Link {
 }
 
 struct Inner {
-    peer: NodeId,
     stats: Arc<TransportStats>,
     socket: OwnedWriteHalf,
     /// Bytes the socket did not take yet; writes happen under this lock, in order.
@@ -78,16 +77,10 @@ impl Drop for Call {
 
 impl Link {
     /// Wraps an authenticated stream and starts its reader and flusher.
-    pub(crate) fn start(
-        stream: TcpStream,
-        peer: NodeId,
-        frame_limit: usize,
-        stats: Arc<TransportStats>,
-    ) -> Link {
+    pub(crate) fn start(stream: TcpStream, frame_limit: usize, stats: Arc<TransportStats>) -> Link {
         let (read, write) = stream.into_split();
         let link = Link {
             inner: Arc::new(Inner {
-                peer,
                 stats,
                 socket: write,
                 backlog: Mutex::new(Vec::new()),
@@ -98,8 +91,13 @@ impl Link {
                 gone: Notify::new(),
             }),
         };
-        tokio::spawn(link.clone().read_replies(read, frame_limit));
-        tokio::spawn(link.clone().flush_backlog());
+        // In the dialler's span, which names the peer.
+        tokio::spawn(
+            link.clone()
+                .read_replies(read, frame_limit)
+                .in_current_span(),
+        );
+        tokio::spawn(link.clone().flush_backlog().in_current_span());
         link
     }
 
@@ -161,7 +159,7 @@ impl Link {
         if !backlog.is_empty() {
             if backlog.len() + bytes.len() > MAX_BACKLOG {
                 drop(backlog);
-                tracing::warn!(peer = %inner.peer, "link backlog full: the peer stopped reading; closed");
+                tracing::warn!("link backlog full: the peer stopped reading; closed");
                 self.close();
                 return false;
             }
@@ -182,7 +180,7 @@ impl Link {
             }
             Err(e) => {
                 drop(backlog);
-                tracing::debug!(peer = %inner.peer, error = %e, "link write failed; closed");
+                tracing::debug!(error = %e, "link write failed; closed");
                 self.close();
                 false
             }
@@ -221,7 +219,7 @@ impl Link {
                         }
                     }
                     Err(e) => {
-                        tracing::debug!(peer = %inner.peer, error = %e, "link write failed; closed");
+                        tracing::debug!(error = %e, "link write failed; closed");
                         self.close();
                         return;
                     }
@@ -248,12 +246,12 @@ impl Link {
                     }
                 }
                 Ok(Some(Frame::Request { .. })) => {
-                    tracing::warn!(peer = %self.inner.peer, "request frame on the dialling end of a link; closed");
+                    tracing::warn!("request frame on the dialling end of a link; closed");
                     break;
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::debug!(peer = %self.inner.peer, error = %e, "link closed");
+                    tracing::debug!(error = %e, "link closed");
                     break;
                 }
             }

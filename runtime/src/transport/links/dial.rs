@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use super::{Link, Links, handshake};
 use crate::NodeId;
@@ -101,7 +102,8 @@ impl Links {
                 continue;
             }
             self.stats.link_dials.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(self.clone().dial(peer, addr));
+            let span = self.cut.span(peer);
+            tokio::spawn(self.clone().dial(peer, addr).instrument(span));
         }
     }
 
@@ -115,16 +117,16 @@ impl Links {
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                tracing::debug!(%peer, %addr, error = %e, "link dial failed; will retry");
+                tracing::debug!(%addr, error = %e, "link dial failed; will retry");
                 return;
             }
             Err(_) => {
-                tracing::debug!(%peer, %addr, "link handshake timed out; will retry");
+                tracing::debug!(%addr, "link handshake timed out; will retry");
                 return;
             }
         };
         // A link that closes later is dropped (and redialled) by the next reconcile.
-        let link = Link::start(stream, peer, self.frame_limit, self.stats.clone());
+        let link = Link::start(stream, self.frame_limit, self.stats.clone());
         if let Some(old) = self.outgoing.insert(peer, link.clone()) {
             old.close();
         }
@@ -136,6 +138,6 @@ impl Links {
         }
         // Requests waiting for this link go now.
         self.opened.send_replace(());
-        tracing::debug!(%peer, "link ready");
+        tracing::debug!("link ready");
     }
 }

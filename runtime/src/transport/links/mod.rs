@@ -28,6 +28,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::admission::Permit;
 use super::dispatch::Dispatcher;
@@ -63,6 +64,18 @@ impl Cut {
             .members
             .iter()
             .any(|m| m.addr.ip() == ip && !m.state.is_gone())
+    }
+
+    /// The span every line about the link with `peer` is logged in: it names the peer, by
+    /// its member name when this node knows it, and by id.
+    pub(crate) fn span(&self, peer: NodeId) -> tracing::Span {
+        let view = self.view.borrow();
+        let name = view
+            .members
+            .iter()
+            .find(|m| m.id == peer)
+            .map(|m| m.name.as_str());
+        tracing::info_span!("link", peer = %name.unwrap_or("?"), id = %peer)
     }
 
     /// Whether membership counts `peer` out (down or left).
@@ -199,6 +212,7 @@ impl Links {
         if self.cut.is_cut(peer) {
             return;
         }
+        let span = self.cut.span(peer);
         server::serve(
             stream,
             peer,
@@ -207,6 +221,7 @@ impl Links {
             self.cut.clone(),
             self.stats.clone(),
         )
+        .instrument(span)
         .await;
     }
 

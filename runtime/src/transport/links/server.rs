@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use super::Cut;
 use super::frame::{self, Frame, FrameReader};
@@ -48,7 +49,7 @@ pub(crate) async fn serve(
                 () = &mut ended => break,
             };
             if let Err(e) = written {
-                tracing::debug!(%peer, error = %e, "link write failed");
+                tracing::debug!(error = %e, "link write failed");
                 break;
             }
             stats
@@ -75,17 +76,17 @@ pub(crate) async fn serve(
                     }
                 }
                 Ok(Some(Frame::Reply { .. })) => {
-                    tracing::warn!(%peer, "reply frame on the serving end of a link; closed");
+                    tracing::warn!("reply frame on the serving end of a link; closed");
                     break;
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(%peer, error = %e, "link closed");
+                    tracing::warn!(error = %e, "link closed");
                     break;
                 }
             },
             () = &mut ended => {
-                tracing::debug!(%peer, "link closed: peer cut off by the fault filter");
+                tracing::debug!("link closed: peer cut off by the fault filter");
                 break;
             }
         }
@@ -93,7 +94,7 @@ pub(crate) async fn serve(
     // Requests already accepted run to their end, as a local caller's would: a service
     // must not be cancelled halfway because its caller went away.
     if !in_flight.is_empty() {
-        tokio::spawn(async move { while in_flight.next().await.is_some() {} });
+        tokio::spawn(async move { while in_flight.next().await.is_some() {} }.in_current_span());
     }
 }
 

@@ -1,11 +1,12 @@
 //! Where a command's logs go: `colony node` logs to stdout and to rotating files in the local
 //! home's `log/`; the other commands log to stderr, apart from what they print.
 
+mod files;
+
 use std::path::Path;
 
 use anyhow::Context;
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -82,8 +83,9 @@ where
     }
 }
 
-/// Logs to stdout and to `dir/colony.<date>.log`, keeping at most `max_files` such files (the
-/// oldest go at start and at each rotation). Keep the guard until exit: dropping it flushes
+/// Logs to stdout and to `dir/colony.<date>.log` (see [`files`]), a new file each period and,
+/// with `max_bytes`, each time a file would pass that size; at most `max_files` files (the
+/// oldest go at start and at each new file). Keep the guard until exit: dropping it flushes
 /// the lines still queued for the file.
 ///
 /// # Errors
@@ -92,22 +94,56 @@ pub fn to_stdout_and_files(
     format: LogFormat,
     dir: &Path,
     rotation: LogRotation,
+    max_bytes: Option<u64>,
     max_files: usize,
 ) -> anyhow::Result<WorkerGuard> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let appender = RollingFileAppender::builder()
-        .rotation(match rotation {
-            LogRotation::Hourly => Rotation::HOURLY,
-            LogRotation::Daily => Rotation::DAILY,
-        })
-        .filename_prefix(LOG_FILE_PREFIX)
-        .filename_suffix("log")
-        .max_log_files(max_files.max(1))
-        .build(dir)
+    let appender = files::LogFiles::open(dir, rotation, max_bytes, max_files)
         .with_context(|| format!("open a log file in {}", dir.display()))?;
     let (file, guard) = tracing_appender::non_blocking(appender);
     tracing_subscriber::registry()
         .with(layers(format, file).with_filter(filter()))
         .init();
     Ok(guard)
+}
+
+/// A size in bytes: `1048576`, or with a suffix of 1024's powers, `512K`, `100M`, `1G`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+        _ => (text, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        other => return Err(format!("unknown size unit `{other}` (use K, M or G)")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. 100M)"))?;
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("a size of 0 would roll at every line".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("`{text}` is too large")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("10T").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
 }
