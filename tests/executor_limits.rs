@@ -43,24 +43,17 @@ fn runs(cluster: &TestCluster) -> Vec<BatchRun> {
 fn a_per_cluster_limit_is_divided_over_the_live_nodes_and_recomputed_when_one_dies() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let workload = dir.path().join("workload.json");
     // 30 buckets with 150 ms batches: far more work than the limit lets run at once.
-    std::fs::write(
-        &workload,
+    let mut spec = common::workload_spec(
+        NODES,
+        dir.path(),
         json!({
             "kind": "exec_hammer", "executor": "limited", "buckets": 30, "count": 200,
             "work_ms": 150, "batch_size": 1, "history": "log/exec.jsonl", "per_cluster": LIMIT,
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut spec = common::spec(NODES);
-    spec.extra_args = vec![
-        "--workload".into(),
-        workload.display().to_string(),
-        "--lock-lease-ms".into(),
-        "2000".into(),
-    ];
+        }),
+    );
+    spec.extra_args
+        .extend(["--lock-lease-ms".into(), "2000".into()]);
     let mut cluster = TestCluster::start(spec).expect("spawn nodes");
     common::assert_converges(&cluster, "no convergence");
     common::wait_voters(&cluster, NODES);

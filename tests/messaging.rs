@@ -22,18 +22,14 @@ fn events(cluster: &TestCluster) -> Vec<Value> {
 fn messages_reach_every_other_node_once_in_order_from_their_real_sender() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let workload = dir.path().join("workload.json");
-    std::fs::write(
-        &workload,
+    let spec = common::workload_spec(
+        NODES,
+        dir.path(),
         json!({
             "kind": "chatter", "channel": "chat", "peers": NODES - 1, "count": COUNT,
             "every_ms": 2, "max_bytes": 1024, "history": "log/chatter.jsonl",
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut spec = common::spec(NODES);
-    spec.extra_args = vec!["--workload".into(), workload.display().to_string()];
+        }),
+    );
     let cluster = TestCluster::start(spec).expect("spawn nodes");
     common::assert_converges(&cluster, "no convergence");
 

@@ -44,6 +44,19 @@ pub fn spec(nodes: usize) -> ClusterSpec {
     ClusterSpec::new(env!("CARGO_BIN_EXE_colony"), nodes)
 }
 
+/// A spec of `nodes` processes that each run `workload` (its description written in `dir`).
+pub fn workload_spec(
+    nodes: usize,
+    dir: &std::path::Path,
+    workload: serde_json::Value,
+) -> ClusterSpec {
+    let file = dir.join("workload.json");
+    std::fs::write(&file, workload.to_string()).expect("write the workload");
+    let mut spec = spec(nodes);
+    spec.extra_args = vec!["--workload".into(), file.display().to_string()];
+    spec
+}
+
 /// Starts `nodes` processes and waits until they all see each other up.
 pub fn converged_cluster(nodes: usize) -> TestCluster {
     let cluster = TestCluster::start(spec(nodes)).expect("spawn nodes");
