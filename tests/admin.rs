@@ -276,6 +276,7 @@ fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)
 async fn metrics_parse_as_prometheus_text_and_two_nodes_in_one_process_do_not_mix() {
     use colony::actors::caches::{CacheSettings, CachesExt};
     use colony::actors::locks::LocksExt;
+    use colony::{BucketedExecutorSettings, ConcurrencyExt};
     let _serial = serial();
     let home = tempfile::tempdir().unwrap();
     let alpha = builder(&home.path().join("alpha"))
@@ -308,6 +309,20 @@ async fn metrics_parse_as_prometheus_text_and_two_nodes_in_one_process_do_not_mi
         .request_raw(alpha.id(), "node", "echo", b"x".to_vec(), None)
         .await
         .unwrap();
+    let mail = alpha
+        .concurrency()
+        .bucketed_executor(
+            "mail",
+            BucketedExecutorSettings::new(
+                |n: &u32| n.to_string(),
+                |_: String, _: Vec<u32>, _: u64| async { Ok::<(), std::io::Error>(()) },
+            ),
+        )
+        .unwrap();
+    mail.submit(7).await.unwrap();
+    while mail.stats().succeeded == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     let a = scrape(&alpha, "t");
     assert!(a.samples.len() > 30, "{} samples", a.samples.len());
@@ -332,6 +347,13 @@ async fn metrics_parse_as_prometheus_text_and_two_nodes_in_one_process_do_not_mi
     assert_eq!(value(&a, "colony_cache_hits_total", &users), 1.0);
     assert_eq!(value(&a, "colony_cache_misses_total", &users), 1.0);
     assert_eq!(value(&a, "colony_cache_entries", &users), 1.0);
+    let mail = [("executor", "mail")];
+    assert_eq!(
+        value(&a, "colony_executor_batches_succeeded_total", &mail),
+        1.0
+    );
+    assert_eq!(value(&a, "colony_executor_queued_tasks", &mail), 0.0);
+    assert_eq!(value(&a, "colony_executor_limit", &mail), 16.0);
 
     let b = scrape(&beta, "t");
     for sample in &b.samples {

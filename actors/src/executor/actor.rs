@@ -169,12 +169,20 @@ impl ExecDriver {
         }
     }
 
+    /// Every executor open on this node, with its numbers.
+    pub(crate) fn all_stats(&self) -> Vec<(String, ExecutorStats)> {
+        self.runners
+            .keys()
+            .map(|name| (name.clone(), self.stats(name)))
+            .collect()
+    }
+
     /// The `GET /executors` report: every executor open on this node with its numbers.
     pub(crate) fn report(&self) -> serde_json::Value {
         let executors: Vec<serde_json::Value> = self
-            .runners
-            .keys()
-            .map(|name| serde_json::json!({ "name": name, "stats": self.stats(name) }))
+            .all_stats()
+            .into_iter()
+            .map(|(name, stats)| serde_json::json!({ "name": name, "stats": stats }))
             .collect();
         serde_json::json!({
             "executors": executors,

@@ -61,11 +61,30 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
             Box::pin(async move { Ok(report.with(ExecDriver::report)) })
         }),
     );
+    let measured = service.clone();
+    node.add_metrics_collector(Arc::new(move |_node| {
+        for (name, s) in measured.with(ExecDriver::all_stats) {
+            metrics(&name, &s);
+        }
+    }));
     node.set_extension(Arc::new(Shared {
         service,
         open: Mutex::new(HashMap::new()),
     }));
     Ok(())
+}
+
+/// One executor's figures for `/metrics`, labelled by its name.
+fn metrics(name: &str, s: &ExecutorStats) {
+    use metrics::{counter, gauge};
+    let labels = [("executor", name.to_owned())];
+    gauge!("colony_executor_queued_tasks", &labels).set(s.queued as f64);
+    gauge!("colony_executor_buckets", &labels).set(s.buckets as f64);
+    gauge!("colony_executor_in_process", &labels).set(s.in_process as f64);
+    gauge!("colony_executor_limit", &labels).set(s.limit as f64);
+    counter!("colony_executor_batches_succeeded_total", &labels).absolute(s.succeeded);
+    counter!("colony_executor_batches_failed_total", &labels).absolute(s.failed);
+    counter!("colony_executor_dead_letters_total", &labels).absolute(s.dead_letters);
 }
 
 /// Gives a node's concurrency primitives: `node.concurrency()`.
