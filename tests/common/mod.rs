@@ -44,6 +44,22 @@ pub fn spec(nodes: usize) -> ClusterSpec {
     ClusterSpec::new(env!("CARGO_BIN_EXE_colony"), nodes)
 }
 
+/// Starts `nodes` processes, each running `workload` (a workload's JSON, written to `dir`), and
+/// waits until they all see each other up.
+pub fn cluster_with_workload(
+    dir: &std::path::Path,
+    nodes: usize,
+    workload: &serde_json::Value,
+) -> TestCluster {
+    let path = dir.join("workload.json");
+    std::fs::write(&path, workload.to_string()).unwrap();
+    let mut spec = spec(nodes);
+    spec.extra_args = vec!["--workload".into(), path.display().to_string()];
+    let cluster = TestCluster::start(spec).expect("spawn nodes");
+    assert_converges(&cluster, "no convergence");
+    cluster
+}
+
 /// Starts `nodes` processes and waits until they all see each other up.
 pub fn converged_cluster(nodes: usize) -> TestCluster {
     let cluster = TestCluster::start(spec(nodes)).expect("spawn nodes");
