@@ -1,0 +1,99 @@
+//! The cluster scheduler under test: one node schedules once-per-cluster interval jobs, the
+//! nodes named register their runner, each run is recorded (start with token, attempt, member
+//! id and epoch; end), and every node records the jobs' run history from its cluster state
+//! every `poll_ms` (the history is bounded; polls overlap, so together they hold all of it).
+//! The checkers of `colony_actors::scheduler::check` judge the merged records.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use colony::{JobConfig, JobOutcome, JobRequest, Node, Schedule, SchedulerExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::history::{History, wall_us};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SchedHammer {
+    /// The jobs.
+    jobs: Vec<JobSpec>,
+    /// The node that schedules them.
+    scheduler: String,
+    /// The nodes that register the runner (every node when absent).
+    runners_on: Option<Vec<String>>,
+    /// How often each node records the jobs' history.
+    poll_ms: u64,
+    /// JSON-lines history file, relative to the local home.
+    history: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct JobSpec {
+    id: String,
+    every_ms: u64,
+    /// How long a run takes.
+    work_ms: u64,
+}
+
+impl SchedHammer {
+    pub async fn run(self, node: Node) -> anyhow::Result<()> {
+        let history = History::open(&node.local_home().root().join(&self.history))?;
+        let me = node.name().to_owned();
+        let scheduler = node.scheduler();
+        if self.runners_on.as_ref().is_none_or(|on| on.contains(&me)) {
+            let (n, h, jobs) = (node.clone(), history.clone(), self.jobs.clone());
+            scheduler.register_job_runner("hammer", move |r: JobRequest| {
+                let (node, history) = (n.clone(), h.clone());
+                let work = jobs
+                    .iter()
+                    .find(|j| j.id == r.job_id)
+                    .map_or(0, |j| j.work_ms);
+                async move {
+                    let status = node.group().status();
+                    let due = colony::actors::scheduler::to_ms(r.scheduled).unwrap_or(0);
+                    let at = json!({
+                        "job": r.job_id, "due": due, "token": r.token, "attempt": r.attempt,
+                        "node": node.name(), "replica": status.replica.0,
+                        "epoch": status.epoch, "at_us": wall_us(),
+                    });
+                    history.record(&json!({ "event": "start", "run": at }));
+                    tokio::time::sleep(Duration::from_millis(work)).await;
+                    history.record(&json!({
+                        "event": "end", "job": r.job_id, "token": r.token, "end_us": wall_us(),
+                    }));
+                    JobOutcome::success()
+                }
+            })?;
+        }
+        if me == self.scheduler {
+            let first = SystemTime::now();
+            for job in &self.jobs {
+                let every = Duration::from_millis(job.every_ms);
+                let config =
+                    JobConfig::for_runner("hammer").schedule(Schedule::interval(every, first)?);
+                // Until the group confirms it (a retry replaces it with the same schedule).
+                while let Err(e) = scheduler.schedule_job(&job.id, config.clone()).await {
+                    tracing::warn!(error = %e, job = %job.id, "scheduling: trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                history.record(&json!({
+                    "event": "scheduled", "job": job.id, "every_ms": job.every_ms,
+                    "first_ms": colony::actors::scheduler::to_ms(first)?,
+                }));
+            }
+        }
+        let mut poll = tokio::time::interval(Duration::from_millis(self.poll_ms.max(10)));
+        loop {
+            poll.tick().await;
+            let state = node.group().status().state.clone();
+            for job in &self.jobs {
+                if let Some(j) = state.jobs.jobs.get(&job.id) {
+                    history.record(&json!({
+                        "event": "history", "job": job.id, "records": j.history,
+                        "next_due": j.next_due, "node": me,
+                    }));
+                }
+            }
+        }
+    }
+}

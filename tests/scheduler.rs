@@ -1,0 +1,231 @@
+//! The cluster scheduler across node processes: a once-per-cluster job every 200 ms for 20 s
+//! fires every due time exactly once, and a SIGKILL of the node running a long job runs the
+//! fire again on another node (attempt 2, a higher token, after the kill). Judged by the
+//! scheduler's shared checkers (`colony_actors::scheduler::check`) over every node's records:
+//! its runs, and its view of the job's run history.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use colony::actors::scheduler::{Overlap, RunEnd, RunOutcome, Schedule, check, from_ms};
+use colony_runtime::consensus::ReplicaId;
+use colony_runtime::consensus::jobs::RunRecord;
+use colony_runtime::testkit::TestCluster;
+use common::{logs, serial};
+use serde_json::{Value, json};
+
+const NODES: usize = 3;
+
+fn start(dir: &std::path::Path, jobs: Value) -> TestCluster {
+    let workload = json!({
+        "kind": "sched_hammer", "jobs": jobs, "scheduler": "n1", "poll_ms": 300,
+        "history": "log/sched.jsonl",
+    });
+    common::cluster_with_workload(dir, NODES, &workload)
+}
+
+fn events(cluster: &TestCluster) -> Vec<Value> {
+    common::histories(cluster, "log/sched.jsonl")
+}
+
+/// The runs of `job` as their nodes recorded them; a run with no end recorded could act until
+/// `open_until_us`.
+fn starts(events: &[Value], job: &str, open_until_us: u64) -> Vec<check::RunStart> {
+    let ends: BTreeMap<u64, u64> = events
+        .iter()
+        .filter(|e| e["event"] == "end" && e["job"] == job)
+        .map(|e| (e["token"].as_u64().unwrap(), e["end_us"].as_u64().unwrap()))
+        .collect();
+    events
+        .iter()
+        .filter(|e| e["event"] == "start" && e["run"]["job"] == job)
+        .map(|e| {
+            let r = &e["run"];
+            let token = r["token"].as_u64().unwrap();
+            check::RunStart {
+                job: job.to_owned(),
+                due: r["due"].as_u64().unwrap(),
+                token,
+                attempt: r["attempt"].as_u64().unwrap() as u32,
+                node: r["node"].as_str().unwrap().to_owned(),
+                runner: (
+                    ReplicaId(r["replica"].as_u64().unwrap()),
+                    r["epoch"].as_u64().unwrap_or(0),
+                ),
+                at_us: r["at_us"].as_u64().unwrap(),
+                until_us: ends.get(&token).copied().unwrap_or(open_until_us),
+                had_runner: true,
+            }
+        })
+        .collect()
+}
+
+/// Every history record of `job` any node saw.
+fn records(events: &[Value], job: &str) -> Vec<RunRecord> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "history" && e["job"] == job)
+        .flat_map(|e| serde_json::from_value::<Vec<RunRecord>>(e["records"].clone()).unwrap())
+        .collect()
+}
+
+/// `job`'s schedule as the scheduling node recorded it.
+fn schedule(events: &[Value], job: &str) -> Schedule {
+    let e = events
+        .iter()
+        .find(|e| e["event"] == "scheduled" && e["job"] == job)
+        .expect("the job was scheduled");
+    Schedule::interval(
+        Duration::from_millis(e["every_ms"].as_u64().unwrap()),
+        from_ms(e["first_ms"].as_u64().unwrap()),
+    )
+    .unwrap()
+}
+
+/// Every promise over the records of `job`: runs never overlap and a due time runs again only
+/// as a later attempt after the previous run could no longer act; each run started matches
+/// the history; every due time from the first to the last recorded is accounted for exactly
+/// once. Returns the distinct history records.
+fn check_job(events: &[Value], job: &str, open_until_us: u64) -> Vec<RunRecord> {
+    let starts = starts(events, job, open_until_us);
+    let broken = check::runs(&starts, |_| Overlap::Skip);
+    assert!(broken.is_empty(), "{broken:#?}");
+    let records = records(events, job);
+    let (Some(from), Some(to)) = (
+        records.iter().map(|r| r.due).min(),
+        records.iter().map(|r| r.due).max(),
+    ) else {
+        panic!("no history of {job}");
+    };
+    let broken = check::history(&schedule(events, job), &records, from, to);
+    assert!(broken.is_empty(), "{broken:#?}");
+    // Each start the history has closed is recorded with its due time and attempt.
+    let closed: BTreeMap<u64, (u64, u32)> = records
+        .iter()
+        .filter(|r| matches!(r.what, RunEnd::Ran(_)))
+        .map(|r| (r.token, (r.due, r.attempt)))
+        .collect();
+    let last = closed.keys().max().copied().unwrap_or(0);
+    for s in &starts {
+        match closed.get(&s.token) {
+            Some(said) => assert_eq!(*said, (s.due, s.attempt), "{s:?}"),
+            None => assert!(s.token > last, "{s:?} is in no history record"),
+        }
+    }
+    let mut distinct: Vec<RunRecord> = Vec::new();
+    for r in records {
+        if !distinct.contains(&r) {
+            distinct.push(r);
+        }
+    }
+    distinct
+}
+
+#[test]
+fn a_job_every_200_ms_fires_each_due_time_exactly_once_across_three_processes() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(
+        dir.path(),
+        json!([{ "id": "tick", "every_ms": 200, "work_ms": 20 }]),
+    );
+    let counted = cluster.wait_until(Duration::from_secs(60), |c| {
+        records(&events(c), "tick")
+            .iter()
+            .map(|r| r.due)
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= 100
+    });
+    assert!(
+        counted.is_some(),
+        "100 due times in 60 s:\n{}",
+        logs(&cluster)
+    );
+    let all = events(&cluster);
+    let records = check_job(&all, "tick", u64::MAX);
+    let runs: Vec<&RunRecord> = records
+        .iter()
+        .filter(|r| r.what == RunEnd::Ran(RunOutcome::Succeeded))
+        .collect();
+    // Fires on time on an idle cluster: nearly every due time ran.
+    assert!(runs.len() >= 90, "{} of 100 due times ran", runs.len());
+    let nodes: BTreeSet<_> = starts(&all, "tick", u64::MAX)
+        .into_iter()
+        .map(|s| s.node)
+        .collect();
+    assert!(nodes.len() >= 2, "runs spread over nodes: {nodes:?}");
+}
+
+#[test]
+fn sigkill_of_the_node_running_a_long_job_runs_the_fire_again_elsewhere() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(
+        dir.path(),
+        json!([{ "id": "long", "every_ms": 4000, "work_ms": 2500 }]),
+    );
+    common::wait_voters(&cluster, NODES);
+    // A run in progress: started, not ended.
+    let running = |c: &TestCluster| {
+        let all = events(c);
+        let ended: BTreeSet<u64> = all
+            .iter()
+            .filter(|e| e["event"] == "end")
+            .filter_map(|e| e["token"].as_u64())
+            .collect();
+        starts(&all, "long", u64::MAX)
+            .into_iter()
+            .find(|s| !ended.contains(&s.token))
+    };
+    let victim_run = cluster
+        .wait_until(Duration::from_secs(30), |c| running(c).is_some())
+        .and_then(|_| running(&cluster))
+        .unwrap_or_else(|| panic!("no run of the long job:\n{}", logs(&cluster)));
+    let victim = (0..NODES)
+        .find(|i| cluster.name(*i) == victim_run.node)
+        .unwrap();
+    cluster.kill(victim);
+    let killed_us = colony_wall_us();
+    let rerun = |c: &TestCluster| {
+        starts(&events(c), "long", u64::MAX)
+            .into_iter()
+            .find(|s| s.due == victim_run.due && s.attempt >= 2)
+    };
+    let again = cluster
+        .wait_until(Duration::from_secs(60), |c| rerun(c).is_some())
+        .and_then(|_| rerun(&cluster))
+        .unwrap_or_else(|| panic!("the fire was not run again:\n{}", logs(&cluster)));
+    assert_ne!(again.node, victim_run.node);
+    assert!(
+        again.token > victim_run.token,
+        "{again:?} after {victim_run:?}"
+    );
+    assert!(again.at_us > killed_us, "{again:?} ran before the kill");
+    // The history closes the first attempt as lost, then the re-run; the job goes on.
+    let closed = cluster.wait_until(Duration::from_secs(30), |c| {
+        let records = records(&events(c), "long");
+        let lost = records
+            .iter()
+            .any(|r| r.token == victim_run.token && r.what == RunEnd::Ran(RunOutcome::Lost));
+        let after = records
+            .iter()
+            .any(|r| r.due > victim_run.due && r.what == RunEnd::Ran(RunOutcome::Succeeded));
+        lost && after
+    });
+    assert!(
+        closed.is_some(),
+        "history:\n{:#?}",
+        records(&events(&cluster), "long")
+    );
+    check_job(&events(&cluster), "long", killed_us);
+}
+
+fn colony_wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
