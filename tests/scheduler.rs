@@ -9,7 +9,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use colony::actors::scheduler::{Overlap, RunEnd, RunOutcome, Schedule, check, from_ms};
+use colony::actors::scheduler::{
+    Overlap, PassReason, RunEnd, RunOutcome, Schedule, check, from_ms,
+};
 use colony_runtime::consensus::ReplicaId;
 use colony_runtime::consensus::jobs::RunRecord;
 use colony_runtime::testkit::TestCluster;
@@ -221,6 +223,76 @@ fn sigkill_of_the_node_running_a_long_job_runs_the_fire_again_elsewhere() {
         records(&events(&cluster), "long")
     );
     check_job(&events(&cluster), "long", killed_us);
+}
+
+#[test]
+fn after_a_full_stop_and_start_the_job_comes_back_and_its_missed_times_fire_once() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(
+        dir.path(),
+        json!([{ "id": "tick", "every_ms": 200, "work_ms": 10 }]),
+    );
+    common::wait_voters(&cluster, NODES);
+    let ran = |c: &TestCluster, n: usize| {
+        records(&events(c), "tick")
+            .iter()
+            .filter(|r| r.what == RunEnd::Ran(RunOutcome::Succeeded))
+            .count()
+            >= n
+    };
+    assert!(
+        cluster
+            .wait_until(Duration::from_secs(30), |c| ran(c, 10))
+            .is_some(),
+        "no runs:\n{}",
+        logs(&cluster)
+    );
+    let all: Vec<usize> = cluster.all();
+    for i in &all {
+        cluster.terminate(*i, Duration::from_secs(15));
+    }
+    let stopped_ms = colony_wall_us() / 1000;
+    std::thread::sleep(Duration::from_secs(3));
+    for i in &all {
+        cluster.restart(*i).unwrap();
+    }
+    // Runs of due times after the restart, with the downtime's due times coalesced (FireOnce):
+    // one run for the latest missed time, the others recorded as missed.
+    let back = cluster.wait_until(Duration::from_secs(60), |c| {
+        records(&events(c), "tick")
+            .iter()
+            .any(|r| r.due > stopped_ms + 3_000 && r.what == RunEnd::Ran(RunOutcome::Succeeded))
+    });
+    assert!(
+        back.is_some(),
+        "the job did not come back:\n{}",
+        logs(&cluster)
+    );
+    let all_events = events(&cluster);
+    let scheduled = all_events
+        .iter()
+        .filter(|e| e["event"] == "scheduled")
+        .count();
+    assert_eq!(
+        scheduled, 1,
+        "scheduled once, recovered from the cluster state"
+    );
+    let records = check_job(&all_events, "tick", u64::MAX);
+    let missed: u64 = records
+        .iter()
+        .filter_map(|r| match r.what {
+            RunEnd::Passed {
+                why: PassReason::Missed,
+                count,
+            } if r.due >= stopped_ms => Some(count),
+            _ => None,
+        })
+        .sum();
+    assert!(
+        missed >= 10,
+        "the downtime's due times recorded as missed: {missed}"
+    );
 }
 
 fn colony_wall_us() -> u64 {

@@ -2,7 +2,8 @@
 //! nodes named register their runner, each run is recorded (start with token, attempt, member
 //! id and epoch; end), and every node records the jobs' run history from its cluster state
 //! every `poll_ms` (the history is bounded; polls overlap, so together they hold all of it).
-//! The checkers of `colony_actors::scheduler::check` judge the merged records.
+//! The checkers of `colony_actors::scheduler::check` judge the merged records. The jobs are
+//! scheduled once: a restarted node finds them in the cluster state.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -65,7 +66,9 @@ impl SchedHammer {
                 }
             })?;
         }
-        if me == self.scheduler {
+        // Scheduled once: a restarted scheduling node finds its jobs in the cluster state.
+        let marker = node.local_home().root().join("sched_hammer.scheduled");
+        if me == self.scheduler && !marker.exists() {
             let first = SystemTime::now();
             for job in &self.jobs {
                 let every = Duration::from_millis(job.every_ms);
@@ -81,6 +84,7 @@ impl SchedHammer {
                     "first_ms": colony::actors::scheduler::to_ms(first)?,
                 }));
             }
+            std::fs::write(&marker, b"")?;
         }
         let mut poll = tokio::time::interval(Duration::from_millis(self.poll_ms.max(10)));
         loop {
