@@ -91,7 +91,18 @@ fn schedule(events: &[Value], job: &str) -> Schedule {
 /// the history; every due time from the first to the last recorded is accounted for exactly
 /// once. Returns the distinct history records.
 fn check_job(events: &[Value], job: &str, open_until_us: u64) -> Vec<RunRecord> {
-    let starts = starts(events, job, open_until_us);
+    check_job_with(events, job, open_until_us, |_| {})
+}
+
+/// [`check_job`], with each run's record adjusted by `adjust` first.
+fn check_job_with(
+    events: &[Value],
+    job: &str,
+    open_until_us: u64,
+    adjust: impl Fn(&mut check::RunStart),
+) -> Vec<RunRecord> {
+    let mut starts = starts(events, job, open_until_us);
+    starts.iter_mut().for_each(adjust);
     let broken = check::runs(&starts, |_| Overlap::Skip);
     assert!(broken.is_empty(), "{broken:#?}");
     let records = records(events, job);
@@ -161,16 +172,14 @@ fn a_job_every_200_ms_fires_each_due_time_exactly_once_across_three_processes() 
     assert!(nodes.len() >= 2, "runs spread over nodes: {nodes:?}");
 }
 
-#[test]
-fn sigkill_of_the_node_running_a_long_job_runs_the_fire_again_elsewhere() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = start(
-        dir.path(),
+/// Starts a cluster running a long job and waits for a run of it in progress; returns the
+/// cluster, the run and the index of its node.
+fn long_run(dir: &std::path::Path) -> (TestCluster, check::RunStart, usize) {
+    let cluster = start(
+        dir,
         json!([{ "id": "long", "every_ms": 4000, "work_ms": 2500 }]),
     );
     common::wait_voters(&cluster, NODES);
-    // A run in progress: started, not ended.
     let running = |c: &TestCluster| {
         let all = events(c);
         let ended: BTreeSet<u64> = all
@@ -182,47 +191,98 @@ fn sigkill_of_the_node_running_a_long_job_runs_the_fire_again_elsewhere() {
             .into_iter()
             .find(|s| !ended.contains(&s.token))
     };
-    let victim_run = cluster
+    let run = cluster
         .wait_until(Duration::from_secs(30), |c| running(c).is_some())
         .and_then(|_| running(&cluster))
         .unwrap_or_else(|| panic!("no run of the long job:\n{}", logs(&cluster)));
-    let victim = (0..NODES)
-        .find(|i| cluster.name(*i) == victim_run.node)
-        .unwrap();
-    cluster.kill(victim);
-    let killed_us = colony_wall_us();
+    let node = (0..NODES).find(|i| cluster.name(*i) == run.node).unwrap();
+    (cluster, run, node)
+}
+
+/// Waits for `first`'s due time to run again on another node, with a higher attempt and token,
+/// after `cut_us`; then for the history to record `first` as lost and a later due time run.
+fn assert_run_again(cluster: &TestCluster, first: &check::RunStart, cut_us: u64) {
     let rerun = |c: &TestCluster| {
         starts(&events(c), "long", u64::MAX)
             .into_iter()
-            .find(|s| s.due == victim_run.due && s.attempt >= 2)
+            .find(|s| s.due == first.due && s.attempt >= 2)
     };
     let again = cluster
         .wait_until(Duration::from_secs(60), |c| rerun(c).is_some())
-        .and_then(|_| rerun(&cluster))
-        .unwrap_or_else(|| panic!("the fire was not run again:\n{}", logs(&cluster)));
-    assert_ne!(again.node, victim_run.node);
+        .and_then(|_| rerun(cluster))
+        .unwrap_or_else(|| panic!("the fire was not run again:\n{}", logs(cluster)));
+    assert_ne!(again.node, first.node);
+    assert!(again.token > first.token, "{again:?} after {first:?}");
     assert!(
-        again.token > victim_run.token,
-        "{again:?} after {victim_run:?}"
+        again.at_us > cut_us,
+        "{again:?} ran before its first node was cut off"
     );
-    assert!(again.at_us > killed_us, "{again:?} ran before the kill");
-    // The history closes the first attempt as lost, then the re-run; the job goes on.
     let closed = cluster.wait_until(Duration::from_secs(30), |c| {
         let records = records(&events(c), "long");
         let lost = records
             .iter()
-            .any(|r| r.token == victim_run.token && r.what == RunEnd::Ran(RunOutcome::Lost));
+            .any(|r| r.token == first.token && r.what == RunEnd::Ran(RunOutcome::Lost));
         let after = records
             .iter()
-            .any(|r| r.due > victim_run.due && r.what == RunEnd::Ran(RunOutcome::Succeeded));
+            .any(|r| r.due > first.due && r.what == RunEnd::Ran(RunOutcome::Succeeded));
         lost && after
     });
     assert!(
         closed.is_some(),
         "history:\n{:#?}",
-        records(&events(&cluster), "long")
+        records(&events(cluster), "long")
     );
+}
+
+#[test]
+fn sigkill_of_the_node_running_a_long_job_runs_the_fire_again_elsewhere() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, first, victim) = long_run(dir.path());
+    cluster.kill(victim);
+    let killed_us = colony_wall_us();
+    assert_run_again(&cluster, &first, killed_us);
     check_job(&events(&cluster), "long", killed_us);
+}
+
+#[test]
+fn a_paused_runner_past_its_lease_is_fenced_and_the_fire_runs_elsewhere() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, first, victim) = long_run(dir.path());
+    cluster.pause(victim);
+    let paused_us = colony_wall_us();
+    assert_run_again(&cluster, &first, paused_us);
+    cluster.resume(victim);
+    // Back, the paused run may still reach its end, but its finish is refused by token: the
+    // history keeps it lost (check_job refuses a token recorded two ways), and the job goes on
+    // with the node back among the runners.
+    let more = cluster.wait_until(Duration::from_secs(30), |c| {
+        let all = events(c);
+        let name = c.name(victim);
+        starts(&all, "long", u64::MAX)
+            .iter()
+            .any(|s| s.node == name && s.at_us > paused_us)
+            || records(&all, "long")
+                .iter()
+                .filter(|r| r.due > first.due && r.what == RunEnd::Ran(RunOutcome::Succeeded))
+                .count()
+                >= 3
+    });
+    assert!(more.is_some(), "the job did not go on:\n{}", logs(&cluster));
+    let all = events(&cluster);
+    // The paused run could act only until the pause; after it, only fenced.
+    let records = check_job_with(&all, "long", u64::MAX, |s| {
+        if s.token == first.token {
+            s.until_us = s.until_us.min(paused_us);
+        }
+    });
+    assert!(
+        records
+            .iter()
+            .all(|r| r.token != first.token || r.what == RunEnd::Ran(RunOutcome::Lost)),
+        "the paused run's late finish was refused: {records:#?}"
+    );
 }
 
 #[test]
