@@ -22,6 +22,8 @@ pub struct SchedHammer {
     scheduler: String,
     /// The nodes that register the runner (every node when absent).
     runners_on: Option<Vec<String>>,
+    /// Unregister the runner this long after registering it (never when absent).
+    unregister_after_ms: Option<u64>,
     /// How often each node records the jobs' history.
     poll_ms: u64,
     /// JSON-lines history file, relative to the local home.
@@ -65,6 +67,18 @@ impl SchedHammer {
                     JobOutcome::success()
                 }
             })?;
+        }
+        if let Some(ms) = self.unregister_after_ms
+            && self.runners_on.as_ref().is_none_or(|on| on.contains(&me))
+        {
+            let (scheduler, history) = (scheduler.clone(), history.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                history.record(&json!({ "event": "unregistering", "at_us": wall_us() }));
+                if let Err(e) = scheduler.unregister_job_runner("hammer") {
+                    tracing::error!(error = %e, "unregister failed");
+                }
+            });
         }
         // Scheduled once: a restarted scheduling node finds its jobs in the cluster state.
         let marker = node.local_home().root().join("sched_hammer.scheduled");
