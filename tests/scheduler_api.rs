@@ -483,6 +483,13 @@ async fn a_standalone_node_serializes_parameters_and_reports_jobs() {
         params,
         "parameters went through JSON"
     );
+    until("the run recorded", || {
+        ran(
+            &scheduler.run_history("weekly").unwrap(),
+            RunOutcome::Succeeded,
+        ) > 0
+    })
+    .await;
     let admin = AdminClient::new(node.admin_addr().unwrap());
     let (status, body) = tokio::task::block_in_place(|| admin.get_text("jobs").unwrap());
     assert_eq!(status, 200, "{body}");
