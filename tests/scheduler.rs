@@ -121,7 +121,23 @@ fn check_job_with(
         panic!("no history of {job}");
     };
     let broken = check::history(&schedule(events, job), &records, from, to);
-    assert!(broken.is_empty(), "{broken:#?}");
+    if !broken.is_empty() {
+        let mut seen: Vec<(u64, u64, u32, String)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.due,
+                    r.token,
+                    r.attempt,
+                    format!("{:?} {:?}", r.what, r.runner),
+                )
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        seen.sort();
+        panic!("{broken:#?}\nrecords:\n{seen:#?}");
+    }
     // Each start the history has closed is recorded with its due time and attempt.
     let closed: BTreeMap<u64, (u64, u32)> = records
         .iter()
@@ -247,6 +263,64 @@ fn a_runner_on_one_node_only_takes_every_fire_and_once_unregistered_none_is_cons
         "runs after the runner was unregistered: {late:?}"
     );
     check_job(&all, "tick", u64::MAX);
+}
+
+#[test]
+fn sigkill_of_the_node_entitled_to_fire_moves_the_job_and_no_due_time_is_lost_or_doubled() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(
+        dir.path(),
+        json!([{ "id": "tick", "every_ms": 200, "work_ms": 10 }]),
+    );
+    common::wait_voters(&cluster, NODES);
+    let owner = |c: &TestCluster| {
+        let all = events(c);
+        let runs = records(&all, "tick")
+            .iter()
+            .filter(|r| r.what == RunEnd::Ran(RunOutcome::Succeeded))
+            .count();
+        let owner = all
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "history" && e["owner"].is_string())
+            .and_then(|e| e["owner"].as_str().map(str::to_owned));
+        owner.filter(|_| runs >= 10)
+    };
+    let name = cluster
+        .wait_until(Duration::from_secs(30), |c| owner(c).is_some())
+        .and_then(|_| owner(&cluster))
+        .unwrap_or_else(|| panic!("no owner of the job's slot:\n{}", logs(&cluster)));
+    let victim = (0..NODES).find(|i| cluster.name(*i) == name).unwrap();
+    cluster.kill(victim);
+    let killed_us = colony_wall_us();
+    // The job fires on: runs of due times after the kill, on the other nodes.
+    let on = cluster.wait_until(Duration::from_secs(60), |c| {
+        records(&events(c), "tick")
+            .iter()
+            .filter(|r| {
+                r.due * 1000 > killed_us + 1_000_000 && r.what == RunEnd::Ran(RunOutcome::Succeeded)
+            })
+            .count()
+            >= 10
+    });
+    assert!(
+        on.is_some(),
+        "the job stopped with its owner:\n{}",
+        logs(&cluster)
+    );
+    let all = events(&cluster);
+    // The latest view of a survivor (the victim's file ends at the kill).
+    let moved = all
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "history" && e["owner"].is_string() && e["node"] != name.as_str());
+    assert_ne!(
+        moved.and_then(|e| e["owner"].as_str()),
+        Some(name.as_str()),
+        "the slot moved"
+    );
+    check_job(&all, "tick", killed_us);
 }
 
 /// Starts a cluster running a long job and waits for a run of it in progress; returns the

@@ -8,6 +8,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use colony::runtime::consensus::Domain;
+use colony::runtime::ownership::slot_of;
 use colony::{JobConfig, JobOutcome, JobRequest, Node, Schedule, SchedulerExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -88,10 +90,16 @@ impl SchedHammer {
                 let every = Duration::from_millis(job.every_ms);
                 let config =
                     JobConfig::for_runner("hammer").schedule(Schedule::interval(every, first)?);
-                // Until the group confirms it (a retry replaces it with the same schedule).
+                // Until the group holds it. Not again once it does: scheduling replaces the job
+                // and starts it afresh from the next due time, so an unconfirmed schedule that
+                // applied and fired would lose the due times before the retry.
                 while let Err(e) = scheduler.schedule_job(&job.id, config.clone()).await {
-                    tracing::warn!(error = %e, job = %job.id, "scheduling: trying again");
+                    tracing::warn!(error = %e, job = %job.id, "scheduling: not confirmed");
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    let held = scheduler.job_details(&job.id).and_then(|d| d.config);
+                    if held.as_ref() == Some(&config) {
+                        break;
+                    }
                 }
                 history.record(&json!({
                     "event": "scheduled", "job": job.id, "every_ms": job.every_ms,
@@ -106,9 +114,18 @@ impl SchedHammer {
             let state = node.group().status().state.clone();
             for job in &self.jobs {
                 if let Some(j) = state.jobs.jobs.get(&job.id) {
+                    // The node entitled to fire the job: its jobs slot's owner.
+                    let slot = usize::from(slot_of(job.id.as_bytes()));
+                    let owner = state
+                        .slots
+                        .get(&Domain::Jobs)
+                        .and_then(|slots| slots.get(slot))
+                        .and_then(|s| s.owner)
+                        .and_then(|(replica, _)| state.members.get(&replica))
+                        .map(|m| m.name.clone());
                     history.record(&json!({
                         "event": "history", "job": job.id, "records": j.history,
-                        "next_due": j.next_due, "node": me,
+                        "next_due": j.next_due, "node": me, "owner": owner,
                     }));
                 }
             }
