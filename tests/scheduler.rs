@@ -269,11 +269,7 @@ fn a_runner_on_one_node_only_takes_every_fire_and_once_unregistered_none_is_cons
 fn sigkill_of_the_node_entitled_to_fire_moves_the_job_and_no_due_time_is_lost_or_doubled() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = start(
-        dir.path(),
-        json!([{ "id": "tick", "every_ms": 200, "work_ms": 10 }]),
-    );
-    common::wait_voters(&cluster, NODES);
+    let mut cluster = ticking(dir.path());
     let owner = |c: &TestCluster| {
         let all = events(c);
         let runs = records(&all, "tick")
@@ -321,6 +317,16 @@ fn sigkill_of_the_node_entitled_to_fire_moves_the_job_and_no_due_time_is_lost_or
         "the slot moved"
     );
     check_job(&all, "tick", killed_us);
+}
+
+/// Starts a cluster running a 200 ms job, with every node voting.
+fn ticking(dir: &std::path::Path) -> TestCluster {
+    let cluster = start(
+        dir,
+        json!([{ "id": "tick", "every_ms": 200, "work_ms": 10 }]),
+    );
+    common::wait_voters(&cluster, NODES);
+    cluster
 }
 
 /// Starts a cluster running a long job and waits for a run of it in progress; returns the
@@ -440,11 +446,7 @@ fn a_paused_runner_past_its_lease_is_fenced_and_the_fire_runs_elsewhere() {
 fn after_a_full_stop_and_start_the_job_comes_back_and_its_missed_times_fire_once() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = start(
-        dir.path(),
-        json!([{ "id": "tick", "every_ms": 200, "work_ms": 10 }]),
-    );
-    common::wait_voters(&cluster, NODES);
+    let mut cluster = ticking(dir.path());
     let ran = |c: &TestCluster, n: usize| {
         records(&events(c), "tick")
             .iter()
