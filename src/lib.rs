@@ -34,6 +34,10 @@ pub use colony_actors::executor::{
     DeadLetter, ExecutorError,
 };
 pub use colony_actors::locks::{ClusterLock, EntityLock, LockGuard, LocksExt};
+pub use colony_actors::scheduler::{
+    JobConfig, JobDetails, JobOutcome, JobRequest, JobRun, JobRunner, MisfirePolicy, Overlap,
+    RunMode, Schedule, Scheduler, SchedulerError, SchedulerExt, SchedulerSettings,
+};
 pub use colony_runtime as runtime;
 pub use colony_runtime::{
     ClusterStatus, Member, MemberEvent, MemberState, Node, NodeBuilder, NodeId, StartError,

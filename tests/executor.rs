@@ -18,21 +18,11 @@ const NODES: usize = 3;
 const BUCKETS: u64 = 50;
 
 fn start(dir: &std::path::Path, count: u64) -> TestCluster {
-    let workload = dir.join("workload.json");
-    std::fs::write(
-        &workload,
-        json!({
-            "kind": "exec_hammer", "executor": "hammer", "buckets": BUCKETS, "count": count,
-            "work_ms": 5, "batch_size": 4, "history": "log/exec.jsonl",
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut spec = common::spec(NODES);
-    spec.extra_args = vec!["--workload".into(), workload.display().to_string()];
-    let cluster = TestCluster::start(spec).expect("spawn nodes");
-    common::assert_converges(&cluster, "no convergence");
-    cluster
+    let workload = json!({
+        "kind": "exec_hammer", "executor": "hammer", "buckets": BUCKETS, "count": count,
+        "work_ms": 5, "batch_size": 4, "history": "log/exec.jsonl",
+    });
+    common::cluster_with_workload(dir, NODES, &workload)
 }
 
 fn events(cluster: &TestCluster) -> Vec<Value> {

@@ -47,7 +47,7 @@ fn a_per_cluster_limit_is_divided_over_the_live_nodes_and_recomputed_when_one_di
     let mut spec = common::workload_spec(
         NODES,
         dir.path(),
-        json!({
+        &json!({
             "kind": "exec_hammer", "executor": "limited", "buckets": 30, "count": 200,
             "work_ms": 150, "batch_size": 1, "history": "log/exec.jsonl", "per_cluster": LIMIT,
         }),

@@ -18,6 +18,7 @@ const LEASE: Duration = Duration::from_millis(1000);
 async fn solo(home: &std::path::Path) -> Node {
     colony::node_with(Primitives {
         locks: LockSettings { lease: LEASE },
+        ..Primitives::default()
     })
     .name("solo")
     .home(home)
@@ -183,6 +184,7 @@ async fn a_partitioned_holder_is_told_before_its_lease_ends_and_unlock_reports_t
     let home = tempfile::tempdir().unwrap();
     let node = colony::node_with(Primitives {
         locks: LockSettings { lease: LEASE },
+        ..Primitives::default()
     })
     .name("holder")
     .home(home.path())

@@ -22,16 +22,11 @@ fn events(cluster: &TestCluster) -> Vec<Value> {
 fn messages_reach_every_other_node_once_in_order_from_their_real_sender() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let spec = common::workload_spec(
-        NODES,
-        dir.path(),
-        json!({
-            "kind": "chatter", "channel": "chat", "peers": NODES - 1, "count": COUNT,
-            "every_ms": 2, "max_bytes": 1024, "history": "log/chatter.jsonl",
-        }),
-    );
-    let cluster = TestCluster::start(spec).expect("spawn nodes");
-    common::assert_converges(&cluster, "no convergence");
+    let workload = json!({
+        "kind": "chatter", "channel": "chat", "peers": NODES - 1, "count": COUNT,
+        "every_ms": 2, "max_bytes": 1024, "history": "log/chatter.jsonl",
+    });
+    let cluster = common::cluster_with_workload(dir.path(), NODES, &workload);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {

@@ -7,7 +7,9 @@
 //! - [`caches`]: local, invalidation and copy caches with loaders, expiry and statistics.
 //! - [`executor`]: bucketed executors: per-bucket FIFO queues in the consensus group, one worker
 //!   per bucket cluster-wide, batches, retries, dead letters and concurrency limits.
-//! - [`scheduler`]: schedules and misfire planning of the cluster scheduler (being built).
+//! - [`scheduler`]: the cluster scheduler: interval, cron and one-shot jobs, once per cluster
+//!   (fenced fires from the consensus log) or local, with misfire and overlap policies and run
+//!   history.
 //!
 //! Every node of a cluster must run the same primitives, since any node may own a lock name:
 //! build nodes with [`with_primitives`] (the `colony` crate's `colony::node()` does).
@@ -26,6 +28,8 @@ pub use colony_runtime::{Node, NodeBuilder, NodeId};
 pub struct Primitives {
     /// The lock service.
     pub locks: locks::LockSettings,
+    /// The scheduler.
+    pub scheduler: scheduler::SchedulerSettings,
 }
 
 /// Installs the primitives on every node `builder` starts, before the node joins.
@@ -50,6 +54,7 @@ pub fn with_primitives(builder: NodeBuilder, settings: Primitives) -> NodeBuilde
             Box::pin(async move {
                 locks::install(&node, settings.locks).await?;
                 executor::install(&node).await?;
+                scheduler::install(&node, settings.scheduler).await?;
                 caches::install(&node).await
             })
         }))

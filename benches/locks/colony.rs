@@ -103,6 +103,7 @@ impl Colony {
             .block_on(
                 colony::node_with(Primitives {
                     locks: LockSettings { lease },
+                    ..Primitives::default()
                 })
                 .name("bench")
                 .home(home.path())

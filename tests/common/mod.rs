@@ -48,13 +48,25 @@ pub fn spec(nodes: usize) -> ClusterSpec {
 pub fn workload_spec(
     nodes: usize,
     dir: &std::path::Path,
-    workload: serde_json::Value,
+    workload: &serde_json::Value,
 ) -> ClusterSpec {
     let file = dir.join("workload.json");
     std::fs::write(&file, workload.to_string()).expect("write the workload");
     let mut spec = spec(nodes);
     spec.extra_args = vec!["--workload".into(), file.display().to_string()];
     spec
+}
+
+/// Starts `nodes` processes, each running `workload` (a workload's JSON, written to `dir`), and
+/// waits until they all see each other up.
+pub fn cluster_with_workload(
+    dir: &std::path::Path,
+    nodes: usize,
+    workload: &serde_json::Value,
+) -> TestCluster {
+    let cluster = TestCluster::start(workload_spec(nodes, dir, workload)).expect("spawn nodes");
+    assert_converges(&cluster, "no convergence");
+    cluster
 }
 
 /// Starts `nodes` processes and waits until they all see each other up.

@@ -10,10 +10,16 @@
 //! - [`starts_match_fires`]: each run started for a fire the log applied, as that fire said.
 //! - [`policies`]: every fire and pass proposed applied the job's misfire policy at its
 //!   proposer's wall clock.
+//! - [`history`]: over a job's run history as nodes saw it (duplicates allowed), every due time
+//!   in a window is accounted for exactly once: run (attempts 1, 2, ... with rising tokens, all
+//!   but the last lost with their node) or passed with a reason. Process tests, which do not
+//!   see the log, judge by it.
 
 use std::collections::BTreeMap;
 
-use colony_runtime::consensus::jobs::{JobCommand, JobOutcome, PassReason};
+use colony_runtime::consensus::jobs::{
+    JobCommand, JobOutcome, PassReason, RunEnd, RunOutcome, RunRecord,
+};
 use colony_runtime::consensus::{Command, Outcome, ReplicaId};
 
 use super::config::{JobConfig, MisfirePolicy, Overlap, decode_config};
@@ -304,6 +310,73 @@ pub fn policies(proposed: &[Proposed]) -> Vec<String> {
     broken
 }
 
+/// History: see the module doc. `records` are one job's, with `schedule`; the window is
+/// `[from, to]` (due times, UTC milliseconds).
+pub fn history(schedule: &Schedule, records: &[RunRecord], from: u64, to: u64) -> Vec<String> {
+    let mut broken = Vec::new();
+    // Distinct records: by due time, (attempt, token, outcome) for runs; passes with their count.
+    let mut ran: BTreeMap<u64, BTreeMap<(u32, u64), RunOutcome>> = BTreeMap::new();
+    let mut covered: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut passes = std::collections::BTreeSet::new();
+    for r in records {
+        match r.what {
+            RunEnd::Ran(outcome) => {
+                let seen = ran.entry(r.due).or_default();
+                if let Some(o) = seen.insert((r.attempt, r.token), outcome)
+                    && o != outcome
+                {
+                    broken.push(format!(
+                        "token {} of {} recorded {o:?} and {outcome:?}",
+                        r.token, r.due
+                    ));
+                }
+            }
+            RunEnd::Passed { why, count } => {
+                if passes.insert((r.due, count, format!("{why:?}"))) {
+                    let mut at = Some(r.due);
+                    for _ in 0..count.min(COUNT_AT_MOST) {
+                        let Some(t) = at else { break };
+                        *covered.entry(t).or_default() += 1;
+                        at = schedule.next_after_ms(t);
+                    }
+                }
+            }
+        }
+    }
+    for (due, attempts) in &ran {
+        *covered.entry(*due).or_default() += 1;
+        let mut last_token = 0;
+        for (i, ((attempt, token), outcome)) in attempts.iter().enumerate() {
+            if *attempt as usize != i + 1 || *token <= last_token {
+                broken.push(format!(
+                    "{due}: attempts {attempts:?} are not 1, 2, ... with rising tokens"
+                ));
+                break;
+            }
+            if i + 1 < attempts.len() && *outcome != RunOutcome::Lost {
+                broken.push(format!(
+                    "{due}: attempt {attempt} ended {outcome:?} and ran again"
+                ));
+            }
+            last_token = *token;
+        }
+    }
+    let mut at = schedule
+        .latest_at_or_before_ms(from)
+        .filter(|l| *l == from)
+        .or_else(|| schedule.next_after_ms(from));
+    let mut counted = 0;
+    while let Some(t) = at.filter(|t| *t <= to && counted < COUNT_AT_MOST) {
+        match covered.get(&t).copied().unwrap_or(0) {
+            1 => {}
+            n => broken.push(format!("due time {t} accounted for {n} times")),
+        }
+        counted += 1;
+        at = schedule.next_after_ms(t);
+    }
+    broken
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -388,5 +461,48 @@ mod tests {
             fire(T0 + 100, T0 + 100, 0, 2),
         ];
         assert_eq!(log(&token_back).len(), 1);
+    }
+
+    #[test]
+    fn a_history_accounts_for_every_due_time_once() {
+        let schedule = Schedule::interval(Duration::from_millis(100), from_ms(T0)).unwrap();
+        let rec = |due, token, attempt, what| RunRecord {
+            due,
+            token,
+            runner: Some(ReplicaId(1)),
+            attempt,
+            what,
+            message: String::new(),
+            started: 0,
+            millis: 0,
+        };
+        let ok = RunEnd::Ran(RunOutcome::Succeeded);
+        let lost = RunEnd::Ran(RunOutcome::Lost);
+        let passed = |count| RunEnd::Passed {
+            why: PassReason::Missed,
+            count,
+        };
+        let good = [
+            rec(T0, 1, 1, ok),
+            rec(T0 + 100, 2, 1, lost),
+            rec(T0 + 100, 3, 2, ok),
+            rec(T0 + 200, 0, 0, passed(2)),
+            rec(T0 + 400, 4, 1, ok),
+            // Seen by another node too.
+            rec(T0 + 400, 4, 1, ok),
+        ];
+        assert_eq!(
+            history(&schedule, &good, T0, T0 + 400),
+            Vec::<String>::new()
+        );
+        // A gap, a due time run twice, a re-run after a run that was not lost.
+        let gap = [rec(T0, 1, 1, ok), rec(T0 + 200, 2, 1, ok)];
+        assert_eq!(history(&schedule, &gap, T0, T0 + 200).len(), 1);
+        let twice = [rec(T0, 1, 1, ok), rec(T0, 2, 1, ok)];
+        assert!(!history(&schedule, &twice, T0, T0).is_empty());
+        let rerun = [rec(T0, 1, 1, ok), rec(T0, 2, 2, ok)];
+        assert_eq!(history(&schedule, &rerun, T0, T0).len(), 1);
+        let both = [rec(T0, 1, 1, ok), rec(T0, 0, 0, passed(1))];
+        assert_eq!(history(&schedule, &both, T0, T0).len(), 1);
     }
 }

@@ -214,6 +214,16 @@ impl SchedulerCore {
         &self.own
     }
 
+    /// This node's local jobs, by id.
+    pub(super) fn locals(&self) -> &BTreeMap<String, LocalJob> {
+        &self.local
+    }
+
+    /// Whether this node has runner `key` registered.
+    pub fn has_runner(&self, key: &str) -> bool {
+        self.keys.contains(key)
+    }
+
     /// The group's status changed: the state this node applied, its epoch in force and its
     /// entitlement.
     pub fn set_group(

@@ -1,26 +1,43 @@
-//! The cluster scheduler (being built; see `docs/scheduler.md`): jobs due on an interval, by
-//! cron in a time zone, or once; once per cluster or on one node.
+//! The cluster scheduler: jobs due on an interval, by cron in a time zone, or once; once per
+//! cluster or on one node. See `docs/scheduler.md`.
 //!
-//! What exists so far has no IO: [`Schedule`] (due times, with croner's daylight-saving
-//! contract), [`JobConfig`] and its policies, the misfire planner ([`misfire::plan`]) that
-//! decides which due times fire after downtime, what a job's owner proposes next
-//! ([`plan::next_command`]), and the scheduler core of a node ([`core::SchedulerCore`]): the
-//! owner's fires, the runner's starts and aborts, runner keys and local jobs.
+//! # Layout
+//! - `schedule`: [`Schedule`] (due times, with croner's daylight-saving contract);
+//!   `config`: [`JobConfig`] and its policies.
+//! - [`misfire`]: which due times fire after downtime; [`plan`]: what a job's owner proposes
+//!   next; [`core`]: the scheduler core of a node ([`core::SchedulerCore`], no IO): the
+//!   owner's fires, the runner's starts and aborts, runner keys and local jobs.
+//! - `runner`: [`JobRunner`], [`JobRequest`], [`JobOutcome`].
+//! - `actor`: the driver in the runtime's shell; `service`: [`install`], [`Scheduler`]
+//!   (`node.scheduler()`); `details`: [`JobDetails`], [`JobRun`] and `GET /jobs`.
+//! - [`check`]: the promises as checks, for the simulator and the process tests.
 
+mod actor;
 pub mod check;
 mod config;
 pub mod core;
+mod details;
+mod error;
 mod local;
 pub mod misfire;
 pub mod plan;
+mod runner;
 mod schedule;
+mod service;
+mod settings;
 #[cfg(test)]
 mod sim;
 
+pub use colony_runtime::consensus::jobs::{PassReason, RunEnd, RunOutcome};
 pub use config::{
     JobConfig, MisfirePolicy, Overlap, ParametersError, RunMode, decode_config, encode_config,
 };
+pub use details::{JobDetails, JobRun, RunningFire};
+pub use error::SchedulerError;
+pub use runner::{IntoJobOutcome, JobOutcome, JobRequest, JobRunner, ParametersDecodeError};
 pub use schedule::{Schedule, ScheduleError, from_ms, to_ms};
+pub use service::{MAX_CONFIG_BYTES, MAX_NAME, Scheduler, SchedulerExt, install};
+pub use settings::SchedulerSettings;
 
 #[cfg(test)]
 mod core_tests;

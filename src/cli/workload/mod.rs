@@ -8,6 +8,7 @@ mod exec_hammer;
 mod history;
 mod lock_hammer;
 mod lock_probe;
+mod sched_hammer;
 mod sink;
 
 use std::path::Path;
@@ -30,6 +31,8 @@ pub enum Workload {
     Chatter(chatter::Chatter),
     /// Numbered tasks submitted to one bucketed executor, and the batches that ran them.
     ExecHammer(exec_hammer::ExecHammer),
+    /// Once-per-cluster interval jobs, their runs and their run history.
+    SchedHammer(sched_hammer::SchedHammer),
 }
 
 impl Workload {
@@ -46,6 +49,7 @@ impl Workload {
             Workload::CacheHammer(w) => w.run(node).await,
             Workload::Chatter(w) => w.run(node).await,
             Workload::ExecHammer(w) => w.run(node).await,
+            Workload::SchedHammer(w) => w.run(node).await,
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "workload failed");
