@@ -37,6 +37,14 @@ impl Concurrency {
 impl Concurrency {
     /// Buckets this node may process at once by `state`: its members whose epoch is in force
     /// are the live ones ([`Concurrency::limit`]).
+    ///
+    /// # Examples
+    /// ```
+    /// use colony_actors::executor::Concurrency;
+    /// use colony_runtime::consensus::ClusterState;
+    /// // No member's epoch in force yet: the whole limit.
+    /// assert_eq!(Concurrency::PerCluster(10).limit_in(&ClusterState::new()), 10);
+    /// ```
     pub fn limit_in(self, state: &ClusterState) -> usize {
         let live = state
             .liveness
