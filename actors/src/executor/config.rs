@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use colony_runtime::consensus::{ClusterState, Phase};
+
 /// How many buckets an executor processes at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Concurrency {
@@ -29,6 +31,27 @@ impl Concurrency {
             Concurrency::PerCluster(n) => (n as usize).div_ceil(live.max(1)),
         };
         n.max(1)
+    }
+}
+
+impl Concurrency {
+    /// Buckets this node may process at once by `state`: its members whose epoch is in force
+    /// are the live ones ([`Concurrency::limit`]).
+    ///
+    /// # Examples
+    /// ```
+    /// use colony_actors::executor::Concurrency;
+    /// use colony_runtime::consensus::ClusterState;
+    /// // No member's epoch in force yet: the whole limit.
+    /// assert_eq!(Concurrency::PerCluster(10).limit_in(&ClusterState::new()), 10);
+    /// ```
+    pub fn limit_in(self, state: &ClusterState) -> usize {
+        let live = state
+            .liveness
+            .values()
+            .filter(|l| l.phase != Phase::Ended)
+            .count();
+        self.limit(live)
     }
 }
 

@@ -30,9 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use colony_runtime::consensus::exec::{BatchOutcome, ExecCommand};
-use colony_runtime::consensus::{
-    ClusterState, Command, Domain, Entitlement, Outcome, Phase, ReplicaId,
-};
+use colony_runtime::consensus::{ClusterState, Command, Domain, Entitlement, Outcome, ReplicaId};
 use colony_runtime::ownership::{Change, Ownership, SlotView, slot_of};
 use serde_bytes::ByteBuf;
 
@@ -293,15 +291,9 @@ impl ExecutorCore {
     /// Buckets of `executor` this node may have in process at once now: its per-node limit,
     /// or its per-cluster one over the members whose epoch has not ended.
     pub fn limit(&self, executor: &str) -> usize {
-        let live = self
-            .state
-            .liveness
-            .values()
-            .filter(|l| l.phase != Phase::Ended)
-            .count();
         self.executors
             .get(executor)
-            .map_or(0, |s| s.concurrency.limit(live))
+            .map_or(0, |s| s.concurrency.limit_in(&self.state))
     }
 
     /// Which slots this node serves, as it stands.
@@ -322,7 +314,15 @@ impl ExecutorCore {
             .filter(|_| self.batches.values().any(Batch::in_process))
             .map(|e| e.until);
         let backoff = self.backoff.values().map(|(_, until)| *until).min();
-        let handing = self.handing.values().map(|h| h.send_at).min();
+        // A slot with batches left is handed over when they end (a state change), not on a
+        // timer: its send time may be long past, and asking for it would wake the shell in a
+        // loop (found by the simulator).
+        let handing = self
+            .handing
+            .iter()
+            .filter(|(slot, _)| !self.batches.values().any(|b| b.slot == **slot))
+            .map(|(_, h)| h.send_at)
+            .min();
         let retry = self
             .batches
             .values()
@@ -426,6 +426,10 @@ impl ExecutorCore {
 
     /// The processor finished the batch with `token`: succeeded or not.
     pub fn finished(&mut self, now: Now, executor: &str, bucket: &str, token: u64, ok: bool) {
+        // A batch whose entitlement ended is cancelled first, whatever it returned: a process
+        // that wakes from a pause may see its processor return before the shell drops it, and
+        // the bucket may be another node's by then (found by the simulator).
+        self.pump(now);
         let Some(b) = self.batch(executor, bucket, token, &Step::Processing) else {
             return;
         };
@@ -447,6 +451,8 @@ impl ExecutorCore {
 
     /// The dead-letter handler took the batch with `token`.
     pub fn dead_lettered(&mut self, now: Now, executor: &str, bucket: &str, token: u64) {
+        // As in `finished`: past the entitlement, the call is cancelled, not reported.
+        self.pump(now);
         if self
             .batch(executor, bucket, token, &Step::DeadLettering)
             .is_some()
@@ -648,7 +654,7 @@ impl ExecutorCore {
         let Some(settings) = self.executors.get(executor).copied() else {
             return;
         };
-        let limit = self.limit(executor);
+        let limit = settings.concurrency.limit_in(&self.state);
         let mut running = self.in_process(executor);
         if running >= limit {
             return;

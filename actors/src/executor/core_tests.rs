@@ -335,6 +335,17 @@ fn batches_follow_the_entitlement_extended_as_it_grows_and_cancelled_when_it_end
 }
 
 #[test]
+fn a_batch_that_returns_past_its_entitlement_is_cancelled_not_reported() {
+    // A process paused past its entitlement wakes with its processor done, before the shell
+    // dropped the call: the result is not reported, since the bucket may be another's now.
+    let (t0, _, mut c, token) = running(&["1"], 5, 3);
+    let late = t0 + Duration::from_secs(11);
+    c.finished(now(late), "x", "a", token, true);
+    assert_eq!(drain(&mut c), [cancel(token)]);
+    assert_eq!(c.in_process("x"), 0);
+}
+
+#[test]
 fn a_planned_hand_over_waits_for_the_slots_batch_to_end_and_report() {
     let (t0, mut s, mut c, token) = running(&["1"], 5, 3);
     let slot = bucket_slot("x", "a");
@@ -342,11 +353,14 @@ fn a_planned_hand_over_waits_for_the_slots_batch_to_end_and_report() {
     let generation = s.slot(D, slot).unwrap().generation;
     let end = t0 + Duration::from_secs(10);
     c.set_group(now(t0), Arc::new(s.clone()), Some(1), entitled(end));
-    // The batch goes on; nothing is handed over while it runs or while its Done is unapplied.
+    // The batch goes on; nothing is handed over while it runs or while its Done is unapplied,
+    // and no timer asks for it meanwhile (a past send time woke the shell in a loop).
     assert_eq!(drain(&mut c), []);
+    assert_eq!(c.poll_timeout(), Some(end));
     c.finished(now(t0), "x", "a", token, true);
     let report = done("a", 1, 1, token, BatchOutcome::Succeeded);
     assert_eq!(drain(&mut c), [Output::Propose(report.clone())]);
+    assert_eq!(c.poll_timeout(), None);
     commit(&mut c, &mut s, now(t0), &report);
     let hand_over = Output::HandOver {
         to: ReplicaId(2),

@@ -15,6 +15,8 @@
 //! - [`msg`]: the typed protocol of the `executor` service (hand-overs).
 //! - `actor`, `gateway`: the driver in the runtime's shell, and the `executor` service.
 //! - `service`: [`install`], [`Executors`] (`node.concurrency()`), [`BucketedExecutor`].
+//! - `sim` (tests): the real cores of 3 to 5 nodes with executors open, in the seeded group
+//!   world under faults, judged by the checkers of `testkit::check`.
 
 mod actor;
 mod config;
@@ -24,6 +26,8 @@ mod gateway;
 pub mod msg;
 mod processor;
 mod service;
+#[cfg(test)]
+mod sim;
 mod submit;
 
 pub use actor::ExecutorStats;

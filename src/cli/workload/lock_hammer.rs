@@ -30,12 +30,7 @@ pub struct LockHammer {
 impl LockHammer {
     pub async fn run(self, node: Node) -> anyhow::Result<()> {
         let history = History::open(&node.local_home().root().join(&self.history))?;
-        let sink = self
-            .sink
-            .as_ref()
-            .map(|dir| FencedSink::new(node.shared_home().root().join(dir)))
-            .transpose()?
-            .map(Arc::new);
+        let sink = FencedSink::shared(&node, self.sink.as_deref())?;
         let me = Arc::new(self);
         let mut clients = Vec::new();
         for client in 0..me.clients {

@@ -15,6 +15,16 @@ impl FencedSink {
         Ok(FencedSink { dir })
     }
 
+    /// The sink in directory `dir` of `node`'s shared home, if a workload names one.
+    pub fn shared(
+        node: &colony::Node,
+        dir: Option<&std::path::Path>,
+    ) -> std::io::Result<Option<std::sync::Arc<FencedSink>>> {
+        dir.map(|dir| FencedSink::new(node.shared_home().root().join(dir)))
+            .transpose()
+            .map(|sink| sink.map(std::sync::Arc::new))
+    }
+
     /// Writes under `token`: `Ok(true)` accepted, `Ok(false)` refused as stale.
     pub fn write(&self, name: &str, token: u64) -> std::io::Result<bool> {
         let safe: String = name

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use colony_runtime::consensus::{Command, Domain, Outcome, ReplicaId};
 use colony_runtime::sim::env;
-use colony_runtime::sim::group::{GroupWorld, GroupWorldConfig, Status, check};
+use colony_runtime::sim::group::{Fault, GroupWorld, GroupWorldConfig, Script, Status, check};
 use colony_runtime::testkit::check::{Block, granted_with_entitlement};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -43,12 +43,7 @@ fn settled(seed: u64, nodes: usize) -> World {
 fn settled_with(seed: u64, nodes: usize, drift_ppm: i64) -> World {
     let mut config = GroupWorldConfig::new(seed, nodes);
     config.max_drift_ppm = drift_ppm;
-    let mut w = World::start(config);
-    assert!(
-        w.run_until(World::settled, Duration::from_secs(30)),
-        "seed {seed}: {nodes} nodes did not settle"
-    );
-    w
+    World::start_settled(config)
 }
 
 /// The blocks of tokens the group committed, with the node each was given to.
@@ -144,17 +139,6 @@ fn recover(w: &mut World, script: &str) {
     w.run_for(Duration::from_secs(1));
 }
 
-/// Node `i` leaves gracefully and stops, as `SIGTERM` does; returns whether it retired.
-fn leave_and_stop(w: &mut World, i: usize) -> bool {
-    w.leave(i);
-    let done = w.run_until(
-        |w| w.core(i).is_none_or(|c| c.has_left()),
-        Duration::from_secs(10),
-    );
-    w.kill(i);
-    done
-}
-
 /// A random fault script on 3 to 7 nodes: pauses (often longer than a lease), kills and
 /// restarts, partitions, an isolated owner with a waiter on its side, loss and duplication,
 /// graceful restarts and joins, on clocks that start apart and drift.
@@ -166,67 +150,42 @@ fn chaos_with(seed: u64, drift_ppm: i64) -> World {
     let nodes = 3 + (seed % 5) as usize;
     let mut w = settled_with(seed, nodes, drift_ppm);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_10c5);
-    let ms = |rng: &mut StdRng, lo: u64, hi: u64| Duration::from_millis(rng.random_range(lo..hi));
     w.set_faults(0.01, 0.01);
-    for _ in 0..5 {
-        let i = rng.random_range(0..w.len());
-        match rng.random_range(0..9) {
-            0 | 1 => {
-                let d = ms(&mut rng, 200, 3000);
-                w.pause(i, d);
-            }
-            2 => {
-                if w.status(i) == Status::Running {
-                    w.kill(i);
-                    let d = ms(&mut rng, 0, 3000);
-                    w.run_for(d);
-                    w.restart(i);
-                }
-            }
-            3 => {
-                let n = w.len();
-                let cut = rng.random_range(1..=n / 2);
-                let (a, b): (Vec<usize>, Vec<usize>) = (0..n).partition(|x| *x < cut);
-                w.partition(&[&a, &b]);
-                let d = ms(&mut rng, 500, 4000);
-                w.run_for(d);
-                w.heal();
-            }
-            4 => {
-                // The owner of a name, alone with its own waiter if one can be found.
-                let target = (0..w.len())
-                    .find(|j| w.service(*j).is_some_and(|s| s.contended_here().is_some()))
-                    .or_else(|| owner_of(&w, NAMES[rng.random_range(0..NAMES.len())]));
-                if let Some(o) = target {
-                    let rest: Vec<usize> = (0..w.len()).filter(|j| *j != o).collect();
-                    w.partition(&[&[o], &rest]);
-                    let d = ms(&mut rng, 1000, 4000);
-                    w.run_for(d);
-                    w.heal();
-                }
-            }
-            5 => w.set_faults(0.2, 0.1),
-            6 => w.set_faults(0.01, 0.01),
-            7 => {
-                // A graceful restart: leave, stop, start again from the store.
-                if w.status(i) == Status::Running && w.core(i).is_some() {
-                    leave_and_stop(&mut w, i);
-                    w.run_for(Duration::from_millis(200));
-                    w.restart(i);
-                }
-            }
-            _ => {
-                if w.len() < 8 {
-                    w.join();
-                }
-            }
-        }
-        let d = ms(&mut rng, 500, 2500);
-        w.run_for(d);
-    }
+    let script = Script {
+        steps: 5,
+        faults: &[
+            Fault::Pause,
+            Fault::Pause,
+            Fault::KillRestart,
+            Fault::Partition,
+            Fault::Own(ISOLATE_OWNER),
+            Fault::Lossy,
+            Fault::Mild,
+            Fault::GracefulRestart,
+            Fault::Join,
+        ],
+        gap_ms: (500, 2500),
+    };
+    w.play_chaos(&mut rng, script, |w, rng, _, _| isolate_owner(w, rng));
     recover(&mut w, "chaos");
     assert_clean(&w, "chaos");
     w
+}
+
+/// The locks script's own fault: the owner of a name, alone with its own waiter if one can
+/// be found, is cut off for 1 to 4 s.
+const ISOLATE_OWNER: u8 = 0;
+
+fn isolate_owner(w: &mut World, rng: &mut StdRng) {
+    let target = (0..w.len())
+        .find(|j| w.service(*j).is_some_and(|s| s.contended_here().is_some()))
+        .or_else(|| owner_of(w, NAMES[rng.random_range(0..NAMES.len())]));
+    if let Some(o) = target {
+        let rest: Vec<usize> = (0..w.len()).filter(|j| *j != o).collect();
+        w.partition(&[&[o], &rest]);
+        w.run_for(Duration::from_millis(rng.random_range(1000..4000)));
+        w.heal();
+    }
 }
 
 /// A name's owner is cut off alone with one of its own clients waiting for the name, while a
@@ -354,10 +313,7 @@ fn planned(seed: u64) -> (World, Duration) {
     w.run_for(Duration::from_secs(2));
     let began = w.now();
     for i in 0..nodes {
-        assert!(
-            leave_and_stop(&mut w, i),
-            "seed {seed}: node {i} did not retire"
-        );
+        assert!(w.leave_and_stop(i), "seed {seed}: node {i} did not retire");
         w.run_for(Duration::from_millis(300));
         w.restart(i);
         assert!(

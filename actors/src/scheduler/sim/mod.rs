@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 
 use colony_runtime::consensus::jobs::{JobCommand, RunOutcome};
 use colony_runtime::consensus::{ClusterState, Command, Entitlement, GroupStatus, ReplicaId};
-use colony_runtime::consensus::{Domain, SLOTS};
-use colony_runtime::ownership::{Change, Ownership, SlotView};
-use colony_runtime::sim::group::{Ctx, Service};
+use colony_runtime::ownership::Ownership;
+use colony_runtime::sim::group::{Ctx, EmptySlots, EmptyTable, Service};
 use rand::RngExt;
 
 use super::check::{Proposed, RunStart};
@@ -36,17 +35,6 @@ use super::{JobConfig, MisfirePolicy, Overlap, RunMode, Schedule, decode_config,
 pub(crate) const WALL0: u64 = 1_800_000_000_000;
 /// How often a node schedules the jobs its state lacks, at most.
 const SCHEDULE_EVERY: Duration = Duration::from_secs(1);
-/// How often an empty table is sent again while its hand-over is not recorded.
-const RESEND: Duration = Duration::from_millis(200);
-
-/// An empty table (of a lock or executor slot) on its way to the slot's next owner.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct EmptyTable {
-    domain: Domain,
-    slot: u16,
-    generation: u64,
-}
-
 /// The cluster's jobs: id, configuration, and how long a run takes at most.
 pub(crate) fn cluster_jobs() -> Vec<(&'static str, JobConfig, Duration)> {
     let every = |ms| Schedule::interval(Duration::from_millis(ms), from_ms(WALL0)).unwrap();
@@ -143,11 +131,9 @@ pub(crate) struct SchedNode {
     running: BTreeMap<(bool, u64), Running>,
     next_schedule: Instant,
     grace: u64,
-    /// The lock domain's slots, whose tables are always empty here.
     /// The slots of the other domains that hand over (locks, executor buckets): this node
     /// opens none, so it hands them over empty, as a real node with no lock held does.
-    others: Vec<Ownership>,
-    next_resend: Instant,
+    others: EmptySlots,
 }
 
 fn wall(ctx: &Ctx<'_, SchedNode>) -> u64 {
@@ -289,25 +275,8 @@ impl SchedNode {
 
     /// Hands over the lock slots that moved away.
     fn keep_other_slots(&mut self, ctx: &mut Ctx<'_, Self>) {
-        for own in &mut self.others {
-            let domain = own.domain();
-            for change in own.update(&self.state, self.epoch) {
-                if let Change::HandOver {
-                    slot,
-                    to,
-                    generation,
-                } = change
-                {
-                    ctx.send(
-                        to,
-                        EmptyTable {
-                            domain,
-                            slot,
-                            generation,
-                        },
-                    );
-                }
-            }
+        for (to, table) in self.others.update(&self.state, self.epoch) {
+            ctx.send(to, table);
         }
     }
 
@@ -315,31 +284,15 @@ impl SchedNode {
     /// a group without a leader fails a proposal at once, and the status reporting that would
     /// ask again at once (seed 824 spun so).
     fn ask_for_other_slots(&mut self, ctx: &mut Ctx<'_, Self>) {
-        for own in &mut self.others {
-            for command in own.proposals(self.entitlement) {
-                ctx.propose(command);
-            }
-        }
+        ctx.propose_all(self.others.proposals(self.entitlement));
     }
 
     /// Sends again the lock tables whose hand-over is not recorded yet.
     fn resend_tables(&mut self, ctx: &mut Ctx<'_, Self>) {
-        if ctx.now < self.next_resend {
-            return;
-        }
-        self.next_resend = ctx.now + RESEND;
-        self.ask_for_other_slots(ctx);
-        for own in &self.others {
-            let domain = own.domain();
-            for slot in 0..SLOTS {
-                if let SlotView::HandingOver { generation, to } = own.view(slot) {
-                    let table = EmptyTable {
-                        domain,
-                        slot,
-                        generation,
-                    };
-                    ctx.send(to, table);
-                }
+        if let Some(tables) = self.others.resend(ctx.now) {
+            self.ask_for_other_slots(ctx);
+            for (to, table) in tables {
+                ctx.send(to, table);
             }
         }
     }
@@ -392,12 +345,7 @@ impl Service for SchedNode {
             running: BTreeMap::new(),
             next_schedule: ctx.now,
             grace: config.grace.as_millis() as u64,
-            others: Domain::ALL
-                .into_iter()
-                .filter(|d| d.hands_over())
-                .map(|d| Ownership::new(ctx.replica, d))
-                .collect(),
-            next_resend: ctx.now + RESEND,
+            others: EmptySlots::new(ctx.replica, &[], ctx.now),
         };
         node.drain(ctx);
         node
@@ -432,9 +380,7 @@ impl Service for SchedNode {
     }
 
     fn message(&mut self, ctx: &mut Ctx<'_, Self>, _: ReplicaId, msg: EmptyTable) {
-        let now = ctx.now;
-        let own = self.others.iter_mut().find(|o| o.domain() == msg.domain);
-        if own.is_some_and(|o| o.received(&self.state, msg.slot, msg.generation, now)) {
+        if self.others.received(&self.state, msg, ctx.now) {
             self.ask_for_other_slots(ctx);
         }
     }
@@ -465,9 +411,7 @@ impl Service for SchedNode {
     }
 
     fn proposal_failed(&mut self, ctx: &mut Ctx<'_, Self>, command: &Command) {
-        for own in &mut self.others {
-            own.proposal_failed(command);
-        }
+        self.others.proposal_failed(command);
         self.core.proposal_failed(command);
         self.drain(ctx);
     }
@@ -475,7 +419,7 @@ impl Service for SchedNode {
     fn poll_timeout(&self) -> Option<Instant> {
         let runs = self.running.values().map(|r| r.ends).min();
         let schedule = self.epoch.map(|_| self.next_schedule);
-        let resend = self.epoch.map(|_| self.next_resend);
+        let resend = self.epoch.map(|_| self.others.next_resend());
         [self.core.poll_timeout(), runs, schedule, resend]
             .into_iter()
             .flatten()

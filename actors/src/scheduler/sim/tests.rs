@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use colony_runtime::consensus::jobs::{JobCommand, JobOutcome};
 use colony_runtime::sim::env;
-use colony_runtime::sim::group::{GroupWorld, GroupWorldConfig, Status, check as group_check};
+use colony_runtime::sim::group::{
+    FAULTS, GroupWorld, GroupWorldConfig, Script, Status, check as group_check,
+};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -23,15 +25,7 @@ type World = GroupWorld<SchedNode>;
 static RETIRED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn settled(seed: u64, nodes: usize) -> World {
-    let mut config = GroupWorldConfig::new(seed, nodes);
-    // Wall clocks from a fifth of a second to ten seconds apart.
-    config.max_offset = [200, 1_000, 10_000][(seed % 3) as usize] * Duration::from_millis(1);
-    let mut w = World::start(config);
-    assert!(
-        w.run_until(World::settled, Duration::from_secs(30)),
-        "seed {seed}: {nodes} nodes did not settle"
-    );
-    w
+    World::start_settled(GroupWorldConfig::spread(seed, nodes))
 }
 
 /// What broke a promise, by every checker.
@@ -140,16 +134,6 @@ fn keeps_up(w: &World, script: &str) {
     }
 }
 
-fn leave_and_stop(w: &mut World, i: usize) -> bool {
-    w.leave(i);
-    let done = w.run_until(
-        |w| w.core(i).is_none_or(|c| c.has_left()),
-        Duration::from_secs(10),
-    );
-    w.kill(i);
-    done
-}
-
 /// A random fault script on 3 to 5 nodes: pauses (often longer than the liveness period, so a
 /// running node's fires go elsewhere), kills and restarts, partitions, loss and duplication,
 /// graceful restarts (the jobs slots move with no hand-over and the node retires) and joins.
@@ -157,55 +141,17 @@ fn chaos(seed: u64) -> World {
     let nodes = 3 + (seed % 3) as usize;
     let mut w = settled(seed, nodes);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5c4e_d01e);
-    let ms = |rng: &mut StdRng, lo: u64, hi: u64| Duration::from_millis(rng.random_range(lo..hi));
     w.set_faults(0.01, 0.01);
-    w.run_for(ms(&mut rng, 300, 1_000));
-    for _ in 0..3 {
-        let i = rng.random_range(0..w.len());
-        match rng.random_range(0..8) {
-            0 | 1 => {
-                let d = ms(&mut rng, 200, 3_000);
-                w.pause(i, d);
-            }
-            2 => {
-                if w.status(i) == Status::Running {
-                    w.kill(i);
-                    let d = ms(&mut rng, 0, 3_000);
-                    w.run_for(d);
-                    w.restart(i);
-                }
-            }
-            3 => {
-                let n = w.len();
-                let cut = rng.random_range(1..=n / 2);
-                let (a, b): (Vec<usize>, Vec<usize>) = (0..n).partition(|x| *x < cut);
-                w.partition(&[&a, &b]);
-                let d = ms(&mut rng, 500, 4_000);
-                w.run_for(d);
-                w.heal();
-            }
-            4 => w.set_faults(0.2, 0.1),
-            5 => w.set_faults(0.01, 0.01),
-            6 => {
-                if w.status(i) == Status::Running && w.core(i).is_some() {
-                    // Counted, not required: under loss a lock slot's hand-over record can take
-                    // longer than the wait (seeds 433 and 707; see the report).
-                    if leave_and_stop(&mut w, i) {
-                        RETIRED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    w.run_for(Duration::from_millis(200));
-                    w.restart(i);
-                }
-            }
-            _ => {
-                if w.len() < 8 {
-                    w.join();
-                }
-            }
-        }
-        let d = ms(&mut rng, 300, 1_500);
-        w.run_for(d);
-    }
+    w.run_for(Duration::from_millis(rng.random_range(300..1_000)));
+    let script = Script {
+        steps: 3,
+        faults: &FAULTS,
+        gap_ms: (300, 1_500),
+    };
+    // Graceful leaves are counted, not required: under loss a lock slot's hand-over record
+    // can take longer than the wait (seeds 433 and 707; see the report).
+    let played = w.play_chaos(&mut rng, script, |_, _, _, _| {});
+    RETIRED.fetch_add(played.retired, std::sync::atomic::Ordering::Relaxed);
     recover(&mut w, "chaos");
     assert_clean(&w, "chaos");
     w

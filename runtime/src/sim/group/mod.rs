@@ -13,12 +13,16 @@
 //!
 //! [`Ownership`]: crate::ownership::Ownership
 
+mod chaos;
 pub mod check;
 mod clock;
+mod empty;
 mod service;
 mod slots;
 
+pub use chaos::{FAULTS, Fault, Played, Script};
 pub use clock::Clock;
+pub use empty::{EmptySlots, EmptyTable};
 pub use service::{Ctx, Service};
 pub use slots::SlotLocks;
 
@@ -72,6 +76,16 @@ impl GroupWorldConfig {
             max_drift_ppm: 8_000,
             grant_every: Duration::from_millis(20),
         }
+    }
+}
+
+impl GroupWorldConfig {
+    /// As [`GroupWorldConfig::new`], with clocks up to a fifth of a second, a second or ten
+    /// seconds apart, by the seed.
+    pub fn spread(seed: u64, nodes: usize) -> Self {
+        let mut config = GroupWorldConfig::new(seed, nodes);
+        config.max_offset = [200, 1_000, 10_000][(seed % 3) as usize] * Duration::from_millis(1);
+        config
     }
 }
 
@@ -194,6 +208,20 @@ impl<S: Service> GroupWorld<S> {
         world
     }
 
+    /// Starts the world and runs it until [`GroupWorld::settled`].
+    ///
+    /// # Panics
+    /// If it does not settle within 30 s, naming the seed.
+    pub fn start_settled(config: GroupWorldConfig) -> Self {
+        let (seed, nodes) = (config.seed, config.nodes);
+        let mut w = Self::start(config);
+        assert!(
+            w.run_until(Self::settled, Duration::from_secs(30)),
+            "seed {seed}: {nodes} nodes did not settle"
+        );
+        w
+    }
+
     fn settings(&self) -> ClusterSettings {
         ClusterSettings {
             cluster_size: self.config.nodes as u32,
@@ -291,6 +319,11 @@ impl<S: Service> GroupWorld<S> {
     /// What the services recorded so far.
     pub fn record(&self) -> &S::Record {
         &self.record
+    }
+
+    /// What the services recorded, to change how a script goes on (a flag the services read).
+    pub fn record_mut(&mut self) -> &mut S::Record {
+        &mut self.record
     }
 
     /// Node `i`'s core, unless it is killed.
@@ -692,7 +725,10 @@ impl<S: Service> GroupWorld<S> {
                 self.history
                     .outcomes
                     .entry(a.index)
-                    .or_insert_with(|| (a.command.clone(), a.outcome));
+                    .or_insert_with(|| (a.command.clone(), a.outcome.clone()));
+                if a.proposal.is_some() {
+                    self.call(i, |s, ctx| s.proposal_applied(ctx, &a.command, &a.outcome));
+                }
                 self.history.applied.push((me, a.index, a.command));
             }
             Output::Leader { term, leader } => {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 
 use super::{Clock, GroupWorldConfig};
-use crate::consensus::{Command, GroupStatus, ReplicaId};
+use crate::consensus::{Command, GroupStatus, Outcome, ReplicaId};
 use crate::ownership::Ownership;
 
 /// A primitive on one simulated node, fed what its shell would feed it: the group's status
@@ -44,6 +44,17 @@ pub trait Service: Sized {
 
     /// A command this service proposed failed (it may still apply later).
     fn proposal_failed(&mut self, ctx: &mut Ctx<'_, Self>, command: &Command);
+
+    /// A command this node proposed (in this run of its process) was applied with `outcome`,
+    /// as the group answers a proposal on a real node. Every proposal of the node is reported,
+    /// its group core's own included: match on the command.
+    fn proposal_applied(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        _command: &Command,
+        _outcome: &Outcome,
+    ) {
+    }
 
     /// When to call [`Service::timeout`] next, on the node's clock.
     fn poll_timeout(&self) -> Option<Instant>;
@@ -91,6 +102,13 @@ impl<S: Service> Ctx<'_, S> {
     /// Proposes `command` to the group through this node's core.
     pub fn propose(&mut self, command: Command) {
         self.effects.push(Effect::Propose(command));
+    }
+
+    /// Proposes each of `commands`, in order.
+    pub fn propose_all(&mut self, commands: impl IntoIterator<Item = Command>) {
+        for command in commands {
+            self.propose(command);
+        }
     }
 
     /// The node's wall clock now: its reading past the world's common origin (nodes disagree by
