@@ -19,7 +19,7 @@ fn the_demo_runs_every_step_and_ends_with_its_figures() {
         "colony demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("✓ [11/11]"), "{stdout}");
+    assert!(stdout.contains("✓ [12/12]"), "{stdout}");
     assert!(!stdout.contains('✗'), "{stdout}");
     let summary = stdout
         .split("What the demo showed:")
@@ -30,6 +30,7 @@ fn the_demo_runs_every_step_and_ends_with_its_figures() {
         "3 of 3 nodes read the new value first after the write returned",
         "crash detection (every survivor)",
         "lock takeover after SIGKILL",
+        "job re-run after SIGKILL",
         "none lost",
         "rejoin after restart",
     ] {

@@ -1,7 +1,7 @@
 //! `colony demo`: a local 3-node cluster shown step by step: membership converging, a cache
 //! write reaching every node, a cluster lock passing to a waiter when its holder is SIGKILLed,
-//! the holder's bucket queues carrying on elsewhere with nothing lost, and the node coming
-//! back; it ends with a table of the figures it measured.
+//! the holder's bucket queues and its job run carrying on elsewhere with nothing lost, and the
+//! node coming back; it ends with a table of the figures it measured.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,6 +26,8 @@ const CACHE_WRITES: u64 = 6;
 const LOCK_HISTORY: &str = "log/demo-locks.jsonl";
 /// The cache workload's history, relative to each node's home.
 const CACHE_HISTORY: &str = "log/demo-cache.jsonl";
+/// The job's history, relative to each node's home.
+const SCHED_HISTORY: &str = "log/demo-jobs.jsonl";
 /// The bucket queues' history, relative to each node's home.
 const EXEC_HISTORY: &str = "log/demo-queues.jsonl";
 /// Buckets of the demo's queues.
@@ -101,13 +103,23 @@ pub fn run() -> anyhow::Result<()> {
         "      {} holds `{LOCK}` with fencing token {token}; the others wait in line",
         cluster.name(victim)
     );
-    demo.step("Wait until the holder also runs bucket queues", || {
-        cluster
-            .wait_until(WAIT, |c| {
-                exec_runs(c).iter().any(|r| r.node == c.name(victim))
-            })
-            .with_context(|| format!("no queue ran on the holder; logs:\n{}", logs(&cluster)))
-    })?;
+    let job_run = demo.step(
+        "Wait until the holder also runs bucket queues and the `reminder` job",
+        || {
+            let mut run = None;
+            cluster
+                .wait_until(WAIT, |c| {
+                    run = job_running(c, c.name(victim));
+                    run.is_some() && exec_runs(c).iter().any(|r| r.node == c.name(victim))
+                })
+                .with_context(|| format!("the holder ran neither; logs:\n{}", logs(&cluster)))?;
+            Ok(run.expect("set when the wait succeeded"))
+        },
+    )?;
+    println!(
+        "      it runs the reminder due at {} (attempt {}, token {})",
+        job_run.due, job_run.attempt, job_run.token
+    );
 
     let killed_wall = wall_us();
     let killed_at = Instant::now();
@@ -151,6 +163,36 @@ pub fn run() -> anyhow::Result<()> {
     demo.figure(
         "lock takeover after SIGKILL",
         format!("{} ms (token {token} → {heir_token})", took.as_millis()),
+    );
+
+    let rerun = demo.step(
+        "The job's run on the killed node runs again on a survivor",
+        || {
+            let mut again = None;
+            cluster
+                .wait_until(WAIT, |c| {
+                    again = job_starts(c).into_iter().find(|r| {
+                        r.due == job_run.due && r.token > job_run.token && r.node != victim_name
+                    });
+                    again.is_some()
+                })
+                .with_context(|| {
+                    format!("the due time never ran again; logs:\n{}", logs(&cluster))
+                })?;
+            Ok(again.expect("set when the wait succeeded"))
+        },
+    )?;
+    let after = rerun.at_us.saturating_sub(killed_wall) / 1_000;
+    println!(
+        "      {} ran it {after} ms after the kill, attempt {} with token {} (> {}); the late run, had it gone on, would be fenced",
+        rerun.node, rerun.attempt, rerun.token, job_run.token
+    );
+    demo.figure(
+        "job re-run after SIGKILL",
+        format!(
+            "{after} ms (attempt {} → {}, token {} → {})",
+            job_run.attempt, rerun.attempt, job_run.token, rerun.token
+        ),
     );
 
     let queues = demo.step(
@@ -227,10 +269,10 @@ impl Demo {
 }
 
 /// Steps [`run`] shows.
-const STEPS: usize = 11;
+const STEPS: usize = 12;
 
 /// The workloads every node runs, by file name.
-fn workloads() -> [(&'static str, serde_json::Value); 3] {
+fn workloads() -> [(&'static str, serde_json::Value); 4] {
     [
         // One client that takes the demo lock and holds it until its node dies.
         (
@@ -247,6 +289,16 @@ fn workloads() -> [(&'static str, serde_json::Value); 3] {
                 "kind": "cache_hammer", "mode": "invalidation", "synchronous": true,
                 "keys_per_node": 1, "write_every_ms": 300, "read_every_ms": 50,
                 "writes": CACHE_WRITES, "db": "demo-db", "history": CACHE_HISTORY,
+            }),
+        ),
+        // A once-per-cluster job every second that runs most of that second, so that some
+        // node is nearly always running it; n1 schedules it, every node can run it.
+        (
+            "jobs.json",
+            json!({
+                "kind": "sched_hammer", "scheduler": "n1", "poll_ms": 300,
+                "jobs": [{ "id": "reminder", "every_ms": 1000, "work_ms": 900 }],
+                "history": SCHED_HISTORY,
             }),
         ),
         // Numbered tasks to a few bucket queues, slow enough to still be queued at the kill.
@@ -330,6 +382,52 @@ fn queues_carry_on(cluster: &TestCluster, victim: &str, killed_us: u64) -> anyho
         ),
     };
     Ok(Queues { detail, figure })
+}
+
+/// A run of a job as its runner recorded its start.
+struct JobStart {
+    due: u64,
+    token: u64,
+    attempt: u64,
+    node: String,
+    at_us: u64,
+}
+
+fn job_starts(cluster: &TestCluster) -> Vec<JobStart> {
+    let events: Vec<serde_json::Value> = cluster
+        .all()
+        .into_iter()
+        .flat_map(|i| events(cluster, i, SCHED_HISTORY))
+        .collect();
+    events
+        .iter()
+        .filter(|e| e["event"] == "start")
+        .filter_map(|e| {
+            let r = &e["run"];
+            Some(JobStart {
+                due: r["due"].as_u64()?,
+                token: r["token"].as_u64()?,
+                attempt: r["attempt"].as_u64()?,
+                node: r["node"].as_str()?.to_owned(),
+                at_us: r["at_us"].as_u64()?,
+            })
+        })
+        .collect()
+}
+
+/// The run of the job `node` has started and not ended, if any.
+fn job_running(cluster: &TestCluster, node: &str) -> Option<JobStart> {
+    let ended: std::collections::BTreeSet<u64> = cluster
+        .all()
+        .into_iter()
+        .flat_map(|i| events(cluster, i, SCHED_HISTORY))
+        .filter(|e| e["event"] == "end")
+        .filter_map(|e| e["token"].as_u64())
+        .collect();
+    job_starts(cluster)
+        .into_iter()
+        .filter(|r| r.node == node && !ended.contains(&r.token))
+        .max_by_key(|r| r.at_us)
 }
 
 fn wall_us() -> u64 {
