@@ -276,7 +276,10 @@ fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)
 async fn metrics_parse_as_prometheus_text_and_two_nodes_in_one_process_do_not_mix() {
     use colony::actors::caches::{CacheSettings, CachesExt};
     use colony::actors::locks::LocksExt;
-    use colony::{BucketedExecutorSettings, ConcurrencyExt};
+    use colony::{
+        BucketedExecutorSettings, ConcurrencyExt, JobConfig, JobOutcome, JobRequest, Schedule,
+        SchedulerExt,
+    };
     let _serial = serial();
     let home = tempfile::tempdir().unwrap();
     let alpha = builder(&home.path().join("alpha"))
@@ -323,6 +326,22 @@ async fn metrics_parse_as_prometheus_text_and_two_nodes_in_one_process_do_not_mi
     while mail.stats().succeeded == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    let scheduler = alpha.scheduler();
+    scheduler
+        .register_job_runner("tick", |_: JobRequest| async { JobOutcome::success() })
+        .unwrap();
+    let every = Schedule::interval(
+        std::time::Duration::from_millis(50),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    scheduler
+        .schedule_job("tick", JobConfig::for_runner("tick").schedule(every))
+        .await
+        .unwrap();
+    while scheduler.run_history("tick").is_none_or(|h| h.is_empty()) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     let a = scrape(&alpha, "t");
     assert!(a.samples.len() > 30, "{} samples", a.samples.len());
@@ -354,6 +373,15 @@ async fn metrics_parse_as_prometheus_text_and_two_nodes_in_one_process_do_not_mi
     );
     assert_eq!(value(&a, "colony_executor_queued_tasks", &mail), 0.0);
     assert_eq!(value(&a, "colony_executor_limit", &mail), 16.0);
+    assert_eq!(value(&a, "colony_scheduler_jobs", &[]), 1.0);
+    assert!(value(&a, "colony_scheduler_runs_started_total", &[]) >= 1.0);
+    assert!(
+        value(
+            &a,
+            "colony_scheduler_runs_ended_total",
+            &[("outcome", "succeeded")]
+        ) >= 1.0
+    );
 
     let b = scrape(&beta, "t");
     for sample in &b.samples {

@@ -87,6 +87,10 @@ pub(crate) struct SchedDriver {
     callers: HashMap<String, VecDeque<Reply>>,
     local_history: BTreeMap<String, VecDeque<JobRun>>,
     quarantined: BTreeMap<String, String>,
+    /// Runs that ended on this node, by outcome.
+    ended: BTreeMap<&'static str, u64>,
+    /// Runs started on this node.
+    started: u64,
 }
 
 /// The scheduler service's shell.
@@ -118,6 +122,8 @@ impl SchedDriver {
             callers: HashMap::new(),
             local_history: BTreeMap::new(),
             quarantined: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            started: 0,
             settings,
         }
     }
@@ -155,6 +161,20 @@ impl SchedDriver {
                 .map(|h| h.iter().cloned().collect())
                 .unwrap_or_default(),
         )
+    }
+
+    /// This node's figures for `/metrics`.
+    pub(crate) fn metrics(&self) {
+        use metrics::{counter, gauge};
+        let jobs = &self.status.state.jobs.jobs;
+        gauge!("colony_scheduler_jobs").set(jobs.len() as f64);
+        gauge!("colony_scheduler_local_jobs").set(self.local_history.len() as f64);
+        gauge!("colony_scheduler_runs_in_progress").set(self.running.len() as f64);
+        gauge!("colony_scheduler_quarantined_jobs").set(self.quarantined.len() as f64);
+        counter!("colony_scheduler_runs_started_total").absolute(self.started);
+        for (outcome, n) in &self.ended {
+            counter!("colony_scheduler_runs_ended_total", "outcome" => *outcome).absolute(*n);
+        }
     }
 
     /// The `GET /jobs` report: every cluster job with its history, this node's local jobs,
@@ -306,7 +326,10 @@ impl SchedDriver {
                 };
                 self.spawn_propose(command, caller);
             }
-            Output::Start(run) => self.start(run),
+            Output::Start(run) => {
+                self.started += 1;
+                self.start(run)
+            }
             Output::Abort { job, token } => {
                 if let Some(r) = self.running.remove(&(false, token)) {
                     tracing::info!(%job, token, "a run lost its fire: dropped");
@@ -343,6 +366,13 @@ impl SchedDriver {
 
     fn finished(&mut self, at: Instant, run: &Run, ended: Ended) {
         self.running.remove(&(run.local, run.token));
+        let outcome = match ended.outcome {
+            RunOutcome::Succeeded => "succeeded",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Aborted => "aborted",
+            RunOutcome::Lost => "lost",
+        };
+        *self.ended.entry(outcome).or_default() += 1;
         if run.local
             && let Some(history) = self.local_history.get_mut(&run.job)
         {

@@ -53,6 +53,8 @@ pub async fn install(node: &Node, settings: SchedulerSettings) -> Result<(), Com
             Box::pin(async move { Ok(report.with(SchedDriver::report)) })
         }),
     );
+    let measured = service.clone();
+    node.add_metrics_collector(Arc::new(move |_node| measured.with(SchedDriver::metrics)));
     node.set_extension(Arc::new(Shared { service }));
     Ok(())
 }
