@@ -1,5 +1,6 @@
 //! Helpers shared by the process-level benches (`roundtrip`, `membership`, `caches`).
 
+pub mod nodes;
 pub mod process;
 
 use std::time::{Duration, Instant};
@@ -133,4 +134,65 @@ pub fn invocation(
     }
     let selected = filters.is_empty() || filters.iter().any(|f| bench.contains(f.as_str()));
     Ok(selected.then_some(invocation))
+}
+
+/// Runs `call(0)` to `call(n - 1)`, `conc` at a time on the runtime; each call's time is a
+/// sample of the batch returned, a `false` an error.
+pub async fn concurrently<F, Fut>(n: usize, conc: usize, call: F) -> Batch
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (next, call) = (Arc::new(AtomicUsize::new(0)), Arc::new(call));
+    let mut tasks = Vec::new();
+    for _ in 0..conc.max(1) {
+        let (next, call) = (next.clone(), call.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut batch = Batch::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return batch;
+                }
+                let start = Instant::now();
+                let ok = call(i).await;
+                batch.record(start, ok);
+            }
+        }));
+    }
+    let mut all = Batch::default();
+    for task in tasks {
+        if let Ok(b) = task.await {
+            all.samples.extend(b.samples);
+            all.errors += b.errors;
+        }
+    }
+    all
+}
+
+/// This process's resident set in bytes.
+///
+/// # Errors
+/// `/proc/self/status` could not be read.
+pub fn rss() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS")?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse::<u64>()?;
+    Ok(kb * 1024)
+}
+
+/// Now on the wall clock, in µs since the epoch (one machine: every process's clock is the
+/// same).
+pub fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }

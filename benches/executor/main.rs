@@ -29,14 +29,13 @@ mod common;
 mod node;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use colony_runtime::testkit::{ClusterSpec, free_port};
 
+use common::nodes::{NodeArgs, Nodes};
 use common::process::Worker;
-use common::{Batch, Invocation, median_f64, ms, quantile};
+use common::{Batch, Invocation, median_f64, ms, quantile, wall_us};
 
 /// The variable that selects this process's role; unset for the orchestrator.
 const ROLE_VAR: &str = "COLONY_BENCH_ROLE";
@@ -62,14 +61,9 @@ pub struct Options {
     casts: usize,
     /// Tasks queued for the memory figure, over all nodes.
     queued: usize,
-    /// The nodes' lease (`lock_lease`: also the group's liveness period), in ms.
-    pub lease_ms: u64,
-    /// The cluster cookie.
-    pub cookie: String,
-    /// In the node role: its port, and the node it joins through.
-    pub port: Option<u16>,
-    /// In the node role: the seed.
-    pub seed: Option<SocketAddr>,
+    /// The nodes' cookie and lease (2 s, as the lock benches use); in the node role, its port
+    /// and seed.
+    pub node: NodeArgs,
     measuring: bool,
 }
 
@@ -82,10 +76,7 @@ impl Options {
                 conc: 64,
                 casts: 200_000,
                 queued: 150_000,
-                lease_ms: 2_000,
-                cookie: ClusterSpec::new("colony", 1).cookie,
-                port: None,
-                seed: None,
+                node: NodeArgs::bench(),
                 measuring: true,
             }
         } else {
@@ -95,10 +86,7 @@ impl Options {
                 conc: 8,
                 casts: 2_000,
                 queued: 1_500,
-                lease_ms: 2_000,
-                cookie: ClusterSpec::new("colony", 1).cookie,
-                port: None,
-                seed: None,
+                node: NodeArgs::bench(),
                 measuring: false,
             }
         };
@@ -110,10 +98,7 @@ impl Options {
                 "--conc" => o.conc = number()?,
                 "--casts" => o.casts = number()?,
                 "--queued" => o.queued = number()?,
-                "--cookie" => o.cookie = value,
-                "--lease-ms" => o.lease_ms = number()? as u64,
-                "--port" => o.port = Some(u16::try_from(number()?)?),
-                "--seed" => o.seed = Some(value.parse().context("--seed")?),
+                other if o.node.take(other, &value)? => {}
                 other => bail!("unknown option {other}"),
             }
         }
@@ -122,60 +107,33 @@ impl Options {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Some(invocation) = common::invocation("executor", std::env::args().skip(1))? else {
-        return Ok(());
-    };
-    let options = Options::parse(invocation)?;
-    match std::env::var(ROLE_VAR).ok().as_deref() {
-        None => orchestrate(&options),
-        Some("node") => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(node::run(&options)),
-        Some(other) => bail!("unknown {ROLE_VAR} {other}"),
-    }
+    common::nodes::main(
+        "executor",
+        ROLE_VAR,
+        Options::parse,
+        orchestrate,
+        |o, runtime| runtime.block_on(node::run(o)),
+    )
 }
 
-/// The three node processes; `None` once killed.
+/// The three node processes.
 struct Cluster {
-    nodes: Vec<Option<Worker>>,
+    nodes: Nodes,
 }
 
 impl Cluster {
     fn start(options: &Options) -> anyhow::Result<Cluster> {
-        let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
-        let seed: SocketAddr = format!("127.0.0.1:{}", ports[0]).parse()?;
-        let mut nodes = Vec::new();
-        for port in &ports {
-            let mut args = vec![
-                "--cookie".into(),
-                options.cookie.clone(),
-                "--lease-ms".into(),
-                options.lease_ms.to_string(),
-                "--port".into(),
-                port.to_string(),
-            ];
-            if *port != ports[0] {
-                args.extend(["--seed".into(), seed.to_string()]);
-            }
-            nodes.push(Some(Worker::start(ROLE_VAR, "node", &args)?));
-        }
-        let mut cluster = Cluster { nodes };
-        for i in 0..NODES {
-            let line = cluster.node(i)?.read_line()?;
-            if line.trim() != "ready" {
-                bail!("node {i} said {line:?}");
-            }
-        }
-        Ok(cluster)
+        let lease = options.node.lease;
+        let nodes = Nodes::start(ROLE_VAR, NODES, &options.node.cookie, lease)?;
+        Ok(Cluster { nodes })
     }
 
     fn node(&mut self, i: usize) -> anyhow::Result<&mut Worker> {
-        self.nodes[i].as_mut().context("that node was killed")
+        self.nodes.node(i)
     }
 
     fn alive(&self) -> Vec<usize> {
-        (0..NODES).filter(|i| self.nodes[*i].is_some()).collect()
+        self.nodes.alive()
     }
 
     /// Tasks of `exec` processed on every live node.
@@ -330,12 +288,6 @@ fn memory(cluster: &mut Cluster, options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wall_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 /// Time from SIGKILL of the node (not the group's leader) holding the most buckets (the `hold` executor's, queued by
 /// [`memory`]) until each of them starts its head again on another node.
 fn recovery(cluster: &mut Cluster, options: &Options) -> anyhow::Result<()> {
@@ -363,7 +315,7 @@ fn recovery(cluster: &mut Cluster, options: &Options) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     };
     let killed_at = wall_us();
-    cluster.nodes[victim].take().expect("alive").kill();
+    cluster.nodes.kill(victim);
     let deadline = Instant::now() + Duration::from_secs(60);
     let resumed = loop {
         let mut first: BTreeMap<String, u64> = BTreeMap::new();
@@ -404,7 +356,7 @@ fn recovery(cluster: &mut Cluster, options: &Options) -> anyhow::Result<()> {
         buckets.len(),
         ms(quantile(&waits, 0.5)),
         ms(quantile(&waits, 1.0)),
-        options.lease_ms
+        options.node.lease.as_millis()
     );
     Ok(())
 }

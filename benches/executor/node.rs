@@ -10,13 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use colony::{BucketedExecutor, BucketedExecutorSettings, ConcurrencyExt, ConcurrencyPolicy, Node};
 use tokio::io::AsyncBufReadExt;
 
-use crate::common::Batch;
+use crate::common::{Batch, concurrently, wall_us};
 use crate::{BUCKETS, Options};
 
 /// Buckets one node processes at once: all of them, so that throughput is the executor's, not a
@@ -42,12 +42,6 @@ impl Drop for Holding {
     fn drop(&mut self) {
         self.0.lock().unwrap().remove(&self.1);
     }
-}
-
-fn wall_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn bucket(seq: &u64) -> String {
@@ -86,21 +80,7 @@ where
 
 /// Runs the role until stdin closes.
 pub async fn run(options: &Options) -> anyhow::Result<()> {
-    let home = tempfile::tempdir()?;
-    let port = options
-        .port
-        .context("--port is required in the node role")?;
-    let node = colony::node()
-        .name(format!("n{port}"))
-        .home(home.path())
-        .bind(format!("127.0.0.1:{port}"))
-        .seeds(options.seed)
-        .cookie(options.cookie.clone())
-        .cluster_size(crate::NODES)
-        .lock_lease(Duration::from_millis(options.lease_ms))
-        .start()
-        .await
-        .context("start the node")?;
+    let (node, _home) = options.node.start_node(crate::NODES).await?;
     let seen = Arc::new(Seen {
         processed: ["b1", "b100", "hold"]
             .into_iter()
@@ -138,7 +118,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
                 .context("no such executor")?
                 .load(Ordering::Relaxed)
                 .to_string(),
-            ["rss"] => rss()?.to_string(),
+            ["rss"] => crate::common::rss()?.to_string(),
             ["held"] => {
                 let status = node.group().status();
                 let leads = status.leader == Some(status.replica);
@@ -172,32 +152,12 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
 /// Submits `n` tasks numbered from a random base, `conc` submits at a time; each submit's
 /// latency is a sample.
 async fn submit(exec: BucketedExecutor<u64>, n: usize, conc: usize) -> Batch {
-    let next = Arc::new(AtomicUsize::new(0));
     let base = u64::from(rand_base());
-    let mut tasks = Vec::new();
-    for _ in 0..conc.max(1) {
-        let (exec, next) = (exec.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut batch = Batch::default();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return batch;
-                }
-                let start = Instant::now();
-                let ok = exec.submit(base + i as u64).await.is_ok();
-                batch.record(start, ok);
-            }
-        }));
-    }
-    let mut all = Batch::default();
-    for task in tasks {
-        if let Ok(b) = task.await {
-            all.samples.extend(b.samples);
-            all.errors += b.errors;
-        }
-    }
-    all
+    concurrently(n, conc, move |i| {
+        let exec = exec.clone();
+        async move { exec.submit(base + i as u64).await.is_ok() }
+    })
+    .await
 }
 
 /// A base for task numbers, so that submits from the nodes spread over every bucket alike.
@@ -232,18 +192,4 @@ async fn cast(node: &Node, n: usize, window: usize) -> anyhow::Result<Duration> 
         task.await??;
     }
     Ok(start.elapsed())
-}
-
-/// This process's resident set in bytes.
-fn rss() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("VmRSS")?
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse::<u64>()?;
-    Ok(kb * 1024)
 }
