@@ -209,7 +209,14 @@ struct Start {
 
 /// SIGKILL of a node running the `slow` job until that due time starts on a survivor.
 fn failover(nodes: &mut Nodes, options: &Options) -> anyhow::Result<()> {
-    schedule(nodes, "slow", 1, 500, 1_000, 1)?;
+    // The group may still be busy with the throughput run's unschedules: try for a while.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = schedule(nodes, "slow", 1, 500, 1_000, 1) {
+        if Instant::now() > deadline {
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     // A node other than node 0 (the orchestrator's channel) in the middle of a run.
     let (victim, due) = loop {
