@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::empty::{EmptySlots, EmptyTable};
 use super::service::{Ctx, Service};
 use crate::check::Hold;
 use crate::consensus::{ClusterState, Command, Domain, Entitlement, GroupStatus, ReplicaId};
@@ -33,9 +34,9 @@ pub struct Handover {
 /// One node's slots and their one lock each. See the module doc.
 pub struct SlotLocks {
     own: Ownership,
-    /// The slots of every other domain, whose tables are in the log: handed over empty, so
-    /// that a leaving node retires.
-    others: Vec<Ownership>,
+    /// The slots of every other domain that hands over: handed over empty, so that a leaving
+    /// node retires.
+    others: EmptySlots,
     state: Arc<ClusterState>,
     entitlement: Option<Entitlement>,
     /// The one lock of each slot this node serves or hands over: its token and lease end.
@@ -52,10 +53,21 @@ impl SlotLocks {
         for command in self.own.proposals(self.entitlement) {
             ctx.propose(command);
         }
-        for own in &mut self.others {
-            for command in own.proposals(self.entitlement) {
-                ctx.propose(command);
-            }
+        for command in self.others.proposals(self.entitlement) {
+            ctx.propose(command);
+        }
+    }
+
+    /// Sends empty tables of the other domains' slots, as this service's message.
+    fn send_empty(ctx: &mut Ctx<'_, Self>, tables: Vec<(ReplicaId, EmptyTable)>) {
+        for (to, t) in tables {
+            let msg = Handover {
+                domain: t.domain,
+                slot: t.slot,
+                generation: t.generation,
+                hold: None,
+            };
+            ctx.send(to, msg);
         }
     }
 
@@ -131,11 +143,7 @@ impl Service for SlotLocks {
     fn start(ctx: &mut Ctx<'_, Self>) -> Self {
         SlotLocks {
             own: Ownership::new(ctx.replica, Domain::Locks),
-            others: Domain::ALL
-                .into_iter()
-                .filter(|d| *d != Domain::Locks)
-                .map(|d| Ownership::new(ctx.replica, d))
-                .collect(),
+            others: EmptySlots::new(ctx.replica, &[Domain::Locks], ctx.now),
             state: Arc::new(ClusterState::new()),
             entitlement: None,
             tables: BTreeMap::new(),
@@ -166,33 +174,19 @@ impl Service for SlotLocks {
                 }
             }
         }
-        for own in &mut self.others {
-            for change in own.update(&self.state, status.epoch) {
-                if let Change::HandOver {
-                    slot,
-                    to,
-                    generation,
-                } = change
-                {
-                    let domain = own.domain();
-                    ctx.send(
-                        to,
-                        Handover {
-                            domain,
-                            slot,
-                            generation,
-                            hold: None,
-                        },
-                    );
-                }
-            }
-        }
+        let tables = self.others.update(&self.state, status.epoch);
+        Self::send_empty(ctx, tables);
         self.propose(ctx);
     }
 
     fn message(&mut self, ctx: &mut Ctx<'_, Self>, _: ReplicaId, msg: Handover) {
-        if let Some(own) = self.others.iter_mut().find(|o| o.domain() == msg.domain) {
-            if own.received(&self.state, msg.slot, msg.generation, ctx.now) {
+        if msg.domain != Domain::Locks {
+            let table = EmptyTable {
+                domain: msg.domain,
+                slot: msg.slot,
+                generation: msg.generation,
+            };
+            if self.others.received(&self.state, table, ctx.now) {
                 self.propose(ctx);
             }
             return;
@@ -226,35 +220,24 @@ impl Service for SlotLocks {
             for (slot, to, generation) in pending {
                 self.send_handover(ctx, slot, to, generation);
             }
-            for own in &self.others {
-                for slot in 0..crate::consensus::SLOTS {
-                    if let SlotView::HandingOver { generation, to } = own.view(slot) {
-                        let domain = own.domain();
-                        ctx.send(
-                            to,
-                            Handover {
-                                domain,
-                                slot,
-                                generation,
-                                hold: None,
-                            },
-                        );
-                    }
-                }
-            }
+        }
+        if let Some(tables) = self.others.resend(ctx.now) {
+            Self::send_empty(ctx, tables);
         }
     }
 
     fn proposal_failed(&mut self, _: &mut Ctx<'_, Self>, command: &Command) {
         // Asked again with the next status, not here: a group without a leader fails at once.
         self.own.proposal_failed(command);
-        for own in &mut self.others {
-            own.proposal_failed(command);
-        }
+        self.others.proposal_failed(command);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next_grant.min(self.next_resend))
+        Some(
+            self.next_grant
+                .min(self.next_resend)
+                .min(self.others.next_resend()),
+        )
     }
 
     fn ownership(&self) -> &Ownership {
