@@ -550,9 +550,14 @@ fn after_a_full_stop_and_start_the_job_comes_back_and_its_missed_times_fire_once
             _ => None,
         })
         .sum();
+    let around: Vec<&RunRecord> = records
+        .iter()
+        .filter(|r| r.due + 1_000 >= stopping_ms)
+        .collect();
     assert!(
         missed >= 10,
-        "the downtime's due times recorded as missed: {missed}"
+        "the downtime's due times recorded as missed: {missed}; the records from the stop on: \
+         {around:?}"
     );
 }
 

@@ -117,6 +117,14 @@ impl NodeArgs {
         &self,
         cluster_size: usize,
     ) -> anyhow::Result<(colony::Node, tempfile::TempDir)> {
+        // `RUST_LOG` set: the node logs to stderr, which the orchestrator passes on.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .try_init();
+        }
         let home = tempfile::tempdir()?;
         let port = self.port.context("--port is required in the node role")?;
         let node = colony::node()

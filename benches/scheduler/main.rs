@@ -122,6 +122,13 @@ fn runs(nodes: &mut Nodes, prefix: &str, from_us: u64) -> anyhow::Result<Vec<Dur
     Ok(late)
 }
 
+/// Every node's group counters (see the node's `group` command).
+fn group(nodes: &mut Nodes) -> anyhow::Result<Vec<serde_json::Value>> {
+    (0..NODES)
+        .map(|i| Ok(serde_json::from_str(&nodes.node(i)?.request("group")?)?))
+        .collect()
+}
+
 /// Sleeps until the wall clock reaches `at_us`.
 fn sleep_until(at_us: u64) {
     let now = wall_us();
@@ -183,14 +190,29 @@ fn orchestrate(options: &Options) -> anyhow::Result<()> {
     );
     // Measure from the second second on: the first due time fires every job at once.
     let from = (first_ms + 1_000) * 1_000;
+    sleep_until(from);
+    let group_before = group(&mut nodes)?;
     sleep_until(from + seconds * 1_000_000);
     let late = runs(&mut nodes, "tp", from)?;
+    let group_after = group(&mut nodes)?;
     let in_window = late.len() as f64 / seconds as f64;
     println!(
         "throughput: {jobs} jobs due every second: {in_window:.0} runs started per second over \
          {seconds} s (of {jobs} due); lateness p50 {} p99 {}",
         ms(quantile(&late, 0.5)),
         ms(quantile(&late, 0.99))
+    );
+    let counter = |key: &str| {
+        let of = |g: &[serde_json::Value]| g.iter().map(|n| n[key].as_u64().unwrap_or(0)).max();
+        of(&group_after).unwrap_or(0) - of(&group_before).unwrap_or(0)
+    };
+    println!(
+        "  the group meanwhile: {:.0} entries applied per second; {} proposals failed, {} leader \
+         changes, {} snapshots (on the busiest node)",
+        counter("applied") as f64 / seconds as f64,
+        counter("failed"),
+        counter("leader_changes"),
+        counter("snapshots"),
     );
     nodes
         .node(0)?

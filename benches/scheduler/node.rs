@@ -99,6 +99,17 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
                 serde_json::to_string(&mine)?
             }
             ["rss"] => crate::common::rss()?.to_string(),
+            // The group's counters: entries applied, proposals failed, leader changes.
+            ["group"] => {
+                let status = node.group().status();
+                serde_json::json!({
+                    "applied": status.applied,
+                    "failed": status.stats.failed_proposals,
+                    "leader_changes": status.stats.leader_changes,
+                    "snapshots": status.stats.snapshots,
+                })
+                .to_string()
+            }
             other => bail!("unknown command {other:?}"),
         };
         println!("{answer}");

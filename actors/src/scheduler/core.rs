@@ -15,8 +15,8 @@
 //!   lost its fire ([`Output::Abort`]) when that entitlement ends or the fire was given to
 //!   another node: the fire is given again only after this node's epoch was revoked, which
 //!   happens after its entitlement ended. A finished run's `Finish` is fenced by its token.
-//! - **Runner keys** are registered for this node's epoch ([`JobCommand::Runners`]) and again
-//!   in every new epoch.
+//! - **Runner keys** are registered for this node's epoch ([`JobCommand::Runners`]), none
+//!   too, and again in every new epoch.
 //! - **Local jobs** fire on this node's wall clock only ([`super::local`]).
 //!
 //! No clock decides a fire: the wall clock says when to propose, the log whether it fires.
@@ -399,10 +399,9 @@ impl SchedulerCore {
         };
         let keys: Vec<String> = self.keys.iter().cloned().collect();
         let recorded = self.state.jobs.runners.get(&self.me);
-        let current = match recorded {
-            Some((e, k)) => *e == epoch && *k == keys,
-            None => keys.is_empty(),
-        };
+        // Stated even when empty: owners wait for every live node's keys before they decide
+        // that no node has a runner (`plan::runners_known`).
+        let current = recorded.is_some_and(|(e, k)| *e == epoch && *k == keys);
         if current {
             self.runners_until = None;
             return;

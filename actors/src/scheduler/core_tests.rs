@@ -40,7 +40,8 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// Three live nodes in epoch 1; every jobs slot owned by node 1; node 2 runs `k`.
+    /// Three live nodes in epoch 1; every jobs slot owned by node 1; node 2 runs `k`, the
+    /// others have no runner.
     fn new() -> Self {
         let mut f = Fixture {
             state: ClusterState::new(),
@@ -65,6 +66,8 @@ impl Fixture {
             });
         }
         f.runners(R2, &["k"]);
+        f.runners(R1, &[]);
+        f.runners(R3, &[]);
         f
     }
 
@@ -320,6 +323,47 @@ fn no_runner_anywhere_passes_the_due_time_and_a_node_without_the_runner_is_never
     assert_eq!(
         f.feed(&mut owner, T0 + 100),
         [pass(T0, 1, PassReason::NoRunner, T0 + EVERY)]
+    );
+}
+
+#[test]
+fn no_runner_is_decided_only_once_every_live_node_stated_its_keys() {
+    // As after a full restart: node 3 is live in its new epoch but has not stated its runner
+    // keys yet, and node 2's are gone with its old epoch.
+    let (mut f, mut owner) = scheduled(MisfirePolicy::FireOnce);
+    f.state.jobs.runners.remove(&R3);
+    f.runners(R2, &[]);
+    assert_eq!(f.feed(&mut owner, T0 + 4_300), [], "nothing decided yet");
+    // Node 3's keys: a runner, so the downtime's due times fold into one fire on it.
+    f.runners(R3, &["k"]);
+    assert_eq!(
+        f.feed(&mut owner, T0 + 4_400),
+        [fire(T0 + 4_000, 1, R3, T0 + 5_000, 4)]
+    );
+    // Stated with no runner: then the due times pass as `NoRunner`.
+    let (mut f, mut owner) = scheduled(MisfirePolicy::FireOnce);
+    f.state.jobs.runners.remove(&R3);
+    f.runners(R2, &[]);
+    assert_eq!(f.feed(&mut owner, T0 + 4_300), []);
+    f.runners(R3, &[]);
+    assert_eq!(
+        f.feed(&mut owner, T0 + 4_400),
+        [pass(T0, 5, PassReason::NoRunner, T0 + 5_000)]
+    );
+}
+
+#[test]
+fn a_core_states_its_runner_keys_even_when_it_has_none() {
+    let mut f = Fixture::new();
+    f.state.jobs.runners.remove(&R3);
+    let mut core = SchedulerCore::new(R3, config(), f.t0, T0);
+    assert_eq!(
+        f.feed(&mut core, T0),
+        [Output::Propose(Command::Jobs(JobCommand::Runners {
+            replica: R3,
+            epoch: 1,
+            keys: vec![],
+        }))]
     );
 }
 

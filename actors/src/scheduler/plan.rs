@@ -7,6 +7,12 @@
 //! waits for the run to end otherwise (then the misfire policy decides); a due time fires on a
 //! runner chosen among live nodes with the job's runner key, after the misfire policy folded
 //! or skipped the missed ones, or passes (`NoRunner`, `Missed`).
+//!
+//! "No live node has the runner" is only decided once every live node stated its runner keys
+//! in its current epoch ([`runners_known`]): a node that just started, after a full restart
+//! say, registers its keys a moment after it becomes live, and until then a fire would be
+//! recorded lost, or a cluster's downtime passed as `NoRunner`, for want of a runner that is
+//! about to be there.
 
 use colony_runtime::consensus::jobs::{Job, JobCommand, PassReason, RunOutcome};
 use colony_runtime::consensus::{ClusterState, Phase, ReplicaId};
@@ -45,6 +51,21 @@ pub fn pick_runner(
     owner_by(&at, candidates, |(r, _)| r.0.to_be_bytes())
 }
 
+/// Whether every live node stated its runner keys (possibly none) in its current epoch.
+pub fn runners_known(state: &ClusterState) -> bool {
+    state
+        .liveness
+        .iter()
+        .filter(|(_, l)| l.phase == Phase::Live)
+        .all(|(r, l)| {
+            state
+                .jobs
+                .runners
+                .get(r)
+                .is_some_and(|(e, _)| *e == l.epoch)
+        })
+}
+
 /// The next command for job `id` (whose decoded configuration is `config`) at wall time `wall`
 /// (UTC milliseconds); due times up to `grace` late are on time.
 pub fn next_command(
@@ -62,8 +83,8 @@ pub fn next_command(
         .iter()
         .find(|(_, f)| !state.in_force(f.runner.0, f.runner.1))
     {
-        return Some(match pick_runner(state, id, &job.runner, fire.due) {
-            Some(runner) => JobCommand::Fire {
+        return match pick_runner(state, id, &job.runner, fire.due) {
+            Some(runner) => Some(JobCommand::Fire {
                 job: id.to_owned(),
                 generation: job.generation,
                 from: fire.due,
@@ -72,16 +93,17 @@ pub fn next_command(
                 runner,
                 next_due: job.next_due,
                 passed: 0,
-            },
-            None => JobCommand::Finish {
+            }),
+            None if !runners_known(state) => None,
+            None => Some(JobCommand::Finish {
                 job: id.to_owned(),
                 token: *token,
                 outcome: RunOutcome::Lost,
                 message: NO_RERUN.to_owned(),
                 started: 0,
                 millis: 0,
-            },
-        });
+            }),
+        };
     }
     let due = job.next_due.filter(|d| *d <= wall)?;
     let pass = |count, why, next_due| JobCommand::Pass {
@@ -101,6 +123,9 @@ pub fn next_command(
         return Some(pass(plan.passed, PassReason::Missed, plan.next_due));
     };
     let Some(runner) = pick_runner(state, id, &job.runner, first) else {
+        if !runners_known(state) {
+            return None;
+        }
         let count = plan.passed + plan.fire.len() as u64;
         return Some(pass(count, PassReason::NoRunner, plan.next_due));
     };

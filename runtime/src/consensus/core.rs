@@ -191,6 +191,8 @@ pub struct GroupCore {
     /// The configuration changed since the last snapshot: raft-rs refuses a snapshot whose
     /// configuration does not name the receiver, so a member added later needs a newer one.
     snapshot_due: bool,
+    /// Bytes of the entries applied since the last snapshot.
+    since_snapshot: u64,
 }
 
 impl std::fmt::Debug for GroupCore {
@@ -290,6 +292,7 @@ impl GroupCore {
             disagrees: None,
             stats: GroupStats::default(),
             snapshot_due: false,
+            since_snapshot: 0,
         };
         core.reseed_election();
         core
@@ -679,6 +682,7 @@ impl GroupCore {
         match decode_state(snapshot) {
             Some(state) => {
                 self.state = state;
+                self.since_snapshot = 0;
                 // Heartbeats applied before the snapshot are known only as "some time before now".
                 self.heard = self.state.liveness.keys().map(|r| (*r, now)).collect();
             }
@@ -709,6 +713,7 @@ impl GroupCore {
 
     fn apply_entries(&mut self, entries: Vec<Entry>, now: Instant, persist: &mut Persist) {
         for entry in entries {
+            self.since_snapshot += entry.data.len() as u64;
             match entry.get_entry_type() {
                 EntryType::EntryNormal => self.apply_normal(&entry, now),
                 EntryType::EntryConfChange => {
@@ -829,10 +834,19 @@ impl GroupCore {
 
     /// Snapshots the state and compacts the log once enough entries were applied, or the
     /// configuration changed.
+    ///
+    /// Enough is `compact_every` entries carrying at least as many bytes as the last snapshot:
+    /// a snapshot encodes and writes the whole state, so with a large state (ten thousand jobs
+    /// and their histories, say) snapshots every `compact_every` entries would cost more than
+    /// the entries themselves. So the log kept stays about as large as the state, and the work
+    /// of snapshots about as large as the work of the log.
     fn compact(&mut self) {
         let applied = self.raw.raft.raft_log.applied;
-        let last = self.raw.store().snapshot_ref().get_metadata().index;
-        let due = self.snapshot_due || applied >= last + self.config.compact_every;
+        let snapshot = self.raw.store().snapshot_ref();
+        let last = snapshot.get_metadata().index;
+        let enough = applied >= last + self.config.compact_every
+            && self.since_snapshot >= snapshot.data.len() as u64;
+        let due = self.snapshot_due || enough;
         if !due || applied <= last {
             return;
         }
@@ -849,6 +863,7 @@ impl GroupCore {
         meta.term = term;
         meta.set_conf_state(self.conf_state().clone());
         self.stats.snapshots += 1;
+        self.since_snapshot = 0;
         self.write(Persist {
             snapshot: Some(snapshot),
             ..Default::default()

@@ -50,11 +50,10 @@
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
-use std::ops::Deref;
-use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
+use super::Shared;
 use super::command::ReplicaId;
 
 /// Longest executor name or bucket id, in bytes.
@@ -73,55 +72,6 @@ pub const MAX_SUBMIT_BYTES: usize = 256 * 1024;
 
 /// Most executors the state keeps (each keeps its counters once created).
 pub const MAX_EXECUTORS: usize = 256;
-
-/// A part of the state that copies of the state share: a copy costs a pointer, and a change
-/// copies the part first only while another copy still holds it. Serialized as the value.
-///
-/// # Examples
-/// ```
-/// use colony_runtime::consensus::exec::Shared;
-/// let mut a = Shared::new(vec![1, 2]);
-/// let b = a.clone();
-/// a.make_mut().push(3);
-/// assert_eq!(*a, [1, 2, 3]);
-/// assert_eq!(*b, [1, 2]);
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Shared<T>(Arc<T>);
-
-impl<T> Shared<T> {
-    /// Shares `value`.
-    pub fn new(value: T) -> Self {
-        Shared(Arc::new(value))
-    }
-}
-
-impl<T: Clone> Shared<T> {
-    /// The value, to change: copied first if another copy of the state holds it.
-    pub fn make_mut(&mut self) -> &mut T {
-        Arc::make_mut(&mut self.0)
-    }
-}
-
-impl<T> Deref for Shared<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T: Serialize> Serialize for Shared<T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
-    }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shared<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        T::deserialize(deserializer).map(Shared::new)
-    }
-}
 
 /// A task as a submitter proposes it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -303,12 +303,8 @@ impl Driven for GroupDriver {
         }
         // Flush runs after every raft message: build (and clone the state into) a new status
         // only when something it reports moved. A configuration change is an applied entry.
-        let changed = !self
-            .status
-            .borrow()
-            .is_current(&self.core, now, &self.failed);
-        if changed {
-            let status = GroupStatus::of(&self.core, now, self.failed.clone());
+        let next = GroupStatus::after(Some(&**self.status.borrow()), &self.core, now, &self.failed);
+        if let Some(status) = next {
             self.status.send_replace(Arc::new(status));
         }
     }
@@ -322,6 +318,33 @@ impl GroupStatus {
     /// What `core` knows at `now`, as published to the node's primitives (the seeded
     /// simulator feeds its services the same).
     pub fn of(core: &GroupCore, now: Instant, failed: Option<String>) -> Self {
+        Self::with_state(core, now, failed, Arc::new(core.state().clone()))
+    }
+
+    /// What to publish after `previous`, or `None` while it still reports what `core` knows
+    /// at `now`. A new status shares `previous`'s copy of the state when no entry was applied
+    /// since: the entitlement and counters move on their own, and copying the whole state
+    /// for them would cost time in proportion to the state on every change.
+    pub fn after(
+        previous: Option<&GroupStatus>,
+        core: &GroupCore,
+        now: Instant,
+        failed: &Option<String>,
+    ) -> Option<Self> {
+        let state = match previous {
+            Some(p) if p.is_current(core, now, failed) => return None,
+            Some(p) if p.applied == core.applied_index() => p.state.clone(),
+            _ => Arc::new(core.state().clone()),
+        };
+        Some(Self::with_state(core, now, failed.clone(), state))
+    }
+
+    fn with_state(
+        core: &GroupCore,
+        now: Instant,
+        failed: Option<String>,
+        state: Arc<ClusterState>,
+    ) -> Self {
         let conf = core.conf_state();
         GroupStatus {
             replica: core.replica(),
@@ -334,7 +357,7 @@ impl GroupStatus {
             commit: core.commit_index(),
             applied: core.applied_index(),
             progress: core.progress(),
-            state: Arc::new(core.state().clone()),
+            state,
             epoch: core.epoch(),
             entitlement: core.entitlement(now),
             disagreement: core.disagreement().cloned(),

@@ -10,11 +10,15 @@
 //!
 //! The job's configuration travels as opaque bytes (the scheduler's own encoding); the state
 //! reads only what it decides on: the runner key and whether runs may overlap.
+//!
+//! Jobs are [`Shared`]: the copy of the state the group publishes after every applied command
+//! shares them, and a command copies only the job it changes.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::Shared;
 use super::command::ReplicaId;
 
 /// Longest message kept in a run record, in bytes.
@@ -204,7 +208,7 @@ pub struct Job {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobTable {
     /// Jobs by id.
-    pub jobs: BTreeMap<String, Job>,
+    pub jobs: BTreeMap<String, Shared<Job>>,
     /// Runner keys by node, with the epoch they were registered in.
     pub runners: BTreeMap<ReplicaId, (u64, Vec<String>)>,
 }
@@ -276,16 +280,19 @@ impl JobTable {
                 history,
                 config,
             } => {
-                let entry = self.jobs.entry(job.clone()).or_insert_with(|| Job {
-                    generation: 0,
-                    runner: String::new(),
-                    overlap: false,
-                    next_due: None,
-                    open: BTreeMap::new(),
-                    history: VecDeque::new(),
-                    keep: 0,
-                    config: Default::default(),
+                let entry = self.jobs.entry(job.clone()).or_insert_with(|| {
+                    Shared::new(Job {
+                        generation: 0,
+                        runner: String::new(),
+                        overlap: false,
+                        next_due: None,
+                        open: BTreeMap::new(),
+                        history: VecDeque::new(),
+                        keep: 0,
+                        config: Default::default(),
+                    })
                 });
+                let entry = entry.make_mut();
                 entry.generation += 1;
                 entry.runner.clone_from(runner);
                 entry.overlap = *overlap;
@@ -324,18 +331,14 @@ impl JobTable {
                 next_due,
                 passed,
             } => {
-                let able = in_force(runner.0, runner.1)
-                    && self
-                        .jobs
-                        .get(job)
-                        .is_some_and(|j| self.can_run(runner.0, runner.1, &j.runner));
-                let Some(j) = self.jobs.get_mut(job) else {
+                // Judged on the shared job: a refused fire copies nothing.
+                let Some(j) = self.jobs.get(job) else {
                     return JobOutcome::Refused(JobRefusal::NoSuchJob);
                 };
                 if j.generation != *generation {
                     return JobOutcome::Refused(JobRefusal::Stale);
                 }
-                if !able {
+                if !(in_force(runner.0, runner.1) && self.can_run(runner.0, runner.1, &j.runner)) {
                     return JobOutcome::Refused(JobRefusal::NoRunner);
                 }
                 let rerun = if *attempt <= 1 {
@@ -368,6 +371,9 @@ impl JobTable {
                 };
                 let Some(token) = token() else {
                     return JobOutcome::Refused(JobRefusal::Exhausted);
+                };
+                let Some(j) = self.jobs.get_mut(job).map(Shared::make_mut) else {
+                    return JobOutcome::Refused(JobRefusal::NoSuchJob);
                 };
                 if let Some((old, fire)) = rerun {
                     j.open.remove(&old);
@@ -408,7 +414,17 @@ impl JobTable {
                 started,
                 millis,
             } => {
-                let Some(j) = self.jobs.get_mut(job) else {
+                if !self
+                    .jobs
+                    .get(job)
+                    .is_some_and(|j| j.open.contains_key(token))
+                {
+                    return JobOutcome::Refused(match self.jobs.contains_key(job) {
+                        true => JobRefusal::Fenced,
+                        false => JobRefusal::NoSuchJob,
+                    });
+                }
+                let Some(j) = self.jobs.get_mut(job).map(Shared::make_mut) else {
                     return JobOutcome::Refused(JobRefusal::NoSuchJob);
                 };
                 let Some(fire) = j.open.remove(token) else {
@@ -437,12 +453,15 @@ impl JobTable {
                 why,
                 next_due,
             } => {
-                let Some(j) = self.jobs.get_mut(job) else {
+                let Some(j) = self.jobs.get(job) else {
                     return JobOutcome::Refused(JobRefusal::NoSuchJob);
                 };
                 if j.generation != *generation || j.next_due != Some(*due) {
                     return JobOutcome::Refused(JobRefusal::Stale);
                 }
+                let Some(j) = self.jobs.get_mut(job).map(Shared::make_mut) else {
+                    return JobOutcome::Refused(JobRefusal::NoSuchJob);
+                };
                 record(j, passed_record(*due, (*count).max(1), *why));
                 j.next_due = *next_due;
                 JobOutcome::Done

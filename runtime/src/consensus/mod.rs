@@ -35,6 +35,7 @@ pub mod group;
 pub mod jobs;
 pub mod log;
 pub mod settings;
+mod shared;
 pub mod state;
 
 pub use self::core::{
@@ -48,4 +49,5 @@ pub use duties::slot_key;
 pub use group::{Group, GroupStatus, ProposeError};
 pub use log::{Log, Persist};
 pub use settings::{ClusterSettings, Disagreement};
+pub use shared::Shared;
 pub use state::{ClusterState, Liveness, Phase, Slot};

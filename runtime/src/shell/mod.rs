@@ -11,7 +11,7 @@
 //! serves a whole burst), then flushes and re-arms the timer at the core's next deadline.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
@@ -55,6 +55,9 @@ pub enum ShellMsg {
     /// The deadline passed.
     Tick,
 }
+
+/// Steps longer than this are reported.
+const SLOW_STEP: Duration = Duration::from_millis(100);
 
 /// Inputs queued for the actor; the actor is woken once per burst.
 type Inbox<I> = Arc<Mutex<Vec<I>>>;
@@ -276,6 +279,16 @@ impl<D: Driven> Actor for ShellActor<D> {
             ShellMsg::Tick => s.driven.timeout(now),
         }
         s.settle(now);
+        // A step holds a runtime thread: a long one delays every task sharing it, membership's
+        // probes among them, which then suspect live peers.
+        let took = now.elapsed();
+        if took > SLOW_STEP {
+            tracing::warn!(
+                core = std::any::type_name::<D>(),
+                took_ms = took.as_millis() as u64,
+                "a core took long to step"
+            );
+        }
         Ok(())
     }
 }

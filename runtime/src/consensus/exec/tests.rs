@@ -1,7 +1,6 @@
 //! The executors' state machine, command by command (docs/executor.md, Promises).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
 
 use super::*;
 use crate::consensus::{ClusterState, Command, MemberInfo, Outcome};
@@ -475,19 +474,19 @@ fn a_copy_of_the_state_shares_its_queues_and_a_change_copies_only_what_it_touche
     let mut w = World::new();
     w.apply(&submit(R1, 1, 100, vec![task("a", "1"), task("b", "2")]));
     let copy = w.table.clone();
-    let shared = |t: &ExecTable, b: &str| Arc::clone(&t.executors["x"].buckets[b].0);
-    assert!(Arc::ptr_eq(&shared(&copy, "a"), &shared(&w.table, "a")));
+    let shared = |t: &ExecTable, b: &str| t.executors["x"].buckets[b].clone();
+    assert!(Shared::ptr_eq(&shared(&copy, "a"), &shared(&w.table, "a")));
     w.apply(&submit(R1, 2, 100, vec![task("a", "3")]));
     // The touched bucket was copied, the other is still shared, and the copy kept its view.
-    assert!(!Arc::ptr_eq(&shared(&copy, "a"), &shared(&w.table, "a")));
-    assert!(Arc::ptr_eq(&shared(&copy, "b"), &shared(&w.table, "b")));
+    assert!(!Shared::ptr_eq(&shared(&copy, "a"), &shared(&w.table, "a")));
+    assert!(Shared::ptr_eq(&shared(&copy, "b"), &shared(&w.table, "b")));
     assert_eq!(copy.depth("x"), 2);
     assert_eq!(w.queue("a"), [1, 3]);
     // Task payloads are never copied.
-    let task_of = |t: &ExecTable| Arc::clone(&t.executors["x"].buckets["a"].tasks[0].0);
-    assert!(Arc::ptr_eq(&task_of(&copy), &task_of(&w.table)));
+    let task_of = |t: &ExecTable| t.executors["x"].buckets["a"].tasks[0].clone();
+    assert!(Shared::ptr_eq(&task_of(&copy), &task_of(&w.table)));
     // A refused report copies nothing.
-    let before = Arc::clone(&w.table.executors["x"].0);
+    let before = w.table.executors["x"].clone();
     w.apply(&done("a", 3, 3, 1, BatchOutcome::Succeeded));
-    assert!(Arc::ptr_eq(&before, &w.table.executors["x"].0));
+    assert!(Shared::ptr_eq(&before, &w.table.executors["x"]));
 }

@@ -289,3 +289,40 @@ fn a_fire_may_jump_to_a_later_due_time_recording_the_ones_passed_but_never_back(
     }
     assert_eq!(w.apply(&stuck), JobOutcome::Refused(JobRefusal::Stale));
 }
+
+#[test]
+fn a_copy_of_the_table_shares_its_jobs_and_a_refused_command_copies_nothing() {
+    let mut w = World::new();
+    let g = w.schedule(false);
+    w.table
+        .jobs
+        .insert("other".into(), w.table.jobs["j"].clone());
+    let copy = w.table.clone();
+    let same = |a: &JobTable, b: &JobTable, id: &str| Shared::ptr_eq(&a.jobs[id], &b.jobs[id]);
+    assert!(same(&copy, &w.table, "j"));
+    let token = fired(w.apply(&fire(g, T, 1, R1)));
+    // The fired job was copied, the other is still shared, and the copy kept its view.
+    assert!(!same(&copy, &w.table, "j"));
+    assert!(same(&copy, &w.table, "other"));
+    assert!(copy.jobs["j"].open.is_empty());
+    // Refused: a stale fire, a fenced finish, a stale pass.
+    let before = w.table.clone();
+    for refused in [
+        fire(g, T, 1, R2),
+        finish(token + 1, "late"),
+        JobCommand::Pass {
+            job: "j".into(),
+            generation: g,
+            due: T,
+            count: 1,
+            why: PassReason::Missed,
+            next_due: None,
+        },
+    ] {
+        assert!(
+            matches!(w.apply(&refused), JobOutcome::Refused(_)),
+            "{refused:?}"
+        );
+        assert!(same(&before, &w.table, "j"), "{refused:?} copied the job");
+    }
+}

@@ -691,12 +691,8 @@ impl<S: Service> GroupWorld<S> {
             let Some(core) = node.core.as_ref() else {
                 return;
             };
-            if node
-                .published
-                .as_ref()
-                .is_none_or(|p| !p.is_current(core, now, &None))
-            {
-                let status = Arc::new(GroupStatus::of(core, now, None));
+            if let Some(status) = GroupStatus::after(node.published.as_deref(), core, now, &None) {
+                let status = Arc::new(status);
                 node.published = Some(status.clone());
                 self.call(i, |s, ctx| s.status(ctx, &status));
                 busy = true;
