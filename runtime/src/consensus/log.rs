@@ -127,7 +127,10 @@ impl Log {
 
     fn install(&mut self, snapshot: Snapshot) {
         let index = snapshot.get_metadata().index;
-        self.entries.retain(|e| e.index > index);
+        let covered = index
+            .saturating_sub(self.first() - 1)
+            .min(self.entries.len() as u64);
+        self.entries.drain(..covered as usize);
         // Entries after a received snapshot may conflict with it; a made one never does.
         if self.entries.first().is_some_and(|e| e.index != index + 1) {
             self.entries.clear();
@@ -148,7 +151,9 @@ impl Log {
         if first.index < self.first() || first.index > self.last() + 1 {
             return;
         }
-        self.entries.retain(|e| e.index < first.index);
+        // Entries are contiguous from `first()`: cut by position, not by a scan of the log
+        // (which grows to about the state's size between snapshots).
+        self.entries.truncate((first.index - self.first()) as usize);
         self.entries.extend_from_slice(entries);
     }
 }
