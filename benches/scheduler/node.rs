@@ -70,7 +70,13 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
                 prefix,
                 n.parse()?,
                 conc.parse()?,
-                |s, id| async move { s.unschedule_job(&id).await.is_ok() },
+                // Gone already (an earlier pass removed it) counts as done.
+                |s, id| async move {
+                    matches!(
+                        s.unschedule_job(&id).await,
+                        Ok(()) | Err(colony::actors::scheduler::SchedulerError::NoSuchJob(_))
+                    )
+                },
             )
             .await
             .to_json(),
@@ -99,6 +105,19 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
                 serde_json::to_string(&mine)?
             }
             ["rss"] => crate::common::rss()?.to_string(),
+            // What the state says of job `id`, and of each node's liveness and runner keys.
+            ["state", id] => {
+                let status = node.group().status();
+                let state = &status.state;
+                serde_json::json!({
+                    "job": state.jobs.jobs.get(*id).map(|j| format!("{:?} open {:?} history {:?}", j.next_due, j.open, j.history.back())),
+                    "liveness": state.liveness.iter().map(|(r, l)| format!("{r}: {l:?}")).collect::<Vec<_>>(),
+                    "runners": state.jobs.runners.iter().map(|(r, k)| format!("{r}: {k:?}")).collect::<Vec<_>>(),
+                    "epoch": status.epoch, "entitlement": status.entitlement.is_some(),
+                    "leader": status.leader.map(|l| l.to_string()),
+                })
+                .to_string()
+            }
             // The group's counters: entries applied, proposals failed, leader changes.
             ["group"] => {
                 let status = node.group().status();

@@ -115,7 +115,12 @@ pub struct GroupDriver {
     status: watch::Sender<Arc<GroupStatus>>,
     saved_group: u64,
     failed: Option<String>,
+    /// When raft messages too large to send were last reported (once a minute at most).
+    too_large: Arc<std::sync::Mutex<Option<Instant>>>,
 }
+
+/// How often messages too large to send are reported.
+const TOO_LARGE_EVERY: Duration = Duration::from_secs(60);
 
 impl GroupDriver {
     /// A driver around `core`, persisting to `disk` and sending over `transport`.
@@ -136,6 +141,7 @@ impl GroupDriver {
             status,
             saved_group,
             failed: None,
+            too_large: Arc::default(),
         };
         (driver, rx)
     }
@@ -156,14 +162,28 @@ impl GroupDriver {
                 continue;
             };
             let transport = self.transport.clone();
+            let too_large = self.too_large.clone();
             tokio::spawn(async move {
                 let sent = transport
                     .request(node, SERVICE, "raft", payload, SEND_TIMEOUT)
                     .await;
-                if let Err(e) = sent
-                    && !matches!(e, RequestError::Timeout { .. })
-                {
-                    tracing::trace!(%to, error = %e, "raft messages not delivered");
+                match sent {
+                    // Not a passing fault: a snapshot larger than the limit never reaches a
+                    // follower that needs it, which then never catches up.
+                    Err(RequestError::TooLarge { size, limit }) => {
+                        let mut last = too_large.lock().unwrap_or_else(|e| e.into_inner());
+                        if last.is_none_or(|at| at.elapsed() >= TOO_LARGE_EVERY) {
+                            *last = Some(Instant::now());
+                            tracing::error!(
+                                %to, size, limit,
+                                "raft messages for a member exceed max_message_bytes and are not sent: a follower that needs a snapshot this large cannot catch up; raise max_message_bytes"
+                            );
+                        }
+                    }
+                    Err(e) if !matches!(e, RequestError::Timeout { .. }) => {
+                        tracing::trace!(%to, error = %e, "raft messages not delivered");
+                    }
+                    _ => {}
                 }
             });
         }
