@@ -567,3 +567,85 @@ fn colony_wall_us() -> u64 {
         .unwrap()
         .as_micros() as u64
 }
+
+/// Why each node's `GET /jobs` says job `id` is quarantined (`None`: not said, or the node
+/// did not answer).
+fn quarantined(cluster: &TestCluster, id: &str) -> Vec<Option<String>> {
+    cluster
+        .all()
+        .into_iter()
+        .map(|i| {
+            let (status, body) = cluster.admin(i).get_text("jobs").ok()?;
+            let jobs: Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+            let job = jobs["jobs"].as_array()?.iter().find(|j| j["id"] == id)?;
+            job["quarantined"].as_str().map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn a_stored_job_that_does_not_decode_is_quarantined_and_never_stops_a_node_from_starting() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start_with(
+        dir.path(),
+        json!({
+            "jobs": [{ "id": "tick", "every_ms": 200, "work_ms": 10 }],
+            "corrupt": ["garbled"],
+        }),
+    );
+    common::wait_voters(&cluster, NODES);
+    let reported_everywhere = |c: &TestCluster| {
+        quarantined(c, "garbled")
+            .iter()
+            .all(|why| why.as_ref().is_some_and(|w| !w.is_empty()))
+    };
+    let ran_after = |c: &TestCluster, from_ms: u64| {
+        records(&events(c), "tick")
+            .iter()
+            .filter(|r| r.due >= from_ms && r.what == RunEnd::Ran(RunOutcome::Succeeded))
+            .count()
+            >= 5
+    };
+    assert!(
+        cluster
+            .wait_until(Duration::from_secs(30), |c| {
+                c.all().len() == NODES && reported_everywhere(c) && ran_after(c, 0)
+            })
+            .is_some(),
+        "the corrupt job was not reported by every node, or the good one did not run: {:?}\n{}",
+        quarantined(&cluster, "garbled"),
+        logs(&cluster)
+    );
+    // Every node stopped and started: the record is still in the group's log and snapshot.
+    let all = cluster.all();
+    for i in &all {
+        cluster.terminate(*i, Duration::from_secs(15));
+    }
+    for i in &all {
+        cluster.restart(*i).unwrap();
+    }
+    let back_ms = colony_wall_us() / 1000;
+    assert!(
+        cluster
+            .wait_until(Duration::from_secs(60), |c| {
+                reported_everywhere(c) && ran_after(c, back_ms)
+            })
+            .is_some(),
+        "after a full restart: {:?}\n{}",
+        quarantined(&cluster, "garbled"),
+        logs(&cluster)
+    );
+    let all_events = events(&cluster);
+    assert_eq!(
+        all_events.iter().filter(|e| e["event"] == "corrupted").count(),
+        1
+    );
+    assert!(
+        !all_events
+            .iter()
+            .any(|e| e["event"] == "start" && e["run"]["job"] == "garbled"),
+        "the corrupt job ran"
+    );
+    check_job(&all_events, "tick", u64::MAX);
+}

@@ -3,12 +3,14 @@
 //! id and epoch; end), and every node records the jobs' run history from its cluster state
 //! every `poll_ms` (the history is bounded; polls overlap, so together they hold all of it).
 //! The checkers of `colony_actors::scheduler::check` judge the merged records. The jobs are
-//! scheduled once: a restarted node finds them in the cluster state.
+//! scheduled once: a restarted node finds them in the cluster state. Jobs named in `corrupt`
+//! are stored with a configuration that does not decode.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use colony::runtime::consensus::Domain;
+use colony::runtime::consensus::jobs::JobCommand;
+use colony::runtime::consensus::{Command, Domain};
 use colony::runtime::ownership::slot_of;
 use colony::{JobConfig, JobOutcome, JobRequest, Node, Schedule, SchedulerExt};
 use serde::Deserialize;
@@ -30,6 +32,10 @@ pub struct SchedHammer {
     poll_ms: u64,
     /// JSON-lines history file, relative to the local home.
     history: PathBuf,
+    /// Jobs the scheduling node stores with a configuration that does not decode, as a record
+    /// written by an older runner's encoding, or damaged, would be.
+    #[serde(default)]
+    corrupt: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +111,22 @@ impl SchedHammer {
                     "event": "scheduled", "job": job.id, "every_ms": job.every_ms,
                     "first_ms": colony::actors::scheduler::to_ms(first)?,
                 }));
+            }
+            for id in &self.corrupt {
+                let first_due = colony::actors::scheduler::to_ms(first)?;
+                let command = Command::Jobs(JobCommand::Schedule {
+                    job: id.clone(),
+                    runner: "hammer".into(),
+                    overlap: false,
+                    first_due: Some(first_due),
+                    history: 20,
+                    config: b"\xc1 not a job configuration".to_vec().into(),
+                });
+                while let Err(e) = node.group().propose(command.clone(), Duration::from_secs(2)).await {
+                    tracing::warn!(error = %e, job = %id, "storing a corrupt job: not confirmed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                history.record(&json!({ "event": "corrupted", "job": id }));
             }
             std::fs::write(&marker, b"")?;
         }
