@@ -638,7 +638,10 @@ fn a_stored_job_that_does_not_decode_is_quarantined_and_never_stops_a_node_from_
     );
     let all_events = events(&cluster);
     assert_eq!(
-        all_events.iter().filter(|e| e["event"] == "corrupted").count(),
+        all_events
+            .iter()
+            .filter(|e| e["event"] == "corrupted")
+            .count(),
         1
     );
     assert!(

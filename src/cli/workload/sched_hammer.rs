@@ -122,7 +122,11 @@ impl SchedHammer {
                     history: 20,
                     config: b"\xc1 not a job configuration".to_vec().into(),
                 });
-                while let Err(e) = node.group().propose(command.clone(), Duration::from_secs(2)).await {
+                while let Err(e) = node
+                    .group()
+                    .propose(command.clone(), Duration::from_secs(2))
+                    .await
+                {
                     tracing::warn!(error = %e, job = %id, "storing a corrupt job: not confirmed");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
