@@ -62,13 +62,15 @@ impl LogFiles {
             0
         };
         self.period = period;
-        (self.file, self.written) = open(&self.dir.join(name(&self.period, self.index)))?;
+        // Pruned first, so the directory never holds more than `max_files` of them.
         self.prune();
+        (self.file, self.written) = open(&self.dir.join(name(&self.period, self.index)))?;
         Ok(())
     }
 
-    /// Removes the oldest of the log files (by modification time, then name) beyond
-    /// `max_files`; other files in the directory are left alone.
+    /// Removes the oldest of the log files (by modification time, then name) so that the
+    /// current one, about to be opened, makes `max_files`; other files in the directory are
+    /// left alone.
     fn prune(&self) {
         let current = name(&self.period, self.index);
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
