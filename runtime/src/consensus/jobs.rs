@@ -372,7 +372,7 @@ impl JobTable {
                 let Some(token) = token() else {
                     return JobOutcome::Refused(JobRefusal::Exhausted);
                 };
-                let Some(j) = self.jobs.get_mut(job).map(Shared::make_mut) else {
+                let Some(j) = self.job_mut(job) else {
                     return JobOutcome::Refused(JobRefusal::NoSuchJob);
                 };
                 if let Some((old, fire)) = rerun {
@@ -414,17 +414,13 @@ impl JobTable {
                 started,
                 millis,
             } => {
-                if !self
-                    .jobs
-                    .get(job)
-                    .is_some_and(|j| j.open.contains_key(token))
-                {
-                    return JobOutcome::Refused(match self.jobs.contains_key(job) {
-                        true => JobRefusal::Fenced,
-                        false => JobRefusal::NoSuchJob,
-                    });
+                let Some(j) = self.jobs.get(job) else {
+                    return JobOutcome::Refused(JobRefusal::NoSuchJob);
+                };
+                if !j.open.contains_key(token) {
+                    return JobOutcome::Refused(JobRefusal::Fenced);
                 }
-                let Some(j) = self.jobs.get_mut(job).map(Shared::make_mut) else {
+                let Some(j) = self.job_mut(job) else {
                     return JobOutcome::Refused(JobRefusal::NoSuchJob);
                 };
                 let Some(fire) = j.open.remove(token) else {
@@ -459,7 +455,7 @@ impl JobTable {
                 if j.generation != *generation || j.next_due != Some(*due) {
                     return JobOutcome::Refused(JobRefusal::Stale);
                 }
-                let Some(j) = self.jobs.get_mut(job).map(Shared::make_mut) else {
+                let Some(j) = self.job_mut(job) else {
                     return JobOutcome::Refused(JobRefusal::NoSuchJob);
                 };
                 record(j, passed_record(*due, (*count).max(1), *why));
@@ -467,6 +463,12 @@ impl JobTable {
                 JobOutcome::Done
             }
         }
+    }
+
+    /// Job `id`, to change: copied first if another copy of the state shares it. Commands
+    /// judge on the shared job first, so that a refused one copies nothing.
+    fn job_mut(&mut self, id: &str) -> Option<&mut Job> {
+        self.jobs.get_mut(id).map(Shared::make_mut)
     }
 
     /// Forgets the runner keys of a node whose epoch ended.
