@@ -108,6 +108,12 @@ impl Attempt {
         .filter(|w| !w.is_zero())
     }
 
+    /// `wait` in the request's whole milliseconds, rounded up: a remainder under a millisecond
+    /// is still a wait, never a `try_lock` answered `Busy` before the caller's deadline.
+    pub fn wait_ms(wait: Option<Duration>) -> u64 {
+        wait.map_or(0, |w| w.as_micros().div_ceil(1000) as u64)
+    }
+
     /// How long a request that asks to wait `wait` may take before the caller gives up on it.
     pub fn timeout(wait: Option<Duration>) -> Duration {
         wait.unwrap_or_default() + WIRE_SLACK
@@ -168,5 +174,41 @@ impl Attempt {
     /// How long since the acquire started.
     pub fn elapsed(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_fraction_of_a_millisecond_is_asked_for_as_a_wait_not_a_try() {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_millis(200);
+        let mut attempt = Attempt::new(
+            Mode::For(deadline),
+            t0,
+            HoldingsConfig {
+                lease: Duration::from_secs(15),
+                margin: Duration::from_secs(1),
+                drift_permille: 10,
+            },
+        );
+        assert_eq!(Attempt::wait_ms(attempt.wait(t0)), 200);
+        // The owner's wait ended a little before the caller's (its clock read earlier).
+        let now = deadline - Duration::from_micros(300);
+        let timeout = Attempt::timeout(attempt.wait(t0));
+        let next = attempt.answer(now, t0, timeout, Some(Answer::TimedOut), true);
+        assert_eq!(next, Next::Again);
+        assert_eq!(Attempt::wait_ms(attempt.wait(now)), 1, "a wait, not a try");
+        let next = attempt.answer(deadline, now, timeout, Some(Answer::TimedOut), true);
+        assert_eq!(
+            next,
+            Next::GaveUp {
+                failure: None,
+                withdraw: false
+            }
+        );
+        assert_eq!(Attempt::wait_ms(None), 0);
     }
 }

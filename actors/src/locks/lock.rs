@@ -107,7 +107,7 @@ impl ClusterLock {
             let op = LockRequest::Acquire {
                 name: self.key.clone(),
                 holder,
-                wait_ms: wait.map_or(0, |w| w.as_millis() as u64),
+                wait_ms: Attempt::wait_ms(wait),
             };
             let sent_at = Instant::now();
             let answer = ask(node, op, timeout).await;

@@ -165,7 +165,7 @@ fn ask(node: &mut LockNode, ctx: &mut Ctx<'_, LockNode>, i: usize) {
     let request = LockRequest::Acquire {
         name: name.clone(),
         holder: holder(node, guard),
-        wait_ms: wait.map_or(0, |w| w.as_millis() as u64),
+        wait_ms: Attempt::wait_ms(wait),
     };
     let sent_at = ctx.now;
     // No owner known: the shell's `ask` answers at once, with nothing.
