@@ -9,12 +9,13 @@
 //! own, and knows until when it is entitled), and, while it leads, the group's duties: revoking
 //! epochs that stopped heartbeating, placing slots, and changing voters (the `duties` module).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use protobuf::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType,
+    Snapshot,
 };
 use raft::{RawNode, StateRole};
 use rand::rngs::StdRng;
@@ -117,9 +118,12 @@ pub enum Refused {
         /// The receiver it names.
         to: ReplicaId,
     },
-    /// The sender is not in this node's configuration.
+    /// The sender is not in this node's configuration, and the message is not a leader's.
     #[error("message from {0}, which is not a member of the group")]
     Stranger(ReplicaId),
+    /// The sender was removed from the group's configuration.
+    #[error("message from {0}, which was removed from the group")]
+    Removed(ReplicaId),
     /// A message no correct peer sends (a local message type, a commit past this node's log,
     /// entries that do not follow each other, a snapshot that does not decode).
     #[error("malformed raft message: {0}")]
@@ -193,7 +197,15 @@ pub struct GroupCore {
     snapshot_due: bool,
     /// Bytes of the entries applied since the last snapshot.
     since_snapshot: u64,
+    /// Members this node saw removed from the configuration (at most [`REMOVED_KEPT`]): their
+    /// messages are refused, as etcd refuses a removed member's.
+    removed: BTreeSet<u64>,
 }
+
+/// How many removed members a node remembers. Replica ids are random and never reused, so
+/// forgetting one past this only weakens a defence: raft itself ignores a removed member's stale
+/// terms and logs.
+const REMOVED_KEPT: usize = 1024;
 
 impl std::fmt::Debug for GroupCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -293,6 +305,7 @@ impl GroupCore {
             stats: GroupStats::default(),
             snapshot_due: false,
             since_snapshot: 0,
+            removed: BTreeSet::new(),
         };
         core.reseed_election();
         core
@@ -526,13 +539,23 @@ impl GroupCore {
                 to: ReplicaId(msg.to),
             });
         }
+        if self.removed.contains(&from.0) {
+            return Err(Refused::Removed(from));
+        }
         let conf = self.conf_state();
         let known = conf.voters.contains(&from.0)
             || conf.learners.contains(&from.0)
             || conf.voters_outgoing.contains(&from.0)
             || conf.learners_next.contains(&from.0);
-        // A node that never joined hears first from the leader that adds it.
-        if !known && self.raw.store().is_initialized() {
+        // A sender this node's configuration does not list may be a member added after the
+        // last change it applied (it lags, or never joined): only that member's leadership
+        // brings it up to date, so a leader's messages are stepped. A campaign or an answer
+        // from it is refused: this node never asked it anything.
+        let leads = matches!(
+            msg.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+        );
+        if !known && !leads && self.raw.store().is_initialized() {
             return Err(Refused::Stranger(from));
         }
         check_shape(msg, self.raw.raft.raft_log.last_index())
@@ -740,6 +763,16 @@ impl GroupCore {
         match self.raw.apply_conf_change(cc) {
             Ok(cs) => {
                 let members: Vec<u64> = cs.voters.iter().chain(&cs.learners).copied().collect();
+                for change in cc.get_changes() {
+                    if change.get_change_type() == ConfChangeType::RemoveNode
+                        && !members.contains(&change.node_id)
+                    {
+                        if self.removed.len() >= REMOVED_KEPT {
+                            self.removed.pop_first();
+                        }
+                        self.removed.insert(change.node_id);
+                    }
+                }
                 let gone: Vec<ReplicaId> = self
                     .state
                     .liveness

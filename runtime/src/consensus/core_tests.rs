@@ -75,8 +75,9 @@ fn messages_from_other_groups_strangers_or_with_a_forged_sender_are_refused() {
         core.handle_message(t0, 99, ReplicaId(2), append.clone()),
         Err(Refused::OtherGroup { .. })
     ));
+    let campaign = msg(MessageType::MsgRequestVote, 2, 1, term + 5);
     assert!(matches!(
-        core.handle_message(t0, 77, ReplicaId(2), append.clone()),
+        core.handle_message(t0, 77, ReplicaId(2), campaign),
         Err(Refused::Stranger(ReplicaId(2)))
     ));
     assert!(matches!(
@@ -171,8 +172,32 @@ fn a_member_gone_from_the_view_is_removed_after_the_grace_period() {
     let grace = GroupConfig::with_liveness(Duration::from_secs(1)).voter_grace;
     let t = run(&mut core, t, t + grace / 2);
     assert!(core.conf_state().learners.contains(&2), "removed too early");
-    run(&mut core, t, t + grace);
+    let t = run(&mut core, t, t + grace);
     assert!(!core.conf_state().learners.contains(&2), "never removed");
+    let term = core.term();
+    let append = msg(MessageType::MsgAppend, 2, 1, term + 5);
+    assert!(matches!(
+        core.handle_message(t, 77, ReplicaId(2), append),
+        Err(Refused::Removed(ReplicaId(2)))
+    ));
+    assert!(core.is_leader(), "a removed member deposes no one");
+}
+
+/// A node that missed the change adding a member still follows that member once it leads:
+/// the leader's messages are the only way the lagging node learns of it (seed 730 of the
+/// scheduler's chaos once left a voter refusing its new leader as a stranger forever).
+#[test]
+fn a_lagging_node_follows_a_leader_added_after_its_last_configuration() {
+    let t0 = Instant::now();
+    let mut core = founded(t0);
+    let term = core.term();
+    let mut heartbeat = msg(MessageType::MsgHeartbeat, 2, 1, term + 1);
+    heartbeat.commit = core.log().last();
+    core.handle_message(t0, 77, ReplicaId(2), heartbeat)
+        .expect("a leader's heartbeat is stepped");
+    assert_eq!(core.leader(), Some(ReplicaId(2)));
+    assert_eq!(core.term(), term + 1);
+    assert_eq!(core.stats().refused, 0);
 }
 
 /// A founded group with a second member, replica 2, that gossip lists up: a learner.
