@@ -63,7 +63,7 @@ impl GroupCore {
                 if leaving && phase == Some(Phase::Live) {
                     self.propose_once(now, Command::Leave { replica: me, epoch });
                 }
-                if leaving && !self.state.owns_anything(me, epoch) {
+                if leaving && !self.state.holds_anything(me, epoch) {
                     self.propose_once(now, Command::Retire { replica: me, epoch });
                 }
                 Command::Heartbeat { replica: me, epoch }

@@ -256,6 +256,13 @@ pub enum JobRefusal {
 }
 
 impl JobTable {
+    /// Whether a fire is open on `replica` in `epoch`: its run may still be going.
+    pub fn runs_on(&self, replica: ReplicaId, epoch: u64) -> bool {
+        self.jobs
+            .values()
+            .any(|j| j.open.values().any(|f| f.runner == (replica, epoch)))
+    }
+
     /// Whether `replica` in `epoch` has a runner for `key`.
     pub fn can_run(&self, replica: ReplicaId, epoch: u64, key: &str) -> bool {
         self.runners

@@ -130,12 +130,15 @@ impl ClusterState {
             .map(|(r, _)| *r)
     }
 
-    /// Whether `replica` owns a slot, or still has to hand one over, in `epoch`.
-    pub fn owns_anything(&self, replica: ReplicaId, epoch: u64) -> bool {
+    /// Whether `replica` owns a slot, still has to hand one over, or runs a job's fire, in
+    /// `epoch`: until it holds nothing, ending the epoch would free what it may still act on
+    /// (a fire whose runner's epoch ended is run again elsewhere).
+    pub fn holds_anything(&self, replica: ReplicaId, epoch: u64) -> bool {
         self.slots
             .values()
             .flatten()
             .any(|s| s.owner == Some((replica, epoch)) || s.from == Some((replica, epoch)))
+            || self.jobs.runs_on(replica, epoch)
     }
 
     /// Forgets a member removed from the group (its epoch must have ended).
@@ -190,7 +193,7 @@ impl ClusterState {
                 if !self.in_force(*replica, *epoch) {
                     return Outcome::Refused(Refusal::EpochEnded);
                 }
-                if self.owns_anything(*replica, *epoch) {
+                if self.holds_anything(*replica, *epoch) {
                     return Outcome::Refused(Refusal::Busy);
                 }
                 if let Some(l) = self.liveness.get_mut(replica) {
@@ -525,6 +528,64 @@ mod tests {
         });
         assert_eq!(s.apply(&retire), Outcome::Done);
         assert!(!s.in_force(ReplicaId(1), 1));
+    }
+
+    /// A leaving node's fire given before it left still runs there: ending its epoch would
+    /// have the fire run again elsewhere while the first run goes on (scheduler chaos seed 867).
+    #[test]
+    fn a_node_retires_only_once_no_fire_runs_on_it() {
+        use crate::consensus::jobs::{JobCommand, RunOutcome};
+        let mut s = registered(2);
+        let r1 = ReplicaId(1);
+        let jobs = |c: JobCommand| Command::Jobs(c);
+        s.apply(&jobs(JobCommand::Runners {
+            replica: r1,
+            epoch: 1,
+            keys: vec!["k".into()],
+        }));
+        s.apply(&jobs(JobCommand::Schedule {
+            job: "j".into(),
+            runner: "k".into(),
+            overlap: false,
+            first_due: Some(1_000),
+            history: 3,
+            config: Default::default(),
+        }));
+        let Outcome::Job(crate::consensus::jobs::JobOutcome::Fired { token }) =
+            s.apply(&jobs(JobCommand::Fire {
+                job: "j".into(),
+                generation: 1,
+                from: 1_000,
+                due: 1_000,
+                attempt: 1,
+                runner: (r1, 1),
+                next_due: None,
+                passed: 0,
+            }))
+        else {
+            panic!("not fired");
+        };
+        assert_eq!(
+            s.apply(&Command::Leave {
+                replica: r1,
+                epoch: 1
+            }),
+            Outcome::Done
+        );
+        let retire = Command::Retire {
+            replica: r1,
+            epoch: 1,
+        };
+        assert_eq!(s.apply(&retire), Outcome::Refused(Refusal::Busy));
+        s.apply(&jobs(JobCommand::Finish {
+            job: "j".into(),
+            token,
+            outcome: RunOutcome::Succeeded,
+            message: String::new(),
+            started: 1_000,
+            millis: 1,
+        }));
+        assert_eq!(s.apply(&retire), Outcome::Done);
     }
 
     #[test]

@@ -87,9 +87,14 @@ impl<S: Service> GroupWorld<S> {
         mut own: impl FnMut(&mut Self, &mut StdRng, usize, u8),
     ) -> Played {
         let mut played = Played::default();
+        let trace = std::env::var("COLONY_SIM_TRACE").is_ok();
         for _ in 0..script.steps {
             let i = rng.random_range(0..self.len());
-            match script.faults[rng.random_range(0..script.faults.len())] {
+            let fault = script.faults[rng.random_range(0..script.faults.len())];
+            if trace {
+                eprintln!("{:?} chaos: {fault:?} at n{}", self.now(), i + 1);
+            }
+            match fault {
                 Fault::Pause => {
                     let d = ms(rng, 200, 3_000);
                     self.pause(i, d);
