@@ -278,3 +278,99 @@ fn a_node_whose_store_is_truncated_comes_back_as_a_new_member() {
         file.set_len(len / 2).unwrap();
     });
 }
+
+/// The largest commit index any running node reports.
+fn top_commit(cluster: &TestCluster) -> u64 {
+    reports(cluster)
+        .into_iter()
+        .flatten()
+        .map(|r| r.commit)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until `done` holds for the reports, at most `limit`; fails with `what` otherwise.
+fn wait_reports(
+    cluster: &TestCluster,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&[Option<ConsensusReport>]) -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let all = reports(cluster);
+        if done(&all) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {all:#?}\n{}",
+            logs(cluster)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A member down while the others compacted their logs behind a snapshot larger than one
+/// request (`--max-message-bytes 16384`, a state of 100 jobs and their histories) catches up
+/// from the snapshot sent in pieces, and takes part again. Sent whole, the snapshot was refused
+/// before it left, and the member never caught up while it still heartbeated.
+#[test]
+fn a_member_behind_a_snapshot_larger_than_a_request_catches_up_from_its_pieces() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let jobs: Vec<serde_json::Value> = (0..100)
+        .map(|i| serde_json::json!({ "id": format!("j{i:03}"), "every_ms": 500, "work_ms": 0 }))
+        .collect();
+    let workload = serde_json::json!({
+        "kind": "sched_hammer", "scheduler": "n1", "poll_ms": 600_000,
+        "history": "log/sched.jsonl", "jobs": jobs,
+    });
+    let mut spec = common::workload_spec(3, dir.path(), &workload);
+    spec.extra_args
+        .extend(["--max-message-bytes".into(), "16384".into()]);
+    let mut cluster = TestCluster::start(spec).expect("spawn nodes");
+    common::assert_converges(&cluster, "no convergence");
+    let first = wait_for_group(&cluster, &[0, 1, 2], 3);
+    let leader = index_of(&cluster, first.leader.as_deref().unwrap());
+    let behind = (0..3).rev().find(|i| *i != leader).unwrap();
+    // The jobs are scheduled and firing: the state is far larger than one request.
+    wait_reports(
+        &cluster,
+        Duration::from_secs(30),
+        "the jobs never ran",
+        |all| all.iter().flatten().any(|r| r.commit >= 1_000),
+    );
+    let before = cluster.status(behind).unwrap().consensus;
+    cluster.kill(behind);
+    let left_at = top_commit(&cluster);
+    let snapshots = |all: &[Option<ConsensusReport>]| {
+        all.iter().flatten().map(|r| r.snapshots).max().unwrap_or(0)
+    };
+    let made = snapshots(&reports(&cluster));
+    // Every live member compacts its log past what the stopped one has, twice over.
+    wait_reports(
+        &cluster,
+        Duration::from_secs(90),
+        "the others did not compact their logs",
+        |all| {
+            all.iter().flatten().all(|r| r.snapshots >= made + 2)
+                && all.iter().flatten().any(|r| r.commit > left_at + 2_048)
+        },
+    );
+    cluster.restart(behind).unwrap();
+    let target = top_commit(&cluster);
+    wait_reports(
+        &cluster,
+        Duration::from_secs(60),
+        "the member that was down did not catch up",
+        |all| {
+            all[behind]
+                .as_ref()
+                .is_some_and(|r| r.applied >= target && r.installed >= 1 && r.epoch.is_some())
+        },
+    );
+    let back = cluster.status(behind).unwrap().consensus;
+    assert_eq!(back.replica, before.replica, "the same member came back");
+    wait_for_group(&cluster, &[0, 1, 2], 3);
+}

@@ -166,6 +166,8 @@ pub struct GroupStats {
     pub failed_proposals: u64,
     /// Snapshots made.
     pub snapshots: u64,
+    /// Snapshots received from a leader and installed (this node had fallen behind its log).
+    pub installed: u64,
 }
 
 /// One node's part in the consensus group. See the module doc.
@@ -658,6 +660,7 @@ impl GroupCore {
             let mut persist = Persist::default();
             if !rd.snapshot().is_empty() {
                 let snapshot = rd.snapshot().clone();
+                self.stats.installed += 1;
                 self.install(&snapshot, now);
                 persist.snapshot = Some(snapshot);
             }

@@ -1,7 +1,7 @@
 //! The group on a running node: the [`GroupCore`] in its actor shell, with its store on disk,
 //! its messages on the transport, and what it knows published for the node's primitives.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use super::core::{Entitlement, GroupCore, GroupStats, Output, PeerState, Proposa
 use super::disk::Disk;
 use super::settings::Disagreement;
 use super::state::ClusterState;
+use super::transfer::{Assembly, Packed, Piece};
 use crate::NodeId;
 use crate::membership::{MemberState, View};
 use crate::shell::{Driven, Shell};
@@ -22,8 +23,11 @@ use crate::wire;
 /// The service name of the group's messages.
 pub const SERVICE: &str = "consensus";
 
-/// How long a batch of raft messages may take to reach a peer; raft retries on its own.
+/// How long a batch of raft messages, or one piece of a large one, may take to reach a peer;
+/// raft retries on its own.
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Room in a request for what surrounds the raft messages (the envelope, the batch's fields).
+const ENVELOPE_ROOM: usize = 4096;
 
 /// Raft messages from one member to another, as the `consensus` service carries them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +101,13 @@ pub enum GroupInput {
         /// The messages.
         batch: RaftBatch,
     },
+    /// A piece of a raft message too large for one request, from `from`.
+    Piece {
+        /// The sending node.
+        from: NodeId,
+        /// The piece.
+        piece: Piece,
+    },
     /// A command to propose; the outcome goes to `reply`.
     Propose(Command, oneshot::Sender<Result<Outcome, ProposeError>>),
     /// Leave the group gracefully.
@@ -115,12 +126,13 @@ pub struct GroupDriver {
     status: watch::Sender<Arc<GroupStatus>>,
     saved_group: u64,
     failed: Option<String>,
-    /// When raft messages too large to send were last reported (once a minute at most).
-    too_large: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// Messages from other members arriving in pieces.
+    assembly: Assembly,
+    /// Members a message in pieces is on its way to (one at a time each).
+    sending_pieces: Arc<std::sync::Mutex<BTreeSet<ReplicaId>>>,
+    /// The number of the next message sent in pieces.
+    next_message: u64,
 }
-
-/// How often messages too large to send are reported.
-const TOO_LARGE_EVERY: Duration = Duration::from_secs(60);
 
 impl GroupDriver {
     /// A driver around `core`, persisting to `disk` and sending over `transport`.
@@ -141,52 +153,90 @@ impl GroupDriver {
             status,
             saved_group,
             failed: None,
-            too_large: Arc::default(),
+            assembly: Assembly::default(),
+            sending_pieces: Arc::default(),
+            next_message: 0,
         };
         (driver, rx)
     }
 
-    fn send(&self, batches: Batches) {
+    /// Sends each member its messages: whole in batches of at most a request's size, and one
+    /// larger than that (a snapshot of a large state) in pieces, one piece per request.
+    fn send(&mut self, batches: Batches) {
         let group = self.core.group();
         let from = self.core.replica().0;
+        let limit = self.transport.max_message_bytes();
+        let budget = limit.saturating_sub(ENVELOPE_ROOM).max(limit / 2);
         for (to, messages) in batches {
             let Some(node) = self.nodes.get(&to).copied() else {
                 continue;
             };
-            let batch = RaftBatch {
-                group,
-                from,
-                messages,
-            };
-            let Ok(payload) = wire::encode_payload(&batch) else {
-                continue;
-            };
-            let transport = self.transport.clone();
-            let too_large = self.too_large.clone();
-            tokio::spawn(async move {
-                let sent = transport
-                    .request(node, SERVICE, "raft", payload, SEND_TIMEOUT)
-                    .await;
-                match sent {
-                    // Not a passing fault: a snapshot larger than the limit never reaches a
-                    // follower that needs it, which then never catches up.
-                    Err(RequestError::TooLarge { size, limit }) => {
-                        let mut last = too_large.lock().unwrap_or_else(|e| e.into_inner());
-                        if last.is_none_or(|at| at.elapsed() >= TOO_LARGE_EVERY) {
-                            *last = Some(Instant::now());
-                            tracing::error!(
-                                %to, size, limit,
-                                "raft messages for a member exceed max_message_bytes and are not sent: a follower that needs a snapshot this large cannot catch up; raise max_message_bytes"
-                            );
+            for packed in
+                super::transfer::pack(group, from, &mut self.next_message, messages, budget)
+            {
+                match packed {
+                    Packed::Batch(messages) => {
+                        let batch = RaftBatch {
+                            group,
+                            from,
+                            messages,
+                        };
+                        if let Ok(payload) = wire::encode_payload(&batch) {
+                            self.request(node, to, "raft", payload);
                         }
                     }
-                    Err(e) if !matches!(e, RequestError::Timeout { .. }) => {
-                        tracing::trace!(%to, error = %e, "raft messages not delivered");
-                    }
-                    _ => {}
+                    Packed::Pieces(pieces) => self.send_pieces(node, to, pieces),
                 }
-            });
+            }
         }
+    }
+
+    fn request(&self, node: NodeId, to: ReplicaId, kind: &'static str, payload: Vec<u8>) {
+        let transport = self.transport.clone();
+        tokio::spawn(async move {
+            let sent = transport
+                .request(node, SERVICE, kind, payload, SEND_TIMEOUT)
+                .await;
+            if let Err(e) = sent
+                && !matches!(e, RequestError::Timeout { .. })
+            {
+                tracing::trace!(%to, error = %e, "raft messages not delivered");
+            }
+        });
+    }
+
+    /// Sends `pieces` one after the other, each once the last was taken; a member already
+    /// receiving a message in pieces does not get another (raft sends it again once it asks).
+    fn send_pieces(&self, node: NodeId, to: ReplicaId, pieces: Vec<Piece>) {
+        let sending = self.sending_pieces.clone();
+        if !sending.lock().unwrap_or_else(|e| e.into_inner()).insert(to) {
+            return;
+        }
+        let transport = self.transport.clone();
+        tokio::spawn(async move {
+            let total = pieces.first().map_or(0, |p| p.total);
+            for piece in pieces {
+                let sent = match wire::encode_payload(&piece) {
+                    Ok(payload) => {
+                        transport
+                            .request(node, SERVICE, "piece", payload, SEND_TIMEOUT)
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::warn!(%to, error = %e, "a piece of a raft message did not encode");
+                        break;
+                    }
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(%to, total, error = %e, "a raft message sent in pieces was cut short");
+                    break;
+                }
+            }
+            sending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&to);
+        });
     }
 
     fn fail(&mut self, reason: String) {
@@ -194,6 +244,20 @@ impl GroupDriver {
         self.failed = Some(reason);
         for (_, reply) in self.waiting.drain() {
             let _ = reply.send(Err(ProposeError::Stopped));
+        }
+    }
+}
+
+impl GroupDriver {
+    /// Steps one encoded raft message from `replica`.
+    fn step(&mut self, now: Instant, group: u64, replica: ReplicaId, bytes: &[u8]) {
+        match super::core::decode_message(bytes) {
+            Ok(msg) => {
+                if let Err(e) = self.core.handle_message(now, group, replica, msg) {
+                    tracing::debug!(%replica, error = %e, "raft message refused");
+                }
+            }
+            Err(_) => self.core.count_refused(1),
         }
     }
 }
@@ -216,14 +280,21 @@ impl Driven for GroupDriver {
                     return;
                 };
                 for bytes in batch.messages {
-                    match super::core::decode_message(&bytes) {
-                        Ok(msg) => {
-                            if let Err(e) = self.core.handle_message(now, batch.group, replica, msg)
-                            {
-                                tracing::debug!(%replica, error = %e, "raft message refused");
-                            }
-                        }
-                        Err(_) => self.core.count_refused(1),
+                    self.step(now, batch.group, replica, &bytes);
+                }
+            }
+            GroupInput::Piece { from, piece } => {
+                let Some(replica) = self.replicas.get(&from).copied() else {
+                    self.core.count_refused(1);
+                    return;
+                };
+                let group = piece.group;
+                match self.assembly.accept(replica, piece) {
+                    Ok(Some(bytes)) => self.step(now, group, replica, &bytes),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(%replica, error = %e, "a piece of a raft message refused");
+                        self.core.count_refused(1);
                     }
                 }
             }
@@ -256,6 +327,9 @@ impl Driven for GroupDriver {
             }
         }
         self.core.set_peers(now, peers);
+        // What a member gone from the view was sending in pieces goes with it.
+        let nodes = &self.nodes;
+        self.assembly.retain(|r| nodes.contains_key(&r));
     }
 
     fn timeout(&mut self, now: Instant) {
@@ -285,9 +359,7 @@ impl Driven for GroupDriver {
                     batches
                         .entry(ReplicaId(msg.to))
                         .or_default()
-                        .push(serde_bytes::ByteBuf::from(super::core::encode_message(
-                            &msg,
-                        )));
+                        .push(super::core::encode_message(&msg));
                 }
                 Output::Persist(change) => changes.push(change),
                 Output::Applied(applied) => {
@@ -486,7 +558,7 @@ impl Group {
 }
 
 /// Encoded raft messages by recipient.
-type Batches = BTreeMap<ReplicaId, Vec<serde_bytes::ByteBuf>>;
+type Batches = BTreeMap<ReplicaId, Vec<Vec<u8>>>;
 
 /// The `consensus` service: raft messages from other members, handed to the group's actor.
 pub(crate) struct GroupService(pub Shell<GroupDriver>);
@@ -500,6 +572,17 @@ impl Service for GroupService {
                     .cast(GroupInput::Batch {
                         from: request.from,
                         batch,
+                    })
+                    .map(|()| Vec::new())
+                    .map_err(|e| ServiceError::Failed(e.to_string())),
+                Err(e) => Err(ServiceError::BadPayload(e)),
+            },
+            "piece" => match wire::decode_payload::<Piece>(&request.payload) {
+                Ok(piece) => self
+                    .0
+                    .cast(GroupInput::Piece {
+                        from: request.from,
+                        piece,
                     })
                     .map(|()| Vec::new())
                     .map_err(|e| ServiceError::Failed(e.to_string())),

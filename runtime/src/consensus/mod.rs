@@ -21,6 +21,7 @@
 //! - `duties`: what the core does as time passes (liveness, revocation, placement, voters).
 //! - [`config`]: timings ([`GroupConfig`]).
 //! - [`disk`]: the store in the local home (redb).
+//! - [`transfer`]: raft messages larger than one request (a large snapshot), in pieces.
 //! - [`group`]: the group on a running node: its shell, transport service and [`Group`] handle.
 
 pub mod command;
@@ -37,6 +38,7 @@ pub mod log;
 pub mod settings;
 mod shared;
 pub mod state;
+pub mod transfer;
 
 pub use self::core::{
     Applied, Entitlement, GroupCore, GroupStats, Identity, Output, PeerState, ProposalId, Refused,

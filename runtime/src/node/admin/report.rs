@@ -60,6 +60,12 @@ pub struct ConsensusReport {
     pub entitled_ms: Option<u64>,
     /// Why this node takes no part, if it does not (disagreeing settings, a failed store).
     pub problem: Option<String>,
+    /// Snapshots of the state this node made (its log is compacted behind each).
+    #[serde(default)]
+    pub snapshots: u64,
+    /// Snapshots this node received from a leader and installed, having fallen behind its log.
+    #[serde(default)]
+    pub installed: u64,
     /// The member serving each slot of the lock names (`None`: nobody yet), by slot number.
     #[serde(default)]
     pub lock_slots: Vec<Option<String>>,
@@ -98,6 +104,8 @@ impl ConsensusReport {
                 .failed
                 .clone()
                 .or_else(|| s.disagreement.as_ref().map(ToString::to_string)),
+            snapshots: s.stats.snapshots,
+            installed: s.stats.installed,
             lock_slots: s
                 .state
                 .slots
