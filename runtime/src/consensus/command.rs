@@ -184,6 +184,10 @@ pub enum Command {
         /// Whether it runs.
         enabled: bool,
     },
+    /// Commands one node proposed together, applied one after the other as if each had its own
+    /// entry (one raft entry carries them: the group applies entries, not commands, per step).
+    /// A batch inside a batch is refused.
+    Batch(Vec<Command>),
 }
 
 /// What applying a command did.
@@ -248,4 +252,7 @@ pub enum Refusal {
     /// The state already holds as many entries of that kind as it may.
     #[error("too many entries of this kind in the cluster state")]
     TooMany,
+    /// A batch inside a batch: no node proposes one.
+    #[error("a batch of commands inside another")]
+    Nested,
 }

@@ -57,6 +57,8 @@ pub enum PeerState {
 pub struct Applied {
     /// Its log index.
     pub index: u64,
+    /// Its place in the entry's [`Command::Batch`] (0 for an entry of one command).
+    pub position: u32,
     /// The command.
     pub command: Command,
     /// What it did.
@@ -203,6 +205,11 @@ pub struct GroupCore {
     /// messages are refused, as etcd refuses a removed member's.
     removed: BTreeSet<u64>,
 }
+
+/// At most this many commands go in one entry of [`GroupCore::propose_many`]...
+const BATCH_MAX: usize = 1024;
+/// ...and at most this many of their encoded bytes.
+const BATCH_BYTES: usize = 256 << 10;
 
 /// How many removed members a node remembers. Replica ids are random and never reused, so
 /// forgetting one past this only weakens a defence: raft itself ignores a removed member's stale
@@ -501,6 +508,59 @@ impl GroupCore {
         let id = self.propose_quiet(now, command);
         self.after_input(now);
         id
+    }
+
+    /// Proposes `commands` together, in as few entries as their size allows (each applies as
+    /// if proposed alone, with its own outcome); returns their handles in order. A group
+    /// applies a bounded number of entries a second, however few commands each carries.
+    pub fn propose_many(&mut self, now: Instant, commands: Vec<Command>) -> Vec<ProposalId> {
+        let mut ids = Vec::with_capacity(commands.len());
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for command in commands {
+            let size = encode_command(&command).len();
+            if !batch.is_empty() && (batch.len() >= BATCH_MAX || bytes + size > BATCH_BYTES) {
+                ids.extend(self.propose_batch(now, std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(command);
+        }
+        if !batch.is_empty() {
+            ids.extend(self.propose_batch(now, batch));
+        }
+        self.after_input(now);
+        ids
+    }
+
+    /// One entry for `commands`, tagged with the first of their consecutive handles.
+    fn propose_batch(&mut self, now: Instant, mut commands: Vec<Command>) -> Vec<ProposalId> {
+        if commands.len() == 1 {
+            return vec![self.propose_quiet(now, commands.remove(0))];
+        }
+        let first = self.next_proposal;
+        self.next_proposal += commands.len() as u64;
+        let ids: Vec<ProposalId> = (first..self.next_proposal).collect();
+        let batch = Command::Batch(commands);
+        let proposed = self
+            .raw
+            .propose(self.tag(first), encode_command(&batch))
+            .is_ok();
+        let Command::Batch(commands) = batch else {
+            unreachable!("built above")
+        };
+        for (id, command) in ids.iter().zip(commands) {
+            if proposed {
+                self.pending.insert(*id, (now, command));
+            } else {
+                self.stats.failed_proposals += 1;
+                self.outputs.push_back(Output::Failed {
+                    proposal: *id,
+                    command,
+                });
+            }
+        }
+        ids
     }
 
     /// Starts a graceful leave: this node's slots move away with their tables, then its epoch
@@ -804,18 +864,26 @@ impl GroupCore {
             tracing::error!(index = entry.index, "a committed entry does not decode");
             return;
         };
-        let outcome = self.state.apply(&command);
-        let proposal = self.mine(&entry.context);
-        if let Some(id) = proposal {
-            self.pending.remove(&id);
+        let first = self.mine(&entry.context);
+        let commands = match command {
+            Command::Batch(commands) => commands,
+            single => vec![single],
+        };
+        for (position, command) in commands.into_iter().enumerate() {
+            let outcome = self.state.apply(&command);
+            let proposal = first.map(|id| id + position as u64);
+            if let Some(id) = proposal {
+                self.pending.remove(&id);
+            }
+            self.note_liveness(&command, &outcome, proposal, now);
+            self.outputs.push_back(Output::Applied(Applied {
+                index: entry.index,
+                position: position as u32,
+                command,
+                outcome,
+                proposal,
+            }));
         }
-        self.note_liveness(&command, &outcome, proposal, now);
-        self.outputs.push_back(Output::Applied(Applied {
-            index: entry.index,
-            command,
-            outcome,
-            proposal,
-        }));
     }
 
     /// Keeps `heard` and this node's own entitlement up to date with an applied command.

@@ -297,3 +297,54 @@ proptest! {
         let _ = decode_command(&bytes);
     }
 }
+
+/// Commands proposed together share one entry and apply one after the other, each with its
+/// own outcome and handle; a batch inside a batch applies nothing.
+#[test]
+fn commands_proposed_together_share_an_entry_and_keep_their_own_outcomes() {
+    let t0 = Instant::now();
+    let mut core = founded(t0);
+    let component = |name: &str| Command::Component {
+        name: name.into(),
+        enabled: true,
+    };
+    let ids = core.propose_many(
+        t0,
+        vec![
+            component("a"),
+            component(""),
+            Command::Batch(vec![component("c")]),
+            component("b"),
+        ],
+    );
+    assert_eq!(ids.len(), 4);
+    let mut applied = Vec::new();
+    let mut t = t0;
+    while applied.len() < 4 {
+        while let Some(output) = core.poll_output() {
+            if let Output::Applied(a) = output
+                && a.proposal.is_some()
+            {
+                applied.push(a);
+            }
+        }
+        t += Duration::from_millis(100);
+        core.handle_timeout(t);
+        assert!(t < t0 + Duration::from_secs(5), "not applied: {applied:?}");
+    }
+    let index = applied[0].index;
+    let got: Vec<(u64, u32, Option<ProposalId>, Outcome)> = applied
+        .into_iter()
+        .map(|a| (a.index, a.position, a.proposal, a.outcome))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (index, 0, Some(ids[0]), Outcome::Done),
+            (index, 1, Some(ids[1]), Outcome::Refused(Refusal::BadName)),
+            (index, 2, Some(ids[2]), Outcome::Refused(Refusal::Nested)),
+            (index, 3, Some(ids[3]), Outcome::Done),
+        ]
+    );
+    assert_eq!(core.state().components.len(), 2);
+}

@@ -126,6 +126,8 @@ pub struct GroupDriver {
     status: watch::Sender<Arc<GroupStatus>>,
     saved_group: u64,
     failed: Option<String>,
+    /// Proposals of the current burst of inputs, proposed together when it is flushed.
+    proposing: Vec<(Command, oneshot::Sender<Result<Outcome, ProposeError>>)>,
     /// Messages from other members arriving in pieces.
     assembly: Assembly,
     /// Members a message in pieces is on its way to (one at a time each).
@@ -153,6 +155,7 @@ impl GroupDriver {
             status,
             saved_group,
             failed: None,
+            proposing: Vec::new(),
             assembly: Assembly::default(),
             sending_pieces: Arc::default(),
             next_message: 0,
@@ -298,10 +301,8 @@ impl Driven for GroupDriver {
                     }
                 }
             }
-            GroupInput::Propose(command, reply) => {
-                let id = self.core.propose(now, command);
-                self.waiting.insert(id, reply);
-            }
+            // Proposed at the flush, together with the rest of the burst.
+            GroupInput::Propose(command, reply) => self.proposing.push((command, reply)),
             GroupInput::Leave => self.core.leave(now),
         }
     }
@@ -339,6 +340,11 @@ impl Driven for GroupDriver {
     }
 
     fn flush(&mut self, now: Instant) {
+        if !self.proposing.is_empty() {
+            let (commands, replies): (Vec<Command>, Vec<_>) = self.proposing.drain(..).unzip();
+            let ids = self.core.propose_many(now, commands);
+            self.waiting.extend(ids.into_iter().zip(replies));
+        }
         // Messages queued before the first change to persist go at once; later ones only once
         // every change of this flush is on disk, written in one transaction (one fsync for a
         // burst of raft messages).

@@ -234,6 +234,9 @@ impl ClusterState {
                     },
                 ))
             }
+            // The core applies a batch's commands one by one, each with its own outcome; one
+            // reaching this far was inside another.
+            Command::Batch(_) => Outcome::Refused(Refusal::Nested),
             Command::Component { name, enabled } => {
                 if name.is_empty() || name.len() > 255 {
                     return Outcome::Refused(Refusal::BadName);

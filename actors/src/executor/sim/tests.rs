@@ -88,7 +88,7 @@ fn late_done_applied(w: &World) -> Vec<String> {
             if *bucket == late.bucket && *token == late.token && !refused {
                 out.push(format!(
                     "[late] {} returned {} #{} at {} us, past its deadline; its Done applied at \
-                     index {index}: {outcome:?}",
+                     {index:?}: {outcome:?}",
                     late.node, late.bucket, late.token, late.at_us
                 ));
             }

@@ -108,11 +108,11 @@ pub enum Status {
 pub struct GroupHistory {
     /// Each node that became leader, with its term and when.
     pub leaders: Vec<(u64, ReplicaId, Duration)>,
-    /// Each command applied, by node and index.
-    pub applied: Vec<(ReplicaId, u64, Command)>,
-    /// Each index's command and outcome, as the first node to apply it had them (every node
+    /// Each command applied, by node and place (index, position in the entry's batch).
+    pub applied: Vec<(ReplicaId, (u64, u32), Command)>,
+    /// Each place's command and outcome, as the first node to apply it had them (every node
     /// applies the same: [`check::logs_agree`]).
-    pub outcomes: BTreeMap<u64, (Command, Outcome)>,
+    pub outcomes: BTreeMap<(u64, u32), (Command, Outcome)>,
 }
 
 enum Payload<M> {
@@ -661,6 +661,9 @@ impl<S: Service> GroupWorld<S> {
 
     fn carry_out(&mut self, i: usize, effects: Vec<Effect<S::Msg>>) {
         let now = self.local(i);
+        // What one step proposes goes in one entry, as the node's group driver batches what
+        // one burst of its inbox proposes.
+        let mut proposed = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Send(to, msg) => {
@@ -668,12 +671,13 @@ impl<S: Service> GroupWorld<S> {
                         self.send(i, to, Payload::Service(msg));
                     }
                 }
-                Effect::Propose(command) => {
-                    if let Some(core) = self.nodes[i].core.as_mut() {
-                        core.propose(now, command);
-                    }
-                }
+                Effect::Propose(command) => proposed.push(command),
             }
+        }
+        if !proposed.is_empty()
+            && let Some(core) = self.nodes[i].core.as_mut()
+        {
+            core.propose_many(now, proposed);
         }
     }
 
@@ -720,12 +724,14 @@ impl<S: Service> GroupWorld<S> {
             Output::Applied(a) => {
                 self.history
                     .outcomes
-                    .entry(a.index)
+                    .entry((a.index, a.position))
                     .or_insert_with(|| (a.command.clone(), a.outcome.clone()));
                 if a.proposal.is_some() {
                     self.call(i, |s, ctx| s.proposal_applied(ctx, &a.command, &a.outcome));
                 }
-                self.history.applied.push((me, a.index, a.command));
+                self.history
+                    .applied
+                    .push((me, (a.index, a.position), a.command));
             }
             Output::Leader { term, leader } => {
                 if leader == Some(me) {

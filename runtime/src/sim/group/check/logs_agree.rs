@@ -1,5 +1,5 @@
 //! Raft's state machine safety (Raft paper §5.4.3): no two nodes apply different commands at
-//! the same index.
+//! the same place (index, and position in the entry's batch).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +15,7 @@ pub fn check(history: &GroupHistory) -> Vec<String> {
                 at.insert(*index, (*replica, command));
             }
             Some((first, theirs)) if *theirs != command => out.push(format!(
-                "[logs agree] index {index}: {first} applied {theirs:?}, {replica} applied {command:?}"
+                "[logs agree] at {index:?}: {first} applied {theirs:?}, {replica} applied {command:?}"
             )),
             Some(_) => {}
         }
