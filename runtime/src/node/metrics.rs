@@ -139,6 +139,7 @@ fn runtime_figures(node: &Node) {
     counter!("colony_consensus_refused_total").absolute(c.refused);
     counter!("colony_consensus_failed_proposals_total").absolute(c.failed_proposals);
     counter!("colony_consensus_snapshots_total").absolute(c.snapshots);
+    counter!("colony_consensus_snapshots_installed_total").absolute(c.installed);
     counter!("colony_events_published_total").absolute(stats.events_published);
     counter!("colony_events_dropped_total").absolute(stats.events_dropped);
     let a = &stats.admin;
