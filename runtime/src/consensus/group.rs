@@ -569,31 +569,27 @@ type Batches = BTreeMap<ReplicaId, Vec<Vec<u8>>>;
 /// The `consensus` service: raft messages from other members, handed to the group's actor.
 pub(crate) struct GroupService(pub Shell<GroupDriver>);
 
+impl GroupService {
+    /// Decodes `request`'s payload as a `T` and hands the group's actor what `input` makes of it.
+    fn cast<T: serde::de::DeserializeOwned>(
+        &self,
+        request: &Request,
+        input: impl FnOnce(NodeId, T) -> GroupInput,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let payload =
+            wire::decode_payload::<T>(&request.payload).map_err(ServiceError::BadPayload)?;
+        self.0
+            .cast(input(request.from, payload))
+            .map(|()| Vec::new())
+            .map_err(|e| ServiceError::Failed(e.to_string()))
+    }
+}
+
 impl Service for GroupService {
     fn call(&self, request: Request) -> ServiceFuture {
         let result = match request.kind.as_str() {
-            "raft" => match wire::decode_payload::<RaftBatch>(&request.payload) {
-                Ok(batch) => self
-                    .0
-                    .cast(GroupInput::Batch {
-                        from: request.from,
-                        batch,
-                    })
-                    .map(|()| Vec::new())
-                    .map_err(|e| ServiceError::Failed(e.to_string())),
-                Err(e) => Err(ServiceError::BadPayload(e)),
-            },
-            "piece" => match wire::decode_payload::<Piece>(&request.payload) {
-                Ok(piece) => self
-                    .0
-                    .cast(GroupInput::Piece {
-                        from: request.from,
-                        piece,
-                    })
-                    .map(|()| Vec::new())
-                    .map_err(|e| ServiceError::Failed(e.to_string())),
-                Err(e) => Err(ServiceError::BadPayload(e)),
-            },
+            "raft" => self.cast(&request, |from, batch| GroupInput::Batch { from, batch }),
+            "piece" => self.cast(&request, |from, piece| GroupInput::Piece { from, piece }),
             other => Err(ServiceError::UnknownKind(other.to_owned())),
         };
         Box::pin(std::future::ready(result))
