@@ -211,9 +211,8 @@ const BATCH_MAX: usize = 1024;
 /// ...and at most this many of their encoded bytes.
 const BATCH_BYTES: usize = 256 << 10;
 
-/// How many removed members a node remembers. Replica ids are random and never reused, so
-/// forgetting one past this only weakens a defence: raft itself ignores a removed member's stale
-/// terms and logs.
+/// How many removed members a node remembers. Forgetting one past this only weakens a defence:
+/// raft itself ignores a removed member's stale terms and logs.
 const REMOVED_KEPT: usize = 1024;
 
 impl std::fmt::Debug for GroupCore {
@@ -826,6 +825,9 @@ impl GroupCore {
         match self.raw.apply_conf_change(cc) {
             Ok(cs) => {
                 let members: Vec<u64> = cs.voters.iter().chain(&cs.learners).copied().collect();
+                // A member removed while it was away (past the voter grace period) and added
+                // again with its old id is heard again.
+                self.removed.retain(|r| !members.contains(r));
                 for change in cc.get_changes() {
                     if change.get_change_type() == ConfChangeType::RemoveNode
                         && !members.contains(&change.node_id)

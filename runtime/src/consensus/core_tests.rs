@@ -181,6 +181,15 @@ fn a_member_gone_from_the_view_is_removed_after_the_grace_period() {
         Err(Refused::Removed(ReplicaId(2)))
     ));
     assert!(core.is_leader(), "a removed member deposes no one");
+    // It comes back with its old id (its store kept): added again, it is heard again.
+    core.set_peers(t, [(ReplicaId(2), PeerState::Up)]);
+    let t = run(&mut core, t, t + Duration::from_secs(1));
+    assert!(core.conf_state().learners.contains(&2), "added again");
+    let response = msg(MessageType::MsgAppendResponse, 2, 1, core.term());
+    assert!(
+        core.handle_message(t, 77, ReplicaId(2), response).is_ok(),
+        "a member added again is heard (a node down past the grace period once never caught up)"
+    );
 }
 
 /// A node that missed the change adding a member still follows that member once it leads:
