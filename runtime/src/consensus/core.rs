@@ -512,42 +512,41 @@ impl GroupCore {
     /// Proposes `commands` together, in as few entries as their size allows (each applies as
     /// if proposed alone, with its own outcome); returns their handles in order. A group
     /// applies a bounded number of entries a second, however few commands each carries.
-    pub fn propose_many(&mut self, now: Instant, commands: Vec<Command>) -> Vec<ProposalId> {
+    pub fn propose_many(&mut self, now: Instant, mut commands: Vec<Command>) -> Vec<ProposalId> {
         let mut ids = Vec::with_capacity(commands.len());
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for command in commands {
-            let size = encode_command(&command).len();
-            if !batch.is_empty() && (batch.len() >= BATCH_MAX || bytes + size > BATCH_BYTES) {
-                ids.extend(self.propose_batch(now, std::mem::take(&mut batch)));
-                bytes = 0;
-            }
-            bytes += size;
-            batch.push(command);
-        }
-        if !batch.is_empty() {
-            ids.extend(self.propose_batch(now, batch));
+        while !commands.is_empty() {
+            let rest = commands.split_off(commands.len().min(BATCH_MAX));
+            ids.extend(self.propose_entry(now, commands));
+            commands = rest;
         }
         self.after_input(now);
         ids
     }
 
-    /// One entry for `commands`, tagged with the first of their consecutive handles.
-    fn propose_batch(&mut self, now: Instant, mut commands: Vec<Command>) -> Vec<ProposalId> {
-        if commands.len() == 1 {
-            return vec![self.propose_quiet(now, commands.remove(0))];
-        }
+    /// One entry for `commands` (a [`Command::Batch`] when more than one), tagged with the
+    /// first of their consecutive handles; halved until each entry holds at most
+    /// [`BATCH_BYTES`] or a single command. Encoded once when it fits, as it mostly does.
+    fn propose_entry(&mut self, now: Instant, commands: Vec<Command>) -> Vec<ProposalId> {
+        let (data, commands) = if commands.len() == 1 {
+            (encode_command(&commands[0]), commands)
+        } else {
+            let batch = Command::Batch(commands);
+            let data = encode_command(&batch);
+            let Command::Batch(mut commands) = batch else {
+                unreachable!("built above")
+            };
+            if data.len() > BATCH_BYTES {
+                let second = commands.split_off(commands.len() / 2);
+                let mut ids = self.propose_entry(now, commands);
+                ids.extend(self.propose_entry(now, second));
+                return ids;
+            }
+            (data, commands)
+        };
         let first = self.next_proposal;
         self.next_proposal += commands.len() as u64;
+        let proposed = self.raw.propose(self.tag(first), data).is_ok();
         let ids: Vec<ProposalId> = (first..self.next_proposal).collect();
-        let batch = Command::Batch(commands);
-        let proposed = self
-            .raw
-            .propose(self.tag(first), encode_command(&batch))
-            .is_ok();
-        let Command::Batch(commands) = batch else {
-            unreachable!("built above")
-        };
         for (id, command) in ids.iter().zip(commands) {
             if proposed {
                 self.pending.insert(*id, (now, command));
@@ -990,19 +989,7 @@ impl GroupCore {
     /// Proposes without draining (callers drain once at the end of their input). A proposal
     /// raft-rs drops at once (no leader known) fails at once.
     pub(super) fn propose_quiet(&mut self, now: Instant, command: Command) -> ProposalId {
-        let id = self.next_proposal;
-        self.next_proposal += 1;
-        let data = encode_command(&command);
-        if self.raw.propose(self.tag(id), data).is_ok() {
-            self.pending.insert(id, (now, command));
-        } else {
-            self.stats.failed_proposals += 1;
-            self.outputs.push_back(Output::Failed {
-                proposal: id,
-                command,
-            });
-        }
-        id
+        self.propose_entry(now, vec![command])[0]
     }
 
     /// Proposes a configuration change.

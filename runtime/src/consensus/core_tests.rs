@@ -357,3 +357,33 @@ fn commands_proposed_together_share_an_entry_and_keep_their_own_outcomes() {
     );
     assert_eq!(core.state().components.len(), 2);
 }
+
+/// Commands too large to share an entry are split until each entry fits (or holds one).
+#[test]
+fn commands_too_large_together_go_in_entries_that_fit() {
+    let t0 = Instant::now();
+    let mut core = founded(t0);
+    let large = |c: char| Command::Component {
+        name: c.to_string().repeat(200 << 10),
+        enabled: true,
+    };
+    let ids = core.propose_many(t0, vec![large('a'), large('b'), large('c')]);
+    let mut applied = Vec::new();
+    let mut t = t0;
+    while applied.len() < 3 {
+        while let Some(output) = core.poll_output() {
+            if let Output::Applied(a) = output
+                && a.proposal.is_some()
+            {
+                applied.push((a.index, a.position, a.proposal));
+            }
+        }
+        t += Duration::from_millis(100);
+        core.handle_timeout(t);
+        assert!(t < t0 + Duration::from_secs(5), "not applied: {applied:?}");
+    }
+    let indexes: std::collections::BTreeSet<u64> = applied.iter().map(|a| a.0).collect();
+    assert_eq!(indexes.len(), 3, "one entry each: {applied:?}");
+    let proposals: Vec<Option<ProposalId>> = applied.iter().map(|a| a.2).collect();
+    assert_eq!(proposals, ids.into_iter().map(Some).collect::<Vec<_>>());
+}

@@ -83,26 +83,26 @@ fn recover(w: &mut World, script: &str) {
             w.restart(i);
         }
     }
-    let ok = w.run_until(entitled, Duration::from_secs(60));
-    let nodes: Vec<String> = (0..w.len())
-        .map(|i| {
-            let core = w.core(i);
-            format!(
-                "n{i} {:?}: epoch {:?}, entitled {:?}, leader {:?}, commit {:?}",
-                w.status(i),
-                core.and_then(|c| c.epoch()),
-                core.map(|c| c.entitlement(w.clock(i)).is_some()),
-                core.and_then(|c| c.leader()),
-                core.map(|c| c.commit_index()),
-            )
-        })
-        .collect();
-    assert!(
-        ok,
-        "seed {} ({script}): did not settle after the faults:\n{}",
-        w.seed(),
-        nodes.join("\n")
-    );
+    if !w.run_until(entitled, Duration::from_secs(60)) {
+        let nodes: Vec<String> = (0..w.len())
+            .map(|i| {
+                let core = w.core(i);
+                format!(
+                    "n{i} {:?}: epoch {:?}, entitled {:?}, leader {:?}, commit {:?}",
+                    w.status(i),
+                    core.and_then(|c| c.epoch()),
+                    core.map(|c| c.entitlement(w.clock(i)).is_some()),
+                    core.and_then(|c| c.leader()),
+                    core.map(|c| c.commit_index()),
+                )
+            })
+            .collect();
+        panic!(
+            "seed {} ({script}): did not settle after the faults:\n{}",
+            w.seed(),
+            nodes.join("\n")
+        );
+    }
     w.run_for(Duration::from_millis(1_500));
     keeps_up(w, script);
 }
