@@ -162,7 +162,9 @@ fn a_node_whose_settings_disagree_is_refused_with_both_values() {
 fn an_unreadable_store_rejoins_as_a_new_member(corrupt: impl FnOnce(&std::path::Path)) {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = locks::hammer(dir.path(), 3, &["kept"], 1, 100);
+    // A short voter grace period: the group replaces the old id 5 s after it went, not 30 s.
+    let args = ["--voter-grace-ms", "5000"];
+    let mut cluster = locks::hammer_with(dir.path(), 3, &["kept"], 1, 100, &[], &args);
     wait_for_group(&cluster, &[0, 1, 2], 3);
     assert!(
         locks::wait_progress(&cluster, 0, 6, Duration::from_secs(30)),

@@ -112,6 +112,10 @@ pub struct NodeArgs {
     /// How long a lock grant lasts without renewal, in milliseconds (default 5000).
     #[arg(long, value_name = "MS")]
     lock_lease_ms: Option<u64>,
+    /// How long a voter may be unreachable before the group replaces it, in milliseconds
+    /// (default 30000).
+    #[arg(long, value_name = "MS")]
+    voter_grace_ms: Option<u64>,
     /// Accept fault-injection commands on the admin endpoint. For tests only.
     #[arg(long, hide = true)]
     fault_injection: bool,

@@ -27,6 +27,7 @@ impl NodeArgs {
             max_message_bytes: self.max_message_bytes,
             request_timeout_ms: None,
             lock_lease_ms: self.lock_lease_ms,
+            voter_grace_ms: self.voter_grace_ms,
             admin: self.admin.clone(),
             admin_token: None,
             advertise: self.advertise.clone(),

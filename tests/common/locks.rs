@@ -50,6 +50,19 @@ pub fn hammer_on_clocks(
     hold_ms: u64,
     offsets_ms: &[i64],
 ) -> TestCluster {
+    hammer_with(dir, nodes, names, clients, hold_ms, offsets_ms, &[])
+}
+
+/// [`hammer_on_clocks`] with `args` added to every node's command line.
+pub fn hammer_with(
+    dir: &Path,
+    nodes: usize,
+    names: &[&str],
+    clients: usize,
+    hold_ms: u64,
+    offsets_ms: &[i64],
+    args: &[&str],
+) -> TestCluster {
     let workload = dir.join("workload.json");
     std::fs::write(
         &workload,
@@ -67,6 +80,7 @@ pub fn hammer_on_clocks(
         "--lock-lease-ms".into(),
         LEASE_MS.to_string(),
     ];
+    spec.extra_args.extend(args.iter().map(|a| a.to_string()));
     let cluster = TestCluster::start(spec).expect("spawn nodes");
     super::assert_converges(&cluster, "no convergence");
     cluster

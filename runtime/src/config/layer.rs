@@ -57,6 +57,8 @@ pub struct ConfigLayer {
     pub request_timeout_ms: Option<u64>,
     /// Cluster lock lease in milliseconds (a cluster setting: every node must agree).
     pub lock_lease_ms: Option<u64>,
+    /// How long a voter may be unreachable before the group replaces it, in milliseconds.
+    pub voter_grace_ms: Option<u64>,
     /// Admin endpoint `host:port`.
     pub admin: Option<String>,
     /// The admin endpoint's bearer token; prefer `COLONY_ADMIN_TOKEN` or the local home's
@@ -103,6 +105,7 @@ impl ConfigLayer {
             max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
             request_timeout_ms: self.request_timeout_ms.or(lower.request_timeout_ms),
             lock_lease_ms: self.lock_lease_ms.or(lower.lock_lease_ms),
+            voter_grace_ms: self.voter_grace_ms.or(lower.voter_grace_ms),
             admin: self.admin.or(lower.admin),
             admin_token: self.admin_token.or(lower.admin_token),
             advertise: self.advertise.or(lower.advertise),
@@ -153,6 +156,7 @@ impl ConfigLayer {
             max_message_bytes: self.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
             request_timeout: ms(self.request_timeout_ms.unwrap_or(5_000)),
             lock_lease: ms(self.lock_lease_ms.unwrap_or(5_000)),
+            voter_grace: ms(self.voter_grace_ms.unwrap_or(30_000)),
             admin: self.admin.map(|a| parse_addr("admin", &a)).transpose()?,
             admin_token: self.admin_token.map(Secret::new),
             advertise: self
@@ -258,6 +262,44 @@ mod tests {
         .unwrap();
         assert_eq!(config.clock_offset_ms, -200);
         assert_eq!(config.wall_clock().offset(), -200);
+    }
+
+    #[test]
+    fn the_voter_grace_period_defaults_to_30_s_and_is_refused_out_of_range() {
+        let layer = ConfigLayer {
+            cookie: Some("c".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            layer.clone().resolve().unwrap().voter_grace,
+            Duration::from_secs(30)
+        );
+        for bad in [1_999, 86_400_001] {
+            let err = ConfigLayer {
+                voter_grace_ms: Some(bad),
+                ..layer.clone()
+            }
+            .resolve()
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        setting: "voter_grace_ms",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        let config = ConfigLayer {
+            voter_grace_ms: Some(5_000),
+            ..layer
+        };
+        assert_eq!(
+            config.resolve().unwrap().voter_grace,
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

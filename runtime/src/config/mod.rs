@@ -53,6 +53,11 @@ pub struct NodeConfig {
     /// to grant after its last heartbeat to the consensus group was committed. A cluster
     /// setting: every node must have the same. 500 ms to 10 minutes; default 5 s.
     pub lock_lease: Duration,
+    /// How long a voter of the consensus group may be unreachable (down, or gone from the
+    /// member list) before the leader replaces it with another member. Shorter restores the
+    /// group's fault tolerance sooner; longer spares a node that restarts slowly from coming
+    /// back as a learner. 2 s to 1 day; default 30 s.
+    pub voter_grace: Duration,
     /// Where the admin HTTP endpoint listens, if anywhere.
     pub admin: Option<SocketAddr>,
     /// The bearer token the admin endpoint asks for (`COLONY_ADMIN_TOKEN`); when `None`, the
@@ -157,6 +162,11 @@ impl NodeConfig {
             || self.lock_lease > Duration::from_secs(600)
         {
             return invalid("lock_lease_ms", "must be between 500 and 600000".into());
+        }
+        if self.voter_grace < Duration::from_secs(2)
+            || self.voter_grace > Duration::from_secs(86_400)
+        {
+            return invalid("voter_grace_ms", "must be between 2000 and 86400000".into());
         }
         if self.quorum == 0 || self.quorum > self.cluster_size {
             return invalid(

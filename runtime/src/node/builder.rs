@@ -161,6 +161,12 @@ impl NodeBuilder {
         self
     }
 
+    /// How long a voter may be unreachable before the group replaces it (default 30 s).
+    pub fn voter_grace(mut self, grace: Duration) -> Self {
+        self.layer.voter_grace_ms = Some(grace.as_millis() as u64);
+        self
+    }
+
     /// An explicit quorum instead of a majority.
     pub fn quorum(mut self, n: usize) -> Self {
         self.layer.quorum = Some(n);
@@ -579,7 +585,10 @@ async fn start_group(
         },
         settings: cluster_settings(config),
     };
-    let group_config = GroupConfig::with_liveness(config.lock_lease);
+    let group_config = GroupConfig {
+        voter_grace: config.voter_grace,
+        ..GroupConfig::with_liveness(config.lock_lease)
+    };
     let now = std::time::Instant::now();
     let seed = stored.replica ^ now.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
     let mark = shared_home.data().join("consensus-founded");
