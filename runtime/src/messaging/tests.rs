@@ -1,4 +1,4 @@
-//! Order and channel checks; delivery between processes is `tests/messaging.rs`.
+//! Order and channel checks; delivery between processes is `tests/cluster/messaging.rs`.
 
 use super::*;
 

@@ -118,7 +118,7 @@ mod tests {
         assert!(v.iter().all(|v| v.first.token == 1));
     }
 
-    /// Found by `tests/locks.rs`: a holder SIGSTOPped between its grant and its record wakes
+    /// Found by `tests/cluster/locks.rs`: a holder SIGSTOPped between its grant and its record wakes
     /// past its lease and records a hold that ends before it starts, inside a later holder's.
     #[test]
     fn a_hold_that_ended_before_it_began_held_nothing() {

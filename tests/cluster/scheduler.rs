@@ -4,18 +4,16 @@
 //! scheduler's shared checkers (`colony_actors::scheduler::check`) over every node's records:
 //! its runs, and its view of the job's run history.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::common::{logs, serial};
 use colony::actors::scheduler::{
     Overlap, PassReason, RunEnd, RunOutcome, Schedule, check, from_ms,
 };
 use colony_runtime::consensus::ReplicaId;
 use colony_runtime::consensus::jobs::RunRecord;
 use colony_runtime::testkit::TestCluster;
-use common::{logs, serial};
 use serde_json::{Value, json};
 
 const NODES: usize = 3;
@@ -33,11 +31,11 @@ fn start_with(dir: &std::path::Path, fields: Value) -> TestCluster {
     for (k, v) in fields.as_object().unwrap() {
         workload[k] = v.clone();
     }
-    common::cluster_with_workload(dir, NODES, &workload)
+    crate::common::cluster_with_workload(dir, NODES, &workload)
 }
 
 fn events(cluster: &TestCluster) -> Vec<Value> {
-    common::histories(cluster, "log/sched.jsonl")
+    crate::common::histories(cluster, "log/sched.jsonl")
 }
 
 /// The runs of `job` as their nodes recorded them; a run with no end recorded could act until
@@ -371,7 +369,7 @@ fn ticking(dir: &std::path::Path) -> TestCluster {
         dir,
         json!([{ "id": "tick", "every_ms": 200, "work_ms": 10 }]),
     );
-    common::wait_voters(&cluster, NODES);
+    crate::common::wait_voters(&cluster, NODES);
     cluster
 }
 
@@ -382,7 +380,7 @@ fn long_run(dir: &std::path::Path) -> (TestCluster, check::RunStart, usize) {
         dir,
         json!([{ "id": "long", "every_ms": 4000, "work_ms": 2500 }]),
     );
-    common::wait_voters(&cluster, NODES);
+    crate::common::wait_voters(&cluster, NODES);
     let running = |c: &TestCluster| {
         let all = events(c);
         let ended: BTreeSet<u64> = all
@@ -605,7 +603,7 @@ fn a_stored_job_that_does_not_decode_is_quarantined_and_never_stops_a_node_from_
             "corrupt": ["garbled"],
         }),
     );
-    common::wait_voters(&cluster, NODES);
+    crate::common::wait_voters(&cluster, NODES);
     let reported_everywhere = |c: &TestCluster| {
         quarantined(c, "garbled")
             .iter()

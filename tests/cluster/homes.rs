@@ -5,16 +5,14 @@
 // Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::common::serial;
 use colony::actors::locks::LockError;
 use colony::{CacheSettings, CachesExt, LocksExt, Node};
 use colony_runtime::homes::{HomeUpdateError, handler_fn};
 use colony_runtime::lifecycle::{Component, ComponentError, HookFuture};
-use common::serial;
 
 const SUMMARY: &str = "The search index could not be moved; see the log.";
 

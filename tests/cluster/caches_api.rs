@@ -3,15 +3,13 @@
 // Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::serial;
 use colony::Node;
 use colony::actors::caches::{CacheError, CacheSettings, CachesExt, EntryEventKind, Loader};
-use common::serial;
 use serde::{Serialize, Serializer};
 
 async fn solo(home: &std::path::Path, max_message_bytes: usize) -> Node {

@@ -4,14 +4,12 @@
 // Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::common::serial;
 use colony::actors::locks::{LockSettings, NameError, UnlockError};
 use colony::{LocksExt, Node, Primitives};
-use common::serial;
 
 const LEASE: Duration = Duration::from_millis(1000);
 
@@ -174,11 +172,11 @@ async fn ten_thousand_entity_ids_leave_no_residue() {
 async fn a_partitioned_holder_is_told_before_its_lease_ends_and_unlock_reports_the_loss() {
     let _serial = serial();
     let cluster = tokio::task::block_in_place(|| {
-        let mut spec = common::spec(2);
+        let mut spec = crate::common::spec(2);
         // The lease is a cluster setting: the processes run with the test's.
         spec.extra_args = vec!["--lock-lease-ms".into(), LEASE.as_millis().to_string()];
         let cluster = colony_runtime::testkit::TestCluster::start(spec).expect("spawn nodes");
-        common::assert_converges(&cluster, "cluster did not converge");
+        crate::common::assert_converges(&cluster, "cluster did not converge");
         cluster
     });
     let home = tempfile::tempdir().unwrap();

@@ -6,15 +6,13 @@
 //! across a stop and start of every node with tasks queued. Batches write under their token to
 //! a fenced store, so a paused worker's late side effects are refused and never recorded.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::{logs, serial};
 use colony_runtime::testkit::TestCluster;
 use colony_runtime::testkit::check::{
     Accepted, BatchRun, every_accepted_processed, exclusive_batches, fifo_per_submitter,
 };
-use common::{logs, serial};
 use serde_json::{Value, json};
 
 const NODES: usize = 3;
@@ -51,11 +49,11 @@ fn start_hammer(
         "work_ms": work_ms, "batch_size": batch_size, "history": "log/exec.jsonl",
         "sink": "fenced", "blocking": blocking,
     });
-    common::cluster_with_workload(dir, nodes, &workload)
+    crate::common::cluster_with_workload(dir, nodes, &workload)
 }
 
 fn events(cluster: &TestCluster) -> Vec<Value> {
-    common::histories(cluster, "log/exec.jsonl")
+    crate::common::histories(cluster, "log/exec.jsonl")
 }
 
 fn runs(events: &[Value]) -> Vec<BatchRun> {
@@ -127,7 +125,7 @@ fn a_node_killed_mid_run_loses_no_accepted_task_and_its_buckets_run_on_in_order(
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start(dir.path(), 300);
-    common::wait_voters(&cluster, NODES);
+    crate::common::wait_voters(&cluster, NODES);
     let victim = NODES - 1;
     let started = cluster.wait_until(Duration::from_secs(60), |c| {
         let all = events(c);
@@ -173,7 +171,7 @@ fn a_worker_paused_past_its_entitlement_is_fenced_and_its_buckets_go_on_elsewher
     // Batches of 200 ms on blocking threads: the pause catches the worker mid-batch, and its
     // writes go on when it wakes, whether or not its calls were dropped meanwhile.
     let cluster = start_hammer(dir.path(), NODES, 600, 200, 2, true);
-    common::wait_voters(&cluster, NODES);
+    crate::common::wait_voters(&cluster, NODES);
     let sleeper = NODES - 1;
     let ran = cluster.wait_until(Duration::from_secs(60), |c| batches_of(c, sleeper) >= 10);
     assert!(
@@ -227,7 +225,7 @@ fn a_two_three_partition_then_its_healing_loses_no_accepted_task_and_keeps_every
     let dir = tempfile::tempdir().unwrap();
     let nodes = 5;
     let cluster = start_with(dir.path(), nodes, 200, 20, 4);
-    common::wait_voters(&cluster, nodes);
+    crate::common::wait_voters(&cluster, nodes);
     let ran = cluster.wait_until(Duration::from_secs(60), |c| runs(&events(c)).len() >= 50);
     assert!(ran.is_some(), "no batch ran:\n{}", logs(&cluster));
     cluster.partition(&[&[0, 1], &[2, 3, 4]]).unwrap();
@@ -247,7 +245,7 @@ fn a_two_three_partition_then_its_healing_loses_no_accepted_task_and_keeps_every
         "the majority side ran nothing after the cut:\n{}",
         logs(&cluster)
     );
-    common::assert_converges(&cluster, "no single view after healing");
+    crate::common::assert_converges(&cluster, "no single view after healing");
     finish_and_check(cluster, nodes, Duration::from_secs(120));
 }
 
@@ -257,7 +255,7 @@ fn every_node_stopped_and_started_with_tasks_queued_loses_no_accepted_task() {
     let dir = tempfile::tempdir().unwrap();
     // Slow batches of one: the queues grow faster than they drain.
     let mut cluster = start_with(dir.path(), NODES, 150, 1_000, 1);
-    common::wait_voters(&cluster, NODES);
+    crate::common::wait_voters(&cluster, NODES);
     let queued = |c: &TestCluster| {
         c.admin(0).view("executors").ok().and_then(|v| {
             v["executors"]
@@ -288,7 +286,7 @@ fn every_node_stopped_and_started_with_tasks_queued_loses_no_accepted_task() {
     for i in 0..NODES {
         cluster.restart(i).unwrap();
     }
-    common::assert_converges(&cluster, "no convergence after the restart");
+    crate::common::assert_converges(&cluster, "no convergence after the restart");
     // Each restarted process submits its own tasks too: wait for them as well.
     finish_and_check(cluster, done_before + NODES, Duration::from_secs(180));
     // Shown with --nocapture.

@@ -2,16 +2,14 @@
 //! a few names and records every hold; the checkers then prove that no two holds of a name
 //! overlapped within their valid windows and that tokens only grew (DESIGN: Locks).
 
-mod common;
-
 use std::time::Duration;
 
-use colony_runtime::ownership::slot_of;
-use common::locks::{
+use crate::common::locks::{
     LEASE_MS, assert_progress, assert_renewing, events, hammer, hammer_on_clocks, holding, holds,
     stop_and_check, total, wait_progress,
 };
-use common::{assert_converges, logs, serial, wait_voters};
+use crate::common::{assert_converges, logs, serial, wait_voters};
+use colony_runtime::ownership::slot_of;
 
 const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
 
@@ -134,7 +132,7 @@ fn a_holder_paused_past_its_lease_is_fenced_off_when_it_wakes() {
     );
     // The sleeper wakes up, writes with its old token, and the store refuses it.
     let refused = cluster.wait_until(Duration::from_secs(20), |c| {
-        common::locks::events(c, sleeper)
+        crate::common::locks::events(c, sleeper)
             .iter()
             .any(|e| e["event"] == "write" && e["accepted"] == false)
     });
@@ -237,7 +235,7 @@ fn no_overlap_when_the_node_that_serves_and_holds_a_name_is_killed() {
     let found = cluster.wait_until(Duration::from_secs(30), |c| {
         NAMES.iter().any(|n| {
             serving_node(c, n).is_some_and(|i| {
-                common::locks::events(c, i)
+                crate::common::locks::events(c, i)
                     .iter()
                     .rev()
                     .find(|e| e["name"] == format!("n:{n}") || e["name"] == *n)
@@ -380,7 +378,7 @@ fn wall_clocks_five_leases_apart_decide_nothing_while_names_move_between_them() 
         let what = format!("locks stuck after {} died", cluster.name(victim));
         assert_progress(&cluster, 8, Duration::from_secs(40), &what);
         cluster.restart(victim).unwrap();
-        common::assert_converges(&cluster, "no convergence after a restart");
+        crate::common::assert_converges(&cluster, "no convergence after a restart");
         wait_voters(&cluster, 3);
         seen.push(servers_without(&cluster, observer, None));
         let what = format!("locks stuck after {} came back", cluster.name(victim));

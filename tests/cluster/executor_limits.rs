@@ -2,13 +2,11 @@
 //! records: `max_concurrency(6, PerCluster)` lets each of 3 nodes run 2 buckets at once, and
 //! each of the 2 left after a SIGKILL run 3.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::common::{logs, serial};
 use colony_runtime::testkit::TestCluster;
 use colony_runtime::testkit::check::{BatchRun, exclusive_batches, max_in_process};
-use common::{logs, serial};
 use serde_json::json;
 
 const NODES: usize = 3;
@@ -33,7 +31,7 @@ fn limit(cluster: &TestCluster, i: usize) -> Option<usize> {
 }
 
 fn runs(cluster: &TestCluster) -> Vec<BatchRun> {
-    common::histories(cluster, "log/exec.jsonl")
+    crate::common::histories(cluster, "log/exec.jsonl")
         .iter()
         .filter_map(BatchRun::from_record)
         .collect()
@@ -44,7 +42,7 @@ fn a_per_cluster_limit_is_divided_over_the_live_nodes_and_recomputed_when_one_di
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     // 30 buckets with 150 ms batches: far more work than the limit lets run at once.
-    let mut spec = common::workload_spec(
+    let mut spec = crate::common::workload_spec(
         NODES,
         dir.path(),
         &json!({
@@ -55,8 +53,8 @@ fn a_per_cluster_limit_is_divided_over_the_live_nodes_and_recomputed_when_one_di
     spec.extra_args
         .extend(["--lock-lease-ms".into(), "2000".into()]);
     let mut cluster = TestCluster::start(spec).expect("spawn nodes");
-    common::assert_converges(&cluster, "no convergence");
-    common::wait_voters(&cluster, NODES);
+    crate::common::assert_converges(&cluster, "no convergence");
+    crate::common::wait_voters(&cluster, NODES);
     let three_per_node = LIMIT.div_ceil(3) as usize;
     let counts_three = cluster.wait_until(Duration::from_secs(30), |c| {
         c.all()

@@ -6,15 +6,13 @@
 // The test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{OBSERVATION_SLACK, detection_bound, logs, serial};
 use colony_runtime::testkit::{AdminClient, TestCluster, free_port};
-use common::{OBSERVATION_SLACK, detection_bound, logs, serial};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 
@@ -155,8 +153,9 @@ async fn the_page_shows_the_cluster_live_and_a_killed_node_going_down() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     // Every node runs one client that takes the lock and holds it for longer than the test.
-    let mut cluster =
-        tokio::task::block_in_place(|| common::locks::hammer(dir.path(), 3, &[LOCK], 1, 600_000));
+    let mut cluster = tokio::task::block_in_place(|| {
+        crate::common::locks::hammer(dir.path(), 3, &[LOCK], 1, 600_000)
+    });
     let token = cluster
         .admin_token()
         .expect("test clusters have a token")

@@ -3,14 +3,12 @@
 //! node whose settings disagree, and takes a node whose store is unreadable back as a new
 //! member.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{converged_cluster, locks, logs, serial, spec};
 use colony_runtime::ConsensusReport;
 use colony_runtime::testkit::TestCluster;
-use common::{converged_cluster, locks, logs, serial, spec};
 
 /// Each running node's consensus report.
 fn reports(cluster: &TestCluster) -> Vec<Option<ConsensusReport>> {
@@ -328,11 +326,11 @@ fn a_member_behind_a_snapshot_larger_than_a_request_catches_up_from_its_pieces()
         "kind": "sched_hammer", "scheduler": "n1", "poll_ms": 600_000,
         "history": "log/sched.jsonl", "jobs": jobs,
     });
-    let mut spec = common::workload_spec(3, dir.path(), &workload);
+    let mut spec = crate::common::workload_spec(3, dir.path(), &workload);
     spec.extra_args
         .extend(["--max-message-bytes".into(), "16384".into()]);
     let mut cluster = TestCluster::start(spec).expect("spawn nodes");
-    common::assert_converges(&cluster, "no convergence");
+    crate::common::assert_converges(&cluster, "no convergence");
     let first = wait_for_group(&cluster, &[0, 1, 2], 3);
     let leader = index_of(&cluster, first.leader.as_deref().unwrap());
     let behind = (0..3).rev().find(|i| *i != leader).unwrap();

@@ -2,20 +2,18 @@
 //! its sender's order, never the sender itself, with the sender its link authenticated; a
 //! message over the channel's limit is refused at the sender.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::common::serial;
 use colony_runtime::testkit::TestCluster;
-use common::serial;
 use serde_json::{Value, json};
 
 const NODES: usize = 3;
 const COUNT: u64 = 300;
 
 fn events(cluster: &TestCluster) -> Vec<Value> {
-    common::histories(cluster, "log/chatter.jsonl")
+    crate::common::histories(cluster, "log/chatter.jsonl")
 }
 
 #[test]
@@ -26,7 +24,7 @@ fn messages_reach_every_other_node_once_in_order_from_their_real_sender() {
         "kind": "chatter", "channel": "chat", "peers": NODES - 1, "count": COUNT,
         "every_ms": 2, "max_bytes": 1024, "history": "log/chatter.jsonl",
     });
-    let cluster = common::cluster_with_workload(dir.path(), NODES, &workload);
+    let cluster = crate::common::cluster_with_workload(dir.path(), NODES, &workload);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {

@@ -3,13 +3,11 @@
 // Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{converged_cluster, serial};
 use colony_runtime::events::Subscription;
 use colony_runtime::{MemberEvent, Node};
-use common::{converged_cluster, serial};
 
 async fn next_about(
     sub: &mut Subscription<MemberEvent>,

@@ -1,10 +1,8 @@
 //! `colony demo` end to end: every step passes, and its summary reports what it measured.
 
-mod common;
-
 use std::process::Command;
 
-use common::serial;
+use crate::common::serial;
 
 #[test]
 fn the_demo_runs_every_step_and_ends_with_its_figures() {

@@ -4,13 +4,11 @@
 // Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
+use crate::common::serial;
 use colony::actors::caches::report::CachesReport;
 use colony::actors::locks::report::LocksReport;
 use colony_runtime::testkit::AdminClient;
 use colony_runtime::{Node, NodeBuilder, StartError};
-use common::serial;
 
 fn builder(home: &std::path::Path) -> NodeBuilder {
     colony::node_with(colony::Primitives::default())

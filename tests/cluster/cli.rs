@@ -1,12 +1,10 @@
 //! The `colony` command as operators use it: settings precedence, start-up errors, `status`.
 
-mod common;
-
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::common::serial;
 use colony_runtime::testkit::{AdminClient, free_port};
-use common::serial;
 
 const BIN: &str = env!("CARGO_BIN_EXE_colony");
 

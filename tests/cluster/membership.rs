@@ -1,15 +1,13 @@
 //! Membership across real node processes: convergence, crash and pause detection, restart,
 //! partitions, graceful leave. DESIGN: "Membership is ours, not the transport's".
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use colony_runtime::MemberState;
-use colony_runtime::testkit::TestCluster;
-use common::{
+use crate::common::{
     OBSERVATION_SLACK, assert_converges, converged_cluster, detection_bound, logs, serial, spec,
 };
+use colony_runtime::MemberState;
+use colony_runtime::testkit::TestCluster;
 
 #[test]
 fn five_nodes_converge_from_one_seed() {

@@ -4,15 +4,13 @@
 // Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::serial;
 use colony_runtime::config::ConfigError;
 use colony_runtime::testkit::free_port;
 use colony_runtime::{Node, StartError};
-use common::serial;
 
 fn builder(home: &std::path::Path, name: &str) -> colony_runtime::NodeBuilder {
     Node::builder()

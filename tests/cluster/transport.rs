@@ -5,18 +5,16 @@
 // Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::time::Duration;
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::common::{
+    LIMIT, OBSERVATION_SLACK, RawLink, converged_cluster, detection_bound, join, peer_id, serial,
+};
 use colony_runtime::NodeId;
 use colony_runtime::transport::RequestError;
 use colony_runtime::wire::{self, ErrorCode};
-use common::{
-    LIMIT, OBSERVATION_SLACK, RawLink, converged_cluster, detection_bound, join, peer_id, serial,
-};
 use futures_util::FutureExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,16 +4,14 @@
 // Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::serial;
 use colony::{BucketedExecutorSettings, ConcurrencyExt, ExecutorError};
 use colony_runtime::lifecycle::{Component, ComponentError, HookFuture};
 use colony_runtime::testkit::free_port;
 use colony_runtime::{ComponentControlError, Node};
-use common::serial;
 
 type Log = Arc<Mutex<Vec<String>>>;
 

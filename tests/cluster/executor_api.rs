@@ -5,15 +5,13 @@
 // Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::common::serial;
 use colony::actors::executor::ExecutorStats;
 use colony::{BucketedExecutorSettings, ConcurrencyExt, ConcurrencyPolicy, ExecutorError, Node};
-use common::serial;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 

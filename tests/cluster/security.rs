@@ -6,18 +6,16 @@
 // Each async test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use crate::common::locks::{self, LEASE_MS};
+use crate::common::{RawLink, converged_cluster, join, logs, peer_id, serial, wait_voters};
 use colony_runtime::NodeId;
 use colony_runtime::consensus::core::encode_message;
 use colony_runtime::consensus::group::RaftBatch;
 use colony_runtime::wire::{self, Envelope, ErrorCode, PROTOCOL_VERSION};
-use common::locks::{self, LEASE_MS};
-use common::{RawLink, converged_cluster, join, logs, peer_id, serial, wait_voters};
 use raft::eraftpb::{Entry, Message, MessageType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -4,15 +4,13 @@
 // Each async test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::caches::{Hammer, check_writes, history, recorded, wait_writes};
+use crate::common::{converged_cluster, logs, serial, wait_up_and_connected};
 use colony::actors::caches::{CacheSettings, CachesExt, Loader};
 use colony::{MemberEvent, MemberState, Node};
 use colony_runtime::testkit::TestCluster;
-use common::caches::{Hammer, check_writes, history, recorded, wait_writes};
-use common::{converged_cluster, logs, serial, wait_up_and_connected};
 
 /// Runs `hammer` on three nodes, applies `fault` once they converged, and judges the run:
 /// no read went back on any node and, for synchronous runs, none served a value older than a

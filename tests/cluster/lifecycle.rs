@@ -3,15 +3,13 @@
 // Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::serial;
 use colony_runtime::lifecycle::{Component, ComponentError, HookFuture};
 use colony_runtime::transport::{Request, Service, ServiceFuture, TransportError};
 use colony_runtime::{MemberEvent, MemberState, Node, StartError};
-use common::serial;
 
 #[derive(Clone)]
 struct Recorder {

@@ -7,20 +7,18 @@
 // Each test runs on its own runtime; the lock only keeps whole tests from overlapping.
 #![allow(clippy::await_holding_lock)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use crate::common::serial;
 use colony::actors::scheduler::{PassReason, RunEnd, RunOutcome, ScheduleError};
 use colony::{
     JobConfig, JobOutcome, JobRequest, JobRun, MisfirePolicy, Node, Overlap, Primitives, RunMode,
     Schedule, SchedulerError, SchedulerExt, SchedulerSettings,
 };
 use colony_runtime::testkit::AdminClient;
-use common::serial;
 use serde::{Deserialize, Serialize};
 
 /// A one-node cluster of its own for one test (one test at a time), with its home.
