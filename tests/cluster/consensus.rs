@@ -162,7 +162,7 @@ fn an_unreadable_store_rejoins_as_a_new_member(corrupt: impl FnOnce(&std::path::
     let dir = tempfile::tempdir().unwrap();
     // A short voter grace period: the group replaces the old id 5 s after it went, not 30 s.
     let args = ["--voter-grace-ms", "5000"];
-    let mut cluster = locks::hammer_with(dir.path(), 3, &["kept"], 1, 100, &[], &args);
+    let mut cluster = locks::hammer_on_clocks(dir.path(), 3, &["kept"], 1, 100, &[], &args);
     wait_for_group(&cluster, &[0, 1, 2], 3);
     assert!(
         locks::wait_progress(&cluster, 0, 6, Duration::from_secs(30)),

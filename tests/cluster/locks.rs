@@ -355,7 +355,7 @@ fn wall_clocks_five_leases_apart_decide_nothing_while_names_move_between_them() 
     // n2 runs 5 s ahead, n3 5 s behind; the lease is 1 s.
     let offsets = [0, 5_000, -5_000];
     let skewed = |i: usize| offsets[i] != 0;
-    let mut cluster = hammer_on_clocks(dir.path(), 3, &MANY, 1, LEASE_MS * 5 / 2, &offsets);
+    let mut cluster = hammer_on_clocks(dir.path(), 3, &MANY, 1, LEASE_MS * 5 / 2, &offsets, &[]);
     wait_voters(&cluster, 3);
     // The offsets took effect: a node's first incarnation is its wall clock in microseconds.
     let true_now = colony_runtime::clock::WallClock::system().now_micros() as i64;

@@ -38,23 +38,12 @@ pub fn hammer(
     clients: usize,
     hold_ms: u64,
 ) -> TestCluster {
-    hammer_on_clocks(dir, nodes, names, clients, hold_ms, &[])
+    hammer_on_clocks(dir, nodes, names, clients, hold_ms, &[], &[])
 }
 
-/// [`hammer`] with node `i`'s wall clock shifted by `offsets_ms[i]` milliseconds.
+/// [`hammer`] with node `i`'s wall clock shifted by `offsets_ms[i]` milliseconds and `args`
+/// added to every node's command line.
 pub fn hammer_on_clocks(
-    dir: &Path,
-    nodes: usize,
-    names: &[&str],
-    clients: usize,
-    hold_ms: u64,
-    offsets_ms: &[i64],
-) -> TestCluster {
-    hammer_with(dir, nodes, names, clients, hold_ms, offsets_ms, &[])
-}
-
-/// [`hammer_on_clocks`] with `args` added to every node's command line.
-pub fn hammer_with(
     dir: &Path,
     nodes: usize,
     names: &[&str],
