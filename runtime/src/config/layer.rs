@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::consensus::config::DEFAULT_VOTER_GRACE;
+
 use super::{
     ConfigError, DEFAULT_MAX_MESSAGE_BYTES, MembershipTimings, NodeConfig, Secret, majority,
 };
@@ -156,7 +158,7 @@ impl ConfigLayer {
             max_message_bytes: self.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
             request_timeout: ms(self.request_timeout_ms.unwrap_or(5_000)),
             lock_lease: ms(self.lock_lease_ms.unwrap_or(5_000)),
-            voter_grace: ms(self.voter_grace_ms.unwrap_or(30_000)),
+            voter_grace: self.voter_grace_ms.map_or(DEFAULT_VOTER_GRACE, ms),
             admin: self.admin.map(|a| parse_addr("admin", &a)).transpose()?,
             admin_token: self.admin_token.map(Secret::new),
             advertise: self

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// The default of [`GroupConfig::voter_grace`] (and of the node setting `voter_grace_ms`).
+pub const DEFAULT_VOTER_GRACE: Duration = Duration::from_secs(30);
+
 /// How the group keeps time and how large it grows. Every duration is measured on the node's
 /// monotonic clock; none is compared across nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +46,7 @@ impl GroupConfig {
             drift_permille: 20,
             proposal_timeout: Duration::from_secs(2),
             max_voters: 5,
-            voter_grace: Duration::from_secs(30),
+            voter_grace: DEFAULT_VOTER_GRACE,
             compact_every: 1024,
             max_append_bytes: 1 << 20,
         }
