@@ -3,8 +3,14 @@
 //! Drive it with inputs (`set_group`, `register`, `unregister`, `schedule`, `unschedule`,
 //! `run_finished`, `proposal_failed`, `handle_timeout`), then drain
 //! [`SchedulerCore::poll_output`], then sleep until [`SchedulerCore::poll_timeout`]. The work
-//! an input makes due is done at the first `poll_output` after it, once for a burst of inputs:
-//! it looks at every job, and a busy group reports hundreds of statuses a second.
+//! an input makes due is done at the first `poll_output` after it (the tick), once for a
+//! burst of inputs: a busy group reports hundreds of statuses a second.
+//!
+//! A tick looks only at the jobs that may need something: those the state changed since the
+//! last tick (a changed job is a new [`Shared`] copy, so a pointer comparison finds it), and
+//! those whose due time or proposal's retry time came ([`Timers`]). Everything else a job's
+//! next step rests on (this node's epoch, entitlement and slots, the members' epochs, the
+//! runner keys: [`Grounds`]) changes rarely; when it does, the tick looks at every job.
 //!
 //! # What it does
 //! - **Owner.** Jobs belong to the slots of [`Domain::Jobs`]. For each job of a slot this node
@@ -28,13 +34,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use colony_runtime::consensus::jobs::{Job, JobCommand, RunOutcome};
-use colony_runtime::consensus::{ClusterState, Command, Domain, Entitlement, ReplicaId};
-use colony_runtime::ownership::{Ownership, slot_of};
+use colony_runtime::consensus::{
+    ClusterState, Command, Domain, Entitlement, ReplicaId, SLOTS, Shared,
+};
+use colony_runtime::ownership::{Ownership, SlotView, slot_of};
 
 use super::config::{JobConfig, RunMode, decode_config, encode_config};
 use super::local::{LocalJob, Step};
 use super::plan;
 use super::schedule::ScheduleError;
+use super::timers::Timers;
 
 /// Timing of the scheduler core.
 #[derive(Debug, Clone, Copy)]
@@ -134,14 +143,6 @@ struct Started {
     live: bool,
 }
 
-/// A proposal awaited: made again after `until`, or at once when the job no longer looks as
-/// it did (`basis`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Pending {
-    basis: Basis,
-    until: Instant,
-}
-
 /// What a job's next command depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Basis {
@@ -167,6 +168,77 @@ impl Basis {
     }
 }
 
+/// What every job's next step rests on besides the job itself and the clocks, apart from the
+/// parts of the state ([`same_grounds`]): when any of it changes, the tick looks at every job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grounds {
+    epoch: Option<u64>,
+    /// The entitlement's epoch, while it lasts: starts need it ([`SchedulerCore::entitled`]).
+    entitled: Option<u64>,
+    /// The epoch each slot is served in ([`Ownership::may_serve`] with the entitlement).
+    serving: Vec<Option<u64>>,
+}
+
+/// Whether the parts of two states that any job's next step rests on are the same: the
+/// members' epochs and phases (a fire whose runner's epoch ended, who may run) and the runner
+/// keys. Heartbeat counts are left out: they change every second and decide nothing here.
+fn same_grounds(a: &ClusterState, b: &ClusterState) -> bool {
+    a.jobs.runners == b.jobs.runners
+        && a.liveness.len() == b.liveness.len()
+        && a.liveness
+            .iter()
+            .zip(&b.liveness)
+            .all(|((ra, la), (rb, lb))| ra == rb && la.epoch == lb.epoch && la.phase == lb.phase)
+}
+
+/// Adds to `ids` the jobs that differ between `old` and `new`: added, removed, or changed (a
+/// command copies the job it changes, so an unchanged job is the same [`Shared`]).
+fn changed_jobs(
+    old: &BTreeMap<String, Shared<Job>>,
+    new: &BTreeMap<String, Shared<Job>>,
+    ids: &mut Vec<String>,
+) {
+    // The common case, the same ids: one walk in step, comparing pointers only. Equal pointers
+    // at one position are the same job under the same id (a job's copy is never put under
+    // another id, and `old` keeps its jobs alive, so no address is reused meanwhile).
+    if old.len() == new.len() {
+        let start = ids.len();
+        let same_ids = old.iter().zip(new).all(|((ka, a), (kb, b))| {
+            if Shared::ptr_eq(a, b) {
+                return true;
+            }
+            ids.push(kb.clone());
+            ka == kb
+        });
+        if same_ids {
+            return;
+        }
+        ids.truncate(start);
+    }
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        // (the id that differs, if any; step `old`; step `new`)
+        let (id, step_a, step_b) = match (a.peek(), b.peek()) {
+            (None, None) => return,
+            (Some((ka, _)), None) => (Some(*ka), true, false),
+            (None, Some((kb, _))) => (Some(*kb), false, true),
+            (Some((ka, ja)), Some((kb, jb))) => match ka.cmp(kb) {
+                Less => (Some(*ka), true, false),
+                Greater => (Some(*kb), false, true),
+                Equal => ((!Shared::ptr_eq(ja, jb)).then_some(*kb), true, true),
+            },
+        };
+        ids.extend(id.cloned());
+        if step_a {
+            a.next();
+        }
+        if step_b {
+            b.next();
+        }
+    }
+}
+
 /// The scheduler of one node. See the module doc.
 #[derive(Debug)]
 pub struct SchedulerCore {
@@ -174,6 +246,12 @@ pub struct SchedulerCore {
     config: CoreConfig,
     own: Ownership,
     state: Arc<ClusterState>,
+    /// The state at the last tick: the next one looks at what changed since.
+    seen: Arc<ClusterState>,
+    /// The grounds at the last tick; `None` before the first.
+    grounds: Option<Grounds>,
+    /// Look at every job on every tick (the reference the simulator checks the tick against).
+    every_job: bool,
     epoch: Option<u64>,
     entitlement: Option<Entitlement>,
     /// The last clock readings: monotonic and wall (UTC milliseconds).
@@ -182,7 +260,11 @@ pub struct SchedulerCore {
     keys: BTreeSet<String>,
     /// When the runner keys' registration may be asked again.
     runners_until: Option<Instant>,
-    pending: BTreeMap<String, Pending>,
+    /// Proposals awaited, by job: made again at their time, or at once when the job no longer
+    /// stands where it stood.
+    pending: Timers<Instant, Basis>,
+    /// Served jobs not due yet, at their due time (wall clock, UTC milliseconds).
+    dues: Timers<u64, ()>,
     started: BTreeMap<u64, Started>,
     /// `Finish` commands to ask again until their fire is closed, with when.
     finishing: BTreeMap<u64, (Command, Instant)>,
@@ -192,8 +274,10 @@ pub struct SchedulerCore {
     outputs: VecDeque<Output>,
     wake: Option<Instant>,
     /// Inputs arrived since the last tick: the next `poll_output` ticks, once for a burst of
-    /// inputs (a tick looks at every job).
+    /// inputs.
     dirty: bool,
+    /// Jobs looked at by ticks, all told (for tests).
+    visited: u64,
 }
 
 impl SchedulerCore {
@@ -204,13 +288,17 @@ impl SchedulerCore {
             config,
             own: Ownership::new(me, Domain::Jobs),
             state: Arc::new(ClusterState::new()),
+            seen: Arc::new(ClusterState::new()),
+            grounds: None,
+            every_job: false,
             epoch: None,
             entitlement: None,
             now,
             wall: wall_ms,
             keys: BTreeSet::new(),
             runners_until: None,
-            pending: BTreeMap::new(),
+            pending: Timers::new(),
+            dues: Timers::new(),
             started: BTreeMap::new(),
             finishing: BTreeMap::new(),
             quarantined: BTreeSet::new(),
@@ -219,7 +307,22 @@ impl SchedulerCore {
             outputs: VecDeque::new(),
             wake: None,
             dirty: false,
+            visited: 0,
         }
+    }
+
+    /// This core looks at every job on every tick: slow, and the reference the simulator
+    /// checks the incremental tick against (both must say the same).
+    #[cfg(test)]
+    pub(crate) fn looking_at_every_job(mut self) -> Self {
+        self.every_job = true;
+        self
+    }
+
+    /// Jobs looked at by ticks so far, all told.
+    #[cfg(test)]
+    pub(crate) fn visited(&self) -> u64 {
+        self.visited
     }
 
     /// The slots of [`Domain::Jobs`] as this node serves them.
@@ -409,11 +512,57 @@ impl SchedulerCore {
     fn tick(&mut self, now: Instant, wall_ms: u64) {
         self.now = now;
         self.wall = wall_ms;
+        let state = self.state.clone();
+        let seen = std::mem::replace(&mut self.seen, state.clone());
+        let grounds = Grounds {
+            epoch: self.epoch,
+            entitled: self.entitlement.filter(|e| e.until > now).map(|e| e.epoch),
+            serving: (0..SLOTS)
+                .map(|slot| match self.own.view(slot) {
+                    SlotView::Serving { epoch, .. } => Some(epoch),
+                    _ => None,
+                })
+                .collect(),
+        };
+        let every = self.every_job
+            || self.grounds.as_ref() != Some(&grounds)
+            || !same_grounds(&seen, &state);
+        self.grounds = Some(grounds);
+        let jobs: Vec<(&String, &Job)> = if every {
+            // Nothing to wait for any more for removed jobs.
+            let exists = |id: &str| state.jobs.jobs.contains_key(id);
+            self.pending.retain(exists);
+            self.dues.retain(exists);
+            state.jobs.jobs.iter().map(|(id, j)| (id, &**j)).collect()
+        } else {
+            let mut ids = Vec::new();
+            if !Arc::ptr_eq(&seen, &state) {
+                changed_jobs(&seen.jobs.jobs, &state.jobs.jobs, &mut ids);
+            }
+            self.dues.expired(wall_ms, &mut ids);
+            self.pending.expired(now, &mut ids);
+            ids.sort_unstable();
+            ids.dedup();
+            let mut jobs = Vec::with_capacity(ids.len());
+            for id in &ids {
+                match state.jobs.jobs.get_key_value(id) {
+                    Some((id, job)) => jobs.push((id, &**job)),
+                    None => {
+                        self.pending.clear(id);
+                        self.dues.clear(id);
+                    }
+                }
+            }
+            jobs
+        };
+        self.visited += jobs.len() as u64;
         let mut wake = Vec::new();
         self.keep_runners(now, &mut wake);
-        self.runs(now, &mut wake);
-        self.own_jobs(now, wall_ms, &mut wake);
+        self.runs(now, &state, &jobs, &mut wake);
+        self.own_jobs(now, wall_ms, &state, &jobs);
         self.local_jobs(now, wall_ms, &mut wake);
+        wake.extend(self.dues.first().map(|due| at(now, wall_ms, due)));
+        wake.extend(self.pending.first());
         self.wake = wake.into_iter().min();
     }
 
@@ -447,11 +596,16 @@ impl SchedulerCore {
         }
     }
 
-    /// Starts the runs the state gives this node, stops those it lost, and asks again for the
-    /// `Finish` of runs whose fire is still open.
-    fn runs(&mut self, now: Instant, wake: &mut Vec<Instant>) {
+    /// Starts the runs the state gives this node in `jobs`, stops those it lost, and asks again
+    /// for the `Finish` of runs whose fire is still open.
+    fn runs(
+        &mut self,
+        now: Instant,
+        state: &ClusterState,
+        jobs: &[(&String, &Job)],
+        wake: &mut Vec<Instant>,
+    ) {
         let entitled = self.entitled(now);
-        let state = self.state.clone();
         let open = |token: &u64, job: &str| {
             state
                 .jobs
@@ -483,7 +637,7 @@ impl SchedulerCore {
         let Some(epoch) = entitled else {
             return;
         };
-        for (id, job) in &state.jobs.jobs {
+        for (id, job) in jobs {
             for (token, fire) in &job.open {
                 if fire.runner != (self.me, epoch) || self.started.contains_key(token) {
                     continue;
@@ -491,13 +645,13 @@ impl SchedulerCore {
                 self.started.insert(
                     *token,
                     Started {
-                        job: id.clone(),
+                        job: (*id).clone(),
                         epoch,
                         live: true,
                     },
                 );
                 self.outputs.push_back(Output::Start(Run {
-                    job: id.clone(),
+                    job: (*id).clone(),
                     config: job.config.to_vec(),
                     due: fire.due,
                     attempt: fire.attempt,
@@ -520,72 +674,61 @@ impl SchedulerCore {
         }
     }
 
-    /// The owner's duty: for each job of a slot this node serves, the next command when due.
-    fn own_jobs(&mut self, now: Instant, wall: u64, wake: &mut Vec<Instant>) {
-        let state = self.state.clone();
+    /// The owner's duty: for each job of `jobs` in a slot this node serves, the next command
+    /// when due; its due time or its proposal's retry time set to look at it again.
+    fn own_jobs(
+        &mut self,
+        now: Instant,
+        wall: u64,
+        state: &ClusterState,
+        jobs: &[(&String, &Job)],
+    ) {
         self.quarantined
             .retain(|(id, g)| state.jobs.jobs.get(id).is_some_and(|j| j.generation == *g));
         let grace = self.config.grace.as_millis() as u64;
-        // Both maps are in id order: one walk over them keeps the proposals still awaited
-        // (their job unchanged, their retry time to come) and drops the rest, with no lookup
-        // per job (this runs over every job, hundreds of times a second on a busy group).
-        let mut awaited = std::mem::take(&mut self.pending).into_iter().peekable();
-        for (id, job) in &state.jobs.jobs {
-            let mut current = None;
-            while let Some((pid, _)) = awaited.peek() {
-                match pid.as_str().cmp(id) {
-                    std::cmp::Ordering::Less => drop(awaited.next()),
-                    std::cmp::Ordering::Equal => {
-                        current = awaited
-                            .next()
-                            .filter(|(_, p)| p.basis.holds(job) && p.until > now);
-                        break;
-                    }
-                    std::cmp::Ordering::Greater => break,
+        for (id, job) in jobs {
+            self.dues.clear(id);
+            if let Some((until, basis)) = self.pending.get(id) {
+                if basis.holds(job) && until > now {
+                    continue;
                 }
+                self.pending.clear(id);
             }
-            let serve = self
+            if !self
                 .own
-                .may_serve(slot_of(id.as_bytes()), now, self.entitlement);
-            if let Some((pid, p)) = current {
-                if serve {
-                    wake.push(p.until);
-                }
-                self.pending.insert(pid, p);
+                .may_serve(slot_of(id.as_bytes()), now, self.entitlement)
+            {
                 continue;
             }
-            if !serve {
-                continue;
-            }
-            // Most jobs most of the time: nothing due, no runner lost; wake at the due time.
+            // Most jobs most of the time: nothing due, no runner lost; look again at the due
+            // time.
             let lost = job
                 .open
                 .values()
                 .any(|f| !state.in_force(f.runner.0, f.runner.1));
             if !lost && job.next_due.is_none_or(|d| d > wall) {
                 if let Some(due) = job.next_due {
-                    wake.push(at(now, wall, due));
+                    self.dues.set(id, due, ());
                 }
                 continue;
             }
             let config = match decode_config(&job.config) {
                 Ok(config) => config,
                 Err(reason) => {
-                    if self.quarantined.insert((id.clone(), job.generation)) {
+                    if self.quarantined.insert(((*id).clone(), job.generation)) {
                         self.outputs.push_back(Output::Quarantined {
-                            job: id.clone(),
+                            job: (*id).clone(),
                             reason,
                         });
                     }
                     continue;
                 }
             };
-            // None: due but waiting for a run to end; the state's next change wakes it.
-            if let Some(command) = plan::next_command(&state, id, job, &config, wall, grace) {
-                let until = now + self.config.retry;
-                let basis = Basis::of(job);
-                self.pending.insert(id.clone(), Pending { basis, until });
-                wake.push(until);
+            // None: due but waiting for a run to end, or for runner keys; the job's next change
+            // or the grounds' bring it back.
+            if let Some(command) = plan::next_command(state, id, job, &config, wall, grace) {
+                self.pending
+                    .set(id, now + self.config.retry, Basis::of(job));
                 self.outputs
                     .push_back(Output::Propose(Command::Jobs(command)));
             }

@@ -559,3 +559,61 @@ fn a_failed_proposal_is_asked_again_at_its_retry_not_at_once() {
         [fire(T0 + 2_000, 1, R2, T0 + 3_000, 2)]
     );
 }
+
+#[test]
+fn a_tick_looks_only_at_the_jobs_that_changed_or_came_due() {
+    const JOBS: u64 = 500;
+    let mut f = Fixture::new();
+    let mut scheduler = SchedulerCore::new(R1, config(), f.t0, T0);
+    let later = JobConfig::for_runner("k")
+        .schedule(Schedule::interval(Duration::from_millis(EVERY), from_ms(T0 + 10_000)).unwrap());
+    for i in 0..JOBS {
+        scheduler
+            .schedule(f.t0, T0, &format!("j{i:03}"), &later)
+            .unwrap();
+    }
+    for c in drain(&mut scheduler) {
+        let Output::Propose(c) = c else {
+            panic!("{c:?}")
+        };
+        f.apply(c);
+    }
+    let mut core = SchedulerCore::new(R1, config(), f.t0, T0);
+    assert_eq!(f.feed(&mut core, T0), []);
+    assert_eq!(core.visited(), JOBS, "the first tick looks at every job");
+    assert_eq!(core.poll_timeout(), Some(f.at(T0 + 10_000)));
+
+    // One job changes (scheduled again, due sooner): that one job is looked at.
+    let sooner = JobConfig::for_runner("k")
+        .schedule(Schedule::interval(Duration::from_millis(EVERY), from_ms(T0 + 2_000)).unwrap());
+    scheduler.schedule(f.t0, T0, "j007", &sooner).unwrap();
+    let [Output::Propose(c)] = &drain(&mut scheduler)[..] else {
+        panic!("one proposal expected")
+    };
+    f.apply(c.clone());
+    assert_eq!(f.feed(&mut core, T0 + 1_000), []);
+    assert_eq!(core.visited(), JOBS + 1);
+    assert_eq!(core.poll_timeout(), Some(f.at(T0 + 2_000)));
+
+    // Its due time comes: it alone is looked at, and fired.
+    core.handle_timeout(f.at(T0 + 2_000), T0 + 2_000);
+    let out = drain(&mut core);
+    assert!(
+        matches!(&out[..], [Output::Propose(Command::Jobs(JobCommand::Fire { job, .. }))] if job == "j007"),
+        "{out:?}"
+    );
+    assert_eq!(core.visited(), JOBS + 2);
+
+    // A member's epoch ends: every job is looked at again (a fire on it must run elsewhere).
+    let revoked = f.apply(Command::Revoke {
+        replica: R3,
+        epoch: 1,
+        seq: 0,
+    });
+    assert!(
+        f.state.liveness[&R3].phase == colony_runtime::consensus::Phase::Ended,
+        "{revoked:?}"
+    );
+    assert_eq!(f.feed(&mut core, T0 + 2_100), []);
+    assert_eq!(core.visited(), 2 * JOBS + 2);
+}

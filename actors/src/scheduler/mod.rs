@@ -6,7 +6,8 @@
 //!   `config`: [`JobConfig`] and its policies.
 //! - [`misfire`]: which due times fire after downtime; [`plan`]: what a job's owner proposes
 //!   next; [`core`]: the scheduler core of a node ([`core::SchedulerCore`], no IO): the
-//!   owner's fires, the runner's starts and aborts, runner keys and local jobs.
+//!   owner's fires, the runner's starts and aborts, runner keys and local jobs; `timers`:
+//!   the per-job due and retry times that let its tick look only at the jobs that need it.
 //! - `runner`: [`JobRunner`], [`JobRequest`], [`JobOutcome`].
 //! - `actor`: the driver in the runtime's shell; `service`: [`install`], [`Scheduler`]
 //!   (`node.scheduler()`); `details`: [`JobDetails`], [`JobRun`] and `GET /jobs`.
@@ -27,6 +28,7 @@ mod service;
 mod settings;
 #[cfg(test)]
 mod sim;
+mod timers;
 
 pub use colony_runtime::consensus::jobs::{PassReason, RunEnd, RunOutcome};
 pub use config::{

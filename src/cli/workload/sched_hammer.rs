@@ -151,6 +151,7 @@ impl SchedHammer {
                         .map(|m| m.name.clone());
                     history.record(&json!({
                         "event": "history", "job": job.id, "records": j.history,
+                        "open": j.open.values().map(|f| f.due).collect::<Vec<_>>(),
                         "next_due": j.next_due, "node": me, "owner": owner,
                     }));
                 }

@@ -28,7 +28,7 @@ use colony_runtime::sim::group::{Ctx, EmptySlots, EmptyTable, Service};
 use rand::RngExt;
 
 use super::check::{Proposed, RunStart};
-use super::core::{CoreConfig, Ended, Output, Run, SchedulerCore};
+use super::core::{CoreConfig, Ended, Output, Run, ScheduleJobError, SchedulerCore};
 use super::{JobConfig, MisfirePolicy, Overlap, RunMode, Schedule, decode_config, from_ms};
 
 /// The wall clock's reading at the world's origin (UTC milliseconds): 2027-01-15.
@@ -123,7 +123,7 @@ struct Running {
 
 /// One node's scheduler. See the module doc.
 pub(crate) struct SchedNode {
-    core: SchedulerCore,
+    core: Checked,
     keys: Vec<&'static str>,
     state: Arc<ClusterState>,
     epoch: Option<u64>,
@@ -134,6 +134,98 @@ pub(crate) struct SchedNode {
     /// The slots of the other domains that hand over (locks, executor buckets): this node
     /// opens none, so it hands them over empty, as a real node with no lock held does.
     others: EmptySlots,
+}
+
+/// A node's core beside a reference core that looks at every job on every tick, both fed the
+/// same inputs: the core's tick, which looks only at the jobs that changed or whose time came,
+/// must say exactly what the reference says, when it says it.
+struct Checked {
+    core: SchedulerCore,
+    reference: SchedulerCore,
+}
+
+impl Checked {
+    fn new(me: ReplicaId, config: CoreConfig, now: Instant, wall_ms: u64) -> Self {
+        Checked {
+            core: SchedulerCore::new(me, config, now, wall_ms),
+            reference: SchedulerCore::new(me, config, now, wall_ms).looking_at_every_job(),
+        }
+    }
+
+    fn register(&mut self, key: &str) {
+        self.core.register(key);
+        self.reference.register(key);
+    }
+
+    fn schedule(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        id: &str,
+        config: &JobConfig,
+    ) -> Result<(), ScheduleJobError> {
+        let expected = self.reference.schedule(now, wall_ms, id, config).is_ok();
+        let result = self.core.schedule(now, wall_ms, id, config);
+        assert_eq!(result.is_ok(), expected);
+        result
+    }
+
+    fn set_group(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        state: Arc<ClusterState>,
+        epoch: Option<u64>,
+        entitlement: Option<Entitlement>,
+    ) {
+        self.reference
+            .set_group(now, wall_ms, state.clone(), epoch, entitlement);
+        self.core.set_group(now, wall_ms, state, epoch, entitlement);
+    }
+
+    fn run_finished(&mut self, now: Instant, wall_ms: u64, run: &Run, ended: Ended) {
+        self.reference
+            .run_finished(now, wall_ms, run, ended.clone());
+        self.core.run_finished(now, wall_ms, run, ended);
+    }
+
+    fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
+        self.reference.handle_timeout(now, wall_ms);
+        self.core.handle_timeout(now, wall_ms);
+    }
+
+    fn proposal_failed(&mut self, command: &Command) {
+        self.reference.proposal_failed(command);
+        self.core.proposal_failed(command);
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        let output = self.core.poll_output();
+        assert_eq!(
+            output,
+            self.reference.poll_output(),
+            "the incremental tick and the walk over every job disagree"
+        );
+        if output.is_none()
+            && let Some(expected) = self.reference.poll_timeout()
+        {
+            // It may wake earlier (a retry time of a job it no longer serves), never later.
+            let wake = self.core.poll_timeout();
+            assert!(
+                wake.is_some_and(|w| w <= expected),
+                "the core wakes at {wake:?}, after the reference's {expected:?}"
+            );
+        }
+        output
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.core.poll_timeout()
+    }
+
+    fn ownership(&self) -> &Ownership {
+        self.core.ownership()
+    }
 }
 
 fn wall(ctx: &Ctx<'_, SchedNode>) -> u64 {
@@ -326,7 +418,7 @@ impl Service for SchedNode {
             history: 8,
         };
         let w = wall(ctx);
-        let mut core = SchedulerCore::new(ctx.replica, config, ctx.now, w);
+        let mut core = Checked::new(ctx.replica, config, ctx.now, w);
         let keys = keys_of(ctx.node);
         for key in &keys {
             core.register(key);
