@@ -65,13 +65,20 @@ pub fn text(s: &Summary) -> String {
     if let Some(locks) = &s.locks {
         let _ = writeln!(
             out,
-            "\nlocks served by this node ({} held by its own guards)",
+            "\nlocks ({} held by this node's guards)",
             locks.held_by_this_node
         );
+        if !locks.unanswered.is_empty() {
+            let _ = writeln!(
+                out,
+                "not answering, their locks are missing: {}",
+                locks.unanswered.join(", ")
+            );
+        }
         let _ = writeln!(
             out,
-            "{:<30} {:<12} {:<22} {:<10} WAITERS",
-            "NAME", "HOLDER", "TOKEN", "LEASE"
+            "{:<30} {:<12} {:<22} {:<10} {:<12} WAITERS",
+            "NAME", "HOLDER", "TOKEN", "LEASE", "SERVED BY"
         );
         for l in &locks.served {
             let holder = l.holder.as_ref().map(|h| name_of(&h.node, &h.node_name));
@@ -83,11 +90,12 @@ pub fn text(s: &Summary) -> String {
             let lease = l.lease_ends_in_ms.map(|ms| format!("{ms} ms"));
             let _ = writeln!(
                 out,
-                "{:<30} {:<12} {:<22} {:<10} {}",
+                "{:<30} {:<12} {:<22} {:<10} {:<12} {}",
                 l.name,
                 holder.as_deref().unwrap_or("-"),
                 l.token.as_deref().unwrap_or("-"),
                 lease.as_deref().unwrap_or("-"),
+                l.served_by.as_deref().unwrap_or("-"),
                 waiters.join(", ")
             );
         }

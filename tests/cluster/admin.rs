@@ -200,6 +200,8 @@ async fn locks_lists_holders_tokens_as_strings_lease_ends_and_waiters() {
     assert_eq!(served.waiters.len(), 1);
     assert_ne!(served.waiters[0].guard, holder.guard);
     assert_eq!(report.held_by_this_node, 1);
+    assert_eq!(served.served_by.as_deref(), Some("solo"));
+    assert!(report.unanswered.is_empty());
     let raw = admin.view("locks").unwrap();
     assert!(raw["served"][0]["token"].is_string(), "{raw}");
     guard.unlock().await.unwrap();

@@ -403,7 +403,7 @@ async fn status_summarises_members_group_locks_caches_executors_and_components()
     for shown in [
         "summed",
         "consensus group",
-        "locks served by this node (1 held",
+        "locks (1 held by this node",
         "n:nightly-report",
         "caches",
         "users",

@@ -10,6 +10,7 @@ use crate::common::locks::{
 };
 use crate::common::{assert_converges, logs, serial, wait_voters};
 use colony_runtime::ownership::slot_of;
+use colony_runtime::testkit::TestCluster;
 
 const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
 
@@ -98,25 +99,26 @@ fn a_holder_paused_past_its_lease_is_fenced_off_when_it_wakes() {
             .wait_until(Duration::from_secs(20), |c| holding(c, sleeper))
             .is_some()
     );
-    // The node that serves the name lists its holder, token and lease on `GET /locks`.
+    // Every node's `GET /locks` lists the hold, with its token and the node serving the name
+    // (one node serves it; the others ask it).
+    let listing = |c: &TestCluster, i: usize| {
+        let v = c.admin(i).view("locks").ok()?;
+        let hold = v["served"]
+            .as_array()?
+            .iter()
+            .find(|h| h["name"] == "n:fenced" && !h["holder"].is_null())?
+            .clone();
+        let token = hold["token"].as_str()?.parse::<u64>().ok()?;
+        (token > 0 && v["unanswered"].as_array()?.is_empty())
+            .then(|| hold["served_by"].as_str().map(str::to_owned))?
+    };
     let listed = cluster.wait_until(Duration::from_secs(10), |c| {
-        c.all().into_iter().any(|i| {
-            c.admin(i).view("locks").is_ok_and(|v| {
-                v["served"].as_array().is_some_and(|s| {
-                    s.iter().any(|h| {
-                        h["name"] == "n:fenced"
-                            && h["token"]
-                                .as_str()
-                                .and_then(|t| t.parse::<u64>().ok())
-                                .is_some_and(|t| t > 0)
-                    })
-                })
-            })
-        })
+        let servers: Vec<Option<String>> = c.all().into_iter().map(|i| listing(c, i)).collect();
+        servers[0].is_some() && servers.iter().all(|s| *s == servers[0])
     });
     assert!(
         listed.is_some(),
-        "no node listed the hold:\n{}",
+        "the nodes did not all list the hold served by one node:\n{}",
         logs(&cluster)
     );
     cluster.pause(sleeper);

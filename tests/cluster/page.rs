@@ -1,6 +1,7 @@
 //! The live cluster page (`GET /`) in a real headless Chromium, driven through chromedriver:
-//! three node processes, a lock held by the test's workload, then a node killed while the page
-//! stays open. Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); without
+//! three node processes running a lock held and waited for, a once-per-cluster job and a
+//! bucketed executor; one node's page shows them all (the lock whichever node serves it), then
+//! a node killed while the page stays open. Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); without
 //! them the test says so and passes locally, and fails under CI, where they must be.
 
 // The test runs on its own runtime; the lock only keeps whole tests from overlapping.
@@ -12,11 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{OBSERVATION_SLACK, detection_bound, logs, serial};
-use colony_runtime::testkit::{AdminClient, TestCluster, free_port};
+use colony_runtime::testkit::{AdminClient, free_port};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 
 const LOCK: &str = "page-shown";
+const JOB: &str = "page-job";
+const EXECUTOR: &str = "page-queues";
 
 /// The browser and its driver, if installed: `(chromium, chromedriver)`.
 fn browser() -> Option<(PathBuf, PathBuf)> {
@@ -118,25 +121,6 @@ fn state_of(rows: &[Vec<String>], name: &str) -> Option<String> {
     rows.iter().find(|r| r[0] == name).map(|r| r[1].clone())
 }
 
-/// Every node listing the lock as held, with the holder's name.
-fn lock_listings(cluster: &TestCluster) -> Vec<(usize, String)> {
-    let held = |i: usize| {
-        let locks = cluster.admin(i).view("locks").ok()?;
-        let served = locks["served"].as_array()?.clone();
-        let lock = served
-            .iter()
-            .find(|l| l["name"] == format!("n:{LOCK}") && !l["holder"].is_null())?;
-        Some((i, lock["holder"]["node_name"].as_str()?.to_owned()))
-    };
-    cluster.all().into_iter().filter_map(held).collect()
-}
-
-/// The node serving the lock and the holder's name, once exactly one node lists it held.
-fn lock_server(cluster: &TestCluster) -> Option<(usize, String)> {
-    let listings = lock_listings(cluster);
-    (listings.len() == 1).then(|| listings[0].clone())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_cluster_live_and_a_killed_node_going_down() {
     let Some((chromium, chromedriver)) = browser() else {
@@ -152,28 +136,39 @@ async fn the_page_shows_the_cluster_live_and_a_killed_node_going_down() {
     };
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    // Every node runs one client that takes the lock and holds it for longer than the test.
+    // Every node runs one client that takes the lock and holds it for longer than the test, a
+    // once-per-cluster job (node n1 schedules it) and a bucketed executor with a few tasks.
+    let jobs = dir.path().join("jobs.json");
+    let jobs_workload = json!({
+        "kind": "sched_hammer", "scheduler": "n1", "poll_ms": 500,
+        "jobs": [{ "id": JOB, "every_ms": 1_000, "work_ms": 10 }], "history": "log/sched.jsonl",
+    });
+    std::fs::write(&jobs, jobs_workload.to_string()).unwrap();
+    let queues = dir.path().join("queues.json");
+    let queues_workload = json!({
+        "kind": "exec_hammer", "executor": EXECUTOR, "buckets": 4, "count": 20, "work_ms": 20,
+        "batch_size": 1, "history": "log/exec.jsonl",
+    });
+    std::fs::write(&queues, queues_workload.to_string()).unwrap();
+    let (jobs, queues) = (jobs.display().to_string(), queues.display().to_string());
     let mut cluster = tokio::task::block_in_place(|| {
-        crate::common::locks::hammer(dir.path(), 3, &[LOCK], 1, 600_000)
+        crate::common::locks::hammer_on_clocks(
+            dir.path(),
+            3,
+            &[LOCK],
+            1,
+            600_000,
+            &[],
+            &["--workload", &jobs, "--workload", &queues],
+        )
     });
     let token = cluster
         .admin_token()
         .expect("test clusters have a token")
         .to_owned();
-    tokio::task::block_in_place(|| {
-        // Lock slots move to nodes as they join the group: look for the lock once every slot
-        // has an owner and each of the three nodes serves some.
-        let spread = cluster.wait_until(Duration::from_secs(30), |c| {
-            c.status(0).is_some_and(|s| {
-                let owners: std::collections::HashSet<_> = s.consensus.lock_slots.iter().collect();
-                !owners.contains(&None) && owners.len() == 3
-            })
-        });
-        assert!(spread.is_some(), "slots never spread:\n{}", logs(&cluster));
-    });
 
     // The page itself is open to all and holds nothing secret.
-    let first = format!("http://{}/", cluster.admin_addr(0));
+    let page = format!("http://{}/", cluster.admin_addr(0));
     let (status, html) = tokio::task::block_in_place(|| {
         AdminClient::new(cluster.admin_addr(0))
             .get_text("")
@@ -185,57 +180,50 @@ async fn the_page_shows_the_cluster_live_and_a_killed_node_going_down() {
     let driver = Driver::start(&chromedriver);
     let browser = open_browser(&driver, &chromium).await;
     // Without the token the page asks for it.
-    browser.goto(&first).await.unwrap();
+    browser.goto(&page).await.unwrap();
     assert!(
         wait_until_true(&browser, "!document.getElementById('login').hidden").await,
         "the page without a token did not ask for one"
     );
 
-    // With it (in the fragment, which the browser never sends), the page of the node serving
-    // the lock fills itself in. The slot may still move to another node after the spread
-    // (a rebalance): then, and only then, the page of the new server is opened.
-    let names: Vec<String> = (0..3).map(|i| cluster.name(i).to_owned()).collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (server, locks) = loop {
-        let (server, holder) = tokio::task::block_in_place(|| {
-            let found = cluster.wait_until(Duration::from_secs(30), |c| lock_server(c).is_some());
-            assert!(found.is_some(), "nobody held the lock:\n{}", logs(&cluster));
-            lock_server(&cluster).unwrap()
-        });
-        let page = format!("http://{}/", cluster.admin_addr(server));
-        browser
-            .goto(&format!("{page}#token={token}"))
-            .await
-            .unwrap();
-        let members = wait_table(&browser, "members", Duration::from_secs(10), |rows| {
-            names
-                .iter()
-                .all(|n| state_of(rows, n).as_deref() == Some("up"))
-        })
+    // With it (in the fragment, which the browser never sends), the page fills itself in.
+    browser
+        .goto(&format!("{page}#token={token}"))
         .await
-        .unwrap_or_else(|rows| panic!("the page never showed 3 nodes up: {rows:?}"));
-        assert_eq!(members.len(), 3, "{members:?}");
-        let shown = wait_table(&browser, "locks", Duration::from_secs(5), |rows| {
-            rows.iter()
-                .any(|r| r[0] == format!("n:{LOCK}") && r[1] == holder)
+        .unwrap();
+    let names: Vec<String> = (0..3).map(|i| cluster.name(i).to_owned()).collect();
+    let members = wait_table(&browser, "members", Duration::from_secs(10), |rows| {
+        names
+            .iter()
+            .all(|n| state_of(rows, n).as_deref() == Some("up"))
+    })
+    .await
+    .unwrap_or_else(|rows| panic!("the page never showed 3 nodes up: {rows:?}"));
+    assert_eq!(members.len(), 3, "{members:?}");
+    // The lock, whichever node serves it: held by one node's client, the two others' clients
+    // queued behind it (each node serves only its slots of names; the page's node asks the
+    // others).
+    let lock = format!("n:{LOCK}");
+    let locks = wait_table(&browser, "locks", Duration::from_secs(30), |rows| {
+        rows.iter().any(|r| {
+            r[0] == lock
+                && names.contains(&r[1])
+                && r[4]
+                    .split(", ")
+                    .filter(|w| names.contains(&w.to_string()))
+                    .count()
+                    == 2
+                && names.contains(&r[5])
         })
-        .await;
-        match shown {
-            Ok(rows) => break (server, rows),
-            Err(rows) => {
-                let now = tokio::task::block_in_place(|| lock_listings(&cluster));
-                assert!(
-                    now != [(server, holder.clone())] && Instant::now() < deadline,
-                    "node {server}'s page never showed {holder} holding {LOCK}: {rows:?}; \
-                     listed now by {now:?}"
-                );
-                eprintln!("the lock moved from node {server}: now listed by {now:?}");
-            }
-        }
-    };
-    // The two other nodes' clients queue behind the holder.
-    let waiting = &locks.iter().find(|r| r[0] == format!("n:{LOCK}")).unwrap()[4];
-    assert!(!waiting.is_empty(), "no waiters shown: {locks:?}");
+    })
+    .await
+    .unwrap_or_else(|rows| {
+        panic!(
+            "the page never showed {lock} held, two waiters and its server: {rows:?}\n{}",
+            logs(&cluster)
+        )
+    });
+    eprintln!("locks on {}'s page: {locks:?}", names[0]);
     let group = browser
         .execute(
             "return document.getElementById('group').textContent",
@@ -248,13 +236,33 @@ async fn the_page_shows_the_cluster_live_and_a_killed_node_going_down() {
         group.contains("term") && group.contains("leader n"),
         "{group}"
     );
+    // The job with its runner, schedule and a next run; then a last run on some node.
+    let jobs = wait_table(&browser, "jobs", Duration::from_secs(30), |rows| {
+        rows.iter().any(|r| {
+            r[0] == JOB
+                && r[1] == "hammer"
+                && r[2].starts_with("every 1 s from ")
+                && !r[3].is_empty()
+                && names.iter().any(|n| r[5].contains(&format!(" on {n} at ")))
+        })
+    })
+    .await
+    .unwrap_or_else(|rows| panic!("the page never showed {JOB} and a run of it: {rows:?}"));
+    eprintln!("jobs: {jobs:?}");
+    // The executor, with what its tasks did on this node.
+    let executors = wait_table(&browser, "executors", Duration::from_secs(30), |rows| {
+        rows.iter().any(|r| r[0] == EXECUTOR)
+    })
+    .await
+    .unwrap_or_else(|rows| panic!("the page never showed executor {EXECUTOR}: {rows:?}"));
+    eprintln!("executors: {executors:?}");
 
     // A mark the page keeps only as long as it is not reloaded.
     browser
         .execute("window.stillTheSamePage = true", Vec::new())
         .await
         .unwrap();
-    let victim = (server + 1) % 3;
+    let victim = 1;
     let killed = Instant::now();
     tokio::task::block_in_place(|| cluster.kill(victim));
     let within = detection_bound(3) + OBSERVATION_SLACK + Duration::from_secs(1);

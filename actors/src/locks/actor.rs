@@ -149,7 +149,13 @@ impl LockDriver {
             .into_iter()
             .map(|m| (m.id, m.name))
             .collect();
-        super::report::LocksReport::of(&self.table, self.holdings.len(), &names, now)
+        super::report::LocksReport::of(
+            &self.table,
+            self.holdings.len(),
+            self.node.name(),
+            &names,
+            now,
+        )
     }
 
     fn apply(&mut self, now: Instant, request: LockRequest, reply: oneshot::Sender<Answer>) {

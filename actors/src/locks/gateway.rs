@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::actor::{LockHandle, LockInput};
-use super::msg::{KIND, LockRequest};
+use super::msg::{KIND, LockRequest, REPORT};
 use colony_runtime::transport::{Request, Service, ServiceError, ServiceFuture};
 use colony_runtime::wire;
 
@@ -19,6 +19,10 @@ impl Service for LockGateway {
     fn call(&self, request: Request) -> ServiceFuture {
         let service = self.service.clone();
         Box::pin(async move {
+            if request.kind == REPORT {
+                let report = service.with(|d| d.report(std::time::Instant::now()));
+                return Ok(wire::encode_payload(&report.served)?);
+            }
             if request.kind != KIND {
                 return Err(ServiceError::UnknownKind(request.kind));
             }

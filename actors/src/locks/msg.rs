@@ -1,5 +1,6 @@
 //! The typed protocol of the `locks` service: one request enum, answered with an
-//! [`Answer`](super::core::Answer). Named fields: a newer node may add some.
+//! [`Answer`](super::core::Answer), and a report of the names a node serves. Named fields: a
+//! newer node may add some.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,8 +9,13 @@ use super::core::{Holder, SlotTable};
 /// The service name every node registers.
 pub const SERVICE: &str = "locks";
 
-/// The one request kind of the service (the payload says what is asked).
+/// The request kind of lock operations (the payload, a [`LockRequest`], says which).
 pub const KIND: &str = "lock";
+
+/// The request kind that asks a node for the names it serves (empty payload), answered with
+/// its [`ServedLock`](super::report::ServedLock)s: how `GET /locks` on one node shows the
+/// cluster's.
+pub const REPORT: &str = "report";
 
 /// A request to the node that serves a lock name's slot. The same encoded request goes to this
 /// node's own service when it is the owner.

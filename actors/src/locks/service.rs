@@ -8,6 +8,7 @@ use colony_runtime::Node;
 use colony_runtime::consensus::GroupConfig;
 use colony_runtime::lifecycle::ComponentError;
 use colony_runtime::shell::Shell;
+use colony_runtime::wire;
 
 use super::actor::{LockDriver, LockHandle, LockInput, LockStats};
 use super::core::{LockTable, TableConfig};
@@ -16,8 +17,9 @@ use super::error::NameError;
 use super::gateway::LockGateway;
 use super::holdings::{Holdings, HoldingsConfig};
 use super::lock::ClusterLock;
-use super::msg::SERVICE;
+use super::msg::{REPORT, SERVICE};
 use super::name;
+use super::report::{LocksReport, ServedLock};
 
 /// Settings of the lock service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,10 +116,10 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
     let report = service.clone();
     node.register_admin_view(
         "locks",
-        Arc::new(move |_node| {
+        Arc::new(move |node| {
             let report = report.clone();
             Box::pin(async move {
-                let report = report.with(|d| d.report(std::time::Instant::now()));
+                let report = cluster_report(&node, &report).await;
                 serde_json::to_value(report).map_err(|e| e.to_string())
             })
         }),
@@ -135,6 +137,37 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
 }
 
 /// The lock service's figures for `/metrics`.
+/// How long `GET /locks` waits for the other nodes' names.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// This node's report with the names every other up node serves: one request shows the
+/// cluster's locks although each node serves only its slots of names.
+async fn cluster_report(node: &Node, service: &LockHandle) -> LocksReport {
+    let mut report = service.with(|d| d.report(std::time::Instant::now()));
+    let others: Vec<_> = node
+        .members()
+        .into_iter()
+        .filter(|m| m.id != node.id() && m.state.is_up())
+        .collect();
+    let ids: Vec<_> = others.iter().map(|m| m.id).collect();
+    let answers = node
+        .request_each(&ids, SERVICE, REPORT, Vec::new(), Some(REPORT_TIMEOUT))
+        .await;
+    for (member, answer) in others.iter().zip(answers) {
+        let served = answer.map_err(|e| e.to_string()).and_then(|bytes| {
+            wire::decode_payload::<Vec<ServedLock>>(&bytes).map_err(|e| e.to_string())
+        });
+        match served {
+            Ok(served) => report.add(served),
+            Err(error) => {
+                tracing::debug!(node = %member.name, %error, "a node's lock report is missing");
+                report.unanswered.push(member.name.clone());
+            }
+        }
+    }
+    report
+}
+
 fn metrics(service: &LockHandle) {
     use metrics::{counter, gauge};
     let (c, names, waiters, held) = service.with(|d| {

@@ -166,7 +166,7 @@ pub(super) fn job_json(d: &JobDetails, history: &[JobRun]) -> Value {
         "id": d.id,
         "run_mode": format!("{:?}", d.run_mode),
         "runner": d.config.as_ref().map(|c| c.runner.clone()),
-        "schedule": d.config.as_ref().and_then(|c| c.schedule.as_ref()).map(|s| format!("{s:?}")),
+        "schedule": d.config.as_ref().and_then(|c| c.schedule.as_ref()).map(|s| s.to_string()),
         "misfire": d.config.as_ref().map(|c| format!("{:?}", c.misfire)),
         "overlap": d.config.as_ref().map(|c| format!("{:?}", c.overlap)),
         "quarantined": d.quarantined,

@@ -71,6 +71,43 @@ enum Kind {
     Once { at_ms: u64 },
 }
 
+/// For people: `every 5 s from 2026-01-01T00:00:00Z`, `cron 0 30 2 * * * in Europe/Berlin`,
+/// `once at 2026-06-01T12:00:00Z`.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use colony_actors::scheduler::{Schedule, from_ms};
+/// let s = Schedule::interval(Duration::from_secs(90), from_ms(1_767_225_600_000)).unwrap();
+/// assert_eq!(s.to_string(), "every 90 s from 2026-01-01T00:00:00Z");
+/// let s = Schedule::cron("0 0 9 * * MON-FRI", "Europe/Berlin").unwrap();
+/// assert_eq!(s.to_string(), "cron 0 0 9 * * MON-FRI in Europe/Berlin");
+/// ```
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let utc = |ms: u64| match i64::try_from(ms)
+            .ok()
+            .and_then(DateTime::from_timestamp_millis)
+        {
+            Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            None => format!("{ms} ms"),
+        };
+        match &self.0 {
+            Kind::Interval { every_ms, first_ms } => {
+                let every = match *every_ms {
+                    ms if ms % 3_600_000 == 0 => format!("{} h", ms / 3_600_000),
+                    ms if ms % 60_000 == 0 => format!("{} min", ms / 60_000),
+                    ms if ms % 1_000 == 0 => format!("{} s", ms / 1_000),
+                    ms => format!("{ms} ms"),
+                };
+                write!(f, "every {every} from {}", utc(*first_ms))
+            }
+            Kind::Cron { expr, zone } => write!(f, "cron {expr} in {zone}"),
+            Kind::Once { at_ms } => write!(f, "once at {}", utc(*at_ms)),
+        }
+    }
+}
+
 impl Schedule {
     /// Due at `first_run`, then every `every` after it (measured from `first_run`, so a late
     /// fire does not shift the ones after it).
