@@ -7,8 +7,9 @@
 //! burst of inputs: a busy group reports hundreds of statuses a second.
 //!
 //! A tick looks only at the jobs that may need something: those the state changed since the
-//! last tick (a changed job is a new [`Shared`] copy, so a pointer comparison finds it), and
-//! those whose due time or proposal's retry time came ([`Timers`]). Everything else a job's
+//! last tick ([`JobTable::changed_since`](colony_runtime::consensus::jobs::JobTable::changed_since),
+//! which skips what two copies of the state share), and those whose due time or proposal's retry
+//! time came ([`Timers`]). Everything else a job's
 //! next step rests on (this node's epoch, entitlement and slots, the members' epochs, the
 //! runner keys: [`Grounds`]) changes rarely; when it does, the tick looks at every job.
 //!
@@ -34,9 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use colony_runtime::consensus::jobs::{Job, JobCommand, RunOutcome};
-use colony_runtime::consensus::{
-    ClusterState, Command, Domain, Entitlement, ReplicaId, SLOTS, Shared,
-};
+use colony_runtime::consensus::{ClusterState, Command, Domain, Entitlement, ReplicaId, SLOTS};
 use colony_runtime::ownership::{Ownership, SlotView, slot_of};
 
 use super::config::{JobConfig, RunMode, decode_config, encode_config};
@@ -189,54 +188,6 @@ fn same_grounds(a: &ClusterState, b: &ClusterState) -> bool {
             .iter()
             .zip(&b.liveness)
             .all(|((ra, la), (rb, lb))| ra == rb && la.epoch == lb.epoch && la.phase == lb.phase)
-}
-
-/// Adds to `ids` the jobs that differ between `old` and `new`: added, removed, or changed (a
-/// command copies the job it changes, so an unchanged job is the same [`Shared`]).
-fn changed_jobs(
-    old: &BTreeMap<String, Shared<Job>>,
-    new: &BTreeMap<String, Shared<Job>>,
-    ids: &mut Vec<String>,
-) {
-    // The common case, the same ids: one walk in step, comparing pointers only. Equal pointers
-    // at one position are the same job under the same id (a job's copy is never put under
-    // another id, and `old` keeps its jobs alive, so no address is reused meanwhile).
-    if old.len() == new.len() {
-        let start = ids.len();
-        let same_ids = old.iter().zip(new).all(|((ka, a), (kb, b))| {
-            if Shared::ptr_eq(a, b) {
-                return true;
-            }
-            ids.push(kb.clone());
-            ka == kb
-        });
-        if same_ids {
-            return;
-        }
-        ids.truncate(start);
-    }
-    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
-    loop {
-        use std::cmp::Ordering::{Equal, Greater, Less};
-        // (the id that differs, if any; step `old`; step `new`)
-        let (id, step_a, step_b) = match (a.peek(), b.peek()) {
-            (None, None) => return,
-            (Some((ka, _)), None) => (Some(*ka), true, false),
-            (None, Some((kb, _))) => (Some(*kb), false, true),
-            (Some((ka, ja)), Some((kb, jb))) => match ka.cmp(kb) {
-                Less => (Some(*ka), true, false),
-                Greater => (Some(*kb), false, true),
-                Equal => ((!Shared::ptr_eq(ja, jb)).then_some(*kb), true, true),
-            },
-        };
-        ids.extend(id.cloned());
-        if step_a {
-            a.next();
-        }
-        if step_b {
-            b.next();
-        }
-    }
 }
 
 /// The scheduler of one node. See the module doc.
@@ -537,7 +488,7 @@ impl SchedulerCore {
         } else {
             let mut ids = Vec::new();
             if !Arc::ptr_eq(&seen, &state) {
-                changed_jobs(&seen.jobs.jobs, &state.jobs.jobs, &mut ids);
+                ids.extend(state.jobs.changed_since(&seen.jobs).cloned());
             }
             self.dues.expired(wall_ms, &mut ids);
             self.pending.expired(now, &mut ids);

@@ -11,15 +11,22 @@
 //! The job's configuration travels as opaque bytes (the scheduler's own encoding); the state
 //! reads only what it decides on: the runner key and whether runs may overlap.
 //!
-//! Jobs are [`Shared`]: the copy of the state the group publishes after every applied command
-//! shares them, and a command copies only the job it changes.
+//! Jobs are [`Shared`] in a persistent map ([`Jobs`]): the copy of the state the group publishes
+//! after every applied batch shares the map's nodes and the jobs, a command copies only the path
+//! to the job it changes and the job, and [`JobTable::changed_since`] finds what changed between
+//! two copies by skipping what they share.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use imbl::ordmap::DiffItem;
+
 use super::Shared;
 use super::command::ReplicaId;
+
+/// Jobs by id: a persistent ordered map, whose copies share their nodes.
+pub type Jobs = imbl::OrdMap<String, Shared<Job>>;
 
 /// Longest message kept in a run record, in bytes.
 pub const MAX_MESSAGE: usize = 512;
@@ -208,7 +215,7 @@ pub struct Job {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobTable {
     /// Jobs by id.
-    pub jobs: BTreeMap<String, Shared<Job>>,
+    pub jobs: Jobs,
     /// Runner keys by node, with the epoch they were registered in.
     pub runners: BTreeMap<ReplicaId, (u64, Vec<String>)>,
 }
@@ -256,6 +263,39 @@ pub enum JobRefusal {
 }
 
 impl JobTable {
+    /// The ids of the jobs that differ between `old` and this table: added, removed or changed.
+    /// It costs what changed, not what there is: the two maps' shared nodes are skipped, and
+    /// an unchanged job is the same [`Shared`] in both.
+    ///
+    /// # Examples
+    /// ```
+    /// use colony_runtime::consensus::jobs::{JobCommand, JobTable};
+    /// let schedule = |job: &str| JobCommand::Schedule {
+    ///     job: job.into(),
+    ///     runner: "r".into(),
+    ///     overlap: false,
+    ///     first_due: Some(1_000),
+    ///     history: 5,
+    ///     config: Default::default(),
+    /// };
+    /// let mut old = JobTable::default();
+    /// for job in ["a", "b", "c"] {
+    ///     old.apply(&schedule(job), |_, _| true, || None);
+    /// }
+    /// let mut new = old.clone();
+    /// new.apply(&schedule("b"), |_, _| true, || None);
+    /// new.apply(&JobCommand::Unschedule { job: "c".into() }, |_, _| true, || None);
+    /// let changed: Vec<&String> = new.changed_since(&old).collect();
+    /// assert_eq!(changed, ["b", "c"]);
+    /// ```
+    pub fn changed_since<'a>(&'a self, old: &'a JobTable) -> impl Iterator<Item = &'a String> {
+        old.jobs.diff(&self.jobs).map(|d| match d {
+            DiffItem::Add(id, _)
+            | DiffItem::Remove(id, _)
+            | DiffItem::Update { new: (id, _), .. } => id,
+        })
+    }
+
     /// Whether a fire is open on `replica` in `epoch`: its run may still be going.
     pub fn runs_on(&self, replica: ReplicaId, epoch: u64) -> bool {
         self.jobs
