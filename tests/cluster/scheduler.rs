@@ -510,7 +510,16 @@ fn a_paused_runner_past_its_lease_is_fenced_and_the_fire_runs_elsewhere() {
 fn after_a_full_stop_and_start_the_job_comes_back_and_its_missed_times_fire_once() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = ticking(dir.path());
+    // Each node registers its runner a moment after it starts: until then it states no runner
+    // key, and the downtime's due times must still fire once (FireOnce), not pass as NoRunner.
+    let mut cluster = start_with(
+        dir.path(),
+        json!({
+            "jobs": [{ "id": "tick", "every_ms": 200, "work_ms": 10 }],
+            "register_after_ms": 700,
+        }),
+    );
+    crate::common::wait_voters(&cluster, NODES);
     let ran = |c: &TestCluster, n: usize| {
         records(&events(c), "tick")
             .iter()

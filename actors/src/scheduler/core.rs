@@ -54,6 +54,12 @@ pub struct CoreConfig {
     pub retry: Duration,
     /// Run records kept per job.
     pub history: u16,
+    /// How long a node with no runner key waits, from its start, before it states that it has
+    /// none. Owners pass no due time for want of a runner until every live node stated its keys
+    /// ([`plan::runners_known`]); the application registers its runners just after the node
+    /// starts, and a cluster started again after a stop would otherwise pass its downtime's
+    /// due times as `NoRunner` in that moment, instead of applying their misfire policy.
+    pub settle: Duration,
 }
 
 impl Default for CoreConfig {
@@ -62,6 +68,7 @@ impl Default for CoreConfig {
             grace: Duration::from_secs(1),
             retry: Duration::from_secs(1),
             history: 20,
+            settle: Duration::from_secs(2),
         }
     }
 }
@@ -209,6 +216,8 @@ pub struct SchedulerCore {
     now: Instant,
     wall: u64,
     keys: BTreeSet<String>,
+    /// Until when an empty set of runner keys is not stated ([`CoreConfig::settle`]).
+    settled: Instant,
     /// When the runner keys' registration may be asked again.
     runners_until: Option<Instant>,
     /// Proposals awaited, by job: made again at their time, or at once when the job no longer
@@ -247,6 +256,7 @@ impl SchedulerCore {
             now,
             wall: wall_ms,
             keys: BTreeSet::new(),
+            settled: now + config.settle,
             runners_until: None,
             pending: Timers::new(),
             dues: Timers::new(),
@@ -522,6 +532,10 @@ impl SchedulerCore {
         let Some(epoch) = self.entitled(now) else {
             return;
         };
+        if self.keys.is_empty() && now < self.settled {
+            wake.push(self.settled);
+            return;
+        }
         let keys: Vec<String> = self.keys.iter().cloned().collect();
         let recorded = self.state.jobs.runners.get(&self.me);
         // Stated even when empty: owners wait for every live node's keys before they decide

@@ -23,6 +23,7 @@ fn config() -> CoreConfig {
         grace: Duration::from_millis(500),
         retry: Duration::from_secs(2),
         history: 5,
+        settle: Duration::ZERO,
     }
 }
 
@@ -202,6 +203,38 @@ fn a_runner_key_is_registered_in_the_node_s_epoch_once() {
     assert_eq!(f.feed(&mut core, T0), std::slice::from_ref(&runners));
     assert_eq!(f.feed(&mut core, T0 + 10), [], "asked once until the retry");
     assert_eq!(f.feed(&mut core, T0 + 2_000), [runners]);
+}
+
+#[test]
+fn a_node_states_it_has_no_runner_only_after_settling_and_a_key_registered_meanwhile_at_once() {
+    // A node of epoch 1 that has stated no keys yet (the fixture's three all have).
+    const R4: ReplicaId = ReplicaId(4);
+    let f = Fixture::new();
+    let settling = CoreConfig {
+        settle: Duration::from_secs(2),
+        ..config()
+    };
+    let none = Output::Propose(Command::Jobs(JobCommand::Runners {
+        replica: R4,
+        epoch: 1,
+        keys: vec![],
+    }));
+    // Just started, no key yet: nothing stated (owners wait for it), woken when it settles.
+    let mut core = SchedulerCore::new(R4, settling, f.t0, T0);
+    assert_eq!(f.feed(&mut core, T0 + 500), []);
+    assert_eq!(core.poll_timeout(), Some(f.at(T0 + 2_000)));
+    core.handle_timeout(f.at(T0 + 2_000), T0 + 2_000);
+    assert_eq!(drain(&mut core), [none]);
+    // A key registered before it settles is stated at once.
+    let mut core = SchedulerCore::new(R4, settling, f.t0, T0);
+    assert_eq!(f.feed(&mut core, T0 + 500), []);
+    core.register("k");
+    let keys = Output::Propose(Command::Jobs(JobCommand::Runners {
+        replica: R4,
+        epoch: 1,
+        keys: vec!["k".into()],
+    }));
+    assert_eq!(f.feed(&mut core, T0 + 600), [keys]);
 }
 
 #[test]

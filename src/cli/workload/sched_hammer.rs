@@ -28,6 +28,10 @@ pub struct SchedHammer {
     runners_on: Option<Vec<String>>,
     /// Unregister the runner this long after registering it (never when absent).
     unregister_after_ms: Option<u64>,
+    /// Register the runner this long after the node started, as an application that sets
+    /// itself up first would.
+    #[serde(default)]
+    register_after_ms: u64,
     /// How often each node records the jobs' history.
     poll_ms: u64,
     /// JSON-lines history file, relative to the local home.
@@ -52,6 +56,7 @@ impl SchedHammer {
         let me = node.name().to_owned();
         let scheduler = node.scheduler();
         if self.runners_on.as_ref().is_none_or(|on| on.contains(&me)) {
+            tokio::time::sleep(Duration::from_millis(self.register_after_ms)).await;
             let (n, h, jobs) = (node.clone(), history.clone(), self.jobs.clone());
             scheduler.register_job_runner("hammer", move |r: JobRequest| {
                 let (node, history) = (n.clone(), h.clone());

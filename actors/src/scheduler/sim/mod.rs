@@ -416,6 +416,7 @@ impl Service for SchedNode {
             grace: Duration::from_millis(400),
             retry: Duration::from_millis(500),
             history: 8,
+            settle: Duration::from_secs(1),
         };
         let w = wall(ctx);
         let mut core = Checked::new(ctx.replica, config, ctx.now, w);
