@@ -54,11 +54,12 @@ pub struct CoreConfig {
     pub retry: Duration,
     /// Run records kept per job.
     pub history: u16,
-    /// How long a node with no runner key waits, from its start, before it states that it has
-    /// none. Owners pass no due time for want of a runner until every live node stated its keys
-    /// ([`plan::runners_known`]); the application registers its runners just after the node
-    /// starts, and a cluster started again after a stop would otherwise pass its downtime's
-    /// due times as `NoRunner` in that moment, instead of applying their misfire policy.
+    /// How long a node with no runner key waits, from its first entitlement, before it states
+    /// that it has none. Owners pass no due time for want of a runner until every live node
+    /// stated its keys ([`plan::runners_known`]); the application registers its runners just
+    /// after the node starts, and a cluster started again after a stop would otherwise pass its
+    /// downtime's due times as `NoRunner` in that moment, instead of applying their misfire
+    /// policy. Only that verdict waits: a job some node has the runner for fires meanwhile.
     pub settle: Duration,
 }
 
@@ -68,7 +69,7 @@ impl Default for CoreConfig {
             grace: Duration::from_secs(1),
             retry: Duration::from_secs(1),
             history: 20,
-            settle: Duration::from_secs(2),
+            settle: Duration::from_secs(5),
         }
     }
 }
@@ -216,8 +217,9 @@ pub struct SchedulerCore {
     now: Instant,
     wall: u64,
     keys: BTreeSet<String>,
-    /// Until when an empty set of runner keys is not stated ([`CoreConfig::settle`]).
-    settled: Instant,
+    /// Until when an empty set of runner keys is not stated ([`CoreConfig::settle`]), once
+    /// this node was first entitled.
+    settled: Option<Instant>,
     /// When the runner keys' registration may be asked again.
     runners_until: Option<Instant>,
     /// Proposals awaited, by job: made again at their time, or at once when the job no longer
@@ -256,7 +258,7 @@ impl SchedulerCore {
             now,
             wall: wall_ms,
             keys: BTreeSet::new(),
-            settled: now + config.settle,
+            settled: None,
             runners_until: None,
             pending: Timers::new(),
             dues: Timers::new(),
@@ -532,8 +534,9 @@ impl SchedulerCore {
         let Some(epoch) = self.entitled(now) else {
             return;
         };
-        if self.keys.is_empty() && now < self.settled {
-            wake.push(self.settled);
+        let settled = *self.settled.get_or_insert(now + self.config.settle);
+        if self.keys.is_empty() && now < settled {
+            wake.push(settled);
             return;
         }
         let keys: Vec<String> = self.keys.iter().cloned().collect();

@@ -219,11 +219,13 @@ fn a_node_states_it_has_no_runner_only_after_settling_and_a_key_registered_meanw
         epoch: 1,
         keys: vec![],
     }));
-    // Just started, no key yet: nothing stated (owners wait for it), woken when it settles.
+    // First entitled, no key yet: nothing stated (owners wait for it), woken when it settles.
     let mut core = SchedulerCore::new(R4, settling, f.t0, T0);
     assert_eq!(f.feed(&mut core, T0 + 500), []);
-    assert_eq!(core.poll_timeout(), Some(f.at(T0 + 2_000)));
-    core.handle_timeout(f.at(T0 + 2_000), T0 + 2_000);
+    assert_eq!(core.poll_timeout(), Some(f.at(T0 + 2_500)));
+    core.handle_timeout(f.at(T0 + 2_499), T0 + 2_499);
+    assert_eq!(drain(&mut core), []);
+    core.handle_timeout(f.at(T0 + 2_500), T0 + 2_500);
     assert_eq!(drain(&mut core), [none]);
     // A key registered before it settles is stated at once.
     let mut core = SchedulerCore::new(R4, settling, f.t0, T0);
