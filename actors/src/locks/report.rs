@@ -94,8 +94,8 @@ impl LocksReport {
         }
     }
 
-    /// Adds the names another node serves. A name two nodes list (its slot moved between their
-    /// answers) is listed once for each, so that a move in progress shows.
+    /// Adds the names the other nodes serve. A name two nodes list (its slot moved between
+    /// their answers) is listed once for each, so that a move in progress shows.
     pub(crate) fn add(&mut self, served: Vec<ServedLock>) {
         self.served.extend(served);
         self.served

@@ -136,7 +136,6 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
     Ok(())
 }
 
-/// The lock service's figures for `/metrics`.
 /// How long `GET /locks` waits for the other nodes' names.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -153,21 +152,24 @@ async fn cluster_report(node: &Node, service: &LockHandle) -> LocksReport {
     let answers = node
         .request_each(&ids, SERVICE, REPORT, Vec::new(), Some(REPORT_TIMEOUT))
         .await;
+    let mut served = Vec::new();
     for (member, answer) in others.iter().zip(answers) {
-        let served = answer.map_err(|e| e.to_string()).and_then(|bytes| {
+        let theirs = answer.map_err(|e| e.to_string()).and_then(|bytes| {
             wire::decode_payload::<Vec<ServedLock>>(&bytes).map_err(|e| e.to_string())
         });
-        match served {
-            Ok(served) => report.add(served),
+        match theirs {
+            Ok(theirs) => served.extend(theirs),
             Err(error) => {
                 tracing::debug!(node = %member.name, %error, "a node's lock report is missing");
                 report.unanswered.push(member.name.clone());
             }
         }
     }
+    report.add(served);
     report
 }
 
+/// The lock service's figures for `/metrics`.
 fn metrics(service: &LockHandle) {
     use metrics::{counter, gauge};
     let (c, names, waiters, held) = service.with(|d| {

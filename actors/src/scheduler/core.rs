@@ -489,7 +489,7 @@ impl SchedulerCore {
         };
         let every = self.every_job
             || self.grounds.as_ref() != Some(&grounds)
-            || !same_grounds(&seen, &state);
+            || !(Arc::ptr_eq(&seen, &state) || same_grounds(&seen, &state));
         self.grounds = Some(grounds);
         let jobs: Vec<(&String, &Job)> = if every {
             // Nothing to wait for any more for removed jobs.
