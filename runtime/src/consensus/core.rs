@@ -94,6 +94,40 @@ pub enum Output {
     },
     /// This node's settings disagree with the cluster's: it takes no part in the cluster.
     Disagrees(Disagreement),
+    /// Snapshot the state: [`Capture::encode`] it (anywhere: it takes time in proportion to
+    /// the state) and hand the result back through [`GroupCore::captured`]. The core goes on
+    /// meanwhile and asks for no other capture until then.
+    Capture(Capture),
+}
+
+/// The cluster state as of an applied index, to be encoded as a snapshot off the core's thread
+/// (a copy of the state shares its large tables with the core's, so taking one is cheap).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capture {
+    index: u64,
+    term: u64,
+    conf_state: ConfState,
+    state: ClusterState,
+}
+
+impl Capture {
+    /// The applied index the state is as of.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The snapshot: the encoded state and its place in the log.
+    pub fn encode(&self) -> Snapshot {
+        let mut snapshot = Snapshot {
+            data: encode_state(&self.state).into(),
+            ..Default::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = self.index;
+        meta.term = self.term;
+        meta.set_conf_state(self.conf_state.clone());
+        snapshot
+    }
 }
 
 /// Why a message was not stepped.
@@ -201,6 +235,8 @@ pub struct GroupCore {
     snapshot_due: bool,
     /// Bytes of the entries applied since the last snapshot.
     since_snapshot: u64,
+    /// The index of the capture handed out and not yet back.
+    capturing: Option<u64>,
     /// Members this node saw removed from the configuration (at most [`REMOVED_KEPT`]): their
     /// messages are refused, as etcd refuses a removed member's.
     removed: BTreeSet<u64>,
@@ -234,7 +270,16 @@ impl GroupCore {
     /// A core for a node that founds a new group `group` as its only voter.
     pub fn found(me: Identity, config: GroupConfig, group: u64, now: Instant, seed: u64) -> Self {
         let log = Log::founding(me.replica.0, encode_state(&ClusterState::new()));
+        // The founding snapshot goes to disk before anything after it: a log whose entries
+        // start past its snapshot reads back empty, under a commit index raft-rs refuses.
+        let founding = Persist {
+            snapshot: Some(log.snapshot_ref().clone()),
+            hard_state: Some(log.hard_state().clone()),
+            conf_state: Some(log.conf_state().clone()),
+            ..Default::default()
+        };
         let mut core = GroupCore::with_log(me, config, group, log, now, seed);
+        core.outputs.push_back(Output::Persist(founding));
         // A single voter wins its own election at once.
         let _ = core.raw.campaign();
         core.reseed_election();
@@ -313,6 +358,7 @@ impl GroupCore {
             stats: GroupStats::default(),
             snapshot_due: false,
             since_snapshot: 0,
+            capturing: None,
             removed: BTreeSet::new(),
         };
         core.reseed_election();
@@ -937,8 +983,8 @@ impl GroupCore {
         }
     }
 
-    /// Snapshots the state and compacts the log once enough entries were applied, or the
-    /// configuration changed.
+    /// Asks for a snapshot of the state once enough entries were applied, or the
+    /// configuration changed (and none is being made).
     ///
     /// Enough is `compact_every` entries carrying at least as many bytes as the last snapshot:
     /// a snapshot encodes and writes the whole state, so with a large state (ten thousand jobs
@@ -952,27 +998,52 @@ impl GroupCore {
         let enough = applied >= last + self.config.compact_every
             && self.since_snapshot >= snapshot.data.len() as u64;
         let due = self.snapshot_due || enough;
-        if !due || applied <= last {
+        if !due || applied <= last || self.capturing.is_some() {
             return;
         }
-        self.snapshot_due = false;
         let Ok(term) = raft::Storage::term(self.raw.store(), applied) else {
             return;
         };
-        let mut snapshot = Snapshot {
-            data: encode_state(&self.state).into(),
-            ..Default::default()
-        };
-        let meta = snapshot.mut_metadata();
-        meta.index = applied;
-        meta.term = term;
-        meta.set_conf_state(self.conf_state().clone());
-        self.stats.snapshots += 1;
+        self.snapshot_due = false;
         self.since_snapshot = 0;
-        self.write(Persist {
-            snapshot: Some(snapshot),
-            ..Default::default()
-        });
+        self.capturing = Some(applied);
+        self.outputs.push_back(Output::Capture(Capture {
+            index: applied,
+            term,
+            conf_state: self.conf_state().clone(),
+            state: self.state.clone(),
+        }));
+    }
+
+    /// Takes back the snapshot of the capture handed out: the log is compacted up to it and
+    /// it goes to disk (an [`Output::Persist`]). Dropped if it is not of that capture, if a
+    /// newer snapshot came from the leader meanwhile, or if the configuration changed since
+    /// the capture (the log keeps the newer configuration; applying the change asked for a
+    /// fresh snapshot already).
+    pub fn captured(&mut self, snapshot: Snapshot) {
+        let index = snapshot.get_metadata().index;
+        if self.capturing != Some(index) {
+            return;
+        }
+        self.capturing = None;
+        let store = self.raw.store();
+        let current = index > store.snapshot_ref().get_metadata().index
+            && snapshot.get_metadata().get_conf_state() == store.conf_state();
+        if current {
+            self.stats.snapshots += 1;
+            self.write(Persist {
+                snapshot: Some(snapshot),
+                ..Default::default()
+            });
+        }
+        // What was applied meanwhile may call for the next one already.
+        self.compact();
+    }
+
+    /// The capture handed out will not come back (writing it failed): the next is asked for
+    /// after as many entries again.
+    pub fn capture_lost(&mut self) {
+        self.capturing = None;
     }
 
     /// Proposes a command this core decided on itself (its liveness, the leader's duties),

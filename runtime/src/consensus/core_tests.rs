@@ -29,21 +29,28 @@ fn identity(replica: u64) -> Identity {
 
 /// A founded one-voter group, run until its settings and its own registration are applied.
 fn founded(now: Instant) -> GroupCore {
-    let mut core = GroupCore::found(
-        identity(1),
-        GroupConfig::with_liveness(Duration::from_secs(1)),
-        77,
-        now,
-        5,
-    );
+    founded_with(now, GroupConfig::with_liveness(Duration::from_secs(1)))
+}
+
+fn founded_with(now: Instant, config: GroupConfig) -> GroupCore {
+    let mut core = GroupCore::found(identity(1), config, 77, now, 5);
     let mut t = now;
     while core.epoch().is_none() {
         t += Duration::from_millis(100);
         core.handle_timeout(t);
-        while core.poll_output().is_some() {}
+        settle(&mut core);
         assert!(t < now + Duration::from_secs(5), "never registered");
     }
     core
+}
+
+/// Drains the core's outputs, making the snapshots it asks for at once as its driver would.
+fn settle(core: &mut GroupCore) {
+    while let Some(output) = core.poll_output() {
+        if let Output::Capture(capture) = output {
+            core.captured(capture.encode());
+        }
+    }
 }
 
 fn msg(kind: MessageType, from: u64, to: u64, term: u64) -> Message {
@@ -153,7 +160,7 @@ fn run(core: &mut GroupCore, from: Instant, until: Instant) -> Instant {
     while t < until {
         t += Duration::from_millis(100);
         core.handle_timeout(t);
-        while core.poll_output().is_some() {}
+        settle(core);
     }
     t
 }
@@ -386,4 +393,180 @@ fn commands_too_large_together_go_in_entries_that_fit() {
     assert_eq!(indexes.len(), 3, "one entry each: {applied:?}");
     let proposals: Vec<Option<ProposalId>> = applied.iter().map(|a| a.2).collect();
     assert_eq!(proposals, ids.into_iter().map(Some).collect::<Vec<_>>());
+}
+
+/// Proposes one command after another, 100 ms apart, until the core asks for a snapshot;
+/// returns it (the outputs' other snapshots are made at once) and the time.
+fn until_captured(core: &mut GroupCore, mut t: Instant) -> (Capture, Instant) {
+    let t0 = t;
+    loop {
+        let name = format!("{:0>40}", core.applied_index());
+        core.propose_many(
+            t,
+            vec![Command::Component {
+                name,
+                enabled: true,
+            }],
+        );
+        t += Duration::from_millis(100);
+        core.handle_timeout(t);
+        while let Some(output) = core.poll_output() {
+            if let Output::Capture(capture) = output {
+                return (capture, t);
+            }
+        }
+        assert!(t < t0 + Duration::from_secs(60), "no snapshot asked for");
+    }
+}
+
+fn persisted_snapshots(core: &mut GroupCore) -> (Vec<u64>, Vec<Capture>) {
+    let (mut snapshots, mut captures) = (Vec::new(), Vec::new());
+    while let Some(output) = core.poll_output() {
+        match output {
+            Output::Persist(p) => snapshots.extend(p.snapshot.map(|s| s.get_metadata().index)),
+            Output::Capture(c) => captures.push(c),
+            _ => {}
+        }
+    }
+    (snapshots, captures)
+}
+
+/// A snapshot is encoded off the core: the core hands out the state as of an index, goes on
+/// applying meanwhile without asking for another, and compacts its log only once the snapshot
+/// comes back; one that is not the one asked for changes nothing.
+#[test]
+fn a_snapshot_is_made_while_the_core_goes_on_and_compacts_the_log_once_it_is_back() {
+    let t0 = Instant::now();
+    let mut config = GroupConfig::with_liveness(Duration::from_secs(1));
+    config.compact_every = 4;
+    let mut core = founded_with(t0, config);
+    let (capture, mut t) = until_captured(&mut core, t0);
+    let index = capture.index();
+    assert!(core.log().snapshot_ref().get_metadata().index < index);
+    for _ in 0..30 {
+        let name = format!("later{:0>40}", core.applied_index());
+        core.propose_many(
+            t,
+            vec![Command::Component {
+                name,
+                enabled: true,
+            }],
+        );
+        t += Duration::from_millis(100);
+        core.handle_timeout(t);
+        let (snapshots, captures) = persisted_snapshots(&mut core);
+        assert!(
+            snapshots.is_empty() && captures.is_empty(),
+            "one capture at a time"
+        );
+    }
+    assert!(core.applied_index() > index + 30);
+    assert!(
+        core.log().entries_ref()[0].index <= index,
+        "compacted early"
+    );
+
+    let mut stale = capture.encode();
+    stale.mut_metadata().index = index - 1;
+    core.captured(stale);
+    assert_eq!(persisted_snapshots(&mut core), (vec![], vec![]));
+
+    let made = core.stats().snapshots;
+    let snapshot = capture.encode();
+    core.captured(snapshot.clone());
+    let (snapshots, _) = persisted_snapshots(&mut core);
+    assert_eq!(snapshots, [index]);
+    assert_eq!(core.log().snapshot_ref(), &snapshot);
+    assert_eq!(core.log().entries_ref()[0].index, index + 1);
+    assert_eq!(core.stats().snapshots, made + 1);
+    let (next, t) = until_captured(&mut core, t);
+    assert!(next.index() > index + 30);
+    core.captured(next.encode());
+    still_commits(&mut core, t);
+}
+
+/// A snapshot captured before a configuration change comes back after it: the log keeps the
+/// newer configuration (a member added meanwhile could not install the older snapshot), and a
+/// fresh snapshot is asked for.
+#[test]
+fn a_snapshot_older_than_the_configuration_is_dropped_and_made_again() {
+    let t0 = Instant::now();
+    let mut config = GroupConfig::with_liveness(Duration::from_secs(1));
+    config.compact_every = 4;
+    let mut core = founded_with(t0, config);
+    let (capture, mut t) = until_captured(&mut core, t0);
+    core.set_peers(t, [(ReplicaId(2), PeerState::Up)]);
+    let until = t + Duration::from_secs(1);
+    while t < until {
+        t += Duration::from_millis(100);
+        core.handle_timeout(t);
+        assert_eq!(persisted_snapshots(&mut core), (vec![], vec![]));
+    }
+    assert!(core.conf_state().learners.contains(&2));
+    let before = core.log().snapshot_ref().clone();
+
+    core.captured(capture.encode());
+    let (snapshots, captures) = persisted_snapshots(&mut core);
+    assert!(snapshots.is_empty());
+    assert_eq!(core.log().snapshot_ref(), &before);
+    assert!(
+        core.conf_state().learners.contains(&2),
+        "the configuration went back"
+    );
+    let fresh = captures
+        .first()
+        .expect("a fresh snapshot is asked for")
+        .encode();
+    assert!(fresh.get_metadata().get_conf_state().learners.contains(&2));
+    core.captured(fresh);
+    let (snapshots, _) = persisted_snapshots(&mut core);
+    assert_eq!(snapshots, [core.applied_index()]);
+}
+
+/// What a founding node persists reads back as its log: restarted before its first snapshot,
+/// it keeps what it applied (its entries used to follow a founding snapshot never written,
+/// and read back as an empty log).
+#[test]
+fn a_founding_node_restarted_before_its_first_snapshot_keeps_its_state() {
+    let t0 = Instant::now();
+    let mut core = GroupCore::found(
+        identity(1),
+        GroupConfig::with_liveness(Duration::from_secs(1)),
+        77,
+        t0,
+        5,
+    );
+    let mut disk = Log::default();
+    let component = Command::Component {
+        name: "kept".into(),
+        enabled: true,
+    };
+    let mut t = t0;
+    core.propose_many(t, vec![component]);
+    while !core.state().components.contains_key("kept") {
+        while let Some(output) = core.poll_output() {
+            if let Output::Persist(p) = output {
+                disk.apply(&p);
+            }
+        }
+        t += Duration::from_millis(100);
+        core.handle_timeout(t);
+        assert!(t < t0 + Duration::from_secs(5), "never applied");
+    }
+    while let Some(output) = core.poll_output() {
+        if let Output::Persist(p) = output {
+            disk.apply(&p);
+        }
+    }
+    assert!(disk.is_initialized());
+    assert_eq!(disk.last(), core.log().last());
+    let restarted = GroupCore::restore(
+        identity(1),
+        GroupConfig::with_liveness(Duration::from_secs(1)),
+        77,
+        disk,
+        t,
+        6,
+    );
+    assert!(restarted.state().components.contains_key("kept"));
 }

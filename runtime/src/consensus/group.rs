@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
 use super::command::{Command, Outcome, ReplicaId};
-use super::core::{Entitlement, GroupCore, GroupStats, Output, PeerState, ProposalId};
+use raft::eraftpb::Snapshot;
+
+use super::core::{Capture, Entitlement, GroupCore, GroupStats, Output, PeerState, ProposalId};
 use super::disk::Disk;
 use super::settings::Disagreement;
 use super::state::ClusterState;
@@ -112,6 +114,9 @@ pub enum GroupInput {
     Propose(Command, oneshot::Sender<Result<Outcome, ProposeError>>),
     /// Leave the group gracefully.
     Leave,
+    /// A snapshot asked for by an [`Output::Capture`], encoded and written to its file (or why
+    /// it could not be).
+    Captured(Result<Snapshot, String>),
 }
 
 /// The group's driver: the core and its IO.
@@ -134,6 +139,9 @@ pub struct GroupDriver {
     sending_pieces: Arc<std::sync::Mutex<BTreeSet<ReplicaId>>>,
     /// The number of the next message sent in pieces.
     next_message: u64,
+    /// This driver's own shell, to hand it back snapshots made on another thread (set once the
+    /// shell runs; until then they are made in place).
+    pub(crate) shell: Option<Shell<GroupDriver>>,
 }
 
 impl GroupDriver {
@@ -159,6 +167,7 @@ impl GroupDriver {
             assembly: Assembly::default(),
             sending_pieces: Arc::default(),
             next_message: 0,
+            shell: None,
         };
         (driver, rx)
     }
@@ -242,6 +251,38 @@ impl GroupDriver {
         });
     }
 
+    /// Encodes and writes a snapshot on a blocking thread: for a large state that takes long
+    /// enough (tens to hundreds of milliseconds) to stall raft's heartbeats and elections if
+    /// done on the actor.
+    fn capture(&mut self, capture: Capture) {
+        let files = self.disk.snapshot_files();
+        let make = move || {
+            let snapshot = capture.encode();
+            files
+                .write(&snapshot)
+                .map(|()| snapshot)
+                .map_err(|e| e.to_string())
+        };
+        match self.shell.clone() {
+            Some(shell) => {
+                tokio::task::spawn_blocking(move || {
+                    let _ = shell.cast(GroupInput::Captured(make()));
+                });
+            }
+            None => self.captured(make()),
+        }
+    }
+
+    fn captured(&mut self, made: Result<Snapshot, String>) {
+        match made {
+            Ok(snapshot) => self.core.captured(snapshot),
+            Err(reason) => {
+                tracing::error!(%reason, "a snapshot could not be written: the log is compacted later");
+                self.core.capture_lost();
+            }
+        }
+    }
+
     fn fail(&mut self, reason: String) {
         tracing::error!(%reason, "the consensus store failed: this node stops taking part in the group");
         self.failed = Some(reason);
@@ -304,6 +345,7 @@ impl Driven for GroupDriver {
             // Proposed at the flush, together with the rest of the burst.
             GroupInput::Propose(command, reply) => self.proposing.push((command, reply)),
             GroupInput::Leave => self.core.leave(now),
+            GroupInput::Captured(made) => self.captured(made),
         }
     }
 
@@ -384,6 +426,7 @@ impl Driven for GroupDriver {
                 Output::Disagrees(d) => {
                     tracing::error!(error = %d, "this node's settings disagree with the cluster's");
                 }
+                Output::Capture(capture) => self.capture(capture),
             }
         }
         self.send(now_batches);

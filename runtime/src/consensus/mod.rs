@@ -41,7 +41,8 @@ pub mod state;
 pub mod transfer;
 
 pub use self::core::{
-    Applied, Entitlement, GroupCore, GroupStats, Identity, Output, PeerState, ProposalId, Refused,
+    Applied, Capture, Entitlement, GroupCore, GroupStats, Identity, Output, PeerState, ProposalId,
+    Refused,
 };
 pub use command::{
     Command, Domain, MAX_TOKEN, MemberInfo, Outcome, Refusal, ReplicaId, SLOTS, TOKEN_BLOCK,

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, Snapshot};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -116,8 +116,17 @@ pub struct GroupHistory {
 }
 
 enum Payload<M> {
-    Raft { group: u64, msg: Message },
+    Raft {
+        group: u64,
+        msg: Message,
+    },
     Service(M),
+    /// A snapshot the node's core asked for, made (as on a blocking thread) by the process of
+    /// that incarnation.
+    Captured {
+        incarnation: u64,
+        snapshot: Snapshot,
+    },
 }
 
 impl<M: Clone> Clone for Payload<M> {
@@ -128,6 +137,13 @@ impl<M: Clone> Clone for Payload<M> {
                 msg: msg.clone(),
             },
             Payload::Service(m) => Payload::Service(m.clone()),
+            Payload::Captured {
+                incarnation,
+                snapshot,
+            } => Payload::Captured {
+                incarnation: *incarnation,
+                snapshot: snapshot.clone(),
+            },
         }
     }
 }
@@ -624,6 +640,19 @@ impl<S: Service> GroupWorld<S> {
                 }
             }
             Payload::Service(msg) => self.call(to, |s, ctx| s.message(ctx, from, msg)),
+            Payload::Captured {
+                incarnation,
+                snapshot,
+            } => {
+                let node = &mut self.nodes[to];
+                if let Some(core) = node
+                    .core
+                    .as_mut()
+                    .filter(|_| node.incarnation == incarnation)
+                {
+                    core.captured(snapshot);
+                }
+            }
         }
         self.drain(to);
     }
@@ -742,6 +771,15 @@ impl<S: Service> GroupWorld<S> {
                 self.call(i, |s, ctx| s.proposal_failed(ctx, &command))
             }
             Output::Disagrees(_) => {}
+            // Made meanwhile, as the node's driver makes it on another thread: raft goes on.
+            Output::Capture(capture) => {
+                let payload = Payload::Captured {
+                    incarnation: self.nodes[i].incarnation,
+                    snapshot: capture.encode(),
+                };
+                let delay = self.random_duration(CAPTURE_TIME);
+                self.schedule(i, i, payload, delay);
+            }
         }
     }
 
@@ -762,20 +800,20 @@ impl<S: Service> GroupWorld<S> {
             } else {
                 payload.clone().expect("kept for the last copy")
             };
-            let id = self.next_flight;
-            self.next_flight += 1;
-            self.flights.insert(
-                id,
-                Flight {
-                    from,
-                    to,
-                    payload: p,
-                },
-            );
-            self.arrivals.push(Reverse((self.now + delay, id)));
+            self.schedule(from, to, p, delay);
         }
     }
+
+    fn schedule(&mut self, from: usize, to: usize, payload: Payload<S::Msg>, delay: Duration) {
+        let id = self.next_flight;
+        self.next_flight += 1;
+        self.flights.insert(id, Flight { from, to, payload });
+        self.arrivals.push(Reverse((self.now + delay, id)));
+    }
 }
+
+/// Up to how long a node takes to encode and write a snapshot.
+const CAPTURE_TIME: Duration = Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests;

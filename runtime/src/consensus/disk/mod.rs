@@ -1,19 +1,23 @@
 //! The consensus store on disk: one redb file in the local home holding the node's replica id,
-//! its group, the vote and commit, the configuration, the latest snapshot and the entries after
-//! it. Each [`Persist`] is one transaction, durable when [`Disk::write`] returns.
+//! its group, the vote and commit, the configuration, the latest snapshot's place (its data is a
+//! file beside it, see [`snapshots`]) and the entries after it. Each [`Persist`] is one
+//! transaction, durable when [`Disk::write`] returns.
 //!
 //! A file that cannot be read back is quarantined (renamed aside, with the reason logged) and
 //! the node starts as a new member with a new replica id: it never votes with state it may have
 //! lost, and the group replaces its old identity once it has been unreachable for the voter
 //! grace period.
 
+pub mod snapshots;
+
 use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::log::{Log, Persist};
+pub use snapshots::SnapshotFiles;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
@@ -48,6 +52,7 @@ pub struct Loaded {
 pub struct Disk {
     db: Database,
     path: PathBuf,
+    files: SnapshotFiles,
 }
 
 impl std::fmt::Debug for Disk {
@@ -70,27 +75,36 @@ impl Disk {
             std::fs::create_dir_all(dir).map_err(|e| io(e.to_string()))?;
         }
         let mut quarantined = None;
+        let files = SnapshotFiles::beside(path);
         if path.exists() {
             match Disk::read(path) {
                 Ok((disk, loaded)) => return Ok((disk, loaded)),
                 Err(reason) => {
-                    let aside = path.with_extension(format!(
-                        "corrupt-{}",
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs())
-                    ));
+                    let stamp = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let aside = path.with_extension(format!("corrupt-{stamp}"));
                     std::fs::rename(path, &aside).map_err(|e| io(e.to_string()))?;
+                    if files.dir().exists() {
+                        let dir = files
+                            .dir()
+                            .with_extension(format!("snapshots-corrupt-{stamp}"));
+                        std::fs::rename(files.dir(), dir).map_err(|e| io(e.to_string()))?;
+                    }
                     tracing::error!(file = %path.display(), moved_to = %aside.display(), %reason,
                         "the consensus store is unreadable: moved aside; this node joins as a new member");
                     quarantined = Some((aside, reason));
                 }
             }
         }
+        // A new store's snapshots start afresh: a file left from another store may have the
+        // name of one of this store's.
+        files.prune(None, true);
         let db = Database::create(path).map_err(|e| io(e.to_string()))?;
         let disk = Disk {
             db,
             path: path.to_owned(),
+            files,
         };
         disk.put_meta(&[("replica", fresh_replica.to_be_bytes().to_vec())])?;
         Ok((
@@ -129,11 +143,22 @@ impl Disk {
         }
         let group = word(get("group")?)?;
         let decode_err = |what: &str, e: protobuf::ProtobufError| format!("{what}: {e}");
+        let files = SnapshotFiles::beside(path);
         let mut persist = Persist::default();
-        if let Some(b) = get("snapshot")? {
+        if let Some(b) = get("snapshot_meta")? {
+            let meta = SnapshotMetadata::parse_from_bytes(&b)
+                .map_err(|e| decode_err("snapshot metadata", e))?;
+            persist.snapshot = Some(files.read(meta.index, meta.term)?);
+        } else if let Some(b) = get("snapshot")? {
+            // Written before snapshots went to files.
             persist.snapshot =
                 Some(Snapshot::parse_from_bytes(&b).map_err(|e| decode_err("snapshot", e))?);
         }
+        let named = persist.snapshot.as_ref().map(|s| {
+            let meta = s.get_metadata();
+            (meta.index, meta.term)
+        });
+        files.prune(named, true);
         if let Some(b) = get("hard_state")? {
             persist.hard_state =
                 Some(HardState::parse_from_bytes(&b).map_err(|e| decode_err("hard state", e))?);
@@ -174,6 +199,7 @@ impl Disk {
             Disk {
                 db,
                 path: path.to_owned(),
+                files,
             },
             Loaded {
                 replica,
@@ -187,6 +213,12 @@ impl Disk {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where this store's snapshot files go: write one there ahead of its [`Persist`] (off the
+    /// group's actor), and [`Disk::write`] only records it.
+    pub fn snapshot_files(&self) -> SnapshotFiles {
+        self.files.clone()
     }
 
     /// Records the group this node belongs to.
@@ -223,12 +255,21 @@ impl Disk {
             reason: e.to_string(),
         };
         let tx = self.db.begin_write().map_err(|e| fail(e.into()))?;
+        let mut named = None;
         for change in changes {
             let mut meta = tx.open_table(META).map_err(|e| fail(e.into()))?;
             let mut entries = tx.open_table(ENTRIES).map_err(|e| fail(e.into()))?;
             if let Some(snapshot) = &change.snapshot {
-                let index = snapshot.get_metadata().index;
-                meta.insert("snapshot", bytes(snapshot).as_slice())
+                let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
+                // A snapshot this process made is on disk already; one received is written
+                // here, before the store names it.
+                if !self.files.take_made(index, term) {
+                    self.files.write(snapshot)?;
+                    self.files.take_made(index, term);
+                }
+                named = Some((index, term));
+                meta.remove("snapshot").map_err(|e| fail(e.into()))?;
+                meta.insert("snapshot_meta", bytes(snapshot.get_metadata()).as_slice())
                     .map_err(|e| fail(e.into()))?;
                 meta.insert(
                     "conf_state",
@@ -260,7 +301,11 @@ impl Disk {
                     .map_err(|e| fail(e.into()))?;
             }
         }
-        tx.commit().map_err(|e| fail(e.into()))
+        tx.commit().map_err(|e| fail(e.into()))?;
+        if named.is_some() {
+            self.files.prune(named, false);
+        }
+        Ok(())
     }
 }
 
@@ -376,5 +421,176 @@ mod tests {
         let (aside, _) = loaded.quarantined.unwrap();
         assert!(aside.exists());
         assert!(path.exists());
+    }
+
+    fn snapshot(index: u64, term: u64, data: &[u8]) -> Snapshot {
+        let mut snapshot = Snapshot {
+            data: data.to_vec().into(),
+            ..Default::default()
+        };
+        snapshot.mut_metadata().index = index;
+        snapshot.mut_metadata().term = term;
+        snapshot
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// The group writes its own snapshots ahead, off its actor; the store then only names the
+    /// file, and the older file goes.
+    #[test]
+    fn a_snapshot_written_ahead_is_named_by_the_store_and_the_older_file_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.redb");
+        let (disk, _) = Disk::open(&path, 7).unwrap();
+        let mut log = Log::founding(7, b"state".to_vec());
+        let first = Persist {
+            snapshot: Some(log.snapshot_ref().clone()),
+            hard_state: Some(HardState {
+                term: 2,
+                commit: 4,
+                ..Default::default()
+            }),
+            entries: vec![entry(2, 2), entry(3, 2), entry(4, 2)],
+            ..Default::default()
+        };
+        disk.write(std::slice::from_ref(&first)).unwrap();
+        log.apply(&first);
+        let files = disk.snapshot_files();
+        assert_eq!(files_in(files.dir()), ["1-1.snap"]);
+        let made = snapshot(3, 2, &[9; 100_000]);
+        files.write(&made).unwrap();
+        assert_eq!(files_in(files.dir()), ["1-1.snap", "3-2.snap"]);
+        let second = Persist {
+            snapshot: Some(made.clone()),
+            ..Default::default()
+        };
+        disk.write(std::slice::from_ref(&second)).unwrap();
+        log.apply(&second);
+        assert_eq!(files_in(files.dir()), ["3-2.snap"]);
+        drop(disk);
+        let (_, loaded) = Disk::open(&path, 8).unwrap();
+        assert!(loaded.quarantined.is_none());
+        assert!(loaded.log.snapshot_ref() == &made);
+        assert!(loaded.log == log, "the log read back differs");
+    }
+
+    /// A snapshot written before the node died but never named by the store is not used: the
+    /// store's own snapshot and entries load, and the stray file goes.
+    #[test]
+    fn a_snapshot_file_the_store_never_named_is_ignored_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.redb");
+        let (disk, _) = Disk::open(&path, 7).unwrap();
+        let log = Log::founding(7, b"state".to_vec());
+        disk.write(&[Persist {
+            snapshot: Some(log.snapshot_ref().clone()),
+            hard_state: Some(log.hard_state().clone()),
+            ..Default::default()
+        }])
+        .unwrap();
+        let files = disk.snapshot_files();
+        files.write(&snapshot(5, 1, b"never named")).unwrap();
+        std::fs::write(files.dir().join("6-1.part"), b"cut short").unwrap();
+        drop(disk);
+        let (disk, loaded) = Disk::open(&path, 8).unwrap();
+        assert_eq!(loaded.log, log);
+        assert_eq!(files_in(disk.snapshot_files().dir()), ["1-1.snap"]);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_file_quarantines_the_store_with_its_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.redb");
+        let (disk, _) = Disk::open(&path, 7).unwrap();
+        disk.write(&[Persist {
+            snapshot: Some(snapshot(4, 2, &[7; 1000])),
+            ..Default::default()
+        }])
+        .unwrap();
+        let file = disk.snapshot_files().dir().join("4-2.snap");
+        drop(disk);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[500] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        let (disk, loaded) = Disk::open(&path, 9).unwrap();
+        assert_eq!(loaded.replica, 9);
+        assert!(!loaded.log.is_initialized());
+        let (aside, reason) = loaded.quarantined.unwrap();
+        assert!(reason.contains("checksum"), "{reason}");
+        assert!(aside.exists());
+        assert!(files_in(disk.snapshot_files().dir()).is_empty());
+        let moved = files_in(dir.path());
+        assert!(
+            moved
+                .iter()
+                .any(|n| n.starts_with("group.snapshots-corrupt-")),
+            "{moved:?}"
+        );
+    }
+
+    /// A new store may get a snapshot with the same index and term as a file left from the
+    /// store it replaced: it writes its own.
+    #[test]
+    fn a_new_store_never_takes_a_file_left_by_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.redb");
+        let earlier = SnapshotFiles::beside(&path);
+        earlier
+            .write(&snapshot(3, 2, b"the earlier store's"))
+            .unwrap();
+        let (disk, _) = Disk::open(&path, 7).unwrap();
+        assert!(files_in(earlier.dir()).is_empty());
+        let ours = snapshot(3, 2, b"this store's");
+        disk.write(&[Persist {
+            snapshot: Some(ours.clone()),
+            ..Default::default()
+        }])
+        .unwrap();
+        drop(disk);
+        let (_, loaded) = Disk::open(&path, 8).unwrap();
+        assert_eq!(loaded.log.snapshot_ref(), &ours);
+    }
+
+    /// Stores written when the snapshot was a value in the store still load, and move to a
+    /// file with their next snapshot.
+    #[test]
+    fn a_store_with_its_snapshot_inside_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.redb");
+        let (disk, _) = Disk::open(&path, 7).unwrap();
+        let inside = snapshot(2, 1, b"an older node's state");
+        disk.write(&[Persist {
+            hard_state: Some(HardState {
+                term: 1,
+                commit: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }])
+        .unwrap();
+        disk.put_meta(&[("snapshot", bytes(&inside))]).unwrap();
+        drop(disk);
+        let (disk, loaded) = Disk::open(&path, 8).unwrap();
+        assert!(loaded.quarantined.is_none(), "{:?}", loaded.quarantined);
+        assert_eq!(loaded.log.snapshot_ref(), &inside);
+        let next = snapshot(5, 1, b"a newer state");
+        disk.write(&[Persist {
+            snapshot: Some(next.clone()),
+            ..Default::default()
+        }])
+        .unwrap();
+        drop(disk);
+        let (_, loaded) = Disk::open(&path, 8).unwrap();
+        assert_eq!(loaded.log.snapshot_ref(), &next);
     }
 }
