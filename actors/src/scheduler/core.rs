@@ -224,12 +224,16 @@ pub struct SchedulerCore {
     runners_until: Option<Instant>,
     /// Proposals awaited, by job: made again at their time, or at once when the job no longer
     /// stands where it stood.
-    pending: Timers<Instant, Basis>,
+    pending: Timers<String, Instant, Basis>,
     /// Served jobs not due yet, at their due time (wall clock, UTC milliseconds).
-    dues: Timers<u64, ()>,
+    dues: Timers<String, u64, ()>,
+    /// Cluster runs started here, by token, until their fire is closed.
     started: BTreeMap<u64, Started>,
-    /// `Finish` commands to ask again until their fire is closed, with when.
-    finishing: BTreeMap<u64, (Command, Instant)>,
+    /// The same, by job: a tick that looks only at the jobs that changed looks only at their
+    /// runs (a run's fire moves only with its job, or with this node's grounds).
+    started_jobs: BTreeSet<(String, u64)>,
+    /// `Finish` commands to ask again until their fire is closed, by token, at when.
+    finishing: Timers<u64, Instant, Command>,
     quarantined: BTreeSet<(String, u64)>,
     local: BTreeMap<String, LocalJob>,
     local_tokens: u64,
@@ -263,7 +267,8 @@ impl SchedulerCore {
             pending: Timers::new(),
             dues: Timers::new(),
             started: BTreeMap::new(),
-            finishing: BTreeMap::new(),
+            started_jobs: BTreeSet::new(),
+            finishing: Timers::new(),
             quarantined: BTreeSet::new(),
             local: BTreeMap::new(),
             local_tokens: 0,
@@ -426,7 +431,7 @@ impl SchedulerCore {
             // Asked again until the fire is closed; one closed already is asked once (fenced).
             if self.started.contains_key(&run.token) {
                 self.finishing
-                    .insert(run.token, (command, now + self.config.retry));
+                    .set(&run.token, now + self.config.retry, command);
             }
         }
         self.touch(now, wall_ms);
@@ -491,6 +496,8 @@ impl SchedulerCore {
             || self.grounds.as_ref() != Some(&grounds)
             || !(Arc::ptr_eq(&seen, &state) || same_grounds(&seen, &state));
         self.grounds = Some(grounds);
+        // The ids looked at (every id when `every`), removed ones included.
+        let mut ids = Vec::new();
         let jobs: Vec<(&String, &Job)> = if every {
             // Nothing to wait for any more for removed jobs.
             let exists = |id: &str| state.jobs.jobs.contains_key(id);
@@ -498,7 +505,6 @@ impl SchedulerCore {
             self.dues.retain(exists);
             state.jobs.jobs.iter().map(|(id, j)| (id, &**j)).collect()
         } else {
-            let mut ids = Vec::new();
             if !Arc::ptr_eq(&seen, &state) {
                 ids.extend(state.jobs.changed_since(&seen.jobs).cloned());
             }
@@ -511,8 +517,8 @@ impl SchedulerCore {
                 match state.jobs.jobs.get_key_value(id) {
                     Some((id, job)) => jobs.push((id, &**job)),
                     None => {
-                        self.pending.clear(id);
-                        self.dues.clear(id);
+                        self.pending.clear(id.as_str());
+                        self.dues.clear(id.as_str());
                     }
                 }
             }
@@ -521,7 +527,7 @@ impl SchedulerCore {
         self.visited += jobs.len() as u64;
         let mut wake = Vec::new();
         self.keep_runners(now, &mut wake);
-        self.runs(now, &state, &jobs, &mut wake);
+        self.runs(now, &state, &jobs, (!every).then_some(&ids), &mut wake);
         self.own_jobs(now, wall_ms, &state, &jobs);
         self.local_jobs(now, wall_ms, &mut wake);
         wake.extend(self.dues.first().map(|due| at(now, wall_ms, due)));
@@ -565,12 +571,15 @@ impl SchedulerCore {
     }
 
     /// Starts the runs the state gives this node in `jobs`, stops those it lost, and asks again
-    /// for the `Finish` of runs whose fire is still open.
+    /// for the `Finish` of runs whose fire is still open. Only the runs of the jobs of `ids`
+    /// (removed ones included) can have moved, or every run when every job is looked at
+    /// (`None`).
     fn runs(
         &mut self,
         now: Instant,
         state: &ClusterState,
         jobs: &[(&String, &Job)],
+        ids: Option<&Vec<String>>,
         wake: &mut Vec<Instant>,
     ) {
         let entitled = self.entitled(now);
@@ -582,25 +591,41 @@ impl SchedulerCore {
                 .and_then(|j| j.open.get(token))
                 .map(|f| f.runner)
         };
+        let tokens: Vec<u64> = match ids {
+            None => self.started.keys().copied().collect(),
+            Some(ids) => {
+                let mut tokens = Vec::new();
+                for id in ids {
+                    tokens.extend(
+                        self.started_jobs
+                            .range((id.clone(), 0)..)
+                            .take_while(|(job, _)| job == id)
+                            .map(|(_, token)| *token),
+                    );
+                }
+                tokens
+            }
+        };
         // Stop runs whose fire this node lost, and forget closed ones.
-        let mut closed = Vec::new();
-        for (token, s) in &mut self.started {
-            let holder = open(token, &s.job);
+        for token in tokens {
+            let Some(s) = self.started.get_mut(&token) else {
+                continue;
+            };
+            let holder = open(&token, &s.job);
             let mine = holder == Some((self.me, s.epoch)) && entitled == Some(s.epoch);
             if s.live && !mine {
                 s.live = false;
                 self.outputs.push_back(Output::Abort {
                     job: s.job.clone(),
-                    token: *token,
+                    token,
                 });
             }
             if holder.is_none() {
-                closed.push(*token);
+                let job = s.job.clone();
+                self.started.remove(&token);
+                self.started_jobs.remove(&(job, token));
+                self.finishing.clear(&token);
             }
-        }
-        for token in closed {
-            self.started.remove(&token);
-            self.finishing.remove(&token);
         }
         let Some(epoch) = entitled else {
             return;
@@ -618,6 +643,7 @@ impl SchedulerCore {
                         live: true,
                     },
                 );
+                self.started_jobs.insert(((*id).clone(), *token));
                 self.outputs.push_back(Output::Start(Run {
                     job: (*id).clone(),
                     config: job.config.to_vec(),
@@ -628,18 +654,23 @@ impl SchedulerCore {
                 }));
             }
         }
-        if self.started.values().any(|s| s.live)
+        // A run still going when the entitlement ends is stopped then (a finished one wakes
+        // the core needlessly: cheaper than counting).
+        if !self.started.is_empty()
             && let Some(e) = self.entitlement
         {
             wake.push(e.until);
         }
-        for (command, until) in self.finishing.values_mut() {
-            if *until <= now {
-                *until = now + self.config.retry;
+        let mut due = Vec::new();
+        self.finishing.expired(now, &mut due);
+        for token in due {
+            if let Some((_, command)) = self.finishing.get(&token) {
+                let command = command.clone();
                 self.outputs.push_back(Output::Propose(command.clone()));
+                self.finishing.set(&token, now + self.config.retry, command);
             }
-            wake.push(*until);
         }
+        wake.extend(self.finishing.first());
     }
 
     /// The owner's duty: for each job of `jobs` in a slot this node serves, the next command
@@ -655,12 +686,12 @@ impl SchedulerCore {
             .retain(|(id, g)| state.jobs.jobs.get(id).is_some_and(|j| j.generation == *g));
         let grace = self.config.grace.as_millis() as u64;
         for (id, job) in jobs {
-            self.dues.clear(id);
-            if let Some((until, basis)) = self.pending.get(id) {
+            self.dues.clear(id.as_str());
+            if let Some((until, basis)) = self.pending.get(id.as_str()) {
                 if basis.holds(job) && until > now {
                     continue;
                 }
-                self.pending.clear(id);
+                self.pending.clear(id.as_str());
             }
             if !self
                 .own
@@ -676,7 +707,7 @@ impl SchedulerCore {
                 .any(|f| !state.in_force(f.runner.0, f.runner.1));
             if !lost && job.next_due.is_none_or(|d| d > wall) {
                 if let Some(due) = job.next_due {
-                    self.dues.set(id, due, ());
+                    self.dues.set(id.as_str(), due, ());
                 }
                 continue;
             }
@@ -696,7 +727,7 @@ impl SchedulerCore {
             // or the grounds' bring it back.
             if let Some(command) = plan::next_command(state, id, job, &config, wall, grace) {
                 self.pending
-                    .set(id, now + self.config.retry, Basis::of(job));
+                    .set(id.as_str(), now + self.config.retry, Basis::of(job));
                 self.outputs
                     .push_back(Output::Propose(Command::Jobs(command)));
             }

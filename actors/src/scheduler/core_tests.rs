@@ -652,3 +652,48 @@ fn a_tick_looks_only_at_the_jobs_that_changed_or_came_due() {
     assert_eq!(f.feed(&mut core, T0 + 2_100), []);
     assert_eq!(core.visited(), 2 * JOBS + 2);
 }
+
+/// A tick that looks only at the jobs that changed still looks at the runs of a job removed
+/// meanwhile: its run here is stopped and forgotten (its `Finish` is not asked again).
+#[test]
+fn a_run_whose_job_is_unscheduled_meanwhile_is_aborted_and_forgotten() {
+    let (mut f, mut owner) = scheduled(MisfirePolicy::FireOnce);
+    let out = f.feed(&mut owner, T0);
+    let token = f.apply_proposal(&out).unwrap();
+    let mut runner = SchedulerCore::new(R2, config(), f.t0, T0);
+    runner.register("k");
+    let out = f.feed(&mut runner, T0 + 10);
+    let [Output::Start(run)] = &out[..] else {
+        panic!("{out:?}");
+    };
+    let run = run.clone();
+    assert_eq!(f.feed(&mut runner, T0 + 20), []);
+    let visited = runner.visited();
+    f.apply(Command::Jobs(JobCommand::Unschedule { job: "j".into() }));
+    assert_eq!(
+        f.feed(&mut runner, T0 + 30),
+        [Output::Abort {
+            job: "j".into(),
+            token
+        }]
+    );
+    assert_eq!(runner.visited(), visited, "looked at no job: none is left");
+    // The run's end is proposed once, and not asked again: its fire is gone.
+    runner.run_finished(
+        f.at(T0 + 40),
+        T0 + 40,
+        &run,
+        ended(RunOutcome::Aborted, T0, 30),
+    );
+    assert_eq!(
+        drain(&mut runner),
+        [Output::Propose(finish(
+            token,
+            RunOutcome::Aborted,
+            "",
+            T0,
+            30
+        ))]
+    );
+    assert_eq!(f.feed(&mut runner, T0 + 60_000), []);
+}

@@ -1,16 +1,18 @@
-//! [`Timers`]: one timer per job, in time order, so that the scheduler core looks at a job
-//! when its time comes instead of looking at every job on every tick.
+//! [`Timers`]: one timer per job (or per run), in time order, so that the scheduler core looks
+//! at a job when its time comes instead of looking at every job on every tick.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// At most one timer per job id, each with a value; the earliest time first.
+/// At most one timer per key (a job id, a run's token), each with a value; the earliest time
+/// first.
 #[derive(Debug, Clone)]
-pub(super) struct Timers<T, V> {
-    by_id: BTreeMap<String, (T, V)>,
-    by_time: BTreeSet<(T, String)>,
+pub(super) struct Timers<K, T, V> {
+    by_id: BTreeMap<K, (T, V)>,
+    by_time: BTreeSet<(T, K)>,
 }
 
-impl<T: Ord + Copy, V> Timers<T, V> {
+impl<K: Ord + Clone, T: Ord + Copy, V> Timers<K, T, V> {
     /// No timers.
     pub(super) fn new() -> Self {
         Timers {
@@ -19,13 +21,21 @@ impl<T: Ord + Copy, V> Timers<T, V> {
         }
     }
 
-    /// Job `id`'s timer: its time and value.
-    pub(super) fn get(&self, id: &str) -> Option<(T, &V)> {
+    /// Key `id`'s timer: its time and value.
+    pub(super) fn get<Q>(&self, id: &Q) -> Option<(T, &V)>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
         self.by_id.get(id).map(|(t, v)| (*t, v))
     }
 
-    /// Sets job `id`'s timer to `at`, with `value`, replacing any it had.
-    pub(super) fn set(&mut self, id: &str, at: T, value: V) {
+    /// Sets key `id`'s timer to `at`, with `value`, replacing any it had.
+    pub(super) fn set<Q>(&mut self, id: &Q, at: T, value: V)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ToOwned<Owned = K> + ?Sized,
+    {
         match self.by_id.get_mut(id) {
             Some(entry) => {
                 if entry.0 != at {
@@ -42,8 +52,12 @@ impl<T: Ord + Copy, V> Timers<T, V> {
         }
     }
 
-    /// Removes job `id`'s timer, if it had one.
-    pub(super) fn clear(&mut self, id: &str) {
+    /// Removes key `id`'s timer, if it had one.
+    pub(super) fn clear<Q>(&mut self, id: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ToOwned<Owned = K> + ?Sized,
+    {
         if let Some((at, _)) = self.by_id.remove(id) {
             self.by_time.remove(&(at, id.to_owned()));
         }
@@ -54,8 +68,8 @@ impl<T: Ord + Copy, V> Timers<T, V> {
         self.by_time.first().map(|(t, _)| *t)
     }
 
-    /// Adds to `ids` the jobs whose time is `now` or earlier (their timers stay set).
-    pub(super) fn expired(&self, now: T, ids: &mut Vec<String>) {
+    /// Adds to `ids` the keys whose time is `now` or earlier (their timers stay set).
+    pub(super) fn expired(&self, now: T, ids: &mut Vec<K>) {
         ids.extend(
             self.by_time
                 .iter()
@@ -64,10 +78,14 @@ impl<T: Ord + Copy, V> Timers<T, V> {
         );
     }
 
-    /// Keeps the timers of the jobs for which `keep` says yes.
-    pub(super) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.by_id.retain(|id, _| keep(id));
-        self.by_time.retain(|(_, id)| keep(id));
+    /// Keeps the timers of the keys for which `keep` says yes.
+    pub(super) fn retain<Q>(&mut self, keep: impl Fn(&Q) -> bool)
+    where
+        K: Borrow<Q>,
+        Q: ?Sized,
+    {
+        self.by_id.retain(|id, _| keep(id.borrow()));
+        self.by_time.retain(|(_, id)| keep(id.borrow()));
     }
 
     /// How many timers are set.
@@ -83,7 +101,7 @@ mod tests {
 
     #[test]
     fn a_timer_set_again_moves_and_expired_ones_are_named_in_time_order() {
-        let mut t = Timers::new();
+        let mut t = Timers::<String, _, _>::new();
         t.set("b", 20, 'b');
         t.set("a", 10, 'a');
         t.set("c", 5, 'c');
@@ -91,7 +109,7 @@ mod tests {
         t.clear("c");
         t.clear("missing");
         t.set("d", 1, 'd');
-        t.retain(|id| id != "d");
+        t.retain(|id: &str| id != "d");
         assert_eq!(t.len(), 2);
         assert_eq!(t.get("a"), Some((30, &'A')));
         assert_eq!(t.first(), Some(20));
