@@ -81,6 +81,8 @@ pub(crate) struct SchedDriver {
     pool: Arc<Semaphore>,
     /// Each job's share of the pool, while it has runs here.
     shares: HashMap<String, Arc<Semaphore>>,
+    /// How many shares the last look kept.
+    shares_kept: usize,
     /// Runs by (local, token).
     running: HashMap<(bool, u64), Running>,
     /// Callers awaiting a schedule or unschedule of a job, in order.
@@ -118,6 +120,7 @@ impl SchedDriver {
             runners: BTreeMap::new(),
             pool: Arc::new(Semaphore::new(settings.pool)),
             shares: HashMap::new(),
+            shares_kept: 0,
             running: HashMap::new(),
             callers: HashMap::new(),
             local_history: BTreeMap::new(),
@@ -321,7 +324,14 @@ impl SchedDriver {
                 let caller = match &command {
                     Command::Jobs(
                         JobCommand::Schedule { job, .. } | JobCommand::Unschedule { job },
-                    ) => self.callers.get_mut(job).and_then(VecDeque::pop_front),
+                    ) => {
+                        let waiting = self.callers.get_mut(job);
+                        let caller = waiting.and_then(VecDeque::pop_front);
+                        if self.callers.get(job).is_some_and(VecDeque::is_empty) {
+                            self.callers.remove(job);
+                        }
+                        caller
+                    }
                     _ => None,
                 };
                 self.spawn_propose(command, caller);
@@ -486,9 +496,12 @@ impl Driven for SchedDriver {
         while let Some(output) = self.core.poll_output() {
             self.carry_out(output);
         }
-        self.callers.retain(|_, waiting| !waiting.is_empty());
-        // A job's share goes once no run of it holds or awaits it.
-        self.shares.retain(|_, s| Arc::strong_count(s) > 1);
+        // A job's share goes once no run of it holds or awaits it: looked for once the shares
+        // doubled since the last look (a look at every flush cost a pass over thousands).
+        if self.shares.len() >= 2 * self.shares_kept.max(64) {
+            self.shares.retain(|_, s| Arc::strong_count(s) > 1);
+            self.shares_kept = self.shares.len();
+        }
     }
 
     fn deadline(&self) -> Option<Instant> {
