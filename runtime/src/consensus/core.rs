@@ -1016,10 +1016,10 @@ impl GroupCore {
     }
 
     /// Takes back the snapshot of the capture handed out: the log is compacted up to it and
-    /// it goes to disk (an [`Output::Persist`]). Dropped if it is not of that capture, if a
-    /// newer snapshot came from the leader meanwhile, or if the configuration changed since
-    /// the capture (the log keeps the newer configuration; applying the change asked for a
-    /// fresh snapshot already).
+    /// it goes to disk (an [`Output::Persist`]). Dropped if it is not of that capture or a
+    /// newer snapshot came from the leader meanwhile. The log keeps its configuration, which
+    /// may have changed since the capture: applying the change asked for a fresh snapshot
+    /// already (a member added since cannot install this one), made once this one is back.
     pub fn captured(&mut self, snapshot: Snapshot) {
         let index = snapshot.get_metadata().index;
         if self.capturing != Some(index) {
@@ -1027,12 +1027,12 @@ impl GroupCore {
         }
         self.capturing = None;
         let store = self.raw.store();
-        let current = index > store.snapshot_ref().get_metadata().index
-            && snapshot.get_metadata().get_conf_state() == store.conf_state();
-        if current {
+        if index > store.snapshot_ref().get_metadata().index {
+            let conf_state = Some(store.conf_state().clone());
             self.stats.snapshots += 1;
             self.write(Persist {
                 snapshot: Some(snapshot),
+                conf_state,
                 ..Default::default()
             });
         }

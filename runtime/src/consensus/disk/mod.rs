@@ -593,4 +593,30 @@ mod tests {
         let (_, loaded) = Disk::open(&path, 8).unwrap();
         assert_eq!(loaded.log.snapshot_ref(), &next);
     }
+
+    /// A snapshot made before the configuration changed is written with the newer
+    /// configuration, which is what the store reads back.
+    #[test]
+    fn a_snapshot_older_than_the_configuration_keeps_the_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.redb");
+        let (disk, _) = Disk::open(&path, 7).unwrap();
+        let mut older = snapshot(4, 2, b"state");
+        older.mut_metadata().mut_conf_state().voters = vec![7];
+        let newer = ConfState {
+            voters: vec![7],
+            learners: vec![8],
+            ..Default::default()
+        };
+        disk.write(&[Persist {
+            snapshot: Some(older.clone()),
+            conf_state: Some(newer.clone()),
+            ..Default::default()
+        }])
+        .unwrap();
+        drop(disk);
+        let (_, loaded) = Disk::open(&path, 9).unwrap();
+        assert_eq!(loaded.log.snapshot_ref(), &older);
+        assert_eq!(loaded.log.conf_state(), &newer);
+    }
 }
