@@ -59,6 +59,19 @@ impl WallClock {
         shifted.map_or(UNIX_EPOCH, |t| t.max(UNIX_EPOCH))
     }
 
+    /// Milliseconds since the Unix epoch ([`Self::now`]); 0 if the clock reads before it.
+    ///
+    /// ```
+    /// use colony_runtime::clock::WallClock;
+    ///
+    /// let ahead = WallClock::with_offset_ms(60_000).now_millis();
+    /// let now = WallClock::system().now_millis();
+    /// assert!(ahead >= now + 59_000);
+    /// ```
+    pub fn now_millis(&self) -> u64 {
+        self.now_micros() / 1_000
+    }
+
     /// Microseconds since the Unix epoch ([`Self::now`]); 0 if the clock reads before it.
     pub fn now_micros(&self) -> u64 {
         self.now()

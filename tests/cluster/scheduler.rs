@@ -24,6 +24,11 @@ fn start(dir: &std::path::Path, jobs: Value) -> TestCluster {
 
 /// A cluster whose nodes run `sched_hammer` with `fields` (the jobs and more).
 fn start_with(dir: &std::path::Path, fields: Value) -> TestCluster {
+    start_skewed(dir, fields, [0; NODES])
+}
+
+/// As [`start_with`], each node's wall clock offset by `offsets_ms`.
+fn start_skewed(dir: &std::path::Path, fields: Value, offsets_ms: [i64; NODES]) -> TestCluster {
     let mut workload = json!({
         "kind": "sched_hammer", "scheduler": "n1", "poll_ms": 300,
         "history": "log/sched.jsonl",
@@ -31,7 +36,10 @@ fn start_with(dir: &std::path::Path, fields: Value) -> TestCluster {
     for (k, v) in fields.as_object().unwrap() {
         workload[k] = v.clone();
     }
-    crate::common::cluster_with_workload(dir, NODES, &workload)
+    let spec = crate::common::workload_spec(NODES, dir, &workload).clock_offsets_ms(offsets_ms);
+    let cluster = TestCluster::start(spec).expect("spawn nodes");
+    crate::common::assert_converges(&cluster, "no convergence");
+    cluster
 }
 
 fn events(cluster: &TestCluster) -> Vec<Value> {
@@ -177,11 +185,25 @@ fn check_job_with(
 
 #[test]
 fn a_job_every_200_ms_fires_each_due_time_exactly_once_across_three_processes() {
+    every_due_time_once([0; NODES]);
+}
+
+/// Wall clocks seconds apart (each more than a lease) decide nothing: the owner fires each due
+/// time by its own clock, early or late, and still exactly once.
+#[test]
+fn a_job_on_nodes_whose_clocks_are_seconds_apart_fires_each_due_time_exactly_once() {
+    every_due_time_once([2_500, 0, -2_500]);
+}
+
+/// A job every 200 ms on nodes with clocks `offsets_ms` apart: 100 due times, each started
+/// once, over several nodes.
+fn every_due_time_once(offsets_ms: [i64; NODES]) {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let cluster = start(
+    let cluster = start_skewed(
         dir.path(),
-        json!([{ "id": "tick", "every_ms": 200, "work_ms": 20 }]),
+        json!({ "jobs": [{ "id": "tick", "every_ms": 200, "work_ms": 20 }] }),
+        offsets_ms,
     );
     let counted = cluster.wait_until(Duration::from_secs(60), |c| {
         records(&events(c), "tick")

@@ -8,13 +8,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use colony_runtime::Node;
 use colony_runtime::consensus::exec::NewTask;
 use colony_runtime::consensus::{Command, GroupStatus, Outcome, ReplicaId};
 use colony_runtime::membership::View;
-use colony_runtime::shell::{Driven, Shell};
+use colony_runtime::shell::{Caster, Driven, Shell};
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
@@ -105,7 +105,7 @@ struct Counters {
 
 pub(crate) struct ExecDriver {
     node: Node,
-    pub shell: Option<ExecHandle>,
+    pub shell: Option<Caster<ExecInput>>,
     core: ExecutorCore,
     pipeline: SubmitPipeline,
     state: Arc<GroupStatus>,
@@ -120,15 +120,14 @@ pub(crate) struct ExecDriver {
 /// The executor service's shell.
 pub(crate) type ExecHandle = Shell<ExecDriver>;
 
-/// The time of an input for the cores.
-fn now_at(at: Instant) -> Now {
-    let wall_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Now { at, wall_ms }
-}
-
 impl ExecDriver {
+    /// The time of an input for the cores, on the node's wall clock (offset in tests with a
+    /// skewed node).
+    fn now_at(&self, at: Instant) -> Now {
+        let wall_ms = self.node.wall_clock().now_millis();
+        Now { at, wall_ms }
+    }
+
     pub(crate) fn new(node: Node) -> Self {
         let status = node.group().status();
         let config = CoreConfig {
@@ -377,7 +376,7 @@ impl Driven for ExecDriver {
     type Input = ExecInput;
 
     fn input(&mut self, at: Instant, input: ExecInput) {
-        let now = now_at(at);
+        let now = self.now_at(at);
         match input {
             ExecInput::Group(status) => {
                 self.pipeline
@@ -446,7 +445,7 @@ impl Driven for ExecDriver {
     }
 
     fn timeout(&mut self, at: Instant) {
-        self.core.handle_timeout(now_at(at));
+        self.core.handle_timeout(self.now_at(at));
         self.pipeline.handle_timeout(at);
     }
 

@@ -5,9 +5,10 @@ use std::any::{Any, type_name};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use colony_runtime::Node;
+use colony_runtime::clock::WallClock;
 use colony_runtime::consensus::exec::{MAX_NAME, MAX_TASK_BYTES, NewTask};
 use colony_runtime::lifecycle::ComponentError;
 use colony_runtime::shell::Shell;
@@ -25,6 +26,8 @@ type Open = (Arc<dyn Any + Send + Sync>, &'static str);
 /// What every handle of one node's executor service shares.
 struct Shared {
     service: ExecHandle,
+    /// The node's wall clock, which delayed tasks count from.
+    clock: WallClock,
     /// Executors open on this node.
     open: Mutex<HashMap<String, Open>>,
 }
@@ -43,7 +46,7 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
     let service = Shell::spawn(ExecDriver::new(node.clone()), node.watch_members())
         .await
         .map_err(|e| fail(e.to_string()))?;
-    service.with_mut(|d| d.shell = Some(service.clone()));
+    service.with_mut(|d| d.shell = Some(service.caster()));
     crate::wiring::feed_group(node, &service, ExecInput::Group);
     node.register_service(
         SERVICE,
@@ -69,6 +72,7 @@ pub async fn install(node: &Node) -> Result<(), ComponentError> {
     }));
     node.set_extension(Arc::new(Shared {
         service,
+        clock: node.wall_clock(),
         open: Mutex::new(HashMap::new()),
     }));
     Ok(())
@@ -222,9 +226,7 @@ impl<T: ExecutorTask> BucketedExecutor<T> {
     /// # Errors
     /// As [`Self::submit`].
     pub async fn schedule(&self, task: T, delay: Duration) -> Result<TaskId, ExecutorError> {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = self.inner.shared.clock.now_millis();
         let at = now_ms.saturating_add(delay.as_millis() as u64);
         self.submit_at(task, at).await
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use colony_runtime::consensus::{Command, GroupStatus, ReplicaId};
 use colony_runtime::membership::View;
-use colony_runtime::shell::{Driven, Shell};
+use colony_runtime::shell::{Caster, Driven, Shell};
 use colony_runtime::{Node, NodeId};
 use tokio::sync::{oneshot, watch};
 
@@ -108,7 +108,7 @@ pub(crate) struct LockDriver {
     pub node: Node,
     pub table: LockTable,
     pub holdings: Holdings,
-    pub shell: Option<LockHandle>,
+    pub shell: Option<Caster<LockInput>>,
     pending: HashMap<RequestId, oneshot::Sender<Answer>>,
     next_request: RequestId,
     leases: HashMap<u64, watch::Sender<Lease>>,
@@ -307,7 +307,7 @@ impl Driven for LockDriver {
 /// Sends one renewal to the name's current owner and reports back to the driver.
 async fn renew(
     node: Node,
-    shell: LockHandle,
+    shell: Caster<LockInput>,
     holder: Holder,
     name: String,
     token: u64,

@@ -102,7 +102,7 @@ pub async fn install(node: &Node, settings: LockSettings) -> Result<(), Componen
     let service = Shell::spawn(driver, node.watch_members())
         .await
         .map_err(|e| fail(e.to_string()))?;
-    service.with_mut(|d| d.shell = Some(service.clone()));
+    service.with_mut(|d| d.shell = Some(service.caster()));
     // Feed the group's status to the table, the current one first.
     crate::wiring::feed_group(node, &service, LockInput::Group);
     node.register_service(

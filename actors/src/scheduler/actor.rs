@@ -9,12 +9,13 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use colony_runtime::Node;
+use colony_runtime::clock::WallClock;
 use colony_runtime::consensus::jobs::{JobCommand, JobOutcome as Applied, RunEnd, RunOutcome};
 use colony_runtime::consensus::{Command, Entitlement, GroupStatus, Outcome, ProposeError};
-use colony_runtime::shell::{Driven, Shell};
+use colony_runtime::shell::{Caster, Driven, Shell};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::AbortHandle;
 
@@ -71,7 +72,9 @@ impl Drop for AbortOnDrop {
 
 pub(crate) struct SchedDriver {
     node: Node,
-    pub shell: Option<SchedHandle>,
+    /// The node's wall clock (offset in tests with a skewed node).
+    clock: WallClock,
+    pub shell: Option<Caster<SchedInput>>,
     settings: SchedulerSettings,
     core: SchedulerCore,
     status: Arc<GroupStatus>,
@@ -98,12 +101,6 @@ pub(crate) struct SchedDriver {
 /// The scheduler service's shell.
 pub(crate) type SchedHandle = Shell<SchedDriver>;
 
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl SchedDriver {
     pub(crate) fn new(node: Node, settings: SchedulerSettings) -> Self {
         let status = node.group().status();
@@ -111,10 +108,12 @@ impl SchedDriver {
             history: settings.history,
             ..CoreConfig::default()
         };
+        let clock = node.wall_clock();
         SchedDriver {
-            core: SchedulerCore::new(status.replica, config, Instant::now(), wall_ms()),
+            core: SchedulerCore::new(status.replica, config, Instant::now(), clock.now_millis()),
             status,
             node,
+            clock,
             shell: None,
             entitlement: watch::Sender::new(None),
             runners: BTreeMap::new(),
@@ -258,10 +257,11 @@ impl SchedDriver {
         let entitlement = (!run.local).then(|| self.entitlement.subscribe());
         let reported = run.clone();
         let (job, due, token, attempt) = (run.job.clone(), run.due, run.token, run.attempt);
+        let clock = self.clock;
         let work = async move {
             let _share = share.acquire_owned().await.ok()?;
             let _permit = pool.acquire_owned().await.ok()?;
-            let started = wall_ms();
+            let started = clock.now_millis();
             let clock = Instant::now();
             let outcome = match (config, runner) {
                 (Err(why), _) => JobOutcome::failed(format!("the job does not decode: {why}")),
@@ -359,7 +359,7 @@ impl SchedDriver {
             let _ = reply.send(Err(SchedulerError::UnknownRunner { key }));
             return;
         }
-        match self.core.schedule(at, wall_ms(), &id, config) {
+        match self.core.schedule(at, self.clock.now_millis(), &id, config) {
             Err(e) => {
                 let _ = reply.send(Err(match e {
                     super::core::ScheduleJobError::NoSchedule => SchedulerError::NoSchedule(id),
@@ -401,7 +401,8 @@ impl SchedDriver {
         if ended.outcome == RunOutcome::Failed {
             tracing::warn!(job = %run.job, token = run.token, message = %ended.message, "a job run failed");
         }
-        self.core.run_finished(at, wall_ms(), run, ended);
+        self.core
+            .run_finished(at, self.clock.now_millis(), run, ended);
     }
 }
 
@@ -449,7 +450,7 @@ impl Driven for SchedDriver {
                 self.entitlement.send_replace(entitlement);
                 self.core.set_group(
                     at,
-                    wall_ms(),
+                    self.clock.now_millis(),
                     status.state.clone(),
                     status.epoch,
                     status.entitlement,
@@ -489,7 +490,7 @@ impl Driven for SchedDriver {
     fn view(&mut self, _: Instant, _: &Arc<colony_runtime::membership::View>) {}
 
     fn timeout(&mut self, at: Instant) {
-        self.core.handle_timeout(at, wall_ms());
+        self.core.handle_timeout(at, self.clock.now_millis());
     }
 
     fn flush(&mut self, _: Instant) {

@@ -43,7 +43,7 @@ pub async fn install(node: &Node, settings: SchedulerSettings) -> Result<(), Com
         component: "scheduler".into(),
         reason: e.to_string(),
     })?;
-    service.with_mut(|d| d.shell = Some(service.clone()));
+    service.with_mut(|d| d.shell = Some(service.caster()));
     crate::wiring::feed_group(node, &service, SchedInput::Group);
     let report = service.clone();
     node.register_admin_view(

@@ -395,21 +395,27 @@ fn commands_too_large_together_go_in_entries_that_fit() {
     assert_eq!(proposals, ids.into_iter().map(Some).collect::<Vec<_>>());
 }
 
-/// Proposes one command after another, 100 ms apart, until the core asks for a snapshot;
-/// returns it (the outputs' other snapshots are made at once) and the time.
+/// Proposes a component named after the applied index, and moves 100 ms on.
+fn propose_one(core: &mut GroupCore, t: Instant, prefix: &str) -> Instant {
+    let name = format!("{prefix}{:0>40}", core.applied_index());
+    core.propose_many(
+        t,
+        vec![Command::Component {
+            name,
+            enabled: true,
+        }],
+    );
+    let t = t + Duration::from_millis(100);
+    core.handle_timeout(t);
+    t
+}
+
+/// Proposes one command after another until the core asks for a snapshot; returns the
+/// capture and the time (the other outputs are dropped).
 fn until_captured(core: &mut GroupCore, mut t: Instant) -> (Capture, Instant) {
     let t0 = t;
     loop {
-        let name = format!("{:0>40}", core.applied_index());
-        core.propose_many(
-            t,
-            vec![Command::Component {
-                name,
-                enabled: true,
-            }],
-        );
-        t += Duration::from_millis(100);
-        core.handle_timeout(t);
+        t = propose_one(core, t, "");
         while let Some(output) = core.poll_output() {
             if let Output::Capture(capture) = output {
                 return (capture, t);
@@ -444,16 +450,7 @@ fn a_snapshot_is_made_while_the_core_goes_on_and_compacts_the_log_once_it_is_bac
     let index = capture.index();
     assert!(core.log().snapshot_ref().get_metadata().index < index);
     for _ in 0..30 {
-        let name = format!("later{:0>40}", core.applied_index());
-        core.propose_many(
-            t,
-            vec![Command::Component {
-                name,
-                enabled: true,
-            }],
-        );
-        t += Duration::from_millis(100);
-        core.handle_timeout(t);
+        t = propose_one(&mut core, t, "later");
         let (snapshots, captures) = persisted_snapshots(&mut core);
         assert!(
             snapshots.is_empty() && captures.is_empty(),

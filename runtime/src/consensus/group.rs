@@ -18,7 +18,7 @@ use super::state::ClusterState;
 use super::transfer::{Assembly, Packed, Piece};
 use crate::NodeId;
 use crate::membership::{MemberState, View};
-use crate::shell::{Driven, Shell};
+use crate::shell::{Caster, Driven, Shell};
 use crate::transport::{Request, RequestError, Service, ServiceError, ServiceFuture, Transport};
 use crate::wire;
 
@@ -122,7 +122,9 @@ pub enum GroupInput {
 /// The group's driver: the core and its IO.
 pub struct GroupDriver {
     core: GroupCore,
-    disk: Disk,
+    /// The store; closed (`None`) once the group stops, so that a node started again in the
+    /// same process opens it while the stopped node's handles linger.
+    disk: Option<Disk>,
     transport: Transport,
     /// Members' current node ids, from the membership view.
     nodes: HashMap<ReplicaId, NodeId>,
@@ -141,7 +143,7 @@ pub struct GroupDriver {
     next_message: u64,
     /// This driver's own shell, to hand it back snapshots made on another thread (set once the
     /// shell runs; until then they are made in place).
-    pub(crate) shell: Option<Shell<GroupDriver>>,
+    pub(crate) shell: Option<Caster<GroupInput>>,
 }
 
 impl GroupDriver {
@@ -155,7 +157,7 @@ impl GroupDriver {
         let (status, rx) = watch::channel(Arc::new(GroupStatus::of(&core, Instant::now(), None)));
         let driver = GroupDriver {
             core,
-            disk,
+            disk: Some(disk),
             transport,
             nodes: HashMap::new(),
             replicas: HashMap::new(),
@@ -255,7 +257,9 @@ impl GroupDriver {
     /// enough (tens to hundreds of milliseconds) to stall raft's heartbeats and elections if
     /// done on the actor.
     fn capture(&mut self, capture: Capture) {
-        let files = self.disk.snapshot_files();
+        let Some(files) = self.disk.as_ref().map(Disk::snapshot_files) else {
+            return self.core.capture_lost();
+        };
         let make = move || {
             let snapshot = capture.encode();
             files
@@ -280,6 +284,15 @@ impl GroupDriver {
                 tracing::error!(%reason, "a snapshot could not be written: the log is compacted later");
                 self.core.capture_lost();
             }
+        }
+    }
+
+    /// Closes the store: the group takes no further part (it is stopping).
+    fn close(&mut self) {
+        self.failed.get_or_insert_with(|| "the node stopped".into());
+        self.disk = None;
+        for (_, reply) in self.waiting.drain() {
+            let _ = reply.send(Err(ProposeError::Stopped));
         }
     }
 
@@ -431,14 +444,16 @@ impl Driven for GroupDriver {
         }
         self.send(now_batches);
         if !changes.is_empty() && self.failed.is_none() {
-            match self.disk.write(&changes) {
-                Ok(()) => self.send(held),
-                Err(e) => self.fail(e.to_string()),
+            let written = self.disk.as_ref().map(|d| d.write(&changes));
+            match written {
+                Some(Ok(())) => self.send(held),
+                Some(Err(e)) => self.fail(e.to_string()),
+                None => {}
             }
         }
         if self.core.group() != self.saved_group && self.failed.is_none() {
             self.saved_group = self.core.group();
-            if let Err(e) = self.disk.set_group(self.saved_group) {
+            if let Some(Err(e)) = self.disk.as_ref().map(|d| d.set_group(self.saved_group)) {
                 self.fail(e.to_string());
             }
         }
@@ -600,9 +615,10 @@ impl Group {
         tokio::time::timeout(timeout, done).await.unwrap_or(false)
     }
 
-    /// Stops the group on this node.
+    /// Stops the group on this node, and closes its store.
     pub fn stop(&self) {
         self.shell.stop();
+        self.shell.with_mut(GroupDriver::close);
     }
 }
 

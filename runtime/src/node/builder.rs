@@ -616,7 +616,7 @@ async fn start_group(
             addr,
             reason: e.to_string(),
         })?;
-    shell.with_mut(|d| d.shell = Some(shell.clone()));
+    shell.with_mut(|d| d.shell = Some(shell.caster()));
     transport.register(
         crate::consensus::group::SERVICE,
         Arc::new(GroupService(shell.clone())),

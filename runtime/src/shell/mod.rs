@@ -122,10 +122,7 @@ impl<D: Driven> Shell<D> {
     }
 
     fn stopped(&self) -> bool {
-        // Not "is it running": ractor marks an actor running only after `spawn` returned, and an
-        // input stepped in that gap is as good as any (the driver was built before).
-        use ractor::ActorStatus::{Draining, Stopped as Dead, Stopping};
-        matches!(self.actor.get_status(), Draining | Stopping | Dead)
+        stopped(&self.actor)
     }
 
     /// Steps `input` now, in the caller's task.
@@ -152,16 +149,17 @@ impl<D: Driven> Shell<D> {
         if self.stopped() {
             return Err(Stopped);
         }
-        let first = {
-            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-            inbox.push(input);
-            inbox.len() == 1
-        };
-        // One wake per burst: the actor takes the whole inbox.
-        if first {
-            self.actor.cast(ShellMsg::Inbox).map_err(|_| Stopped)?;
+        queue(&self.actor, &self.inbox, input)
+    }
+
+    /// A handle that only queues inputs: for the driver itself to keep (to hand its core what
+    /// its tasks produce). A driver keeping its [`Shell`] would keep itself alive, and what it
+    /// owns (its store on disk, say) open, after the shell stopped.
+    pub fn caster(&self) -> Caster<D::Input> {
+        Caster {
+            actor: self.actor.clone(),
+            inbox: self.inbox.clone(),
         }
-        Ok(())
     }
 
     /// Reads the driver.
@@ -178,6 +176,56 @@ impl<D: Driven> Shell<D> {
     pub fn stop(&self) {
         self.actor.stop(None);
     }
+}
+
+/// Queues `input` in `inbox`, waking `actor` for the first of a burst.
+fn queue<I>(actor: &ActorRef<ShellMsg>, inbox: &Inbox<I>, input: I) -> Result<(), Stopped> {
+    let first = {
+        let mut inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
+        inbox.push(input);
+        inbox.len() == 1
+    };
+    // One wake per burst: the actor takes the whole inbox.
+    if first {
+        actor.cast(ShellMsg::Inbox).map_err(|_| Stopped)?;
+    }
+    Ok(())
+}
+
+/// Queues inputs for a shell's actor ([`Shell::caster`]); holds neither the driver nor the
+/// actor's state. Cheap to clone.
+pub struct Caster<I> {
+    actor: ActorRef<ShellMsg>,
+    inbox: Inbox<I>,
+}
+
+impl<I> Clone for Caster<I> {
+    fn clone(&self) -> Self {
+        Caster {
+            actor: self.actor.clone(),
+            inbox: self.inbox.clone(),
+        }
+    }
+}
+
+impl<I: Send + 'static> Caster<I> {
+    /// As [`Shell::cast`].
+    ///
+    /// # Errors
+    /// [`Stopped`] once the shell stopped.
+    pub fn cast(&self, input: I) -> Result<(), Stopped> {
+        if stopped(&self.actor) {
+            return Err(Stopped);
+        }
+        queue(&self.actor, &self.inbox, input)
+    }
+}
+
+fn stopped(actor: &ActorRef<ShellMsg>) -> bool {
+    // Not "is it running": ractor marks an actor running only after `spawn` returned, and an
+    // input stepped in that gap is as good as any (the driver was built before).
+    use ractor::ActorStatus::{Draining, Stopped as Dead, Stopping};
+    matches!(actor.get_status(), Draining | Stopping | Dead)
 }
 
 /// Logs an error when dropped during a panic.

@@ -48,6 +48,14 @@ pub struct Loaded {
     pub quarantined: Option<(PathBuf, String)>,
 }
 
+/// Why a store was not read.
+enum Unreadable {
+    /// It is open elsewhere.
+    Open,
+    /// It cannot be read back.
+    Bad(String),
+}
+
 /// The open store.
 pub struct Disk {
     db: Database,
@@ -79,7 +87,15 @@ impl Disk {
         if path.exists() {
             match Disk::read(path) {
                 Ok((disk, loaded)) => return Ok((disk, loaded)),
-                Err(reason) => {
+                // Another node (or a stopped one still held in this process) has it open: it
+                // may be perfectly good, so it is not moved aside.
+                Err(Unreadable::Open) => {
+                    return Err(io(
+                        "the store is open in another node using this local home: stop it first"
+                            .into(),
+                    ));
+                }
+                Err(Unreadable::Bad(reason)) => {
                     let stamp = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
@@ -118,9 +134,17 @@ impl Disk {
         ))
     }
 
-    /// Reads a store back; any failure is a reason to quarantine it.
-    fn read(path: &Path) -> Result<(Disk, Loaded), String> {
-        let db = Database::open(path).map_err(|e| e.to_string())?;
+    /// Reads a store back; any failure but [`Unreadable::Open`] is a reason to quarantine it.
+    fn read(path: &Path) -> Result<(Disk, Loaded), Unreadable> {
+        let db = match Database::open(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(Unreadable::Open),
+            Err(e) => return Err(Unreadable::Bad(e.to_string())),
+        };
+        Disk::read_from(db, path).map_err(Unreadable::Bad)
+    }
+
+    fn read_from(db: Database, path: &Path) -> Result<(Disk, Loaded), String> {
         let tx = db.begin_read().map_err(|e| e.to_string())?;
         let meta = tx.open_table(META).map_err(|e| e.to_string())?;
         let get = |key: &str| -> Result<Option<Vec<u8>>, String> {
@@ -167,14 +191,20 @@ impl Disk {
             persist.conf_state =
                 Some(ConfState::parse_from_bytes(&b).map_err(|e| decode_err("configuration", e))?);
         }
-        let entries = tx.open_table(ENTRIES).map_err(|e| e.to_string())?;
-        for row in entries.iter().map_err(|e| e.to_string())? {
-            let (_, value) = row.map_err(|e| e.to_string())?;
-            persist
-                .entries
-                .push(Entry::parse_from_bytes(value.value()).map_err(|e| decode_err("entry", e))?);
+        // A store whose node stopped before its first write has no entries table yet.
+        match tx.open_table(ENTRIES) {
+            Ok(entries) => {
+                for row in entries.iter().map_err(|e| e.to_string())? {
+                    let (_, value) = row.map_err(|e| e.to_string())?;
+                    persist.entries.push(
+                        Entry::parse_from_bytes(value.value())
+                            .map_err(|e| decode_err("entry", e))?,
+                    );
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.to_string()),
         }
-        drop(entries);
         drop(meta);
         drop(tx);
         let mut log = Log::default();
@@ -618,5 +648,22 @@ mod tests {
         let (_, loaded) = Disk::open(&path, 9).unwrap();
         assert_eq!(loaded.log.snapshot_ref(), &older);
         assert_eq!(loaded.log.conf_state(), &newer);
+    }
+
+    /// A store another node has open is refused, not moved aside: it may be perfectly good.
+    #[test]
+    fn a_store_open_elsewhere_is_refused_and_left_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.redb");
+        let (disk, _) = Disk::open(&path, 7).unwrap();
+        let refused = Disk::open(&path, 8).unwrap_err();
+        assert!(
+            refused.to_string().contains("open in another node"),
+            "{refused}"
+        );
+        assert_eq!(files_in(dir.path()), ["group.redb"]);
+        drop(disk);
+        let (_, loaded) = Disk::open(&path, 8).unwrap();
+        assert_eq!(loaded.replica, 7);
     }
 }
