@@ -527,7 +527,7 @@ impl SchedulerCore {
         self.visited += jobs.len() as u64;
         let mut wake = Vec::new();
         self.keep_runners(now, &mut wake);
-        self.runs(now, &state, &jobs, (!every).then_some(&ids), &mut wake);
+        self.runs(now, &state, &jobs, (!every).then_some(&ids[..]), &mut wake);
         self.own_jobs(now, wall_ms, &state, &jobs);
         self.local_jobs(now, wall_ms, &mut wake);
         wake.extend(self.dues.first().map(|due| at(now, wall_ms, due)));
@@ -579,7 +579,7 @@ impl SchedulerCore {
         now: Instant,
         state: &ClusterState,
         jobs: &[(&String, &Job)],
-        ids: Option<&Vec<String>>,
+        ids: Option<&[String]>,
         wake: &mut Vec<Instant>,
     ) {
         let entitled = self.entitled(now);

@@ -287,15 +287,6 @@ impl GroupDriver {
         }
     }
 
-    /// Closes the store: the group takes no further part (it is stopping).
-    fn close(&mut self) {
-        self.failed.get_or_insert_with(|| "the node stopped".into());
-        self.disk = None;
-        for (_, reply) in self.waiting.drain() {
-            let _ = reply.send(Err(ProposeError::Stopped));
-        }
-    }
-
     fn fail(&mut self, reason: String) {
         tracing::error!(%reason, "the consensus store failed: this node stops taking part in the group");
         self.failed = Some(reason);
@@ -468,6 +459,15 @@ impl Driven for GroupDriver {
     fn deadline(&self) -> Option<Instant> {
         self.core.poll_timeout()
     }
+
+    /// Closes the store: the group takes no further part.
+    fn stop(&mut self) {
+        self.failed.get_or_insert_with(|| "the node stopped".into());
+        self.disk = None;
+        for (_, reply) in self.waiting.drain() {
+            let _ = reply.send(Err(ProposeError::Stopped));
+        }
+    }
 }
 
 impl GroupStatus {
@@ -618,7 +618,6 @@ impl Group {
     /// Stops the group on this node, and closes its store.
     pub fn stop(&self) {
         self.shell.stop();
-        self.shell.with_mut(GroupDriver::close);
     }
 }
 

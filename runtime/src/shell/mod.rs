@@ -37,6 +37,10 @@ pub trait Driven: Send + 'static {
 
     /// When [`Driven::timeout`] is due next.
     fn deadline(&self) -> Option<Instant>;
+
+    /// The shell was stopped: release what the driver owns (its store, say), which handles to
+    /// the stopped shell would otherwise keep for as long as they live.
+    fn stop(&mut self) {}
 }
 
 /// The shell is gone: its node is stopping.
@@ -172,9 +176,11 @@ impl<D: Driven> Shell<D> {
         change(&mut lock(&self.state).driven)
     }
 
-    /// Stops the actor; later inputs fail with [`Stopped`].
+    /// Stops the actor, and tells the driver ([`Driven::stop`]); later inputs fail with
+    /// [`Stopped`].
     pub fn stop(&self) {
         self.actor.stop(None);
+        lock(&self.state).driven.stop();
     }
 }
 
