@@ -5,8 +5,15 @@
 //! node, and [`Ownership`] says when this node may act on it. While it may, this node takes up
 //! to `batch_size` due tasks from the head of each bucket of its slots, draws a fencing token
 //! from the slot's block and asks the shell to run the batch ([`Output::Start`]), at most one
-//! batch per bucket and at most the executor's concurrency limit at once. A batch ends with a
-//! [`Command::Exec`] `Done` the shell proposes; until that applies, the bucket stays busy here.
+//! batch per bucket and at most the executor's concurrency limit at once.
+//!
+//! A batch that succeeded does not hold its bucket until the group records it: the bucket's
+//! next batch starts at once with the tasks after it, and the bucket's successes are reported
+//! by one [`Command::Exec`] `Done` in flight at a time, covering every batch that succeeded
+//! since the last one the state shows. A bucket's rate is then its processor's, not one batch
+//! per commit. If this node dies or loses the slot first, the next owner runs the unreported
+//! tasks again (processing is at-least-once; the tokens tell the runs apart). A failure or a
+//! dead letter is reported alone, once the state's head is the batch's first task.
 //!
 //! # Safety argument
 //! - A batch runs only while this node's entitlement lasts: every batch (and dead-letter call)
@@ -29,7 +36,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use colony_runtime::consensus::exec::{BatchOutcome, ExecCommand};
+use colony_runtime::consensus::exec::{BatchOutcome, ExecCommand, ExecOutcome};
 use colony_runtime::consensus::{ClusterState, Command, Domain, Entitlement, Outcome, ReplicaId};
 use colony_runtime::ownership::{Change, Ownership, SlotView, slot_of};
 use serde_bytes::ByteBuf;
@@ -143,11 +150,15 @@ enum Step {
     Processing,
     /// The dead-letter handler runs.
     DeadLettering,
-    /// Its `Done` is proposed, or is proposed again at `retry_at` after a failure.
+    /// Its `Done` (a failure or a dead letter) is proposed, or is proposed again at
+    /// `retry_at` after a failed proposal.
     Reporting {
         done: Command,
         retry_at: Option<Instant>,
     },
+    /// It failed or was dead-lettered after batches whose successes the state does not show
+    /// yet: its `Done` waits until its first task is the head.
+    Held(BatchOutcome),
 }
 
 #[derive(Debug, Clone)]
@@ -162,8 +173,35 @@ struct Batch {
 impl Batch {
     /// Whether a side effect of the batch may be under way.
     fn in_process(&self) -> bool {
-        !matches!(self.step, Step::Reporting { .. })
+        matches!(self.step, Step::Processing | Step::DeadLettering)
     }
+}
+
+/// A bucket's batches that succeeded here and that the state does not show yet.
+#[derive(Debug, Clone)]
+struct Progress {
+    slot: u16,
+    /// The last task of the last batch that succeeded.
+    through: u64,
+    /// That batch's token.
+    token: u64,
+    /// The `Done` in flight.
+    flight: Option<Flight>,
+}
+
+/// A `Done` of successes in flight.
+#[derive(Debug, Clone)]
+struct Flight {
+    done: Command,
+    /// The head it names.
+    first: u64,
+    /// The last task it covers.
+    through: u64,
+    /// When to propose it again after a failed proposal.
+    retry_at: Option<Instant>,
+    /// The state refused it: the head had moved (another node's late report). It is made
+    /// again from the head once this node's state shows the move.
+    refused: bool,
 }
 
 /// A bucket and its executor.
@@ -191,8 +229,8 @@ pub struct CoreConfig {
 /// The executors of one node. See the module doc.
 ///
 /// # Examples
-/// One batch, end to end: a node that owns every slot runs the head of a bucket, reports it,
-/// and runs the next once the group applied the report.
+/// Two batches, end to end: a node that owns every slot runs the head of a bucket, reports it,
+/// and runs the next while the report is in flight.
 /// ```
 /// use std::sync::Arc;
 /// use std::time::{Duration, Instant};
@@ -227,15 +265,18 @@ pub struct CoreConfig {
 /// let Some(Output::Start { token, tasks, .. }) = core.poll_output() else { panic!() };
 /// assert_eq!(tasks, [serde_bytes::ByteBuf::from(b"a".to_vec())]);
 ///
-/// // The processor succeeded: propose the Done, apply it, hand the core the new state.
+/// // The processor succeeded: the core proposes the Done and starts the next batch.
 /// core.finished(now, "mail", "user-7", token, true);
 /// let Some(Output::Propose(done)) = core.poll_output() else { panic!() };
-/// let outcome = state.apply(&done);
-/// core.proposed(now, &done, Some(&outcome));
-/// core.set_group(now, Arc::new(state), Some(1), entitlement);
 /// let Some(Output::Start { tasks, token: next, .. }) = core.poll_output() else { panic!() };
 /// assert_eq!(tasks, [serde_bytes::ByteBuf::from(b"b".to_vec())]);
 /// assert!(next > token);
+///
+/// // The group applies the Done; the core hears the outcome, then gets the new state.
+/// let outcome = state.apply(&done);
+/// core.proposed(now, &done, Some(&outcome));
+/// core.set_group(now, Arc::new(state.clone()), Some(1), entitlement);
+/// assert_eq!(state.exec.depth("mail"), 1);
 /// ```
 #[derive(Debug)]
 pub struct ExecutorCore {
@@ -245,6 +286,8 @@ pub struct ExecutorCore {
     entitlement: Option<Entitlement>,
     executors: BTreeMap<String, ExecutorSettings>,
     batches: BTreeMap<Key, Batch>,
+    /// Per bucket: successes not yet in the state.
+    progress: BTreeMap<Key, Progress>,
     /// Per bucket: the head that failed, and when it may be tried again.
     backoff: BTreeMap<Key, (u64, Instant)>,
     /// Per executor: the bucket started last; the next search starts after it.
@@ -269,6 +312,7 @@ impl ExecutorCore {
             entitlement: None,
             executors: BTreeMap::new(),
             batches: BTreeMap::new(),
+            progress: BTreeMap::new(),
             backoff: BTreeMap::new(),
             cursor: BTreeMap::new(),
             handing: BTreeMap::new(),
@@ -320,7 +364,7 @@ impl ExecutorCore {
         let handing = self
             .handing
             .iter()
-            .filter(|(slot, _)| !self.batches.values().any(|b| b.slot == **slot))
+            .filter(|(slot, _)| !self.slot_busy(**slot))
             .map(|(_, h)| h.send_at)
             .min();
         let retry = self
@@ -330,6 +374,11 @@ impl ExecutorCore {
                 Step::Reporting { retry_at, .. } => retry_at,
                 _ => None,
             })
+            .chain(
+                self.progress
+                    .values()
+                    .filter_map(|p| p.flight.as_ref()?.retry_at),
+            )
             .min();
         let own_retry = self.own_failed.as_ref().map(|(at, _)| *at);
         [end, backoff, handing, retry, own_retry, self.due]
@@ -393,6 +442,13 @@ impl ExecutorCore {
                 Change::Drop { slot } => {
                     self.handing.remove(&slot);
                     self.cancel_where(|_, b| b.slot == slot);
+                    // The next owner runs them again; a `Done` in flight still ends. A failure
+                    // held behind successes that will not be reported goes too: the next
+                    // owner's attempt counts instead.
+                    self.progress
+                        .retain(|_, p| p.slot != slot || p.flight.is_some());
+                    self.batches
+                        .retain(|_, b| b.slot != slot || !matches!(b.step, Step::Held(_)));
                 }
             }
         }
@@ -436,13 +492,10 @@ impl ExecutorCore {
         let first = b.first;
         let max = self.executors.get(executor).map_or(1, |s| s.max_attempts);
         let attempts = self.head_attempts(executor, bucket, first);
-        if ok || attempts.is_none_or(|a| a + 1 < max) {
-            let outcome = if ok {
-                BatchOutcome::Succeeded
-            } else {
-                BatchOutcome::Failed
-            };
-            self.report(executor, bucket, outcome);
+        if ok {
+            self.succeeded(executor, bucket);
+        } else if attempts.is_none_or(|a| a + 1 < max) {
+            self.report(executor, bucket, BatchOutcome::Failed);
         } else {
             self.dead_letter(executor, bucket, now.at);
         }
@@ -467,7 +520,12 @@ impl ExecutorCore {
     /// not on this answer: the answer may come before the state that includes it, and a batch
     /// started from the older state would run the same tasks again.
     pub fn proposed(&mut self, now: Now, command: &Command, outcome: Option<&Outcome>) {
-        if outcome.is_some() {
+        if let Some(outcome) = outcome {
+            if matches!(outcome, Outcome::Exec(ExecOutcome::Refused(_)))
+                && let Some(f) = self.flight_of(command)
+            {
+                f.refused = true;
+            }
             return;
         }
         let retry_at = now.at + self.config.retry;
@@ -475,15 +533,36 @@ impl ExecutorCore {
             let (_, failed) = self.own_failed.get_or_insert((retry_at, Vec::new()));
             failed.push(command.clone());
         }
-        if let Command::Exec(ExecCommand::Done {
+        let Command::Exec(ExecCommand::Done {
             executor, bucket, ..
         }) = command
-            && let Some(b) = self.batch_mut(executor, bucket)
+        else {
+            return;
+        };
+        let key = (executor.clone(), bucket.clone());
+        if let Some(f) = self.flight_of(command) {
+            f.retry_at = Some(retry_at);
+        } else if let Some(b) = self.batches.get_mut(&key)
             && let Step::Reporting { done, retry_at: at } = &mut b.step
             && done == command
         {
             *at = Some(retry_at);
         }
+    }
+
+    /// The `Done` of successes in flight that `command` is.
+    fn flight_of(&mut self, command: &Command) -> Option<&mut Flight> {
+        let Command::Exec(ExecCommand::Done {
+            executor, bucket, ..
+        }) = command
+        else {
+            return None;
+        };
+        self.progress
+            .get_mut(&(executor.clone(), bucket.clone()))?
+            .flight
+            .as_mut()
+            .filter(|f| &f.done == command)
     }
 
     /// Cancels batches whose entitlement ended, and starts what is due.
@@ -505,17 +584,50 @@ impl ExecutorCore {
             .get_mut(&(executor.to_owned(), bucket.to_owned()))
     }
 
-    /// Failed attempts on a bucket's head, if `first` is still its head.
-    fn head_attempts(&self, executor: &str, bucket: &str, first: u64) -> Option<u32> {
-        let b = self.state.exec.bucket(executor, bucket)?;
-        (b.tasks.front()?.id == first).then_some(b.attempts)
+    /// The number of a bucket's head in the state.
+    fn head(&self, executor: &str, bucket: &str) -> Option<u64> {
+        head_of(&self.state, executor, bucket)
     }
 
-    /// Moves a bucket's batch to proposing its `Done`.
+    /// Failed attempts on a batch's first task: the state's count if it is the bucket's head,
+    /// none if it follows successes the state does not show yet, `None` if the head moved past
+    /// it.
+    fn head_attempts(&self, executor: &str, bucket: &str, first: u64) -> Option<u32> {
+        let b = self.state.exec.bucket(executor, bucket)?;
+        match b.tasks.front()?.id.cmp(&first) {
+            std::cmp::Ordering::Equal => Some(b.attempts),
+            std::cmp::Ordering::Less => Some(0),
+            std::cmp::Ordering::Greater => None,
+        }
+    }
+
+    /// Adds a bucket's batch that succeeded to the bucket's successes to report.
+    fn succeeded(&mut self, executor: &str, bucket: &str) {
+        let key = (executor.to_owned(), bucket.to_owned());
+        let Some(b) = self.batches.remove(&key) else {
+            return;
+        };
+        let p = self.progress.entry(key).or_insert(Progress {
+            slot: b.slot,
+            through: b.through,
+            token: b.token,
+            flight: None,
+        });
+        p.through = b.through;
+        p.token = b.token;
+    }
+
+    /// Moves a bucket's batch to proposing its `Done` (a failure or a dead letter), or to
+    /// waiting for earlier successes to reach the state first.
     fn report(&mut self, executor: &str, bucket: &str, outcome: BatchOutcome) {
+        let head = self.head(executor, bucket);
         let Some(b) = self.batch_mut(executor, bucket) else {
             return;
         };
+        if head.is_some_and(|h| h < b.first) {
+            b.step = Step::Held(outcome);
+            return;
+        }
         let done = Command::Exec(ExecCommand::Done {
             executor: executor.to_owned(),
             bucket: bucket.to_owned(),
@@ -537,13 +649,13 @@ impl ExecutorCore {
             return;
         };
         b.step = Step::DeadLettering;
-        let (token, through) = (b.token, b.through);
+        let (token, first, through) = (b.token, b.first, b.through);
         let tasks = self
             .state
             .exec
             .bucket(executor, bucket)
             .into_iter()
-            .flat_map(|q| q.tasks.iter())
+            .flat_map(|q| q.tasks.focus().narrow(q.position_after(first - 1)..))
             .take_while(|t| t.id <= through)
             .map(|t| t.bytes.clone())
             .collect();
@@ -585,7 +697,16 @@ impl ExecutorCore {
                 self.outputs.push_back(Output::Propose(done.clone()));
             }
         }
+        for p in self.progress.values_mut() {
+            if let Some(f) = &mut p.flight
+                && f.retry_at.is_some_and(|at| at <= now.at)
+            {
+                f.retry_at = None;
+                self.outputs.push_back(Output::Propose(f.done.clone()));
+            }
+        }
         self.settle(now.at);
+        self.report_progress(now.at, entitled);
         self.hand_over(now.at);
         // Backoffs of heads that moved on are done with.
         let exec = &self.state.exec;
@@ -610,11 +731,35 @@ impl ExecutorCore {
     /// recorded a report with this batch's token or a later one (a failure: the head waits out
     /// its backoff here).
     fn settle(&mut self, now: Instant) {
-        let exec = &self.state.exec;
+        let state = &self.state;
+        let exec = &state.exec;
+        // A `Done` of successes ends once the head passed its last task; the successes once
+        // the head passed them all.
+        self.progress.retain(|(e, bucket), p| {
+            let head = head_of(state, e, bucket);
+            let past = |through: u64| head.is_none_or(|h| h > through);
+            if p.flight
+                .as_ref()
+                .is_some_and(|f| past(f.through) || (f.refused && head != Some(f.first)))
+            {
+                p.flight = None;
+            }
+            p.flight.is_some() || !past(p.through)
+        });
         let mut failed = Vec::new();
+        let mut held = Vec::new();
         self.batches.retain(|(e, bucket), b| {
             if b.in_process() {
                 return true;
+            }
+            if let Step::Held(outcome) = b.step {
+                // Reported once the successes before it are in the state; gone if another
+                // node moved the head past it.
+                let head = head_of(state, e, bucket);
+                if head == Some(b.first) {
+                    held.push(((e.clone(), bucket.clone()), outcome));
+                }
+                return head.is_some_and(|h| h <= b.first);
             }
             let queue = exec.bucket(e, bucket);
             let at_head = queue.and_then(|q| q.tasks.front()).map(|t| t.id) == Some(b.first);
@@ -632,13 +777,58 @@ impl ExecutorCore {
                 .map_or(Duration::ZERO, |s| s.backoff.after(attempts));
             self.backoff.insert(key, (first, now + wait));
         }
+        for ((executor, bucket), outcome) in held {
+            self.report(&executor, &bucket, outcome);
+        }
+    }
+
+    /// Proposes a `Done` for each bucket with successes and none in flight, while this node
+    /// may still run the bucket's slot: the successes from the head on, in one command.
+    fn report_progress(&mut self, now: Instant, entitled: Option<Entitlement>) {
+        let (state, own) = (&self.state, &self.own);
+        for ((executor, bucket), p) in &mut self.progress {
+            if p.flight.is_some() || !may_run(own, p.slot, now, entitled) {
+                continue;
+            }
+            let Some(first) = head_of(state, executor, bucket) else {
+                continue;
+            };
+            let done = Command::Exec(ExecCommand::Done {
+                executor: executor.clone(),
+                bucket: bucket.clone(),
+                first,
+                through: p.through,
+                token: p.token,
+                outcome: BatchOutcome::Succeeded,
+            });
+            p.flight = Some(Flight {
+                done: done.clone(),
+                first,
+                through: p.through,
+                retry_at: None,
+                refused: false,
+            });
+            self.outputs.push_back(Output::Propose(done));
+        }
+    }
+
+    /// Whether a batch of `slot` runs or waits for its report here: the slot is handed over
+    /// only after, so that the next owner neither overlaps it nor runs its tasks again.
+    fn slot_busy(&self, slot: u16) -> bool {
+        self.batches.values().any(|b| b.slot == slot)
+            || self.progress.values().any(|p| p.slot == slot)
     }
 
     /// Sends the hand-overs of slots with no batch left.
     fn hand_over(&mut self, now: Instant) {
+        let busy: Vec<u16> = self
+            .handing
+            .keys()
+            .copied()
+            .filter(|slot| self.slot_busy(*slot))
+            .collect();
         for (slot, h) in &mut self.handing {
-            let busy = self.batches.values().any(|b| b.slot == *slot);
-            if !busy && h.send_at <= now {
+            if !busy.contains(slot) && h.send_at <= now {
                 h.send_at = now + self.config.resend;
                 self.outputs.push_back(Output::HandOver {
                     to: h.to,
@@ -664,11 +854,11 @@ impl ExecutorCore {
         let queues = state.exec.executors.get(executor);
         let after = queues.into_iter().flat_map(|q| {
             q.buckets
-                .range::<str, _>((Bound::Excluded(cursor.as_str()), Bound::Unbounded))
+                .range::<_, str>((Bound::Excluded(cursor.as_str()), Bound::Unbounded))
         });
         let before = queues.into_iter().flat_map(|q| {
             q.buckets
-                .range::<str, _>((Bound::Unbounded, Bound::Included(cursor.as_str())))
+                .range::<_, str>((Bound::Unbounded, Bound::Included(cursor.as_str())))
         });
         for (bucket, queue) in after.chain(before) {
             let key = (executor.to_owned(), bucket.clone());
@@ -680,11 +870,14 @@ impl ExecutorCore {
                 earliest(&mut self.due, *until);
                 continue;
             }
-            let Some(head) = queue.tasks.front() else {
+            // After the successes the state does not show yet, if any.
+            let ran = self.progress.get(&key).map_or(0, |p| p.through);
+            let at = queue.position_after(ran);
+            let Some(next) = queue.tasks.get(at) else {
                 continue;
             };
-            if head.not_before_ms > now.wall_ms {
-                let wait = Duration::from_millis(head.not_before_ms - now.wall_ms);
+            if next.not_before_ms > now.wall_ms {
+                let wait = Duration::from_millis(next.not_before_ms - now.wall_ms);
                 earliest(&mut self.due, now.at + wait);
                 continue;
             }
@@ -694,19 +887,30 @@ impl ExecutorCore {
             let deadline = entitled.map_or(now.at, |e| e.until);
             let tasks: Vec<_> = state
                 .exec
-                .head(executor, bucket, settings.batch_size.max(1), now.wall_ms)
+                .after(
+                    executor,
+                    bucket,
+                    ran,
+                    settings.batch_size.max(1),
+                    now.wall_ms,
+                )
                 .collect();
-            let through = tasks.last().map_or(head.id, |t| t.id);
+            let through = tasks.last().map_or(next.id, |t| t.id);
             let mut batch = Batch {
                 slot,
                 token,
-                first: head.id,
+                first: next.id,
                 through,
                 step: Step::Processing,
             };
-            if queue.attempts >= settings.max_attempts.max(1) {
+            // The replicated count is the head's; a task after it has not failed yet.
+            let attempts = if at == 0 { queue.attempts } else { 0 };
+            if attempts >= settings.max_attempts.max(1) {
                 // Its last attempt failed where the dead letter was not recorded (the node
                 // died first): hand it over to the dead-letter handler without running it again.
+                // Only the head: every failed attempt ran it, but the tasks after it may have
+                // come since and never run (found by the simulator).
+                batch.through = batch.first;
                 batch.step = Step::DeadLettering;
                 self.batches.insert(key, batch);
                 self.dead_letter(executor, bucket, deadline);
@@ -715,9 +919,9 @@ impl ExecutorCore {
                     executor: executor.to_owned(),
                     bucket: bucket.clone(),
                     token,
-                    first: head.id,
+                    first: next.id,
                     through,
-                    attempt: queue.attempts + 1,
+                    attempt: attempts + 1,
                     tasks: tasks.into_iter().map(|t| t.bytes.clone()).collect(),
                     deadline,
                 });
@@ -756,6 +960,15 @@ fn cancel(
 fn may_run(own: &Ownership, slot: u16, now: Instant, entitled: Option<Entitlement>) -> bool {
     let handing = matches!(own.view(slot), SlotView::HandingOver { .. });
     own.may_serve(slot, now, entitled) || (handing && entitled.is_some())
+}
+
+/// The number of a bucket's head in `state`.
+fn head_of(state: &ClusterState, executor: &str, bucket: &str) -> Option<u64> {
+    state
+        .exec
+        .bucket(executor, bucket)
+        .and_then(|q| q.tasks.front())
+        .map(|t| t.id)
 }
 
 /// Keeps the earlier of `at` and what `due` holds.

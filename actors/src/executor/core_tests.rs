@@ -205,33 +205,154 @@ fn a_served_bucket_starts_one_batch_from_its_head_with_a_token_from_the_slots_bl
 }
 
 #[test]
-fn a_success_proposes_done_and_the_next_batch_starts_once_it_applies() {
-    let (t0, mut s, mut c, token) = running(&["1", "2", "3"], 2, 3);
+fn a_success_starts_the_next_batch_at_once_and_one_done_at_a_time_reports_the_successes() {
+    let (t0, mut s, mut c, token) = running(&["1", "2", "3", "4", "5"], 2, 3);
+    let end = t0 + Duration::from_secs(10);
     c.finished(now(t0), "x", "a", token, true);
-    let report = done("a", 1, 2, token, BatchOutcome::Succeeded);
-    assert_eq!(drain(&mut c), [Output::Propose(report.clone())]);
+    let first = done("a", 1, 2, token, BatchOutcome::Succeeded);
+    assert_eq!(
+        drain(&mut c),
+        [
+            Output::Propose(first.clone()),
+            start("a", token + 1, 3, 1, &["3", "4"], end)
+        ]
+    );
     // A second report of the same batch (the shell's duplicate) is ignored.
     c.finished(now(t0), "x", "a", token, true);
     assert_eq!(drain(&mut c), []);
+    // The next success waits for the `Done` in flight; the batch after it starts.
+    c.finished(now(t0), "x", "a", token + 1, true);
+    assert_eq!(drain(&mut c), [start("a", token + 2, 5, 1, &["5"], end)]);
+    c.finished(now(t0), "x", "a", token + 2, true);
+    assert_eq!(drain(&mut c), []);
+    // Once the state shows the first, one `Done` covers both successes since.
     let t1 = t0 + Duration::from_millis(5);
-    commit(&mut c, &mut s, now(t1), &report);
-    let end = t1 + Duration::from_secs(10);
-    assert_eq!(drain(&mut c), [start("a", token + 1, 3, 1, &["3"], end)]);
+    commit(&mut c, &mut s, now(t1), &first);
+    let rest = done("a", 3, 5, token + 2, BatchOutcome::Succeeded);
+    assert_eq!(drain(&mut c), [Output::Propose(rest.clone())]);
+    assert_eq!(
+        commit(&mut c, &mut s, now(t1), &rest),
+        Outcome::Exec(colony_runtime::consensus::exec::ExecOutcome::Removed { count: 3 })
+    );
+    assert_eq!(drain(&mut c), []);
+    assert_eq!(s.exec.depth("x"), 0);
 }
 
 #[test]
-fn a_done_answered_before_the_state_that_holds_it_keeps_its_bucket_busy() {
-    let (t0, mut s, mut c, token) = running(&["1", "2"], 1, 3);
-    c.finished(now(t0), "x", "a", token, true);
-    let report = done("a", 1, 1, token, BatchOutcome::Succeeded);
-    let _ = drain(&mut c);
-    let outcome = s.apply(&report);
-    // The answer first: the core's state still has task 1 at the head, so nothing starts.
-    c.proposed(now(t0), &report, Some(&outcome));
-    assert_eq!(drain(&mut c), []);
+fn a_done_answered_before_the_state_that_holds_it_is_followed_once_the_state_shows_it() {
+    let (t0, mut s, mut c, token) = running(&["1", "2", "3"], 1, 3);
     let end = t0 + Duration::from_secs(10);
+    c.finished(now(t0), "x", "a", token, true);
+    let first = done("a", 1, 1, token, BatchOutcome::Succeeded);
+    assert_eq!(
+        drain(&mut c),
+        [
+            Output::Propose(first.clone()),
+            start("a", token + 1, 2, 1, &["2"], end)
+        ]
+    );
+    c.finished(now(t0), "x", "a", token + 1, true);
+    assert_eq!(drain(&mut c), [start("a", token + 2, 3, 1, &["3"], end)]);
+    let outcome = s.apply(&first);
+    // The answer first: the core's state still has task 1 at the head, so a `Done` made now
+    // would name it and be refused; nothing is proposed.
+    c.proposed(now(t0), &first, Some(&outcome));
+    assert_eq!(drain(&mut c), []);
     c.set_group(now(t0), Arc::new(s.clone()), Some(1), entitled(end));
-    assert_eq!(drain(&mut c), [start("a", token + 1, 2, 1, &["2"], end)]);
+    assert_eq!(
+        drain(&mut c),
+        [Output::Propose(done(
+            "a",
+            2,
+            2,
+            token + 1,
+            BatchOutcome::Succeeded
+        ))]
+    );
+}
+
+#[test]
+fn a_done_refused_because_another_report_moved_the_head_is_made_again_from_the_new_head() {
+    let (t0, mut s, mut c, token) = running(&["1", "2", "3"], 1, 3);
+    let end = t0 + Duration::from_secs(10);
+    c.finished(now(t0), "x", "a", token, true);
+    let ours = done("a", 1, 1, token, BatchOutcome::Succeeded);
+    let _ = drain(&mut c);
+    c.finished(now(t0), "x", "a", token + 1, true);
+    let _ = drain(&mut c);
+    // A previous owner's late report of task 1 applies first: ours names a head that moved.
+    s.apply(&done("a", 1, 1, token - 1, BatchOutcome::Succeeded));
+    let refused = s.apply(&ours);
+    assert!(matches!(
+        refused,
+        Outcome::Exec(colony_runtime::consensus::exec::ExecOutcome::Refused(_))
+    ));
+    c.proposed(now(t0), &ours, Some(&refused));
+    assert_eq!(drain(&mut c), []);
+    c.set_group(now(t0), Arc::new(s.clone()), Some(1), entitled(end));
+    assert_eq!(
+        drain(&mut c),
+        [Output::Propose(done(
+            "a",
+            2,
+            2,
+            token + 1,
+            BatchOutcome::Succeeded
+        ))]
+    );
+}
+
+#[test]
+fn a_failure_after_successes_the_state_does_not_show_waits_for_them_then_counts() {
+    let (t0, mut s, mut c, token) = running(&["1", "2"], 1, 3);
+    let end = t0 + Duration::from_secs(10);
+    c.finished(now(t0), "x", "a", token, true);
+    let first = done("a", 1, 1, token, BatchOutcome::Succeeded);
+    let _ = drain(&mut c);
+    c.finished(now(t0), "x", "a", token + 1, false);
+    // Its `Done` would name task 2 while task 1 is the head: it waits.
+    assert_eq!(drain(&mut c), []);
+    assert_eq!(c.in_process("x"), 0);
+    commit(&mut c, &mut s, now(t0), &first);
+    let failed = done("a", 2, 2, token + 1, BatchOutcome::Failed);
+    assert_eq!(drain(&mut c), [Output::Propose(failed.clone())]);
+    assert_eq!(
+        commit(&mut c, &mut s, now(t0), &failed),
+        Outcome::Exec(colony_runtime::consensus::exec::ExecOutcome::Failed { attempts: 1 })
+    );
+    assert_eq!(drain(&mut c), []);
+    let t1 = t0 + BACKOFF;
+    c.handle_timeout(now(t1));
+    assert_eq!(drain(&mut c), [start("a", token + 2, 2, 2, &["2"], end)]);
+}
+
+#[test]
+fn a_last_attempt_after_unreported_successes_is_dead_lettered_then_reported_at_the_head() {
+    let (t0, mut s, mut c, token) = running(&["1", "2"], 1, 1);
+    let end = t0 + Duration::from_secs(10);
+    c.finished(now(t0), "x", "a", token, true);
+    let first = done("a", 1, 1, token, BatchOutcome::Succeeded);
+    let _ = drain(&mut c);
+    // One attempt allowed: the failure goes to the dead-letter handler at once.
+    c.finished(now(t0), "x", "a", token + 1, false);
+    assert_eq!(
+        drain(&mut c),
+        [Output::DeadLetter {
+            executor: "x".into(),
+            bucket: "a".into(),
+            token: token + 1,
+            tasks: bytes(&["2"]),
+            deadline: end,
+        }]
+    );
+    c.dead_lettered(now(t0), "x", "a", token + 1);
+    assert_eq!(drain(&mut c), []);
+    commit(&mut c, &mut s, now(t0), &first);
+    let dead = done("a", 2, 2, token + 1, BatchOutcome::DeadLettered);
+    assert_eq!(drain(&mut c), [Output::Propose(dead.clone())]);
+    commit(&mut c, &mut s, now(t0), &dead);
+    assert_eq!(s.exec.dead_letters("x"), 1);
+    assert_eq!(s.exec.depth("x"), 0);
 }
 
 #[test]
@@ -286,10 +407,12 @@ fn a_failed_batch_is_retried_after_its_backoff_and_its_last_attempt_goes_to_the_
 #[test]
 fn a_head_at_its_last_attempt_goes_to_the_dead_letter_handler_without_running_again() {
     // The previous owner's last attempt failed and it died before the dead letter was recorded.
+    // A task submitted since never ran: it is not dead-lettered with the head.
     let t0 = Instant::now();
     let mut s = state(1);
     submit(&mut s, 1, "a", &["1"], 0);
     let _ = s.apply(&done("a", 1, 1, 7, BatchOutcome::Failed));
+    submit(&mut s, 2, "a", &["2"], 0);
     let mut c = core_with(ME, &s, t0, settings(5, 1, Concurrency::PerNode(4)));
     let token = first_token(&s, "a");
     assert_eq!(

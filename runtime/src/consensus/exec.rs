@@ -15,8 +15,9 @@
 //! two counters; submitters are kept only while their epoch is in force.
 //!
 //! The group publishes a copy of the whole state after every applied command, so executors,
-//! buckets and tasks are [`Shared`]: a copy shares them, and a command copies only the
-//! executor and bucket it changes (a task's payload is never copied).
+//! buckets and tasks are [`Shared`] and a bucket's queue and an executor's buckets are
+//! persistent collections: a copy shares them, and a command copies only the executor and
+//! bucket it changes, in time logarithmic in their sizes (a task's payload is never copied).
 //!
 //! # Examples
 //! ```
@@ -49,7 +50,7 @@
 //! assert_eq!(table.depth("mail"), 0);
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -156,12 +157,21 @@ pub struct Task {
 /// One bucket's queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bucket {
-    /// The tasks, oldest first.
-    pub tasks: VecDeque<Shared<Task>>,
+    /// The tasks, oldest first (so by increasing number).
+    pub tasks: imbl::Vector<Shared<Task>>,
     /// Failed attempts on the current head.
     pub attempts: u32,
     /// The highest token a batch of this bucket reported with.
     pub reported: u64,
+}
+
+impl Bucket {
+    /// The place of the first task numbered above `after`: numbers increase along the queue.
+    pub fn position_after(&self, after: u64) -> usize {
+        self.tasks
+            .binary_search_by(|t| t.id.cmp(&after))
+            .map_or_else(|at| at, |at| at + 1)
+    }
 }
 
 /// One executor's queues.
@@ -174,7 +184,7 @@ pub struct Executor {
     /// Tasks handed to the dead-letter handler so far.
     pub dead_letters: u64,
     /// Buckets with tasks, by id.
-    pub buckets: BTreeMap<String, Shared<Bucket>>,
+    pub buckets: imbl::OrdMap<String, Shared<Bucket>>,
 }
 
 /// The last submit applied from one node's epoch.
@@ -432,9 +442,23 @@ impl ExecTable {
         n: usize,
         wall_ms: u64,
     ) -> impl Iterator<Item = &Task> + '_ {
+        self.after(executor, bucket, 0, n, wall_ms)
+    }
+
+    /// [`ExecTable::head`] of what follows task `after` in its bucket: the next batch of a
+    /// worker that ran the tasks up to `after` and whose report the state does not show yet.
+    pub fn after(
+        &self,
+        executor: &str,
+        bucket: &str,
+        after: u64,
+        n: usize,
+        wall_ms: u64,
+    ) -> impl Iterator<Item = &Task> + '_ {
         self.bucket(executor, bucket)
             .into_iter()
-            .flat_map(|b| b.tasks.iter().map(|t| &**t))
+            .flat_map(move |b| b.tasks.focus().narrow(b.position_after(after)..))
+            .map(|t| &**t)
             .take(n)
             .take_while(move |t| t.not_before_ms <= wall_ms)
     }
