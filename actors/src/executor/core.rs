@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use colony_runtime::consensus::exec::{BatchOutcome, ExecCommand, ExecOutcome};
 use colony_runtime::consensus::{ClusterState, Command, Domain, Entitlement, Outcome, ReplicaId};
-use colony_runtime::ownership::{Change, Ownership, SlotView, slot_of};
+use colony_runtime::ownership::{Change, Ownership, SlotView, slot_of_parts};
 use serde_bytes::ByteBuf;
 
 use super::config::ExecutorSettings;
@@ -52,11 +52,7 @@ use super::config::ExecutorSettings;
 /// assert!(bucket_slot("mail", "user-7") < colony_runtime::consensus::SLOTS);
 /// ```
 pub fn bucket_slot(executor: &str, bucket: &str) -> u16 {
-    let mut key = Vec::with_capacity(executor.len() + 1 + bucket.len());
-    key.extend_from_slice(executor.as_bytes());
-    key.push(0);
-    key.extend_from_slice(bucket.as_bytes());
-    slot_of(&key)
+    slot_of_parts(&[executor.as_bytes(), &[0], bucket.as_bytes()])
 }
 
 /// The time of an input: this node's monotonic clock, and its wall clock in UTC milliseconds
@@ -485,7 +481,7 @@ impl ExecutorCore {
         // A batch whose entitlement ended is cancelled first, whatever it returned: a process
         // that wakes from a pause may see its processor return before the shell drops it, and
         // the bucket may be another node's by then (found by the simulator).
-        self.pump(now);
+        self.cancel_if_ended(now, executor, bucket);
         let Some(b) = self.batch(executor, bucket, token, &Step::Processing) else {
             return;
         };
@@ -505,7 +501,7 @@ impl ExecutorCore {
     /// The dead-letter handler took the batch with `token`.
     pub fn dead_lettered(&mut self, now: Now, executor: &str, bucket: &str, token: u64) {
         // As in `finished`: past the entitlement, the call is cancelled, not reported.
-        self.pump(now);
+        self.cancel_if_ended(now, executor, bucket);
         if self
             .batch(executor, bucket, token, &Step::DeadLettering)
             .is_some()
@@ -547,6 +543,19 @@ impl ExecutorCore {
             && done == command
         {
             *at = Some(retry_at);
+        }
+    }
+
+    /// Brings everything in line with the time (cancelling what may no longer run) if the
+    /// batch of a bucket may no longer run: the cheap check before its end is taken.
+    fn cancel_if_ended(&mut self, now: Now, executor: &str, bucket: &str) {
+        let entitled = self.entitlement.filter(|e| e.until > now.at);
+        if self
+            .batches
+            .get(&(executor.to_owned(), bucket.to_owned()))
+            .is_some_and(|b| !may_run(&self.own, b.slot, now.at, entitled))
+        {
+            self.pump(now);
         }
     }
 
@@ -840,6 +849,9 @@ impl ExecutorCore {
     }
 
     /// Starts batches of `executor` up to its limit, from the bucket after the last started.
+    ///
+    /// Runs after every input, over every bucket with tasks: the buckets this node already
+    /// works on are looked up in sorted lists of borrowed names, not by keys built per bucket.
     fn start(&mut self, now: Now, executor: &str, entitled: Option<Entitlement>) {
         let Some(settings) = self.executors.get(executor).copied() else {
             return;
@@ -850,37 +862,47 @@ impl ExecutorCore {
             return;
         }
         let state = Arc::clone(&self.state);
+        let Some(queues) = state.exec.executors.get(executor) else {
+            return;
+        };
         let cursor = self.cursor.get(executor).cloned().unwrap_or_default();
-        let queues = state.exec.executors.get(executor);
-        let after = queues.into_iter().flat_map(|q| {
-            q.buckets
-                .range::<_, str>((Bound::Excluded(cursor.as_str()), Bound::Unbounded))
-        });
-        let before = queues.into_iter().flat_map(|q| {
-            q.buckets
-                .range::<_, str>((Bound::Unbounded, Bound::Included(cursor.as_str())))
-        });
-        for (bucket, queue) in after.chain(before) {
-            let key = (executor.to_owned(), bucket.clone());
-            let slot = bucket_slot(executor, bucket);
-            if self.batches.contains_key(&key) || !self.own.may_serve(slot, now.at, entitled) {
-                continue;
+        let after = queues
+            .buckets
+            .range::<_, str>((Bound::Excluded(cursor.as_str()), Bound::Unbounded));
+        let before = queues
+            .buckets
+            .range::<_, str>((Bound::Unbounded, Bound::Included(cursor.as_str())));
+        // The buckets that may start a batch, in order: served here, none in process or
+        // waiting here, not backing off, a due task after what ran here.
+        let mut ready = Vec::new();
+        {
+            let lo = (executor.to_owned(), String::new());
+            let busy = of_executor(&self.batches, &lo, |_| ());
+            let backoff = of_executor(&self.backoff, &lo, |(_, until)| *until);
+            let ran = of_executor(&self.progress, &lo, |p| p.through);
+            for (bucket, queue) in after.chain(before) {
+                let slot = bucket_slot(executor, bucket);
+                if find(&busy, bucket).is_some() || !self.own.may_serve(slot, now.at, entitled) {
+                    continue;
+                }
+                if let Some(until) = find(&backoff, bucket) {
+                    earliest(&mut self.due, until);
+                    continue;
+                }
+                let ran = find(&ran, bucket).unwrap_or(0);
+                let at = queue.position_after(ran);
+                let Some(next) = queue.tasks.get(at) else {
+                    continue;
+                };
+                if next.not_before_ms > now.wall_ms {
+                    let wait = Duration::from_millis(next.not_before_ms - now.wall_ms);
+                    earliest(&mut self.due, now.at + wait);
+                    continue;
+                }
+                ready.push((bucket, queue, slot, ran, at));
             }
-            if let Some((_, until)) = self.backoff.get(&key) {
-                earliest(&mut self.due, *until);
-                continue;
-            }
-            // After the successes the state does not show yet, if any.
-            let ran = self.progress.get(&key).map_or(0, |p| p.through);
-            let at = queue.position_after(ran);
-            let Some(next) = queue.tasks.get(at) else {
-                continue;
-            };
-            if next.not_before_ms > now.wall_ms {
-                let wait = Duration::from_millis(next.not_before_ms - now.wall_ms);
-                earliest(&mut self.due, now.at + wait);
-                continue;
-            }
+        }
+        for (bucket, queue, slot, ran, at) in ready {
             let Some(token) = self.own.issue(slot, now.at, entitled) else {
                 continue;
             };
@@ -895,14 +917,16 @@ impl ExecutorCore {
                     now.wall_ms,
                 )
                 .collect();
-            let through = tasks.last().map_or(next.id, |t| t.id);
+            let first = queue.tasks[at].id;
+            let through = tasks.last().map_or(first, |t| t.id);
             let mut batch = Batch {
                 slot,
                 token,
-                first: next.id,
+                first,
                 through,
                 step: Step::Processing,
             };
+            let key = (executor.to_owned(), bucket.clone());
             // The replicated count is the head's; a task after it has not failed yet.
             let attempts = if at == 0 { queue.attempts } else { 0 };
             if attempts >= settings.max_attempts.max(1) {
@@ -919,7 +943,7 @@ impl ExecutorCore {
                     executor: executor.to_owned(),
                     bucket: bucket.clone(),
                     token,
-                    first: next.id,
+                    first,
                     through,
                     attempt: attempts + 1,
                     tasks: tasks.into_iter().map(|t| t.bytes.clone()).collect(),
@@ -934,6 +958,26 @@ impl ExecutorCore {
             }
         }
     }
+}
+
+/// The value for `bucket` in a list from [`of_executor`].
+fn find<T: Copy>(list: &[(&str, T)], bucket: &str) -> Option<T> {
+    list.binary_search_by(|(b, _)| (*b).cmp(bucket))
+        .ok()
+        .map(|i| list[i].1)
+}
+
+/// The entries of `executor` (whose first key is `lo`) in a per-bucket map, as a list sorted
+/// by bucket, with what `value` takes from each.
+fn of_executor<'a, V, T>(
+    map: &'a BTreeMap<Key, V>,
+    lo: &Key,
+    value: impl Fn(&V) -> T,
+) -> Vec<(&'a str, T)> {
+    map.range(lo..)
+        .take_while(|((e, _), _)| *e == lo.0)
+        .map(|((_, b), v)| (b.as_str(), value(v)))
+        .collect()
 }
 
 /// Removes the batches in process that `which` picks, each with an [`Output::Cancel`].

@@ -37,9 +37,20 @@ use crate::consensus::{ClusterState, Command, Domain, Entitlement, ReplicaId, SL
 /// assert!(slot_of(b"reindex") < colony_runtime::consensus::SLOTS);
 /// ```
 pub fn slot_of(key: &[u8]) -> u16 {
+    slot_of_parts(&[key])
+}
+
+/// [`slot_of`] the concatenation of `parts`, without building it.
+///
+/// # Examples
+/// ```
+/// use colony_runtime::ownership::{slot_of, slot_of_parts};
+/// assert_eq!(slot_of_parts(&[b"mail", b"\0", b"user-7"]), slot_of(b"mail\0user-7"));
+/// ```
+pub fn slot_of_parts(parts: &[&[u8]]) -> u16 {
     // FNV-1a, folded: stable across builds and platforms.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key {
+    for b in parts.iter().flat_map(|p| p.iter()) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
