@@ -36,8 +36,10 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use colony_runtime::consensus::exec::{BatchOutcome, ExecCommand, ExecOutcome};
-use colony_runtime::consensus::{ClusterState, Command, Domain, Entitlement, Outcome, ReplicaId};
+use colony_runtime::consensus::exec::{BatchOutcome, Bucket, ExecCommand, ExecOutcome};
+use colony_runtime::consensus::{
+    ClusterState, Command, Domain, Entitlement, Outcome, ReplicaId, Shared,
+};
 use colony_runtime::ownership::{Change, Ownership, SlotView, slot_of_parts};
 use serde_bytes::ByteBuf;
 
@@ -489,7 +491,17 @@ impl ExecutorCore {
         let max = self.executors.get(executor).map_or(1, |s| s.max_attempts);
         let attempts = self.head_attempts(executor, bucket, first);
         if ok {
+            // What a pump would change: this bucket's report and next batch, and only if the
+            // executor was at its limit, another bucket's batch. Time and the state move the
+            // rest, on their own inputs.
+            let at_limit = self.in_process(executor) >= self.limit(executor);
             self.succeeded(executor, bucket);
+            if at_limit {
+                self.pump(now);
+            } else {
+                self.step_bucket(now, executor, bucket);
+            }
+            return;
         } else if attempts.is_none_or(|a| a + 1 < max) {
             self.report(executor, bucket, BatchOutcome::Failed);
         } else {
@@ -543,6 +555,27 @@ impl ExecutorCore {
             && done == command
         {
             *at = Some(retry_at);
+        }
+    }
+
+    /// After a success: proposes the bucket's `Done` if none is in flight and starts its next
+    /// batch.
+    fn step_bucket(&mut self, now: Now, executor: &str, bucket: &str) {
+        let entitled = self.entitlement.filter(|e| e.until > now.at);
+        let key = (executor.to_owned(), bucket.to_owned());
+        if let Some(p) = self.progress.get_mut(&key) {
+            report_one(
+                &self.state,
+                &self.own,
+                &mut self.outputs,
+                &key,
+                p,
+                now.at,
+                entitled,
+            );
+        }
+        if entitled.is_some() {
+            self.start(now, executor, entitled, Some(bucket));
         }
     }
 
@@ -731,7 +764,7 @@ impl ExecutorCore {
         if entitled.is_some() {
             let executors: Vec<String> = self.executors.keys().cloned().collect();
             for executor in executors {
-                self.start(now, &executor, entitled);
+                self.start(now, &executor, entitled, None);
             }
         }
     }
@@ -794,30 +827,16 @@ impl ExecutorCore {
     /// Proposes a `Done` for each bucket with successes and none in flight, while this node
     /// may still run the bucket's slot: the successes from the head on, in one command.
     fn report_progress(&mut self, now: Instant, entitled: Option<Entitlement>) {
-        let (state, own) = (&self.state, &self.own);
-        for ((executor, bucket), p) in &mut self.progress {
-            if p.flight.is_some() || !may_run(own, p.slot, now, entitled) {
-                continue;
-            }
-            let Some(first) = head_of(state, executor, bucket) else {
-                continue;
-            };
-            let done = Command::Exec(ExecCommand::Done {
-                executor: executor.clone(),
-                bucket: bucket.clone(),
-                first,
-                through: p.through,
-                token: p.token,
-                outcome: BatchOutcome::Succeeded,
-            });
-            p.flight = Some(Flight {
-                done: done.clone(),
-                first,
-                through: p.through,
-                retry_at: None,
-                refused: false,
-            });
-            self.outputs.push_back(Output::Propose(done));
+        for (key, p) in &mut self.progress {
+            report_one(
+                &self.state,
+                &self.own,
+                &mut self.outputs,
+                key,
+                p,
+                now,
+                entitled,
+            );
         }
     }
 
@@ -852,7 +871,13 @@ impl ExecutorCore {
     ///
     /// Runs after every input, over every bucket with tasks: the buckets this node already
     /// works on are looked up in sorted lists of borrowed names, not by keys built per bucket.
-    fn start(&mut self, now: Now, executor: &str, entitled: Option<Entitlement>) {
+    fn start(
+        &mut self,
+        now: Now,
+        executor: &str,
+        entitled: Option<Entitlement>,
+        only: Option<&str>,
+    ) {
         let Some(settings) = self.executors.get(executor).copied() else {
             return;
         };
@@ -872,6 +897,10 @@ impl ExecutorCore {
         let before = queues
             .buckets
             .range::<_, str>((Bound::Unbounded, Bound::Included(cursor.as_str())));
+        let buckets: Box<dyn Iterator<Item = (&String, &Shared<Bucket>)>> = match only {
+            Some(bucket) => Box::new(queues.buckets.get_key_value(bucket).into_iter()),
+            None => Box::new(after.chain(before)),
+        };
         // The buckets that may start a batch, in order: served here, none in process or
         // waiting here, not backing off, a due task after what ran here.
         let mut ready = Vec::new();
@@ -880,7 +909,7 @@ impl ExecutorCore {
             let busy = of_executor(&self.batches, &lo, |_| ());
             let backoff = of_executor(&self.backoff, &lo, |(_, until)| *until);
             let ran = of_executor(&self.progress, &lo, |p| p.through);
-            for (bucket, queue) in after.chain(before) {
+            for (bucket, queue) in buckets {
                 let slot = bucket_slot(executor, bucket);
                 if find(&busy, bucket).is_some() || !self.own.may_serve(slot, now.at, entitled) {
                     continue;
@@ -958,6 +987,41 @@ impl ExecutorCore {
             }
         }
     }
+}
+
+/// Proposes a `Done` of the successes `p` of bucket `key` if none is in flight and this node
+/// may still run the bucket's slot: the successes from the head on, in one command.
+fn report_one(
+    state: &ClusterState,
+    own: &Ownership,
+    outputs: &mut VecDeque<Output>,
+    (executor, bucket): &Key,
+    p: &mut Progress,
+    now: Instant,
+    entitled: Option<Entitlement>,
+) {
+    if p.flight.is_some() || !may_run(own, p.slot, now, entitled) {
+        return;
+    }
+    let Some(first) = head_of(state, executor, bucket) else {
+        return;
+    };
+    let done = Command::Exec(ExecCommand::Done {
+        executor: executor.clone(),
+        bucket: bucket.clone(),
+        first,
+        through: p.through,
+        token: p.token,
+        outcome: BatchOutcome::Succeeded,
+    });
+    p.flight = Some(Flight {
+        done: done.clone(),
+        first,
+        through: p.through,
+        retry_at: None,
+        refused: false,
+    });
+    outputs.push_back(Output::Propose(done));
 }
 
 /// The value for `bucket` in a list from [`of_executor`].
