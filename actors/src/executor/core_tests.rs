@@ -18,6 +18,7 @@ const D: Domain = Domain::Executor;
 const WALL: u64 = 1_800_000_000_000;
 const BACKOFF: Duration = Duration::from_millis(100);
 const RETRY: Duration = Duration::from_millis(200);
+const SUCCEEDED: BatchOutcome = BatchOutcome::Succeeded;
 
 fn settings(batch_size: usize, max_attempts: u32, concurrency: Concurrency) -> ExecutorSettings {
     ExecutorSettings {
@@ -167,6 +168,58 @@ fn commit(c: &mut ExecutorCore, s: &mut ClusterState, at: Now, command: &Command
     outcome
 }
 
+/// The first batch (`token`, tasks 1 to `through`) of bucket "a" of a core from [`running`]
+/// at `t0` succeeds: the core proposes its `Done` and starts the next batch, of `next`, at
+/// once. Returns the `Done`.
+fn first_succeeds(
+    c: &mut ExecutorCore,
+    t0: Instant,
+    token: u64,
+    through: u64,
+    next: &[&str],
+) -> Command {
+    c.finished(now(t0), "x", "a", token, true);
+    let first = done("a", 1, through, token, SUCCEEDED);
+    let end = t0 + Duration::from_secs(10);
+    let start = start("a", token + 1, through + 1, 1, next, end);
+    assert_eq!(drain(c), [Output::Propose(first.clone()), start]);
+    first
+}
+
+/// The core's only output is proposing `command`; it is applied as [`commit`] does, after
+/// which the core does nothing.
+fn proposed_then_applied(
+    c: &mut ExecutorCore,
+    s: &mut ClusterState,
+    at: Now,
+    command: &Command,
+) -> Outcome {
+    assert_eq!(drain(c), [Output::Propose(command.clone())]);
+    let outcome = commit(c, s, at, command);
+    assert_eq!(drain(c), []);
+    outcome
+}
+
+/// Tells the core the answer to a command (it must do nothing yet: its state does not show
+/// the command), then the state `s`, after which it must do `then`.
+fn answer_then_state(
+    c: &mut ExecutorCore,
+    s: &ClusterState,
+    at: Now,
+    (command, outcome): (&Command, &Outcome),
+    then: &[Output],
+) {
+    c.proposed(at, command, Some(outcome));
+    assert_eq!(drain(c), []);
+    c.set_group(
+        at,
+        Arc::new(s.clone()),
+        Some(1),
+        entitled(at.at + Duration::from_secs(10)),
+    );
+    assert_eq!(drain(c), then);
+}
+
 /// A core for [`ME`] running "x" with bucket "a" holding `payloads`, at `t0`, over state `s`,
 /// its first batch (with `token`) started and drained: `(t0, s, core, token)`.
 fn running(
@@ -208,15 +261,7 @@ fn a_served_bucket_starts_one_batch_from_its_head_with_a_token_from_the_slots_bl
 fn a_success_starts_the_next_batch_at_once_and_one_done_at_a_time_reports_the_successes() {
     let (t0, mut s, mut c, token) = running(&["1", "2", "3", "4", "5"], 2, 3);
     let end = t0 + Duration::from_secs(10);
-    c.finished(now(t0), "x", "a", token, true);
-    let first = done("a", 1, 2, token, BatchOutcome::Succeeded);
-    assert_eq!(
-        drain(&mut c),
-        [
-            Output::Propose(first.clone()),
-            start("a", token + 1, 3, 1, &["3", "4"], end)
-        ]
-    );
+    let first = first_succeeds(&mut c, t0, token, 2, &["3", "4"]);
     // A second report of the same batch (the shell's duplicate) is ignored.
     c.finished(now(t0), "x", "a", token, true);
     assert_eq!(drain(&mut c), []);
@@ -229,12 +274,9 @@ fn a_success_starts_the_next_batch_at_once_and_one_done_at_a_time_reports_the_su
     let t1 = t0 + Duration::from_millis(5);
     commit(&mut c, &mut s, now(t1), &first);
     let rest = done("a", 3, 5, token + 2, BatchOutcome::Succeeded);
-    assert_eq!(drain(&mut c), [Output::Propose(rest.clone())]);
-    assert_eq!(
-        commit(&mut c, &mut s, now(t1), &rest),
-        Outcome::Exec(colony_runtime::consensus::exec::ExecOutcome::Removed { count: 3 })
-    );
-    assert_eq!(drain(&mut c), []);
+    let removed = colony_runtime::consensus::exec::ExecOutcome::Removed { count: 3 };
+    let outcome = proposed_then_applied(&mut c, &mut s, now(t1), &rest);
+    assert_eq!(outcome, Outcome::Exec(removed));
     assert_eq!(s.exec.depth("x"), 0);
 }
 
@@ -242,42 +284,20 @@ fn a_success_starts_the_next_batch_at_once_and_one_done_at_a_time_reports_the_su
 fn a_done_answered_before_the_state_that_holds_it_is_followed_once_the_state_shows_it() {
     let (t0, mut s, mut c, token) = running(&["1", "2", "3"], 1, 3);
     let end = t0 + Duration::from_secs(10);
-    c.finished(now(t0), "x", "a", token, true);
-    let first = done("a", 1, 1, token, BatchOutcome::Succeeded);
-    assert_eq!(
-        drain(&mut c),
-        [
-            Output::Propose(first.clone()),
-            start("a", token + 1, 2, 1, &["2"], end)
-        ]
-    );
+    let first = first_succeeds(&mut c, t0, token, 1, &["2"]);
     c.finished(now(t0), "x", "a", token + 1, true);
     assert_eq!(drain(&mut c), [start("a", token + 2, 3, 1, &["3"], end)]);
     let outcome = s.apply(&first);
     // The answer first: the core's state still has task 1 at the head, so a `Done` made now
     // would name it and be refused; nothing is proposed.
-    c.proposed(now(t0), &first, Some(&outcome));
-    assert_eq!(drain(&mut c), []);
-    c.set_group(now(t0), Arc::new(s.clone()), Some(1), entitled(end));
-    assert_eq!(
-        drain(&mut c),
-        [Output::Propose(done(
-            "a",
-            2,
-            2,
-            token + 1,
-            BatchOutcome::Succeeded
-        ))]
-    );
+    let next = Output::Propose(done("a", 2, 2, token + 1, SUCCEEDED));
+    answer_then_state(&mut c, &s, now(t0), (&first, &outcome), &[next]);
 }
 
 #[test]
 fn a_done_refused_because_another_report_moved_the_head_is_made_again_from_the_new_head() {
     let (t0, mut s, mut c, token) = running(&["1", "2", "3"], 1, 3);
-    let end = t0 + Duration::from_secs(10);
-    c.finished(now(t0), "x", "a", token, true);
-    let ours = done("a", 1, 1, token, BatchOutcome::Succeeded);
-    let _ = drain(&mut c);
+    let ours = first_succeeds(&mut c, t0, token, 1, &["2"]);
     c.finished(now(t0), "x", "a", token + 1, true);
     let _ = drain(&mut c);
     // A previous owner's late report of task 1 applies first: ours names a head that moved.
@@ -287,40 +307,24 @@ fn a_done_refused_because_another_report_moved_the_head_is_made_again_from_the_n
         refused,
         Outcome::Exec(colony_runtime::consensus::exec::ExecOutcome::Refused(_))
     ));
-    c.proposed(now(t0), &ours, Some(&refused));
-    assert_eq!(drain(&mut c), []);
-    c.set_group(now(t0), Arc::new(s.clone()), Some(1), entitled(end));
-    assert_eq!(
-        drain(&mut c),
-        [Output::Propose(done(
-            "a",
-            2,
-            2,
-            token + 1,
-            BatchOutcome::Succeeded
-        ))]
-    );
+    let next = Output::Propose(done("a", 2, 2, token + 1, SUCCEEDED));
+    answer_then_state(&mut c, &s, now(t0), (&ours, &refused), &[next]);
 }
 
 #[test]
 fn a_failure_after_successes_the_state_does_not_show_waits_for_them_then_counts() {
     let (t0, mut s, mut c, token) = running(&["1", "2"], 1, 3);
     let end = t0 + Duration::from_secs(10);
-    c.finished(now(t0), "x", "a", token, true);
-    let first = done("a", 1, 1, token, BatchOutcome::Succeeded);
-    let _ = drain(&mut c);
+    let first = first_succeeds(&mut c, t0, token, 1, &["2"]);
     c.finished(now(t0), "x", "a", token + 1, false);
     // Its `Done` would name task 2 while task 1 is the head: it waits.
     assert_eq!(drain(&mut c), []);
     assert_eq!(c.in_process("x"), 0);
     commit(&mut c, &mut s, now(t0), &first);
     let failed = done("a", 2, 2, token + 1, BatchOutcome::Failed);
-    assert_eq!(drain(&mut c), [Output::Propose(failed.clone())]);
-    assert_eq!(
-        commit(&mut c, &mut s, now(t0), &failed),
-        Outcome::Exec(colony_runtime::consensus::exec::ExecOutcome::Failed { attempts: 1 })
-    );
-    assert_eq!(drain(&mut c), []);
+    let counted = colony_runtime::consensus::exec::ExecOutcome::Failed { attempts: 1 };
+    let outcome = proposed_then_applied(&mut c, &mut s, now(t0), &failed);
+    assert_eq!(outcome, Outcome::Exec(counted));
     let t1 = t0 + BACKOFF;
     c.handle_timeout(now(t1));
     assert_eq!(drain(&mut c), [start("a", token + 2, 2, 2, &["2"], end)]);
@@ -330,9 +334,7 @@ fn a_failure_after_successes_the_state_does_not_show_waits_for_them_then_counts(
 fn a_last_attempt_after_unreported_successes_is_dead_lettered_then_reported_at_the_head() {
     let (t0, mut s, mut c, token) = running(&["1", "2"], 1, 1);
     let end = t0 + Duration::from_secs(10);
-    c.finished(now(t0), "x", "a", token, true);
-    let first = done("a", 1, 1, token, BatchOutcome::Succeeded);
-    let _ = drain(&mut c);
+    let first = first_succeeds(&mut c, t0, token, 1, &["2"]);
     // One attempt allowed: the failure goes to the dead-letter handler at once.
     c.finished(now(t0), "x", "a", token + 1, false);
     assert_eq!(
