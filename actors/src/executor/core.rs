@@ -31,12 +31,12 @@
 //! `dead_lettered`, `proposed`, `handle_timeout`), then drain [`ExecutorCore::poll_output`],
 //! then sleep until [`ExecutorCore::poll_timeout`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use colony_runtime::consensus::exec::{BatchOutcome, Bucket, ExecCommand, ExecOutcome};
+use colony_runtime::consensus::exec::{BatchOutcome, Bucket, ExecCommand};
 use colony_runtime::consensus::{
     ClusterState, Command, Domain, Entitlement, Outcome, ReplicaId, Shared,
 };
@@ -195,11 +195,10 @@ struct Flight {
     first: u64,
     /// The last task it covers.
     through: u64,
+    /// The token of the last batch it covers.
+    token: u64,
     /// When to propose it again after a failed proposal.
     retry_at: Option<Instant>,
-    /// The state refused it: the head had moved (another node's late report). It is made
-    /// again from the head once this node's state shows the move.
-    refused: bool,
 }
 
 /// A bucket and its executor.
@@ -279,6 +278,7 @@ pub struct CoreConfig {
 #[derive(Debug)]
 pub struct ExecutorCore {
     config: CoreConfig,
+    domain: Domain,
     own: Ownership,
     state: Arc<ClusterState>,
     entitlement: Option<Entitlement>,
@@ -290,6 +290,9 @@ pub struct ExecutorCore {
     backoff: BTreeMap<Key, (u64, Instant)>,
     /// Per executor: the bucket started last; the next search starts after it.
     cursor: BTreeMap<String, String>,
+    /// Executors whose last scan stopped at their limit: a bucket may wait that no state
+    /// change names, so the next state change scans them whole.
+    starved: BTreeSet<String>,
     handing: BTreeMap<u16, Handing>,
     /// When the earliest head that is not yet due becomes due.
     due: Option<Instant>,
@@ -305,6 +308,7 @@ impl ExecutorCore {
     pub fn new(me: ReplicaId, domain: Domain, config: CoreConfig) -> Self {
         ExecutorCore {
             config,
+            domain,
             own: Ownership::new(me, domain),
             state: Arc::new(ClusterState::new()),
             entitlement: None,
@@ -313,6 +317,7 @@ impl ExecutorCore {
             progress: BTreeMap::new(),
             backoff: BTreeMap::new(),
             cursor: BTreeMap::new(),
+            starved: BTreeSet::new(),
             handing: BTreeMap::new(),
             due: None,
             own_failed: None,
@@ -414,15 +419,26 @@ impl ExecutorCore {
         epoch: Option<u64>,
         entitlement: Option<Entitlement>,
     ) {
-        self.state = state;
+        let old = std::mem::replace(&mut self.state, state);
         let before = std::mem::replace(&mut self.entitlement, entitlement);
-        for change in self.own.update(&self.state, epoch) {
+        let changes = self.own.update(&self.state, epoch);
+        // The common case, a command applied while nothing else moved: only the buckets it
+        // changed are looked at. Anything else (slots, members, the entitlement's epoch or an
+        // end reached) passes over every bucket.
+        let steady = changes.is_empty()
+            && same_grounds(&old, &self.state, self.domain)
+            && [before, entitlement]
+                .iter()
+                .all(|e| e.is_some_and(|e| e.until > now.at))
+            && before.map(|e| e.epoch) == entitlement.map(|e| e.epoch);
+        for change in changes {
             match change {
                 // The queues are in the log: a slot carries nothing else.
                 Change::ServeFresh { .. } => {}
-                Change::Resume { slot } | Change::Handed { slot } => {
+                Change::Resume { slot } => {
                     self.handing.remove(&slot);
                 }
+                Change::Handed { slot } | Change::Drop { slot } => self.forget_slot(slot),
                 Change::HandOver {
                     slot,
                     to,
@@ -436,17 +452,6 @@ impl ExecutorCore {
                             send_at: now.at,
                         },
                     );
-                }
-                Change::Drop { slot } => {
-                    self.handing.remove(&slot);
-                    self.cancel_where(|_, b| b.slot == slot);
-                    // The next owner runs them again; a `Done` in flight still ends. A failure
-                    // held behind successes that will not be reported goes too: the next
-                    // owner's attempt counts instead.
-                    self.progress
-                        .retain(|_, p| p.slot != slot || p.flight.is_some());
-                    self.batches
-                        .retain(|_, b| b.slot != slot || !matches!(b.step, Step::Held(_)));
                 }
             }
         }
@@ -466,7 +471,11 @@ impl ExecutorCore {
                 }
             }
         }
-        self.pump(now);
+        if steady {
+            self.pump_changed(now, &old);
+        } else {
+            self.pump(now);
+        }
     }
 
     /// The previous owner of `slot` handed it over for `generation`. Returns whether this node
@@ -528,12 +537,7 @@ impl ExecutorCore {
     /// not on this answer: the answer may come before the state that includes it, and a batch
     /// started from the older state would run the same tasks again.
     pub fn proposed(&mut self, now: Now, command: &Command, outcome: Option<&Outcome>) {
-        if let Some(outcome) = outcome {
-            if matches!(outcome, Outcome::Exec(ExecOutcome::Refused(_)))
-                && let Some(f) = self.flight_of(command)
-            {
-                f.refused = true;
-            }
+        if outcome.is_some() {
             return;
         }
         let retry_at = now.at + self.config.retry;
@@ -558,24 +562,36 @@ impl ExecutorCore {
         }
     }
 
+    /// `slot` is another node's now: its batches in process are cancelled, and its successes
+    /// not yet reported are forgotten (the next owner runs them again) but for what a `Done`
+    /// in flight covers, which still ends. A failure held behind them goes too: the next
+    /// owner's attempt counts instead.
+    fn forget_slot(&mut self, slot: u16) {
+        self.handing.remove(&slot);
+        self.cancel_where(|_, b| b.slot == slot);
+        self.progress.retain(|_, p| {
+            if p.slot != slot {
+                return true;
+            }
+            let Some(f) = &p.flight else {
+                return false;
+            };
+            (p.through, p.token) = (f.through, f.token);
+            true
+        });
+        self.batches
+            .retain(|_, b| b.slot != slot || !matches!(b.step, Step::Held(_)));
+    }
+
     /// After a success: proposes the bucket's `Done` if none is in flight and starts its next
     /// batch.
     fn step_bucket(&mut self, now: Now, executor: &str, bucket: &str) {
         let entitled = self.entitlement.filter(|e| e.until > now.at);
-        let key = (executor.to_owned(), bucket.to_owned());
-        if let Some(p) = self.progress.get_mut(&key) {
-            report_one(
-                &self.state,
-                &self.own,
-                &mut self.outputs,
-                &key,
-                p,
-                now.at,
-                entitled,
-            );
-        }
+        // Settled first: the head may have passed these successes (another node's late
+        // report), and a `Done` made from it would name a head past its last task.
+        self.refresh(now.at, &(executor.to_owned(), bucket.to_owned()), entitled);
         if entitled.is_some() {
-            self.start(now, executor, entitled, Some(bucket));
+            self.start(now, executor, entitled, Some(&[bucket.to_owned()]));
         }
     }
 
@@ -715,15 +731,14 @@ impl ExecutorCore {
         cancel(&mut self.batches, &mut self.outputs, which);
     }
 
-    /// Brings everything in line with the time, the state and the entitlement: cancels what
-    /// may no longer run, proposes again what failed, hands over idle slots, starts batches.
-    fn pump(&mut self, now: Now) {
-        let entitled = self.entitlement.filter(|e| e.until > now.at);
+    /// Cancels the batches that may no longer run, and proposes what the slots' ownership
+    /// needs (again, after a failed proposal's wait).
+    fn keep_entitled(&mut self, now: Instant, entitled: Option<Entitlement>) {
         let own = &self.own;
         cancel(&mut self.batches, &mut self.outputs, |_, b| {
-            !may_run(own, b.slot, now.at, entitled)
+            !may_run(own, b.slot, now, entitled)
         });
-        if let Some((_, failed)) = self.own_failed.take_if(|(at, _)| *at <= now.at) {
+        if let Some((_, failed)) = self.own_failed.take_if(|(at, _)| *at <= now) {
             for c in &failed {
                 self.own.proposal_failed(c);
             }
@@ -731,6 +746,13 @@ impl ExecutorCore {
         for c in self.own.proposals(entitled) {
             self.outputs.push_back(Output::Propose(c));
         }
+    }
+
+    /// Brings everything in line with the time, the state and the entitlement: cancels what
+    /// may no longer run, proposes again what failed, hands over idle slots, starts batches.
+    fn pump(&mut self, now: Now) {
+        let entitled = self.entitlement.filter(|e| e.until > now.at);
+        self.keep_entitled(now.at, entitled);
         for b in self.batches.values_mut() {
             if let Step::Reporting { done, retry_at } = &mut b.step
                 && retry_at.is_some_and(|at| at <= now.at)
@@ -769,58 +791,106 @@ impl ExecutorCore {
         }
     }
 
+    /// [`ExecutorCore::pump`] after a state change that moved nothing but buckets: settles,
+    /// reports and starts the buckets that changed since `old`, and scans an executor whose
+    /// last scan stopped at its limit.
+    fn pump_changed(&mut self, now: Now, old: &ClusterState) {
+        let entitled = self.entitlement;
+        self.keep_entitled(now.at, entitled);
+        let mut ended = false;
+        let executors: Vec<String> = self.executors.keys().cloned().collect();
+        for executor in executors {
+            let changed = self.state.exec.changed_since(&old.exec, &executor);
+            for bucket in &changed {
+                ended |= self.refresh(now.at, &(executor.clone(), bucket.clone()), entitled);
+            }
+            if self.starved.contains(&executor) {
+                self.start(now, &executor, entitled, None);
+            } else if !changed.is_empty() {
+                self.start(now, &executor, entitled, Some(&changed));
+            }
+        }
+        if ended {
+            self.hand_over(now.at);
+        }
+    }
+
     /// Ends the batches whose `Done` the state shows: the bucket's head moved on, or the bucket
     /// recorded a report with this batch's token or a later one (a failure: the head waits out
     /// its backoff here).
     fn settle(&mut self, now: Instant) {
         let state = &self.state;
-        let exec = &state.exec;
-        // A `Done` of successes ends once the head passed its last task; the successes once
-        // the head passed them all.
-        self.progress.retain(|(e, bucket), p| {
-            let head = head_of(state, e, bucket);
-            let past = |through: u64| head.is_none_or(|h| h > through);
-            if p.flight
-                .as_ref()
-                .is_some_and(|f| past(f.through) || (f.refused && head != Some(f.first)))
-            {
-                p.flight = None;
-            }
-            p.flight.is_some() || !past(p.through)
-        });
-        let mut failed = Vec::new();
-        let mut held = Vec::new();
+        self.progress
+            .retain(|(e, bucket), p| keep_progress(p, head_of(state, e, bucket)));
+        let mut ended = Vec::new();
         self.batches.retain(|(e, bucket), b| {
-            if b.in_process() {
-                return true;
+            let end = batch_end(b, state.exec.bucket(e, bucket));
+            if !matches!(end, BatchEnd::Keep | BatchEnd::Drop) {
+                ended.push(((e.clone(), bucket.clone()), end));
             }
-            if let Step::Held(outcome) = b.step {
-                // Reported once the successes before it are in the state; gone if another
-                // node moved the head past it.
-                let head = head_of(state, e, bucket);
-                if head == Some(b.first) {
-                    held.push(((e.clone(), bucket.clone()), outcome));
-                }
-                return head.is_some_and(|h| h <= b.first);
-            }
-            let queue = exec.bucket(e, bucket);
-            let at_head = queue.and_then(|q| q.tasks.front()).map(|t| t.id) == Some(b.first);
-            let applied = !at_head || queue.is_some_and(|q| q.reported >= b.token);
-            if applied && at_head {
-                let attempts = queue.map_or(0, |q| q.attempts);
-                failed.push(((e.clone(), bucket.clone()), b.first, attempts));
-            }
-            !applied
+            matches!(end, BatchEnd::Keep | BatchEnd::Release(_))
         });
-        for (key, first, attempts) in failed {
-            let wait = self
-                .executors
-                .get(&key.0)
-                .map_or(Duration::ZERO, |s| s.backoff.after(attempts));
-            self.backoff.insert(key, (first, now + wait));
+        for (key, end) in ended {
+            self.batch_ended(now, key, end);
         }
-        for ((executor, bucket), outcome) in held {
-            self.report(&executor, &bucket, outcome);
+    }
+
+    /// Settles one bucket and proposes its successes' `Done` if none is in flight; returns
+    /// whether something of it ended here.
+    fn refresh(&mut self, now: Instant, key: &Key, entitled: Option<Entitlement>) -> bool {
+        let ended = self.settle_one(now, key);
+        if let Some(p) = self.progress.get_mut(key) {
+            report_one(
+                &mut self.outputs,
+                (&self.state, &self.own, now, entitled),
+                key,
+                p,
+            );
+        }
+        ended
+    }
+
+    /// [`ExecutorCore::settle`] for one bucket; returns whether something of it ended here.
+    fn settle_one(&mut self, now: Instant, key: &Key) -> bool {
+        let state = &self.state;
+        let mut gone = false;
+        if let Some(p) = self.progress.get_mut(key)
+            && !keep_progress(p, head_of(state, &key.0, &key.1))
+        {
+            self.progress.remove(key);
+            gone = true;
+        }
+        if let Some(b) = self.batches.get(key) {
+            let end = batch_end(b, state.exec.bucket(&key.0, &key.1));
+            if !matches!(end, BatchEnd::Keep | BatchEnd::Release(_)) {
+                self.batches.remove(key);
+                gone = true;
+            }
+            if !matches!(end, BatchEnd::Keep | BatchEnd::Drop) {
+                self.batch_ended(now, key.clone(), end);
+            }
+        }
+        if let Some((head, _)) = self.backoff.get(key)
+            && head_of(&self.state, &key.0, &key.1) != Some(*head)
+        {
+            self.backoff.remove(key);
+        }
+        gone
+    }
+
+    /// What follows a batch's end that [`batch_end`] found: a failure's backoff, or a held
+    /// report proposed.
+    fn batch_ended(&mut self, now: Instant, key: Key, end: BatchEnd) {
+        match end {
+            BatchEnd::Failed { first, attempts } => {
+                let wait = self
+                    .executors
+                    .get(&key.0)
+                    .map_or(Duration::ZERO, |s| s.backoff.after(attempts));
+                self.backoff.insert(key, (first, now + wait));
+            }
+            BatchEnd::Release(outcome) => self.report(&key.0, &key.1, outcome),
+            BatchEnd::Keep | BatchEnd::Drop => {}
         }
     }
 
@@ -829,13 +899,10 @@ impl ExecutorCore {
     fn report_progress(&mut self, now: Instant, entitled: Option<Entitlement>) {
         for (key, p) in &mut self.progress {
             report_one(
-                &self.state,
-                &self.own,
                 &mut self.outputs,
+                (&self.state, &self.own, now, entitled),
                 key,
                 p,
-                now,
-                entitled,
             );
         }
     }
@@ -876,7 +943,7 @@ impl ExecutorCore {
         now: Now,
         executor: &str,
         entitled: Option<Entitlement>,
-        only: Option<&str>,
+        only: Option<&[String]>,
     ) {
         let Some(settings) = self.executors.get(executor).copied() else {
             return;
@@ -884,7 +951,11 @@ impl ExecutorCore {
         let limit = settings.concurrency.limit_in(&self.state);
         let mut running = self.in_process(executor);
         if running >= limit {
+            self.starved.insert(executor.to_owned());
             return;
+        }
+        if only.is_none() {
+            self.starved.remove(executor);
         }
         let state = Arc::clone(&self.state);
         let Some(queues) = state.exec.executors.get(executor) else {
@@ -898,27 +969,41 @@ impl ExecutorCore {
             .buckets
             .range::<_, str>((Bound::Unbounded, Bound::Included(cursor.as_str())));
         let buckets: Box<dyn Iterator<Item = (&String, &Shared<Bucket>)>> = match only {
-            Some(bucket) => Box::new(queues.buckets.get_key_value(bucket).into_iter()),
+            Some(list) => Box::new(
+                list.iter()
+                    .filter_map(|b| queues.buckets.get_key_value(b.as_str())),
+            ),
             None => Box::new(after.chain(before)),
         };
         // The buckets that may start a batch, in order: served here, none in process or
         // waiting here, not backing off, a due task after what ran here.
         let mut ready = Vec::new();
         {
-            let lo = (executor.to_owned(), String::new());
-            let busy = of_executor(&self.batches, &lo, |_| ());
-            let backoff = of_executor(&self.backoff, &lo, |(_, until)| *until);
-            let ran = of_executor(&self.progress, &lo, |p| p.through);
+            let known = if only.is_some() {
+                Known::Maps {
+                    executor,
+                    batches: &self.batches,
+                    backoff: &self.backoff,
+                    progress: &self.progress,
+                }
+            } else {
+                let lo = (executor.to_owned(), String::new());
+                Known::Lists {
+                    busy: of_executor(&self.batches, &lo, |_| ()),
+                    backoff: of_executor(&self.backoff, &lo, |(_, until)| *until),
+                    ran: of_executor(&self.progress, &lo, |p| p.through),
+                }
+            };
             for (bucket, queue) in buckets {
                 let slot = bucket_slot(executor, bucket);
-                if find(&busy, bucket).is_some() || !self.own.may_serve(slot, now.at, entitled) {
+                if known.busy(bucket) || !self.own.may_serve(slot, now.at, entitled) {
                     continue;
                 }
-                if let Some(until) = find(&backoff, bucket) {
+                if let Some(until) = known.backoff(bucket) {
                     earliest(&mut self.due, until);
                     continue;
                 }
-                let ran = find(&ran, bucket).unwrap_or(0);
+                let ran = known.ran(bucket);
                 let at = queue.position_after(ran);
                 let Some(next) = queue.tasks.get(at) else {
                     continue;
@@ -983,6 +1068,7 @@ impl ExecutorCore {
             self.cursor.insert(executor.to_owned(), bucket.clone());
             running += 1;
             if running >= limit {
+                self.starved.insert(executor.to_owned());
                 break;
             }
         }
@@ -992,13 +1078,10 @@ impl ExecutorCore {
 /// Proposes a `Done` of the successes `p` of bucket `key` if none is in flight and this node
 /// may still run the bucket's slot: the successes from the head on, in one command.
 fn report_one(
-    state: &ClusterState,
-    own: &Ownership,
     outputs: &mut VecDeque<Output>,
+    (state, own, now, entitled): (&ClusterState, &Ownership, Instant, Option<Entitlement>),
     (executor, bucket): &Key,
     p: &mut Progress,
-    now: Instant,
-    entitled: Option<Entitlement>,
 ) {
     if p.flight.is_some() || !may_run(own, p.slot, now, entitled) {
         return;
@@ -1019,9 +1102,76 @@ fn report_one(
         first,
         through: p.through,
         retry_at: None,
-        refused: false,
+        token: p.token,
     });
     outputs.push_back(Output::Propose(done));
+}
+
+/// What this node holds of an executor's buckets, for a scan: sorted lists of borrowed names
+/// for a pass over every bucket (no key built per bucket), the maps by key for a few buckets.
+enum Known<'a> {
+    Lists {
+        busy: Vec<(&'a str, ())>,
+        backoff: Vec<(&'a str, Instant)>,
+        ran: Vec<(&'a str, u64)>,
+    },
+    Maps {
+        executor: &'a str,
+        batches: &'a BTreeMap<Key, Batch>,
+        backoff: &'a BTreeMap<Key, (u64, Instant)>,
+        progress: &'a BTreeMap<Key, Progress>,
+    },
+}
+
+impl Known<'_> {
+    fn key(executor: &str, bucket: &str) -> Key {
+        (executor.to_owned(), bucket.to_owned())
+    }
+
+    /// A batch of `bucket` is in process or waits for its report here.
+    fn busy(&self, bucket: &str) -> bool {
+        match self {
+            Known::Lists { busy, .. } => find(busy, bucket).is_some(),
+            Known::Maps {
+                executor, batches, ..
+            } => batches.contains_key(&Self::key(executor, bucket)),
+        }
+    }
+
+    /// When `bucket`'s head may be tried again, if it backs off.
+    fn backoff(&self, bucket: &str) -> Option<Instant> {
+        match self {
+            Known::Lists { backoff, .. } => find(backoff, bucket),
+            Known::Maps {
+                executor, backoff, ..
+            } => backoff
+                .get(&Self::key(executor, bucket))
+                .map(|(_, until)| *until),
+        }
+    }
+
+    /// The last task of `bucket` that succeeded here and the state does not show (0: none).
+    fn ran(&self, bucket: &str) -> u64 {
+        match self {
+            Known::Lists { ran, .. } => find(ran, bucket).unwrap_or(0),
+            Known::Maps {
+                executor, progress, ..
+            } => progress
+                .get(&Self::key(executor, bucket))
+                .map_or(0, |p| p.through),
+        }
+    }
+}
+
+/// Whether nothing but the queues differs between `a` and `b` for this node's work: the slots
+/// of `domain` (owners and blocks) and the members' epochs and phases (the per-cluster limit).
+fn same_grounds(a: &ClusterState, b: &ClusterState, domain: Domain) -> bool {
+    a.slots.get(&domain) == b.slots.get(&domain)
+        && a.liveness.len() == b.liveness.len()
+        && a.liveness
+            .iter()
+            .zip(&b.liveness)
+            .all(|((ra, la), (rb, lb))| ra == rb && la.epoch == lb.epoch && la.phase == lb.phase)
 }
 
 /// The value for `bucket` in a list from [`of_executor`].
@@ -1068,6 +1218,62 @@ fn cancel(
 fn may_run(own: &Ownership, slot: u16, now: Instant, entitled: Option<Entitlement>) -> bool {
     let handing = matches!(own.view(slot), SlotView::HandingOver { .. });
     own.may_serve(slot, now, entitled) || (handing && entitled.is_some())
+}
+
+/// Whether a bucket's successes still wait for the state, given its head: a `Done` of them
+/// ends once the head passed its last task, or once the head left the task it names (another
+/// node's late report moved it: the head only moves on, so that `Done` can never apply and is
+/// made again from the new head); the successes end once the head passed them all.
+fn keep_progress(p: &mut Progress, head: Option<u64>) -> bool {
+    let past = |through: u64| head.is_none_or(|h| h > through);
+    if p.flight
+        .as_ref()
+        .is_some_and(|f| past(f.through) || head != Some(f.first))
+    {
+        p.flight = None;
+    }
+    p.flight.is_some() || !past(p.through)
+}
+
+/// Where a batch that is not in process stands, given its bucket's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchEnd {
+    /// It goes on: in process, or its report not in the state yet.
+    Keep,
+    /// It ended: its report applied, or another node moved the head past it.
+    Drop,
+    /// Its failure applied: the head waits out a backoff.
+    Failed { first: u64, attempts: u32 },
+    /// Held behind successes that are in the state now: report it.
+    Release(BatchOutcome),
+}
+
+fn batch_end(b: &Batch, queue: Option<&Bucket>) -> BatchEnd {
+    if b.in_process() {
+        return BatchEnd::Keep;
+    }
+    let head = queue.and_then(|q| q.tasks.front()).map(|t| t.id);
+    if let Step::Held(outcome) = b.step {
+        // Reported once the successes before it are in the state; gone if another node moved
+        // the head past it.
+        return match head {
+            Some(h) if h == b.first => BatchEnd::Release(outcome),
+            Some(h) if h < b.first => BatchEnd::Keep,
+            _ => BatchEnd::Drop,
+        };
+    }
+    let at_head = head == Some(b.first);
+    if at_head && queue.is_some_and(|q| q.reported >= b.token) {
+        let attempts = queue.map_or(0, |q| q.attempts);
+        BatchEnd::Failed {
+            first: b.first,
+            attempts,
+        }
+    } else if at_head {
+        BatchEnd::Keep
+    } else {
+        BatchEnd::Drop
+    }
 }
 
 /// The number of a bucket's head in `state`.

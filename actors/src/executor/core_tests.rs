@@ -778,3 +778,47 @@ fn an_owner_cut_off_mid_batch_stops_at_its_entitlement_end_and_the_next_owner_ru
     c1.finished(now(end), "x", "a", t1, true);
     assert_eq!(drain(&mut c1), []);
 }
+
+#[test]
+fn a_success_the_state_already_passed_is_not_reported_backwards() {
+    // A previous owner's late report of tasks 1 to 3 applies while this node runs 1 and 2: its
+    // success must not become a `Done` from task 4 back to task 2, which would apply to the
+    // head, remove nothing and wipe the head's failure count.
+    let (t0, mut s, mut c, token) = running(&["1", "2", "3", "4", "5"], 2, 3);
+    let end = t0 + Duration::from_secs(10);
+    s.apply(&done("a", 1, 3, token - 1, SUCCEEDED));
+    c.set_group(now(t0), Arc::new(s.clone()), Some(1), entitled(end));
+    assert_eq!(drain(&mut c), []);
+    c.finished(now(t0), "x", "a", token, true);
+    assert_eq!(
+        drain(&mut c),
+        [start("a", token + 1, 4, 1, &["4", "5"], end)]
+    );
+    // And the state refuses such a `Done` whoever proposes it.
+    let backwards = s.apply(&done("a", 4, 2, token, SUCCEEDED));
+    assert!(
+        matches!(
+            backwards,
+            Outcome::Exec(colony_runtime::consensus::exec::ExecOutcome::Refused(_))
+        ),
+        "{backwards:?}"
+    );
+}
+
+#[test]
+fn a_done_whose_head_moved_in_the_state_before_its_answer_is_made_again_at_once() {
+    let (t0, mut s, mut c, token) = running(&["1", "2", "3", "4", "5"], 2, 3);
+    let end = t0 + Duration::from_secs(10);
+    let ours = first_succeeds(&mut c, t0, token, 2, &["3", "4"]);
+    // Another node's late report of task 1 applies first, and the state comes before the
+    // answer: ours can never apply, so the successes are reported again from the new head.
+    s.apply(&done("a", 1, 1, token - 1, SUCCEEDED));
+    let refused = s.apply(&ours);
+    c.set_group(now(t0), Arc::new(s.clone()), Some(1), entitled(end));
+    assert_eq!(
+        drain(&mut c),
+        [Output::Propose(done("a", 2, 2, token, SUCCEEDED))]
+    );
+    c.proposed(now(t0), &ours, Some(&refused));
+    assert_eq!(drain(&mut c), []);
+}

@@ -52,6 +52,8 @@
 
 use std::collections::BTreeMap;
 
+use imbl::ordmap::DiffItem;
+
 use serde::{Deserialize, Serialize};
 
 use super::Shared;
@@ -372,6 +374,10 @@ impl ExecTable {
         token: u64,
         outcome: BatchOutcome,
     ) -> ExecOutcome {
+        // A batch ends at or after its first task: anything else names no batch.
+        if through < first {
+            return ExecOutcome::Refused(ExecRefusal::Stale);
+        }
         // Checked before anything is changed: a refusal copies nothing.
         let Some(reported) = self
             .bucket(executor, bucket)
@@ -461,6 +467,47 @@ impl ExecTable {
             .map(|t| &**t)
             .take(n)
             .take_while(move |t| t.not_before_ms <= wall_ms)
+    }
+
+    /// The buckets of `executor` whose queue differs in `old`: added, changed or removed. Only
+    /// what changed is visited; the maps share the rest.
+    ///
+    /// # Examples
+    /// ```
+    /// use colony_runtime::consensus::ReplicaId;
+    /// use colony_runtime::consensus::exec::{ExecCommand, ExecTable, NewTask};
+    ///
+    /// let submit = |seq, bucket: &str| ExecCommand::Submit {
+    ///     executor: "mail".into(),
+    ///     submitter: (ReplicaId(1), 1),
+    ///     seq,
+    ///     bound: 100,
+    ///     tasks: vec![NewTask::new(bucket, b"hi".to_vec(), 0)],
+    /// };
+    /// let mut old = ExecTable::default();
+    /// old.apply(&submit(1, "a"), |_, _| true);
+    /// old.apply(&submit(2, "b"), |_, _| true);
+    /// let mut new = old.clone();
+    /// new.apply(&submit(3, "c"), |_, _| true);
+    /// assert_eq!(new.changed_since(&old, "mail"), ["c"]);
+    /// ```
+    pub fn changed_since(&self, old: &ExecTable, executor: &str) -> Vec<String> {
+        let (before, now) = (old.executors.get(executor), self.executors.get(executor));
+        if let (Some(a), Some(b)) = (before, now)
+            && Shared::ptr_eq(a, b)
+        {
+            return Vec::new();
+        }
+        let buckets =
+            |e: Option<&Shared<Executor>>| e.map(|e| e.buckets.clone()).unwrap_or_default();
+        buckets(before)
+            .diff(&buckets(now))
+            .map(|d| match d {
+                DiffItem::Add(id, _)
+                | DiffItem::Remove(id, _)
+                | DiffItem::Update { new: (id, _), .. } => id.clone(),
+            })
+            .collect()
     }
 
     /// Failed attempts on the head of a bucket.
