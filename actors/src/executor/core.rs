@@ -187,10 +187,9 @@ struct Progress {
     flight: Option<Flight>,
 }
 
-/// A `Done` of successes in flight.
+/// A `Done` of successes in flight: the command is made from it ([`Flight::done`]).
 #[derive(Debug, Clone)]
 struct Flight {
-    done: Command,
     /// The head it names.
     first: u64,
     /// The last task it covers.
@@ -199,6 +198,20 @@ struct Flight {
     token: u64,
     /// When to propose it again after a failed proposal.
     retry_at: Option<Instant>,
+}
+
+impl Flight {
+    /// The `Done` it is, for bucket `key`.
+    fn done(&self, (executor, bucket): &Key) -> Command {
+        Command::Exec(ExecCommand::Done {
+            executor: executor.clone(),
+            bucket: bucket.clone(),
+            first: self.first,
+            through: self.through,
+            token: self.token,
+            outcome: BatchOutcome::Succeeded,
+        })
+    }
 }
 
 /// A bucket and its executor.
@@ -611,7 +624,12 @@ impl ExecutorCore {
     /// The `Done` of successes in flight that `command` is.
     fn flight_of(&mut self, command: &Command) -> Option<&mut Flight> {
         let Command::Exec(ExecCommand::Done {
-            executor, bucket, ..
+            executor,
+            bucket,
+            first,
+            through,
+            token,
+            outcome: BatchOutcome::Succeeded,
         }) = command
         else {
             return None;
@@ -620,7 +638,7 @@ impl ExecutorCore {
             .get_mut(&(executor.clone(), bucket.clone()))?
             .flight
             .as_mut()
-            .filter(|f| &f.done == command)
+            .filter(|f| (f.first, f.through, f.token) == (*first, *through, *token))
     }
 
     /// Cancels batches whose entitlement ended, and starts what is due.
@@ -761,27 +779,27 @@ impl ExecutorCore {
                 self.outputs.push_back(Output::Propose(done.clone()));
             }
         }
-        for p in self.progress.values_mut() {
+        for (key, p) in &mut self.progress {
             if let Some(f) = &mut p.flight
                 && f.retry_at.is_some_and(|at| at <= now.at)
             {
                 f.retry_at = None;
-                self.outputs.push_back(Output::Propose(f.done.clone()));
+                self.outputs.push_back(Output::Propose(f.done(key)));
             }
         }
-        self.settle(now.at);
-        self.report_progress(now.at, entitled);
+        // Every bucket this node works on, settled and reported the way a state change settles
+        // the buckets it names.
+        let keys: BTreeSet<Key> = (self.progress.keys())
+            .chain(self.batches.keys())
+            .chain(self.backoff.keys())
+            .cloned()
+            .collect();
+        for key in &keys {
+            self.refresh(now.at, key, entitled);
+        }
         self.hand_over(now.at);
-        // Backoffs of heads that moved on are done with.
-        let exec = &self.state.exec;
-        self.backoff.retain(|(e, b), (head, until)| {
-            *until > now.at
-                && exec
-                    .bucket(e, b)
-                    .and_then(|q| q.tasks.front())
-                    .map(|t| t.id)
-                    == Some(*head)
-        });
+        // Backoffs waited out are done with (those of heads that moved on went above).
+        self.backoff.retain(|_, (_, until)| *until > now.at);
         self.due = None;
         if entitled.is_some() {
             let executors: Vec<String> = self.executors.keys().cloned().collect();
@@ -815,26 +833,6 @@ impl ExecutorCore {
         }
     }
 
-    /// Ends the batches whose `Done` the state shows: the bucket's head moved on, or the bucket
-    /// recorded a report with this batch's token or a later one (a failure: the head waits out
-    /// its backoff here).
-    fn settle(&mut self, now: Instant) {
-        let state = &self.state;
-        self.progress
-            .retain(|(e, bucket), p| keep_progress(p, head_of(state, e, bucket)));
-        let mut ended = Vec::new();
-        self.batches.retain(|(e, bucket), b| {
-            let end = batch_end(b, state.exec.bucket(e, bucket));
-            if !matches!(end, BatchEnd::Keep | BatchEnd::Drop) {
-                ended.push(((e.clone(), bucket.clone()), end));
-            }
-            matches!(end, BatchEnd::Keep | BatchEnd::Release(_))
-        });
-        for (key, end) in ended {
-            self.batch_ended(now, key, end);
-        }
-    }
-
     /// Settles one bucket and proposes its successes' `Done` if none is in flight; returns
     /// whether something of it ended here.
     fn refresh(&mut self, now: Instant, key: &Key, entitled: Option<Entitlement>) -> bool {
@@ -850,7 +848,10 @@ impl ExecutorCore {
         ended
     }
 
-    /// [`ExecutorCore::settle`] for one bucket; returns whether something of it ended here.
+    /// Ends what of a bucket the state shows done: successes the head passed, a report that
+    /// applied (a failure: the head waits out its backoff here), a held failure whose turn came
+    /// (reported now) or that another node's report passed, a backoff whose head moved on.
+    /// Returns whether something of it ended here.
     fn settle_one(&mut self, now: Instant, key: &Key) -> bool {
         let state = &self.state;
         let mut gone = false;
@@ -894,19 +895,6 @@ impl ExecutorCore {
         }
     }
 
-    /// Proposes a `Done` for each bucket with successes and none in flight, while this node
-    /// may still run the bucket's slot: the successes from the head on, in one command.
-    fn report_progress(&mut self, now: Instant, entitled: Option<Entitlement>) {
-        for (key, p) in &mut self.progress {
-            report_one(
-                &mut self.outputs,
-                (&self.state, &self.own, now, entitled),
-                key,
-                p,
-            );
-        }
-    }
-
     /// Whether a batch of `slot` runs or waits for its report here: the slot is handed over
     /// only after, so that the next owner neither overlaps it nor runs its tasks again.
     fn slot_busy(&self, slot: u16) -> bool {
@@ -936,8 +924,9 @@ impl ExecutorCore {
 
     /// Starts batches of `executor` up to its limit, from the bucket after the last started.
     ///
-    /// Runs after every input, over every bucket with tasks: the buckets this node already
-    /// works on are looked up in sorted lists of borrowed names, not by keys built per bucket.
+    /// Over every bucket with tasks (`only` none), the buckets this node already works on are
+    /// looked up in sorted lists of borrowed names, not by keys built per bucket; over a few
+    /// (`only`), by key.
     fn start(
         &mut self,
         now: Now,
@@ -1080,31 +1069,23 @@ impl ExecutorCore {
 fn report_one(
     outputs: &mut VecDeque<Output>,
     (state, own, now, entitled): (&ClusterState, &Ownership, Instant, Option<Entitlement>),
-    (executor, bucket): &Key,
+    key: &Key,
     p: &mut Progress,
 ) {
     if p.flight.is_some() || !may_run(own, p.slot, now, entitled) {
         return;
     }
-    let Some(first) = head_of(state, executor, bucket) else {
+    let Some(first) = head_of(state, &key.0, &key.1) else {
         return;
     };
-    let done = Command::Exec(ExecCommand::Done {
-        executor: executor.clone(),
-        bucket: bucket.clone(),
+    let flight = Flight {
         first,
         through: p.through,
         token: p.token,
-        outcome: BatchOutcome::Succeeded,
-    });
-    p.flight = Some(Flight {
-        done: done.clone(),
-        first,
-        through: p.through,
         retry_at: None,
-        token: p.token,
-    });
-    outputs.push_back(Output::Propose(done));
+    };
+    outputs.push_back(Output::Propose(flight.done(key)));
+    p.flight = Some(flight);
 }
 
 /// What this node holds of an executor's buckets, for a scan: sorted lists of borrowed names
