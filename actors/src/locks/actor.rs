@@ -171,6 +171,18 @@ impl LockDriver {
             }
         }
     }
+
+    /// Sends `request` to member `to` without awaiting the answer: the table sends it again
+    /// while it matters.
+    fn tell(&self, to: ReplicaId, request: LockRequest) {
+        let Some(node_id) = self.nodes.get(&to).copied() else {
+            return;
+        };
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let _ = call(&node, node_id, &request, PROPOSE_WITHIN).await;
+        });
+    }
 }
 
 impl Driven for LockDriver {
@@ -210,7 +222,7 @@ impl Driven for LockDriver {
                 self.table
                     .set_group(now, status.state.clone(), status.epoch, status.entitlement)
             }
-            LockInput::ProposalFailed(command) => self.table.proposal_failed(&command),
+            LockInput::ProposalFailed(command) => self.table.proposal_failed(now, &command),
             LockInput::Stats(reply) => {
                 let _ = reply.send(LockStats {
                     owned_names: self.table.len(),
@@ -242,15 +254,13 @@ impl Driven for LockDriver {
                 }
                 core::Output::HandOver { to, table } => {
                     self.counters.hand_overs += 1;
-                    let Some(node_id) = self.nodes.get(&to).copied() else {
-                        continue;
-                    };
-                    let node = self.node.clone();
-                    tokio::spawn(async move {
-                        let request = LockRequest::HandOver { table };
-                        let _ = call(&node, node_id, &request, PROPOSE_WITHIN).await;
-                    });
+                    self.tell(to, LockRequest::HandOver { table });
                 }
+                core::Output::Fetch {
+                    from,
+                    slot,
+                    generation,
+                } => self.tell(from, LockRequest::Fetch { slot, generation }),
                 core::Output::Propose(command) => {
                     let (node, shell) = (self.node.clone(), self.shell.clone());
                     tokio::spawn(async move {

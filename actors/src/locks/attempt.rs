@@ -136,11 +136,22 @@ impl Attempt {
                 waited_us,
             }) => {
                 let waited = Duration::from_micros(waited_us);
-                return Next::Granted {
-                    token,
-                    sent_at: self.holdings.granted_at(sent_at, waited),
-                    lease_ms,
-                };
+                let start = self.holdings.granted_at(sent_at, waited);
+                // A grant whose request was held up on the way (a paused owner, say) may come
+                // with so little of its lease left, as this node must count it, that it would
+                // be lost before a renewal could come back. Asking again gives it back: the
+                // owner grants afresh, or queues the caller.
+                if self
+                    .holdings
+                    .usable(now, self.holdings.valid_until(start, lease_ms))
+                {
+                    return Next::Granted {
+                        token,
+                        sent_at: start,
+                        lease_ms,
+                    };
+                }
+                None
             }
             Some(Answer::Busy) => return Next::Busy,
             Some(Answer::TimedOut) => None,
@@ -158,7 +169,7 @@ impl Attempt {
             return Next::GaveUp {
                 failure: failure.filter(|_| self.mode == Mode::Try),
                 // The owner answered and holds nothing for us: no need to withdraw.
-                withdraw: answer.is_none(),
+                withdraw: matches!(answer, None | Some(Answer::Granted { .. })),
             };
         }
         match failure {
@@ -210,5 +221,45 @@ mod tests {
             }
         );
         assert_eq!(Attempt::wait_ms(None), 0);
+    }
+
+    /// Found by the lock simulator (`planned_moves_to_a_node_that_applies_them_late_...`): an
+    /// acquire that reached a paused owner 0.69 s after it was sent was granted 922 ms there,
+    /// but the caller must count the lease from its send time; it was declared lost 10 ms
+    /// after it was held, before its first renewal came back.
+    #[test]
+    fn a_grant_too_short_to_renew_is_given_back_by_asking_again() {
+        let t0 = Instant::now();
+        let holdings = HoldingsConfig {
+            lease: Duration::from_secs(1),
+            margin: Duration::from_millis(200),
+            drift_permille: 20,
+        };
+        let mut attempt = Attempt::new(Mode::Forever, t0, holdings);
+        let granted = Some(Answer::Granted {
+            token: 7,
+            lease_ms: 922,
+            waited_us: 77_000,
+        });
+        let timeout = Attempt::timeout(attempt.wait(t0));
+        let late = t0 + Duration::from_millis(770);
+        assert_eq!(
+            attempt.answer(late, t0, timeout, granted.clone(), true),
+            Next::Again
+        );
+        let prompt = t0 + Duration::from_millis(100);
+        assert!(matches!(
+            attempt.answer(prompt, t0, timeout, granted.clone(), true),
+            Next::Granted { token: 7, .. }
+        ));
+        // A caller whose time is up withdraws the grant it will not use.
+        let mut attempt = Attempt::new(Mode::For(late), t0, holdings);
+        assert_eq!(
+            attempt.answer(late, t0, timeout, granted, true),
+            Next::GaveUp {
+                failure: None,
+                withdraw: true
+            }
+        );
     }
 }

@@ -13,6 +13,11 @@
 //!   entitlement ([`Ownership::lease`]). A node whose epoch ended granted nothing still valid,
 //!   so the next owner starts with an empty table; a live owner hands its holds over before the
 //!   next owner serves.
+//! - A live owner that applied a move keeps renewing (and releasing) the slot's holds, within
+//!   its own entitlement, until the next owner asks for the table ([`Output::Fetch`]) or a lease
+//!   has passed: the next owner serves only from the table, which is taken once, after the last
+//!   renewal, so the two never serve the slot at once. A next owner that applies the move late
+//!   (or is paused) costs the holders nothing.
 //! - The lease on the wire is a duration from the owner's receipt of the request. The holder
 //!   counts it from before it sent the request, shortened by the drift allowance, so it never
 //!   believes it holds longer than the owner granted.
@@ -25,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use colony_runtime::NodeId;
-use colony_runtime::consensus::{ClusterState, Command, Domain, Entitlement, ReplicaId};
+use colony_runtime::consensus::{ClusterState, Command, Domain, Entitlement, ReplicaId, SLOTS};
 use colony_runtime::ownership::{Change, Ownership, SlotView, slot_of};
 use serde::{Deserialize, Serialize};
 
@@ -156,6 +161,16 @@ pub enum Output {
     },
     /// Propose `command` to the group.
     Propose(Command),
+    /// Ask `from`, the slot's previous owner, to send the table now (again until it arrives):
+    /// this node applied the move and is ready to serve.
+    Fetch {
+        /// The previous owner.
+        from: ReplicaId,
+        /// The slot.
+        slot: u16,
+        /// This node's generation of it.
+        generation: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -206,12 +221,31 @@ pub struct LockTable {
     next_timer: u64,
     /// When each slot being handed over is sent next.
     resend: BTreeMap<u16, Instant>,
+    /// Slots this node moved away but still serves renewals of, until the next owner fetches
+    /// the table or the loan ends.
+    lending: BTreeMap<u16, Loan>,
+    /// Moves this node has not applied yet whose next owner already asked for the table, by
+    /// slot: the table goes at once when the move applies.
+    fetched: BTreeMap<u16, u64>,
+    /// When each slot this node awaits the table of is asked for next.
+    fetching: BTreeMap<u16, Instant>,
+    /// Failed proposals, and when they are asked again.
+    failed: Option<(Instant, Vec<Command>)>,
     /// Tables that arrived before this node applied the move they belong to.
     early: BTreeMap<u16, (Instant, SlotTable)>,
     /// Requests for slots this node was given and awaits the table of, answered once it serves
     /// them (or `NotOwner` at their deadline).
     parked: Vec<Parked>,
     outputs: VecDeque<Output>,
+}
+
+/// A slot moved away whose holds this node still renews.
+#[derive(Debug, Clone, Copy)]
+struct Loan {
+    /// The epoch this node served the slot in.
+    epoch: u64,
+    /// When the table is sent anyway (a next owner that never asks, an older one say).
+    until: Instant,
 }
 
 /// A request held while its slot's table is on its way to this node.
@@ -229,6 +263,8 @@ enum ParkedOp {
         name: String,
         holder: Holder,
         wait: Wait,
+        /// When it arrived.
+        since: Instant,
     },
     Renew {
         name: String,
@@ -249,6 +285,10 @@ impl LockTable {
             timers: BTreeMap::new(),
             next_timer: 0,
             resend: BTreeMap::new(),
+            lending: BTreeMap::new(),
+            fetched: BTreeMap::new(),
+            fetching: BTreeMap::new(),
+            failed: None,
             early: BTreeMap::new(),
             parked: Vec::new(),
             outputs: VecDeque::new(),
@@ -319,8 +359,14 @@ impl LockTable {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.keys().next().map(|(at, _)| *at);
         let resend = self.resend.values().min().copied();
+        let lent = self.lending.values().map(|l| l.until).min();
+        let fetch = self.fetching.values().min().copied();
         let parked = self.parked.iter().map(|p| p.until).min();
-        timer.into_iter().chain(resend).chain(parked).min()
+        let retry = self.failed.as_ref().map(|(at, _)| *at);
+        [timer, resend, lent, fetch, parked, retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next output.
@@ -344,20 +390,58 @@ impl LockTable {
             tracing::debug!(?change, "lock slot");
             match change {
                 Change::ServeFresh { slot } => self.clear_slot(slot),
-                Change::Resume { .. } => {}
-                Change::HandOver { slot, .. } => {
+                Change::Resume { slot } => {
+                    self.resend.remove(&slot);
+                    self.lending.remove(&slot);
+                }
+                Change::HandOver {
+                    slot, generation, ..
+                } => {
                     self.stop_waiters(slot);
-                    self.resend.insert(slot, now);
+                    let asked = self.fetched.remove(&slot) == Some(generation);
+                    let held = self
+                        .entries
+                        .values()
+                        .any(|e| e.slot == slot && e.hold.is_some());
+                    // Once the table left, another node may have served from it: this one
+                    // never serves it again (unless the slot comes back, `Resume`).
+                    let sent = self.resend.contains_key(&slot);
+                    match epoch {
+                        // Lend the holds until the next owner is ready for them (a loan
+                        // carries over to a move that supersedes this one, with its end).
+                        Some(epoch) if held && !asked && !sent => {
+                            let until = now + self.config.lease;
+                            self.lending.entry(slot).or_insert(Loan { epoch, until });
+                        }
+                        _ => {
+                            self.lending.remove(&slot);
+                            self.resend.insert(slot, now);
+                        }
+                    }
                 }
                 Change::Handed { slot } | Change::Drop { slot } => {
                     self.resend.remove(&slot);
+                    self.lending.remove(&slot);
                     self.clear_slot(slot);
                 }
             }
         }
+        // Only fetches of moves still to apply are worth keeping.
+        let state = &self.state;
+        self.fetched.retain(|slot, generation| {
+            state
+                .slot(Domain::Locks, *slot)
+                .is_some_and(|s| s.generation < *generation)
+        });
         // A table that came before this node applied its move can be taken now.
         for (_, (at, table)) in std::mem::take(&mut self.early) {
             self.take_table(now, at, table);
+        }
+        // Ask for the tables this node still awaits.
+        for slot in 0..SLOTS {
+            if matches!(self.own.view(slot), SlotView::Awaiting { .. }) {
+                self.fetching.entry(slot).or_insert(now);
+            }
         }
         self.propose();
         self.send_due(now);
@@ -378,6 +462,32 @@ impl LockTable {
     pub fn received(&mut self, now: Instant, table: SlotTable) {
         self.take_table(now, now, table);
         self.unpark(now);
+    }
+
+    /// The next owner of `slot` at `generation` asks for its table: it applied the move. A
+    /// loan ends and the table goes now; for a move this node has not applied yet, it goes as
+    /// soon as it does.
+    pub fn fetch(&mut self, now: Instant, slot: u16, generation: u64) {
+        if slot >= SLOTS {
+            return;
+        }
+        match self.own.view(slot) {
+            SlotView::HandingOver { generation: g, .. } if g == generation => {
+                if self.lending.remove(&slot).is_some() {
+                    self.resend.insert(slot, now);
+                    self.send_due(now);
+                }
+            }
+            _ => {
+                let current = self
+                    .state
+                    .slot(Domain::Locks, slot)
+                    .map_or(0, |s| s.generation);
+                if generation > current {
+                    self.fetched.insert(slot, generation);
+                }
+            }
+        }
     }
 
     /// Installs `table`, which arrived at `at`, if this node awaits it; keeps it if it is for a
@@ -440,29 +550,45 @@ impl LockTable {
         wait: Wait,
         request: RequestId,
     ) {
+        self.acquire_since(now, now, name, holder, wait, request);
+    }
+
+    /// [`LockTable::acquire`] of a request that arrived at `since` (earlier if it was held
+    /// for its slot's table): its wait counts from then.
+    fn acquire_since(
+        &mut self,
+        now: Instant,
+        since: Instant,
+        name: &str,
+        holder: Holder,
+        wait: Wait,
+        request: RequestId,
+    ) {
         let slot = slot_of(name.as_bytes());
         if !self.own.may_serve(slot, now, self.entitlement) {
             self.park_or_refuse(now, slot, request, || ParkedOp::Acquire {
                 name: name.to_owned(),
                 holder,
                 wait,
+                since,
             });
             return;
         }
         let entry = self.entry(name);
         let held_by_other = entry.hold.as_ref().is_some_and(|h| h.holder != holder);
-        if entry.hold.as_ref().is_some_and(|h| h.holder == holder) {
-            // A repeated acquire of a grant the caller never saw: grant it afresh below.
+        // A repeated acquire of a grant the caller never saw (or could not use): the grant is
+        // given back, and made afresh below unless others wait.
+        let gave_back = entry.hold.as_ref().is_some_and(|h| h.holder == holder);
+        if gave_back {
             entry.hold = None;
         }
         if held_by_other || !entry.waiters.is_empty() {
             match wait {
-                Wait::No => {
-                    self.reply(request, Answer::Busy);
-                    self.forget_if_empty(name);
-                }
-                Wait::Until(deadline) => self.enqueue(now, name, holder, request, deadline),
+                Wait::No => self.reply(request, Answer::Busy),
+                Wait::Until(deadline) => self.enqueue(since, name, holder, request, deadline),
             }
+            // The first waiter's turn, if the name was given back.
+            self.promote(now, name);
             return;
         }
         match (self.grant(now, name, holder), wait) {
@@ -471,12 +597,12 @@ impl LockTable {
                 Answer::Granted {
                     token,
                     lease_ms: lease.as_millis() as u64,
-                    waited_us: 0,
+                    waited_us: now.saturating_duration_since(since).as_micros() as u64,
                 },
             ),
             // Nothing worth granting now (a late heartbeat or a spent block): the waiter is
             // granted once the group extends this node's entitlement or the block.
-            (None, Wait::Until(deadline)) => self.enqueue(now, name, holder, request, deadline),
+            (None, Wait::Until(deadline)) => self.enqueue(since, name, holder, request, deadline),
             (None, Wait::No) => {
                 self.reply(request, Answer::NotOwner);
                 self.forget_if_empty(name);
@@ -484,11 +610,12 @@ impl LockTable {
         }
     }
 
-    /// Queues `holder` for `name` until `deadline`; a holder already queued keeps its place
-    /// with the new request (the old one is answered `Cancelled`).
+    /// Queues `holder` for `name` until `deadline`, its wait counted from `since`; a holder
+    /// already queued keeps its place with the new request (the old one is answered
+    /// `Cancelled`).
     fn enqueue(
         &mut self,
-        now: Instant,
+        since: Instant,
         name: &str,
         holder: Holder,
         request: RequestId,
@@ -499,14 +626,14 @@ impl LockTable {
             let old = std::mem::replace(&mut w.request, request);
             w.deadline = deadline;
             // The caller counts the wait from this request's send time.
-            w.since = now;
+            w.since = since;
             self.reply(old, Answer::Cancelled);
         } else {
             entry.waiters.push_back(Waiter {
                 holder,
                 request,
                 deadline,
-                since: now,
+                since,
             });
         }
         self.rearm(name);
@@ -522,10 +649,7 @@ impl LockTable {
         request: RequestId,
     ) {
         let slot = slot_of(name.as_bytes());
-        let (Some(e), true) = (
-            self.entitlement,
-            self.own.may_serve(slot, now, self.entitlement),
-        ) else {
+        let (Some(e), true) = (self.entitlement, self.may_renew(slot, now)) else {
             self.park_or_refuse(now, slot, request, || ParkedOp::Renew {
                 name: name.to_owned(),
                 holder,
@@ -566,7 +690,8 @@ impl LockTable {
         request: RequestId,
     ) {
         let slot = slot_of(name.as_bytes());
-        if !matches!(self.own.view(slot), SlotView::Serving { .. }) {
+        let lent = self.lending.contains_key(&slot);
+        if !lent && !matches!(self.own.view(slot), SlotView::Serving { .. }) {
             self.reply(request, Answer::NotOwner);
             return;
         }
@@ -627,16 +752,40 @@ impl LockTable {
             }
             self.expire(now, &name);
         }
+        if let Some((_, failed)) = self.failed.take_if(|(at, _)| *at <= now) {
+            for command in &failed {
+                self.own.proposal_failed(command);
+            }
+            self.propose();
+        }
+        for slot in due(&self.lending, now, |l| l.until) {
+            self.lending.remove(&slot);
+            self.resend.insert(slot, now);
+        }
         self.send_due(now);
         self.unpark(now);
     }
 
-    /// A proposal this table asked for failed: ask again with the next group status.
-    pub fn proposal_failed(&mut self, command: &Command) {
-        self.own.proposal_failed(command);
+    /// A proposal this table asked for failed at `now`: it is asked again a resend period
+    /// later, not at once (a group without a leader fails a proposal as soon as it is made,
+    /// and the status that reports the failure would ask again at once).
+    pub fn proposal_failed(&mut self, now: Instant, command: &Command) {
+        let at = now + self.config.resend;
+        let (_, failed) = self.failed.get_or_insert((at, Vec::new()));
+        failed.push(command.clone());
     }
 
     // ---- internals ----
+
+    /// Whether this node renews holds of `slot` now: it serves the slot, or lends it within
+    /// the epoch it served it in.
+    fn may_renew(&self, slot: u16, now: Instant) -> bool {
+        let lends = self.lending.get(&slot).is_some_and(|l| {
+            self.entitlement
+                .is_some_and(|e| e.epoch == l.epoch && e.until > now)
+        });
+        lends || self.own.may_serve(slot, now, self.entitlement)
+    }
 
     fn propose(&mut self) {
         for command in self.own.proposals(self.entitlement) {
@@ -685,9 +834,12 @@ impl LockTable {
             }
             // Served (or refused) as if it arrived now.
             match p.op {
-                ParkedOp::Acquire { name, holder, wait } => {
-                    self.acquire(now, &name, holder, wait, p.request)
-                }
+                ParkedOp::Acquire {
+                    name,
+                    holder,
+                    wait,
+                    since,
+                } => self.acquire_since(now, since, &name, holder, wait, p.request),
                 ParkedOp::Renew {
                     name,
                     holder,
@@ -709,13 +861,22 @@ impl LockTable {
     }
 
     fn send_due(&mut self, now: Instant) {
-        let due: Vec<u16> = self
-            .resend
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(s, _)| *s)
-            .collect();
-        for slot in due {
+        for slot in due(&self.fetching, now, |at| *at) {
+            let SlotView::Awaiting { generation } = self.own.view(slot) else {
+                self.fetching.remove(&slot);
+                continue;
+            };
+            let from = self.state.slot(Domain::Locks, slot).and_then(|s| s.from);
+            if let Some((from, _)) = from {
+                self.outputs.push_back(Output::Fetch {
+                    from,
+                    slot,
+                    generation,
+                });
+            }
+            self.fetching.insert(slot, now + self.config.resend);
+        }
+        for slot in due(&self.resend, now, |at| *at) {
             let SlotView::HandingOver { generation, to } = self.own.view(slot) else {
                 self.resend.remove(&slot);
                 continue;
@@ -881,4 +1042,12 @@ impl LockTable {
     fn reply(&mut self, request: RequestId, answer: Answer) {
         self.outputs.push_back(Output::Reply { request, answer });
     }
+}
+
+/// The slots of `map` whose time (`at` of the value) has come by `now`.
+fn due<V>(map: &BTreeMap<u16, V>, now: Instant, at: impl Fn(&V) -> Instant) -> Vec<u16> {
+    map.iter()
+        .filter(|(_, v)| at(v) <= now)
+        .map(|(s, _)| *s)
+        .collect()
 }

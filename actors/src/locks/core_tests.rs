@@ -225,6 +225,77 @@ fn no_new_grant_while_the_entitlement_is_close_to_its_end_waiters_get_it_once_ex
     );
 }
 
+/// Found by the lock simulator (chaos seed 1030): the next owner took the table and its epoch
+/// then ended; the group moved the slot on from the old owner, whose table was still the
+/// authoritative one, and the old owner lent the hold again, renewing it past what the next
+/// owner served from the table.
+#[test]
+fn a_table_that_left_is_never_lent_again() {
+    let t0 = Instant::now();
+    let mut t = serving("a", t0);
+    t.acquire(t0, "a", holder(1), Wait::No, 1);
+    let token = granted(&mut t);
+    let mut moved = state_with("a", &[1, 2]);
+    let slot = slot_of(b"a");
+    let generation = moved.slot(Domain::Locks, slot).unwrap().generation;
+    t.set_group(
+        t0,
+        Arc::new(moved.clone()),
+        Some(1),
+        entitled(t0, LEASE * 10),
+    );
+    t.fetch(t0, slot, generation);
+    assert_eq!(drain(&mut t), [hand_over(generation, token, 1001)]);
+    // Replica 2's epoch ends before it records the hand-over: the slot goes on to replica 3,
+    // still from this node.
+    let seq = 0;
+    let _ = moved.apply(&Command::Revoke {
+        replica: ReplicaId(2),
+        epoch: 1,
+        seq,
+    });
+    let _ = moved.apply(&Command::Assign {
+        domain: Domain::Locks,
+        slot,
+        generation,
+        to: ReplicaId(3),
+    });
+    let on = moved.slot(Domain::Locks, slot).unwrap();
+    assert_eq!(
+        (on.owner.map(|o| o.0), on.from.map(|f| f.0)),
+        (Some(ReplicaId(3)), Some(ME))
+    );
+    let t1 = t0 + Duration::from_millis(10);
+    t.set_group(t1, Arc::new(moved), Some(1), entitled(t1, LEASE * 10));
+    assert!(matches!(
+        drain(&mut t)[..],
+        [Output::HandOver {
+            to: ReplicaId(3),
+            ..
+        }]
+    ));
+    t.renew(t1, "a", holder(1), token, 2);
+    assert_eq!(drain(&mut t), [reply(2, Answer::NotOwner)]);
+}
+
+#[test]
+fn a_grant_given_back_by_asking_again_goes_to_the_first_waiter() {
+    let t0 = Instant::now();
+    let mut t = serving("a", t0);
+    t.acquire(t0, "a", holder(1), Wait::No, 1);
+    let first = granted(&mut t);
+    t.acquire(t0, "a", holder(2), Wait::Until(t0 + LEASE * 5), 2);
+    assert!(drain(&mut t).is_empty());
+    // Holder 1 asks again (its grant came too late to use): holder 2 is next, then holder 1.
+    t.acquire(t0, "a", holder(1), Wait::Until(t0 + LEASE * 5), 3);
+    assert!(matches!(
+        drain(&mut t)[..],
+        [Output::Reply { request: 2, answer: Answer::Granted { token, .. } }] if token > first
+    ));
+    assert_eq!(t.holder("a").map(|(h, _)| h), Some(holder(2)));
+    assert_eq!(t.waiting("a"), 1);
+}
+
 #[test]
 fn a_released_name_goes_to_the_first_waiter_with_a_higher_token() {
     let t0 = Instant::now();
@@ -252,8 +323,25 @@ fn a_released_name_goes_to_the_first_waiter_with_a_higher_token() {
     assert_eq!(t.waiting("a"), 1);
 }
 
+/// A table holding `a` for `holder(1)` with `token`, `left_ms` left, to replica 2.
+fn hand_over(generation: u64, token: u64, left_ms: u64) -> Output {
+    Output::HandOver {
+        to: ReplicaId(2),
+        table: SlotTable {
+            slot: slot_of(b"a"),
+            generation,
+            holds: vec![MovedHold {
+                name: "a".into(),
+                holder: holder(1),
+                token,
+                left_ms,
+            }],
+        },
+    }
+}
+
 #[test]
-fn a_slot_that_moves_away_hands_its_holds_over_and_answers_its_waiters() {
+fn a_slot_that_moves_away_renews_its_holds_until_the_next_owner_asks_for_them() {
     let t0 = Instant::now();
     let mut t = serving("a", t0);
     t.acquire(t0, "a", holder(1), Wait::No, 1);
@@ -263,28 +351,77 @@ fn a_slot_that_moves_away_hands_its_holds_over_and_answers_its_waiters() {
     let generation = moved.slot(Domain::Locks, slot_of(b"a")).unwrap().generation;
     let t1 = t0 + Duration::from_millis(100);
     t.set_group(t1, Arc::new(moved), Some(1), entitled(t1, LEASE * 10));
+    // Waiters ask the next owner; the hold is lent until the next owner is ready for it.
+    assert_eq!(drain(&mut t), [reply(2, Answer::NotOwner)]);
+    t.renew(t1, "a", holder(1), token, 3);
     assert_eq!(
         drain(&mut t),
-        [
-            reply(2, Answer::NotOwner),
-            Output::HandOver {
-                to: ReplicaId(2),
-                table: SlotTable {
-                    slot: slot_of(b"a"),
-                    generation,
-                    holds: vec![MovedHold {
-                        name: "a".into(),
-                        holder: holder(1),
-                        token,
-                        left_ms: 901,
-                    }]
-                }
-            }
-        ]
+        [reply(3, Answer::Renewed { lease_ms: 1000 })]
     );
-    // While handing over, nothing of the slot is served here.
-    t.renew(t1, "a", holder(1), token, 3);
-    assert_eq!(drain(&mut t), [reply(3, Answer::NotOwner)]);
+    t.acquire(t1, "a", holder(2), Wait::No, 4);
+    assert_eq!(drain(&mut t), [reply(4, Answer::NotOwner)]);
+    // The next owner asks: the table goes with the renewed lease, and the loan ends.
+    let t2 = t1 + Duration::from_millis(200);
+    t.fetch(t2, slot_of(b"a"), generation);
+    assert_eq!(drain(&mut t), [hand_over(generation, token, 801)]);
+    t.renew(t2, "a", holder(1), token, 5);
+    assert_eq!(drain(&mut t), [reply(5, Answer::NotOwner)]);
+    // Sent again until the group records the hand-over.
+    assert_eq!(t.poll_timeout(), Some(t2 + Duration::from_millis(300)));
+}
+
+#[test]
+fn a_loan_the_next_owner_never_asks_for_ends_after_a_lease() {
+    let t0 = Instant::now();
+    let mut t = serving("a", t0);
+    t.acquire(t0, "a", holder(1), Wait::No, 1);
+    let token = granted(&mut t);
+    let moved = state_with("a", &[1, 2]);
+    let generation = moved.slot(Domain::Locks, slot_of(b"a")).unwrap().generation;
+    t.set_group(t0, Arc::new(moved), Some(1), entitled(t0, LEASE * 10));
+    assert_eq!(drain(&mut t), []);
+    let t1 = t0 + Duration::from_millis(500);
+    t.renew(t1, "a", holder(1), token, 2);
+    assert_eq!(
+        drain(&mut t),
+        [reply(2, Answer::Renewed { lease_ms: 1000 })]
+    );
+    assert_eq!(t.poll_timeout(), Some(t0 + LEASE));
+    t.handle_timeout(t0 + LEASE);
+    assert_eq!(drain(&mut t), [hand_over(generation, token, 501)]);
+}
+
+#[test]
+fn a_slot_with_no_hold_is_handed_over_at_once_and_a_fetch_before_the_move_is_kept() {
+    let t0 = Instant::now();
+    let mut t = serving("a", t0);
+    let moved = state_with("a", &[1, 2]);
+    let slot = slot_of(b"a");
+    let generation = moved.slot(Domain::Locks, slot).unwrap().generation;
+    // Nothing to lend: the (empty) table goes at once.
+    t.set_group(
+        t0,
+        Arc::new(moved.clone()),
+        Some(1),
+        entitled(t0, LEASE * 10),
+    );
+    assert!(matches!(
+        drain(&mut t)[..],
+        [Output::HandOver { ref table, .. }] if table.holds.is_empty()
+    ));
+    // A next owner that applied the move first asks before this node applied it.
+    let mut t = serving("a", t0);
+    t.acquire(t0, "a", holder(1), Wait::No, 1);
+    let token = granted(&mut t);
+    t.fetch(t0, slot, generation);
+    t.renew(t0, "a", holder(1), token, 2);
+    assert_eq!(
+        drain(&mut t),
+        [reply(2, Answer::Renewed { lease_ms: 1000 })]
+    );
+    let t1 = t0 + Duration::from_millis(100);
+    t.set_group(t1, Arc::new(moved), Some(1), entitled(t1, LEASE * 10));
+    assert_eq!(drain(&mut t), [hand_over(generation, token, 901)]);
 }
 
 #[test]
@@ -295,6 +432,16 @@ fn the_next_owner_serves_a_received_table_and_asks_the_group_to_record_it() {
     let slot = slot_of(b"a");
     let generation = moved.slot(Domain::Locks, slot).unwrap().generation;
     next.set_group(t0, Arc::new(moved), Some(1), entitled(t0, LEASE * 10));
+    // It asks the previous owner for the table, again until it comes.
+    let fetch = Output::Fetch {
+        from: ReplicaId(1),
+        slot,
+        generation,
+    };
+    assert_eq!(drain(&mut next), std::slice::from_ref(&fetch));
+    let t0 = t0 + Duration::from_millis(300);
+    next.handle_timeout(t0);
+    assert_eq!(drain(&mut next), [fetch]);
     // Not served before the table arrives: held until then (a renewal of the moved hold too).
     next.acquire(t0, "a", holder(5), Wait::No, 1);
     next.renew(t0, "a", holder(1), 77, 9);
@@ -338,6 +485,37 @@ fn the_next_owner_serves_a_received_table_and_asks_the_group_to_record_it() {
             answer: Answer::Granted { token, .. }
         }] if *token > 77
     ));
+}
+
+/// Found by the lock simulator (edge-drift chaos seed 10407 spun without time passing): a
+/// group without a leader fails a proposal at once, and the status reporting that asked again.
+#[test]
+fn a_failed_proposal_is_asked_again_after_the_resend_period_not_at_once() {
+    let t0 = Instant::now();
+    let mut next = LockTable::new(ReplicaId(2), config());
+    let moved = Arc::new(state_with("a", &[1, 2]));
+    let slot = slot_of(b"a");
+    let generation = moved.slot(Domain::Locks, slot).unwrap().generation;
+    next.set_group(t0, moved.clone(), Some(1), entitled(t0, LEASE * 10));
+    let table = SlotTable {
+        slot,
+        generation,
+        holds: Vec::new(),
+    };
+    next.received(t0, table);
+    let accept = Command::Accept {
+        domain: Domain::Locks,
+        slot,
+        generation,
+    };
+    assert!(drain(&mut next).contains(&Output::Propose(accept.clone())));
+    next.proposal_failed(t0, &accept);
+    next.set_group(t0, moved, Some(1), entitled(t0, LEASE * 10));
+    assert!(!drain(&mut next).contains(&Output::Propose(accept.clone())));
+    let t1 = t0 + Duration::from_millis(300);
+    assert_eq!(next.poll_timeout(), Some(t1));
+    next.handle_timeout(t1);
+    assert_eq!(drain(&mut next), [Output::Propose(accept)]);
 }
 
 #[test]
@@ -423,11 +601,20 @@ fn a_request_held_for_a_table_that_never_comes_is_sent_to_the_owner_again() {
         Some(1),
         entitled(t0, LEASE * 10),
     );
+    assert!(matches!(drain(&mut next)[..], [Output::Fetch { .. }]));
     next.renew(t0, "a", holder(1), 77, 1);
     assert!(drain(&mut next).is_empty());
-    assert_eq!(next.poll_timeout(), Some(t0 + LEASE / 2));
     next.handle_timeout(t0 + LEASE / 2);
-    assert_eq!(drain(&mut next), [reply(1, Answer::NotOwner)]);
+    assert!(matches!(
+        drain(&mut next)[..],
+        [
+            Output::Fetch { .. },
+            Output::Reply {
+                request: 1,
+                answer: Answer::NotOwner
+            }
+        ]
+    ));
 }
 
 #[test]

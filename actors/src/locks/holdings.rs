@@ -43,6 +43,12 @@ impl HoldingsConfig {
         sent_at + self.shrink(lease)
     }
 
+    /// Whether a lease that ends at `valid_until` is worth holding at `now`: a renewal has a
+    /// margin's time to come back before it is declared lost.
+    pub fn usable(&self, now: Instant, valid_until: Instant) -> bool {
+        valid_until > now + self.margin * 2
+    }
+
     /// `d` as measured by another node, shortened by the drift allowance: this node's clock
     /// has surely counted at least that much over the same real time.
     pub fn shrink(&self, d: Duration) -> Duration {

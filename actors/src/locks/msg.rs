@@ -60,6 +60,13 @@ pub enum LockRequest {
         /// The table.
         table: SlotTable,
     },
+    /// From a slot's next owner to its previous one: send the table now.
+    Fetch {
+        /// The slot.
+        slot: u16,
+        /// The next owner's generation of it.
+        generation: u64,
+    },
 }
 
 impl LockRequest {
@@ -70,7 +77,7 @@ impl LockRequest {
             | LockRequest::Renew { holder, .. }
             | LockRequest::Release { holder, .. }
             | LockRequest::Cancel { holder, .. } => Some(*holder),
-            LockRequest::HandOver { .. } => None,
+            LockRequest::HandOver { .. } | LockRequest::Fetch { .. } => None,
         }
     }
 
@@ -81,7 +88,7 @@ impl LockRequest {
             | LockRequest::Renew { name, .. }
             | LockRequest::Release { name, .. }
             | LockRequest::Cancel { name, .. } => Some(name),
-            LockRequest::HandOver { .. } => None,
+            LockRequest::HandOver { .. } | LockRequest::Fetch { .. } => None,
         }
     }
 }

@@ -8,8 +8,8 @@ use super::gateway::MAX_WAIT;
 use super::msg::LockRequest;
 
 /// Feeds `request` to `table` as request `id` (the answer follows as an output with that id),
-/// with an owner's wait capped at the gateway's ten seconds. A hand-over is taken at once: its answer is
-/// returned here.
+/// with an owner's wait capped at the gateway's ten seconds. A hand-over or a fetch is taken at once: its
+/// answer is returned here.
 pub fn serve(
     table: &mut LockTable,
     now: Instant,
@@ -43,6 +43,10 @@ pub fn serve(
         LockRequest::Cancel { name, holder } => table.cancel(now, &name, holder, id),
         LockRequest::HandOver { table: moved } => {
             table.received(now, moved);
+            return Some(Answer::Received);
+        }
+        LockRequest::Fetch { slot, generation } => {
+            table.fetch(now, slot, generation);
             return Some(Answer::Received);
         }
     }

@@ -298,6 +298,15 @@ impl LockNode {
                     let timeout = Duration::from_secs(2);
                     self.call(ctx, to, &request, Purpose::Other, timeout);
                 }
+                core::Output::Fetch {
+                    from,
+                    slot,
+                    generation,
+                } => {
+                    let request = LockRequest::Fetch { slot, generation };
+                    let timeout = Duration::from_secs(2);
+                    self.call(ctx, from, &request, Purpose::Other, timeout);
+                }
                 core::Output::Propose(command) => ctx.propose(command),
             }
         }
@@ -427,6 +436,7 @@ fn table_order(output: &core::Output) -> (u8, u64, String) {
         core::Output::Reply { request, .. } => (0, *request, String::new()),
         core::Output::HandOver { table, .. } => (1, u64::from(table.slot), String::new()),
         core::Output::Propose(command) => (2, 0, format!("{command:?}")),
+        core::Output::Fetch { slot, .. } => (3, u64::from(*slot), String::new()),
     }
 }
 
@@ -565,7 +575,7 @@ impl Service for LockNode {
     }
 
     fn proposal_failed(&mut self, ctx: &mut Ctx<'_, Self>, command: &Command) {
-        self.table.proposal_failed(command);
+        self.table.proposal_failed(ctx.now, command);
         self.exec.proposed(exec_now(ctx), command, None);
         self.flush(ctx);
     }

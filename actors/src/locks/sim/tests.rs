@@ -11,14 +11,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use colony_runtime::consensus::{Command, Domain, Outcome, ReplicaId};
+use colony_runtime::consensus::{Command, Domain, Outcome, ReplicaId, SLOTS};
 use colony_runtime::sim::env;
 use colony_runtime::sim::group::{Fault, GroupWorld, GroupWorldConfig, Script, Status, check};
 use colony_runtime::testkit::check::{Block, granted_with_entitlement};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::{LockNode, NAMES};
+use super::{LockNode, Lost, NAMES};
 
 type World = GroupWorld<LockNode>;
 
@@ -329,6 +329,67 @@ fn planned(seed: u64) -> (World, Duration) {
     (w, began)
 }
 
+/// The rolling-restart CI failure's gap (a process test lost a hold 0.85 s after the last
+/// restart): the old owner refused renewals as soon as it applied a move, and a next owner that
+/// applied it late served nothing yet. Each restarted node is paused for 700 ms at the moment
+/// the group first gives it a slot, before it applied that: no hold of another node may be lost
+/// (the paused node's own may: it cannot renew them). Seed 0 lost three before the old owner
+/// lent the holds until the next owner asks for them.
+#[test]
+fn planned_moves_to_a_node_that_applies_them_late_keep_every_other_hold() {
+    const PAUSE: Duration = Duration::from_millis(700);
+    for seed in 0..10 * env::soak() {
+        let nodes = 3 + (seed % 3) as usize;
+        let mut w = settled(seed, nodes);
+        w.run_for(Duration::from_secs(2));
+        let mut pauses = Vec::new();
+        for i in 0..nodes {
+            assert!(w.leave_and_stop(i), "seed {seed}: node {i} did not retire");
+            w.run_for(Duration::from_millis(300));
+            w.restart(i);
+            assert!(
+                w.run_until(|w| given(w, i, false), Duration::from_secs(20)),
+                "seed {seed}: no slot moved to node {i}"
+            );
+            assert!(
+                !given(&w, i, true),
+                "seed {seed}: node {i} applied its move"
+            );
+            pauses.push((format!("{}/", w.name(i)), w.now()));
+            w.pause(i, PAUSE);
+            assert!(
+                w.run_until(World::settled, Duration::from_secs(20)),
+                "seed {seed}: node {i} did not come back"
+            );
+            w.run_for(Duration::from_secs(1));
+        }
+        assert_clean(&w, "planned-late");
+        // A paused node learns it lost its holds when it resumes.
+        let own = |l: &Lost| {
+            pauses.iter().any(|(node, at)| {
+                l.holder.starts_with(node.as_str()) && l.at >= *at && l.at <= *at + PAUSE * 2
+            })
+        };
+        assert_no_hold_lost_but(&w, Duration::ZERO, own);
+    }
+}
+
+/// Whether a locks slot is given to node `i` in another node's applied state (`itself`: in
+/// node `i`'s own).
+fn given(w: &World, i: usize, itself: bool) -> bool {
+    let me = w.replica(i);
+    let mut cores = (0..w.len())
+        .filter(|j| (*j == i) == itself)
+        .filter_map(|j| w.core(j));
+    cores.any(|c| {
+        (0..SLOTS).any(|slot| {
+            c.state()
+                .slot(Domain::Locks, slot)
+                .is_some_and(|s| s.owner.is_some_and(|(r, _)| r == me))
+        })
+    })
+}
+
 /// Replays `COLONY_SIM_SEED` with the script `COLONY_SIM_SCRIPT` (chaos unless named).
 #[test]
 fn replay() {
@@ -449,11 +510,16 @@ fn joins_that_form_the_cluster_keep_every_hold() {
 
 /// No hold was lost since `began`.
 fn assert_no_hold_lost(w: &World, began: Duration) {
+    assert_no_hold_lost_but(w, began, |_| false);
+}
+
+/// [`assert_no_hold_lost`], but for the losses `excused` names.
+fn assert_no_hold_lost_but(w: &World, began: Duration, excused: impl Fn(&Lost) -> bool) {
     let lost: Vec<String> = w
         .record()
         .lost
         .iter()
-        .filter(|l| l.at >= began)
+        .filter(|l| l.at >= began && !excused(l))
         .map(|l| l.to_string())
         .collect();
     assert!(
@@ -475,6 +541,12 @@ fn fault_scripts_that_once_failed() {
     // 10004 (at the edge of the drift allowance) break it in today's simulator.
     chaos(9);
     chaos_with(10_004, EDGE_DRIFT_PPM);
+    // A group without a leader failed a hand-over's record at once, and the status reporting
+    // it asked again, without time passing (`LockTable::proposal_failed`).
+    chaos_with(10_407, EDGE_DRIFT_PPM);
+    // A slot whose table had left was lent again on a superseding move, renewing a hold the
+    // next owner had served from that table (`a_table_that_left_is_never_lent_again`).
+    chaos(1_030);
     // A grant cut short at its owner's entitlement was renewed at the moment it was declared
     // lost, during a rolling restart (`HoldingsConfig::next_renew`). Found as seed 3; seed 2
     // breaks it in today's simulator.
