@@ -324,21 +324,21 @@ async fn renew(
     timeout: Duration,
 ) {
     let sent_at = Instant::now();
-    let route = core::renew_route(&node.group().status().state, &name);
+    let mut route = core::RenewRoute::new(&node.group().status().state, &name);
     let request = LockRequest::Renew {
         name,
         holder,
         token,
     };
     let mut answer = None;
-    for replica in route {
-        let Some(to) = node_of(&node, replica) else {
-            continue;
+    let mut next = route.next(None);
+    while let Some(replica) = next {
+        answer = match node_of(&node, replica) {
+            Some(to) => call(&node, to, &request, timeout).await,
+            // Not in this node's view: as if it no longer served the slot.
+            None => Some(Answer::NotOwner),
         };
-        answer = call(&node, to, &request, timeout).await;
-        if answer != Some(Answer::NotOwner) {
-            break;
-        }
+        next = route.next(answer.as_ref());
     }
     if !matches!(answer, Some(Answer::Renewed { .. })) {
         tracing::debug!(guard = holder.guard, ?answer, elapsed = ?sent_at.elapsed(), "lock renewal failed");

@@ -156,7 +156,7 @@ impl Attempt {
             Some(Answer::Busy) => return Next::Busy,
             Some(Answer::TimedOut) => None,
             // The slot is moving, or its owner's entitlement lapsed: ask again.
-            Some(Answer::NotOwner) => Some(Failure::Unavailable),
+            Some(Answer::NotOwner | Answer::Moved { .. }) => Some(Failure::Unavailable),
             None if !owner_known => Some(Failure::Unavailable),
             _ => Some(Failure::Unreachable { after: timeout }),
         };

@@ -98,13 +98,20 @@ pub enum Answer {
     Cancelled,
     /// A hand-over was taken (or was not awaited; the sender tries again while it matters).
     Received,
+    /// As `NotOwner`, from a node that handed the name's slot over to `to`: ask `to` (the
+    /// asker's node may not have applied the move yet).
+    Moved {
+        /// The slot's next owner.
+        to: ReplicaId,
+    },
 }
 
 /// Where a holder sends a renewal of `name`, in order, by `state` as its node applied it: the
 /// previous owner while a hand-over of the slot is pending, then the owner. The holder's node
 /// may apply a move before the previous owner does; until then the previous owner still serves
 /// the hold (and hands it over with the renewed lease), while the new owner cannot serve it
-/// before the table arrives. Ask the next member only when one answers `NotOwner`.
+/// before the table arrives. Ask the next member only when one answers `NotOwner` (see
+/// [`RenewRoute`], which also follows an old owner's [`Answer::Moved`]).
 pub fn renew_route(state: &ClusterState, name: &str) -> Vec<ReplicaId> {
     let Some(slot) = state.slot(Domain::Locks, slot_of(name.as_bytes())) else {
         return Vec::new();
@@ -114,6 +121,62 @@ pub fn renew_route(state: &ClusterState, name: &str) -> Vec<ReplicaId> {
         .filter(|(r, e)| state.in_force(*r, *e) && Some(*r) != slot.owner.map(|(o, _)| o))
         .map(|(r, _)| r);
     from.into_iter().chain(slot.owner.map(|(r, _)| r)).collect()
+}
+
+/// The members a renewal asks in turn: [`renew_route`], and, ahead of the rest, the next
+/// owner an old owner names in a [`Answer::Moved`]; each member once.
+///
+/// # Examples
+/// ```
+/// use colony_actors::locks::core::{Answer, RenewRoute};
+/// use colony_runtime::consensus::{ClusterState, ReplicaId};
+///
+/// let mut route = RenewRoute::new(&ClusterState::new(), "reindex");
+/// assert_eq!(route.next(None), None, "no owner known");
+/// let mut route = RenewRoute::from(vec![ReplicaId(1)]);
+/// assert_eq!(route.next(None), Some(ReplicaId(1)));
+/// let moved = Answer::Moved { to: ReplicaId(2) };
+/// assert_eq!(route.next(Some(&moved)), Some(ReplicaId(2)));
+/// assert_eq!(route.next(Some(&Answer::NotOwner)), None);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenewRoute {
+    left: VecDeque<ReplicaId>,
+    asked: Vec<ReplicaId>,
+}
+
+impl From<Vec<ReplicaId>> for RenewRoute {
+    fn from(route: Vec<ReplicaId>) -> Self {
+        RenewRoute {
+            left: route.into(),
+            asked: Vec::new(),
+        }
+    }
+}
+
+impl RenewRoute {
+    /// The route of a renewal of `name` by `state` as the holder's node applied it.
+    pub fn new(state: &ClusterState, name: &str) -> Self {
+        renew_route(state, name).into()
+    }
+
+    /// The member to ask next after `answer` from the last one (`None` before the first ask),
+    /// or `None` when the renewal is settled or no member is left to ask.
+    pub fn next(&mut self, answer: Option<&Answer>) -> Option<ReplicaId> {
+        match answer {
+            None if !self.asked.is_empty() => return None,
+            None | Some(Answer::NotOwner) => {}
+            Some(Answer::Moved { to }) => self.left.push_front(*to),
+            Some(_) => return None,
+        }
+        while let Some(member) = self.left.pop_front() {
+            if !self.asked.contains(&member) {
+                self.asked.push(member);
+                return Some(member);
+            }
+        }
+        None
+    }
 }
 
 /// One hold as it travels to the next owner of its slot.
@@ -804,15 +867,15 @@ impl LockTable {
         request: RequestId,
         op: impl FnOnce() -> ParkedOp,
     ) {
-        if matches!(self.own.view(slot), SlotView::Awaiting { .. }) {
-            self.parked.push(Parked {
+        match self.own.view(slot) {
+            SlotView::Awaiting { .. } => self.parked.push(Parked {
                 slot,
                 until: now + self.config.lease / 2,
                 request,
                 op: op(),
-            });
-        } else {
-            self.reply(request, Answer::NotOwner);
+            }),
+            SlotView::HandingOver { to, .. } => self.reply(request, Answer::Moved { to }),
+            _ => self.reply(request, Answer::NotOwner),
         }
     }
 

@@ -275,7 +275,8 @@ fn a_table_that_left_is_never_lent_again() {
         }]
     ));
     t.renew(t1, "a", holder(1), token, 2);
-    assert_eq!(drain(&mut t), [reply(2, Answer::NotOwner)]);
+    let moved = Answer::Moved { to: ReplicaId(3) };
+    assert_eq!(drain(&mut t), [reply(2, moved)]);
 }
 
 #[test]
@@ -359,13 +360,14 @@ fn a_slot_that_moves_away_renews_its_holds_until_the_next_owner_asks_for_them() 
         [reply(3, Answer::Renewed { lease_ms: 1000 })]
     );
     t.acquire(t1, "a", holder(2), Wait::No, 4);
-    assert_eq!(drain(&mut t), [reply(4, Answer::NotOwner)]);
+    let moved = Answer::Moved { to: ReplicaId(2) };
+    assert_eq!(drain(&mut t), [reply(4, moved.clone())]);
     // The next owner asks: the table goes with the renewed lease, and the loan ends.
     let t2 = t1 + Duration::from_millis(200);
     t.fetch(t2, slot_of(b"a"), generation);
     assert_eq!(drain(&mut t), [hand_over(generation, token, 801)]);
     t.renew(t2, "a", holder(1), token, 5);
-    assert_eq!(drain(&mut t), [reply(5, Answer::NotOwner)]);
+    assert_eq!(drain(&mut t), [reply(5, moved)]);
     // Sent again until the group records the hand-over.
     assert_eq!(t.poll_timeout(), Some(t2 + Duration::from_millis(300)));
 }

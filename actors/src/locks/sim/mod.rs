@@ -30,7 +30,7 @@ use colony_runtime::sim::group::{Ctx, Service};
 use colony_runtime::testkit::check::{Entitled, Grant, Hold};
 use colony_runtime::wire;
 
-use super::core::{self, Answer, LockTable, RequestId, TableConfig};
+use super::core::{self, Answer, LockTable, RenewRoute, RequestId, TableConfig};
 use super::holdings::{self, Holdings, HoldingsConfig, RenewFailure};
 use super::msg::LockRequest;
 use crate::executor::{self, CoreConfig, ExecutorCore};
@@ -112,8 +112,8 @@ enum Purpose {
     Renew {
         guard: u64,
         sent_at: Instant,
-        /// The members to ask next if this one answers `NotOwner` (`renew_route`).
-        then: Vec<ReplicaId>,
+        /// The members to ask next if this one does not serve the slot.
+        route: RenewRoute,
         request: LockRequest,
     },
     Other,
@@ -218,33 +218,57 @@ impl LockNode {
             Purpose::Renew {
                 guard,
                 sent_at,
-                mut then,
+                mut route,
                 request,
-            } if answer == Some(Answer::NotOwner) && !then.is_empty() => {
-                let to = then.remove(0);
-                let purpose = Purpose::Renew {
-                    guard,
-                    sent_at,
-                    then,
-                    request: request.clone(),
-                };
-                let timeout = self.renew_timeout;
-                self.call(ctx, to, &request, purpose, timeout);
-            }
-            Purpose::Renew { guard, sent_at, .. } => match holdings::renew_outcome(answer) {
-                Ok(lease_ms) => {
-                    ctx.record.renewals += 1;
-                    self.holdings.renewed(ctx.now, guard, sent_at, lease_ms);
-                }
-                Err(why) => {
-                    if why == RenewFailure::NotHeld {
-                        self.not_held.push(guard);
-                    }
-                    self.holdings.renew_failed(ctx.now, guard, why);
-                }
+            } => match answer.as_ref().and_then(|a| route.next(Some(a))) {
+                Some(to) => self.renew_at(ctx, to, guard, sent_at, route, request),
+                None => self.renewal_answered(ctx, guard, sent_at, answer),
             },
             Purpose::Other => {}
         }
+    }
+
+    /// The answer (`None`: none in time) that settles a renewal of `guard` sent at `sent_at`.
+    fn renewal_answered(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        guard: u64,
+        sent_at: Instant,
+        answer: Option<Answer>,
+    ) {
+        match holdings::renew_outcome(answer) {
+            Ok(lease_ms) => {
+                ctx.record.renewals += 1;
+                self.holdings.renewed(ctx.now, guard, sent_at, lease_ms);
+            }
+            Err(why) => {
+                if why == RenewFailure::NotHeld {
+                    self.not_held.push(guard);
+                }
+                self.holdings.renew_failed(ctx.now, guard, why);
+            }
+        }
+    }
+
+    /// Asks `to` to renew `guard`'s lease, the next members of `route` after it.
+    fn renew_at(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        to: ReplicaId,
+        guard: u64,
+        sent_at: Instant,
+        route: RenewRoute,
+        request: LockRequest,
+    ) {
+        let call = request.clone();
+        let purpose = Purpose::Renew {
+            guard,
+            sent_at,
+            route,
+            request,
+        };
+        let timeout = self.renew_timeout;
+        self.call(ctx, to, &call, purpose, timeout);
     }
 
     /// Carries out the cores' outputs, the table's first, as the shell's flush does.
@@ -322,18 +346,9 @@ impl LockNode {
                         holder,
                         token,
                     };
-                    let mut route = self.table.renew_route(&name);
-                    match (!route.is_empty()).then(|| route.remove(0)) {
-                        Some(to) => {
-                            let purpose = Purpose::Renew {
-                                guard,
-                                sent_at: ctx.now,
-                                then: route,
-                                request: request.clone(),
-                            };
-                            let timeout = self.renew_timeout;
-                            self.call(ctx, to, &request, purpose, timeout);
-                        }
+                    let mut route = RenewRoute::from(self.table.renew_route(&name));
+                    match route.next(None) {
+                        Some(to) => self.renew_at(ctx, to, guard, ctx.now, route, request),
                         None => self.holdings.renew_failed(
                             ctx.now,
                             guard,
