@@ -469,11 +469,15 @@ impl LockTable {
                     // Once the table left, another node may have served from it: this one
                     // never serves it again (unless the slot comes back, `Resume`).
                     let sent = self.resend.contains_key(&slot);
-                    match epoch {
-                        // Lend the holds until the next owner is ready for them (a loan
-                        // carries over to a move that supersedes this one, with its end).
-                        Some(epoch) if held && !asked && !sent => {
-                            let until = now + self.config.lease;
+                    // Only an entitlement in the epoch the slot was served in can renew.
+                    let entitled = entitlement.filter(|e| Some(e.epoch) == epoch && e.until > now);
+                    match entitled {
+                        // Lend the holds until the next owner is ready for them, at most a
+                        // lease and within the entitlement (a loan carries over to a move that
+                        // supersedes this one, with its end).
+                        Some(e) if held && !asked && !sent => {
+                            let until = (now + self.config.lease).min(e.until);
+                            let epoch = e.epoch;
                             self.lending.entry(slot).or_insert(Loan { epoch, until });
                         }
                         _ => {
@@ -523,6 +527,9 @@ impl LockTable {
 
     /// A slot's table arrived from its previous owner.
     pub fn received(&mut self, now: Instant, table: SlotTable) {
+        if table.slot >= SLOTS {
+            return;
+        }
         self.take_table(now, now, table);
         self.unpark(now);
     }

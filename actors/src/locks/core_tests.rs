@@ -394,6 +394,27 @@ fn a_loan_the_next_owner_never_asks_for_ends_after_a_lease() {
 }
 
 #[test]
+fn a_loan_ends_with_the_entitlement_and_none_is_made_without_one() {
+    let t0 = Instant::now();
+    let moved = Arc::new(state_with("a", &[1, 2]));
+    let short = Duration::from_millis(400);
+    for (entitlement, ends) in [(entitled(t0, short), Some(t0 + short)), (None, None)] {
+        let mut t = serving("a", t0);
+        t.acquire(t0, "a", holder(1), Wait::No, 1);
+        let _ = granted(&mut t);
+        t.set_group(t0, moved.clone(), Some(1), entitlement);
+        match ends {
+            Some(end) => {
+                assert_eq!(drain(&mut t), []);
+                assert_eq!(t.poll_timeout(), Some(end));
+            }
+            // Nothing can be renewed here: the table goes at once.
+            None => assert!(matches!(drain(&mut t)[..], [Output::HandOver { .. }])),
+        }
+    }
+}
+
+#[test]
 fn a_slot_with_no_hold_is_handed_over_at_once_and_a_fetch_before_the_move_is_kept() {
     let t0 = Instant::now();
     let mut t = serving("a", t0);
