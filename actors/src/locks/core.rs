@@ -480,10 +480,7 @@ impl LockTable {
                             let epoch = e.epoch;
                             self.lending.entry(slot).or_insert(Loan { epoch, until });
                         }
-                        _ => {
-                            self.lending.remove(&slot);
-                            self.resend.insert(slot, now);
-                        }
+                        _ => self.end_loan(now, slot),
                     }
                 }
                 Change::Handed { slot } | Change::Drop { slot } => {
@@ -543,8 +540,8 @@ impl LockTable {
         }
         match self.own.view(slot) {
             SlotView::HandingOver { generation: g, .. } if g == generation => {
-                if self.lending.remove(&slot).is_some() {
-                    self.resend.insert(slot, now);
+                if self.lending.contains_key(&slot) {
+                    self.end_loan(now, slot);
                     self.send_due(now);
                 }
             }
@@ -829,8 +826,7 @@ impl LockTable {
             self.propose();
         }
         for slot in due(&self.lending, now, |l| l.until) {
-            self.lending.remove(&slot);
-            self.resend.insert(slot, now);
+            self.end_loan(now, slot);
         }
         self.send_due(now);
         self.unpark(now);
@@ -855,6 +851,13 @@ impl LockTable {
                 .is_some_and(|e| e.epoch == l.epoch && e.until > now)
         });
         lends || self.own.may_serve(slot, now, self.entitlement)
+    }
+
+    /// Stops lending `slot` (if it was): its table is sent from `now` on, until the group
+    /// records the hand-over, and this node never serves it again.
+    fn end_loan(&mut self, now: Instant, slot: u16) {
+        self.lending.remove(&slot);
+        self.resend.insert(slot, now);
     }
 
     fn propose(&mut self) {

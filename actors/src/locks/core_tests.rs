@@ -232,12 +232,8 @@ fn no_new_grant_while_the_entitlement_is_close_to_its_end_waiters_get_it_once_ex
 #[test]
 fn a_table_that_left_is_never_lent_again() {
     let t0 = Instant::now();
-    let mut t = serving("a", t0);
-    t.acquire(t0, "a", holder(1), Wait::No, 1);
-    let token = granted(&mut t);
-    let mut moved = state_with("a", &[1, 2]);
+    let (mut t, token, mut moved, generation) = held_then_moved(t0);
     let slot = slot_of(b"a");
-    let generation = moved.slot(Domain::Locks, slot).unwrap().generation;
     t.set_group(
         t0,
         Arc::new(moved.clone()),
@@ -324,6 +320,17 @@ fn a_released_name_goes_to_the_first_waiter_with_a_higher_token() {
     assert_eq!(t.waiting("a"), 1);
 }
 
+/// A table of replica 1 serving `a`, held by `holder(1)` (its token), and the state that moves
+/// `a`'s slot on to replica 2 (its generation there), not yet given to the table.
+fn held_then_moved(t0: Instant) -> (LockTable, u64, ClusterState, u64) {
+    let mut t = serving("a", t0);
+    t.acquire(t0, "a", holder(1), Wait::No, 1);
+    let token = granted(&mut t);
+    let moved = state_with("a", &[1, 2]);
+    let generation = moved.slot(Domain::Locks, slot_of(b"a")).unwrap().generation;
+    (t, token, moved, generation)
+}
+
 /// A table holding `a` for `holder(1)` with `token`, `left_ms` left, to replica 2.
 fn hand_over(generation: u64, token: u64, left_ms: u64) -> Output {
     Output::HandOver {
@@ -344,12 +351,8 @@ fn hand_over(generation: u64, token: u64, left_ms: u64) -> Output {
 #[test]
 fn a_slot_that_moves_away_renews_its_holds_until_the_next_owner_asks_for_them() {
     let t0 = Instant::now();
-    let mut t = serving("a", t0);
-    t.acquire(t0, "a", holder(1), Wait::No, 1);
-    let token = granted(&mut t);
+    let (mut t, token, moved, generation) = held_then_moved(t0);
     t.acquire(t0, "a", holder(2), Wait::Until(t0 + LEASE), 2);
-    let moved = state_with("a", &[1, 2]);
-    let generation = moved.slot(Domain::Locks, slot_of(b"a")).unwrap().generation;
     let t1 = t0 + Duration::from_millis(100);
     t.set_group(t1, Arc::new(moved), Some(1), entitled(t1, LEASE * 10));
     // Waiters ask the next owner; the hold is lent until the next owner is ready for it.
@@ -375,11 +378,7 @@ fn a_slot_that_moves_away_renews_its_holds_until_the_next_owner_asks_for_them() 
 #[test]
 fn a_loan_the_next_owner_never_asks_for_ends_after_a_lease() {
     let t0 = Instant::now();
-    let mut t = serving("a", t0);
-    t.acquire(t0, "a", holder(1), Wait::No, 1);
-    let token = granted(&mut t);
-    let moved = state_with("a", &[1, 2]);
-    let generation = moved.slot(Domain::Locks, slot_of(b"a")).unwrap().generation;
+    let (mut t, token, moved, generation) = held_then_moved(t0);
     t.set_group(t0, Arc::new(moved), Some(1), entitled(t0, LEASE * 10));
     assert_eq!(drain(&mut t), []);
     let t1 = t0 + Duration::from_millis(500);
@@ -396,13 +395,10 @@ fn a_loan_the_next_owner_never_asks_for_ends_after_a_lease() {
 #[test]
 fn a_loan_ends_with_the_entitlement_and_none_is_made_without_one() {
     let t0 = Instant::now();
-    let moved = Arc::new(state_with("a", &[1, 2]));
     let short = Duration::from_millis(400);
     for (entitlement, ends) in [(entitled(t0, short), Some(t0 + short)), (None, None)] {
-        let mut t = serving("a", t0);
-        t.acquire(t0, "a", holder(1), Wait::No, 1);
-        let _ = granted(&mut t);
-        t.set_group(t0, moved.clone(), Some(1), entitlement);
+        let (mut t, _, moved, _) = held_then_moved(t0);
+        t.set_group(t0, Arc::new(moved), Some(1), entitlement);
         match ends {
             Some(end) => {
                 assert_eq!(drain(&mut t), []);
@@ -433,9 +429,7 @@ fn a_slot_with_no_hold_is_handed_over_at_once_and_a_fetch_before_the_move_is_kep
         [Output::HandOver { ref table, .. }] if table.holds.is_empty()
     ));
     // A next owner that applied the move first asks before this node applied it.
-    let mut t = serving("a", t0);
-    t.acquire(t0, "a", holder(1), Wait::No, 1);
-    let token = granted(&mut t);
+    let (mut t, token, moved, _) = held_then_moved(t0);
     t.fetch(t0, slot, generation);
     t.renew(t0, "a", holder(1), token, 2);
     assert_eq!(
