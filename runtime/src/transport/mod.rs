@@ -33,7 +33,7 @@ use crate::NodeId;
 use crate::membership::View;
 use admission::Admission;
 use dispatch::{DispatchStats, Dispatcher};
-use links::{Cut, LinkKey, Links};
+use links::{Cut, LinkKey, Links, Replies};
 
 /// Frame room for the envelope and the link's framing on top of `max_message_bytes`.
 const FRAME_SLACK: usize = 64 * 1024;
@@ -179,6 +179,7 @@ impl Transport {
             key: LinkKey::from_cookie(cookie),
             frame_limit: max_message_bytes + FRAME_SLACK,
             outgoing: DashMap::new(),
+            replies: Replies::start(),
             opened: watch::Sender::new(()),
             services: services.clone(),
             cut,

@@ -1,8 +1,15 @@
-//! The dialling end of a link: callers write their own frames, one task reads the replies.
+//! The dialling end of a link: callers write their own frames, one task reads the replies of
+//! every link.
 //!
 //! A caller writes its request straight onto the socket from its own task (a non-blocking
 //! write under a short lock), so an idle link costs no hand-off on the way out. Only when the
 //! socket is full does the rest go to a backlog that a flusher task writes as the socket drains.
+//!
+//! Replies come back through [`Replies`], one task for all of a node's links. A task per link
+//! would make two tasks runnable when the answers to a request sent to two peers arrive
+//! together, and tokio then wakes a second worker thread to take one of them: on two CPUs that
+//! wake-up cost a fan-out to two peers about a third more than reading both replies in one
+//! task (see `docs/benchmarks.md`, "One task reads every link's replies").
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,9 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::Instrument;
 
 use super::frame::{self, Frame, FrameReader};
@@ -75,9 +83,62 @@ impl Drop for Call {
     }
 }
 
+/// A link's reading of its replies, run by [`Replies`].
+type Reading = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The task that reads the replies of all of a node's outgoing links. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Replies {
+    add: mpsc::UnboundedSender<Reading>,
+}
+
+impl Replies {
+    /// Starts the task. It ends once every handle is dropped and every link it reads has closed.
+    pub(crate) fn start() -> Replies {
+        let (add, added) = mpsc::unbounded_channel();
+        tokio::spawn(Replies::run(added));
+        Replies { add }
+    }
+
+    async fn run(mut added: mpsc::UnboundedReceiver<Reading>) {
+        let mut reading = quiet_set();
+        loop {
+            tokio::select! {
+                biased;
+                Some(()) = reading.next() => {}
+                link = added.recv() => match link {
+                    Some(link) => reading.push(link),
+                    None => break,
+                },
+            }
+        }
+        while reading.len() > 1 {
+            reading.next().await;
+        }
+    }
+}
+
+/// A set that polls each of its futures only when that future was woken, and never yields to
+/// the runtime on its own. `FuturesUnordered` does yield (it wakes its task and returns
+/// `Pending`) whenever one call has polled as many futures as it holds, which happens each
+/// time every link has a reply, so with two peers on most fan-outs; tokio then wakes a second
+/// worker thread for the yielded task. A member that never finishes keeps the count
+/// unreachable. The runtime's own budget still bounds how long one call may run: a socket that
+/// has used it up answers `Pending` and wakes its reader, and two such make the set yield.
+fn quiet_set() -> FuturesUnordered<Reading> {
+    let set = FuturesUnordered::new();
+    set.push(Box::pin(std::future::pending()) as Reading);
+    set
+}
+
 impl Link {
-    /// Wraps an authenticated stream and starts its reader and flusher.
-    pub(crate) fn start(stream: TcpStream, frame_limit: usize, stats: Arc<TransportStats>) -> Link {
+    /// Wraps an authenticated stream, hands its reading to `replies` and starts its flusher.
+    pub(crate) fn start(
+        stream: TcpStream,
+        frame_limit: usize,
+        stats: Arc<TransportStats>,
+        replies: &Replies,
+    ) -> Link {
         let (read, write) = stream.into_split();
         let link = Link {
             inner: Arc::new(Inner {
@@ -92,11 +153,15 @@ impl Link {
             }),
         };
         // In the dialler's span, which names the peer.
-        tokio::spawn(
-            link.clone()
-                .read_replies(read, frame_limit)
-                .in_current_span(),
-        );
+        let reading = link.clone().read_replies(read, frame_limit);
+        if replies
+            .add
+            .send(Box::pin(reading.in_current_span()))
+            .is_err()
+        {
+            // The node is stopping: nothing will read this link.
+            link.close();
+        }
         tokio::spawn(link.clone().flush_backlog().in_current_span());
         link
     }
@@ -257,5 +322,57 @@ impl Link {
             }
         }
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+
+    /// Counts how often the set asks to be polled again.
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Why `quiet_set` exists: when every member was woken at once (each link had a reply),
+    /// a bare `FuturesUnordered` wakes its own task, which tokio answers by waking a second
+    /// worker thread. The quiet set polls them all and rests.
+    #[test]
+    fn a_quiet_set_polls_every_woken_member_without_waking_itself() {
+        for quiet in [false, true] {
+            let mut set = if quiet {
+                quiet_set()
+            } else {
+                FuturesUnordered::new()
+            };
+            let mut senders = Vec::new();
+            for _ in 0..2 {
+                let (tx, rx) = oneshot::channel::<()>();
+                senders.push(tx);
+                set.push(Box::pin(async move {
+                    let _ = rx.await;
+                    std::future::pending::<()>().await;
+                }) as Reading);
+            }
+            let counting = Arc::new(Counting(AtomicUsize::new(0)));
+            let waker = std::task::Waker::from(counting.clone());
+            let mut cx = Context::from_waker(&waker);
+            assert!(set.poll_next_unpin(&mut cx).is_pending());
+            let before = counting.0.load(Ordering::Relaxed);
+            for tx in senders {
+                tx.send(()).unwrap();
+            }
+            let woken = counting.0.load(Ordering::Relaxed) - before;
+            assert!(set.poll_next_unpin(&mut cx).is_pending());
+            let asked_again = counting.0.load(Ordering::Relaxed) - before - woken;
+            assert_eq!(asked_again, usize::from(!quiet), "quiet: {quiet}");
+        }
     }
 }

@@ -126,7 +126,7 @@ impl Links {
             }
         };
         // A link that closes later is dropped (and redialled) by the next reconcile.
-        let link = Link::start(stream, self.frame_limit, self.stats.clone());
+        let link = Link::start(stream, self.frame_limit, self.stats.clone(), &self.replies);
         if let Some(old) = self.outgoing.insert(peer, link.clone()) {
             old.close();
         }

@@ -15,7 +15,7 @@ mod frame;
 mod handshake;
 mod server;
 
-pub(crate) use client::{Call, CallError, Link};
+pub(crate) use client::{Call, CallError, Link, Replies};
 pub(crate) use dial::follow_membership;
 pub(crate) use handshake::{LinkKey, MAGIC};
 
@@ -118,6 +118,8 @@ pub(crate) struct Links {
     pub key: LinkKey,
     pub frame_limit: usize,
     pub outgoing: DashMap<NodeId, Link>,
+    /// Reads the replies of every outgoing link.
+    pub replies: Replies,
     /// Touched whenever a link opens: requests waiting for one look again.
     pub opened: watch::Sender<()>,
     pub services: Arc<DashMap<Arc<str>, Dispatcher>>,
