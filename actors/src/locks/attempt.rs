@@ -84,6 +84,8 @@ pub struct Attempt {
     started: Instant,
     backoff: Duration,
     holdings: HoldingsConfig,
+    /// Requests numbered so far.
+    sent: u64,
 }
 
 impl Attempt {
@@ -95,7 +97,16 @@ impl Attempt {
             started: now,
             backoff: Duration::from_millis(5),
             holdings,
+            sent: 0,
         }
+    }
+
+    /// The number of the request about to be sent: 1, 2, ... The owner takes a request only
+    /// from a later one than it granted or queued for this guard, so a request held up on the
+    /// way cannot end the grant a later one got (see `LockTable::acquire_attempt`).
+    pub fn number(&mut self) -> u64 {
+        self.sent += 1;
+        self.sent
     }
 
     /// How long the next request asks the owner to queue it (`None`: answer at once).
@@ -168,8 +179,12 @@ impl Attempt {
         if expired {
             return Next::GaveUp {
                 failure: failure.filter(|_| self.mode == Mode::Try),
-                // The owner answered and holds nothing for us: no need to withdraw.
-                withdraw: matches!(answer, None | Some(Answer::Granted { .. })),
+                // The owner answered and holds nothing for us: no need to withdraw. `Cancelled`
+                // says it took an earlier request of ours for this one, which it may hold.
+                withdraw: matches!(
+                    answer,
+                    None | Some(Answer::Granted { .. } | Answer::Cancelled)
+                ),
             };
         }
         match failure {
@@ -256,6 +271,30 @@ mod tests {
         let mut attempt = Attempt::new(Mode::For(late), t0, holdings);
         assert_eq!(
             attempt.answer(late, t0, timeout, granted, true),
+            Next::GaveUp {
+                failure: None,
+                withdraw: true
+            }
+        );
+    }
+
+    /// `Cancelled` answers a request the owner took for an earlier one of the same guard, a
+    /// grant or a wait it may still hold: a caller that gives up then withdraws, and requests
+    /// are numbered so that the owner can tell.
+    #[test]
+    fn requests_are_numbered_and_a_caller_told_cancelled_withdraws_when_it_gives_up() {
+        let t0 = Instant::now();
+        let holdings = HoldingsConfig {
+            lease: Duration::from_secs(1),
+            margin: Duration::from_millis(200),
+            drift_permille: 20,
+        };
+        let deadline = t0 + Duration::from_millis(500);
+        let mut attempt = Attempt::new(Mode::For(deadline), t0, holdings);
+        assert_eq!((attempt.number(), attempt.number()), (1, 2));
+        let timeout = Attempt::timeout(attempt.wait(t0));
+        assert_eq!(
+            attempt.answer(deadline, t0, timeout, Some(Answer::Cancelled), true),
             Next::GaveUp {
                 failure: None,
                 withdraw: true

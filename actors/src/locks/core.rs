@@ -190,6 +190,10 @@ pub struct MovedHold {
     pub token: u64,
     /// What was left of its lease when it was sent, in milliseconds.
     pub left_ms: u64,
+    /// The holder's attempt that was granted (see [`LockTable::acquire_attempt`]); 0 from a
+    /// node that numbers no attempts.
+    #[serde(default)]
+    pub attempt: u64,
 }
 
 /// A slot's table on its way to the next owner.
@@ -241,11 +245,15 @@ struct Hold {
     holder: Holder,
     token: u64,
     expires: Instant,
+    /// The holder's attempt it was granted to.
+    attempt: u64,
 }
 
 #[derive(Debug, Clone)]
 struct Waiter {
     holder: Holder,
+    /// The holder's attempt the request is.
+    attempt: u64,
     request: RequestId,
     deadline: Instant,
     since: Instant,
@@ -325,6 +333,7 @@ enum ParkedOp {
     Acquire {
         name: String,
         holder: Holder,
+        attempt: u64,
         wait: Wait,
         /// When it arrived.
         since: Instant,
@@ -334,6 +343,12 @@ enum ParkedOp {
         holder: Holder,
         token: u64,
     },
+}
+
+/// Whether a holder's request numbered `attempt` replaces one numbered `seen`: a later one
+/// does, and so does any request from a node that numbers none (0), as before attempts.
+fn supersedes(attempt: u64, seen: u64) -> bool {
+    attempt == 0 || seen == 0 || attempt > seen
 }
 
 impl LockTable {
@@ -580,6 +595,7 @@ impl LockTable {
                     holder: h.holder,
                     token: h.token,
                     expires: now + left,
+                    attempt: h.attempt,
                 };
                 Some((h.name.clone(), hold))
             })
@@ -608,7 +624,8 @@ impl LockTable {
         self.propose();
     }
 
-    /// `holder` asks for `name`.
+    /// `holder` asks for `name`, as a node that numbers no attempts (attempt 0): every
+    /// request counts as the holder's newest. See [`Self::acquire_attempt`].
     pub fn acquire(
         &mut self,
         now: Instant,
@@ -617,17 +634,34 @@ impl LockTable {
         wait: Wait,
         request: RequestId,
     ) {
-        self.acquire_since(now, now, name, holder, wait, request);
+        self.acquire_attempt(now, name, holder, 0, wait, request);
     }
 
-    /// [`LockTable::acquire`] of a request that arrived at `since` (earlier if it was held
-    /// for its slot's table): its wait counts from then.
+    /// `holder` asks for `name` with its `attempt`-th request (numbered from 1, increasing).
+    /// A later attempt than the one granted or queued replaces it: the caller never saw that
+    /// grant, or could not use it, and gives it back. An earlier or the same attempt (a request
+    /// held up on the way, or delivered twice) changes nothing and is answered `Cancelled`:
+    /// taken as a give-back, it would end a grant its holder is using.
+    pub fn acquire_attempt(
+        &mut self,
+        now: Instant,
+        name: &str,
+        holder: Holder,
+        attempt: u64,
+        wait: Wait,
+        request: RequestId,
+    ) {
+        self.acquire_since(now, now, name, (holder, attempt), wait, request);
+    }
+
+    /// [`LockTable::acquire_attempt`] of a request that arrived at `since` (earlier if it was
+    /// held for its slot's table): its wait counts from then.
     fn acquire_since(
         &mut self,
         now: Instant,
         since: Instant,
         name: &str,
-        holder: Holder,
+        (holder, attempt): (Holder, u64),
         wait: Wait,
         request: RequestId,
     ) {
@@ -636,29 +670,42 @@ impl LockTable {
             self.park_or_refuse(now, slot, request, || ParkedOp::Acquire {
                 name: name.to_owned(),
                 holder,
+                attempt,
                 wait,
                 since,
             });
             return;
         }
         let entry = self.entry(name);
+        let mine = entry.hold.as_ref().filter(|h| h.holder == holder);
+        let queued = entry.waiters.iter().find(|w| w.holder == holder);
+        if mine
+            .map(|h| h.attempt)
+            .into_iter()
+            .chain(queued.map(|w| w.attempt))
+            .any(|seen| !supersedes(attempt, seen))
+        {
+            self.reply(request, Answer::Cancelled);
+            return;
+        }
         let held_by_other = entry.hold.as_ref().is_some_and(|h| h.holder != holder);
         // A repeated acquire of a grant the caller never saw (or could not use): the grant is
         // given back, and made afresh below unless others wait.
-        let gave_back = entry.hold.as_ref().is_some_and(|h| h.holder == holder);
-        if gave_back {
+        if mine.is_some() {
             entry.hold = None;
         }
         if held_by_other || !entry.waiters.is_empty() {
             match wait {
                 Wait::No => self.reply(request, Answer::Busy),
-                Wait::Until(deadline) => self.enqueue(since, name, holder, request, deadline),
+                Wait::Until(deadline) => {
+                    self.enqueue(since, name, (holder, attempt), request, deadline);
+                }
             }
             // The first waiter's turn, if the name was given back.
             self.promote(now, name);
             return;
         }
-        match (self.grant(now, name, holder), wait) {
+        match (self.grant(now, name, holder, attempt), wait) {
             (Some((token, lease)), _) => self.reply(
                 request,
                 Answer::Granted {
@@ -669,7 +716,9 @@ impl LockTable {
             ),
             // Nothing worth granting now (a late heartbeat or a spent block): the waiter is
             // granted once the group extends this node's entitlement or the block.
-            (None, Wait::Until(deadline)) => self.enqueue(since, name, holder, request, deadline),
+            (None, Wait::Until(deadline)) => {
+                self.enqueue(since, name, (holder, attempt), request, deadline);
+            }
             (None, Wait::No) => {
                 self.reply(request, Answer::NotOwner);
                 self.forget_if_empty(name);
@@ -684,13 +733,14 @@ impl LockTable {
         &mut self,
         since: Instant,
         name: &str,
-        holder: Holder,
+        (holder, attempt): (Holder, u64),
         request: RequestId,
         deadline: Instant,
     ) {
         let entry = self.entry(name);
         if let Some(w) = entry.waiters.iter_mut().find(|w| w.holder == holder) {
             let old = std::mem::replace(&mut w.request, request);
+            w.attempt = attempt;
             w.deadline = deadline;
             // The caller counts the wait from this request's send time.
             w.since = since;
@@ -698,6 +748,7 @@ impl LockTable {
         } else {
             entry.waiters.push_back(Waiter {
                 holder,
+                attempt,
                 request,
                 deadline,
                 since,
@@ -910,9 +961,10 @@ impl LockTable {
                 ParkedOp::Acquire {
                     name,
                     holder,
+                    attempt,
                     wait,
                     since,
-                } => self.acquire_since(now, since, &name, holder, wait, p.request),
+                } => self.acquire_since(now, since, &name, (holder, attempt), wait, p.request),
                 ParkedOp::Renew {
                     name,
                     holder,
@@ -965,6 +1017,7 @@ impl LockTable {
                         holder: h.holder,
                         token: h.token,
                         left_ms: h.expires.saturating_duration_since(now).as_millis() as u64 + 1,
+                        attempt: h.attempt,
                     })
                 })
                 .collect();
@@ -1036,8 +1089,10 @@ impl LockTable {
             .get(name)
             .is_some_and(|e| e.hold.is_none() && !e.waiters.is_empty());
         if free {
-            let holder = self.entries[name].waiters[0].holder;
-            if let Some((token, lease)) = self.grant(now, name, holder) {
+            let Waiter {
+                holder, attempt, ..
+            } = self.entries[name].waiters[0];
+            if let Some((token, lease)) = self.grant(now, name, holder, attempt) {
                 let w = self
                     .entries
                     .get_mut(name)
@@ -1061,7 +1116,13 @@ impl LockTable {
     /// Gives `name` to `holder`: a token from the slot's block and a lease cut at this node's
     /// entitlement. `None` if this node may not serve the slot now, its entitlement is too
     /// close to its end ([`Ownership::grant_lease`]) or its block is used up.
-    fn grant(&mut self, now: Instant, name: &str, holder: Holder) -> Option<(u64, Duration)> {
+    fn grant(
+        &mut self,
+        now: Instant,
+        name: &str,
+        holder: Holder,
+        attempt: u64,
+    ) -> Option<(u64, Duration)> {
         let slot = slot_of(name.as_bytes());
         let e = self.entitlement?;
         let lease = Ownership::grant_lease(now, e, self.config.lease)?;
@@ -1071,6 +1132,7 @@ impl LockTable {
             holder,
             token,
             expires: now + lease,
+            attempt,
         });
         Some((token, lease))
     }

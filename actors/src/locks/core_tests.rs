@@ -293,6 +293,42 @@ fn a_grant_given_back_by_asking_again_goes_to_the_first_waiter() {
     assert_eq!(t.waiting("a"), 1);
 }
 
+/// A request held up on the way (sent before the caller asked again) arrives after the later
+/// one was granted: taken as a give-back it would end a grant its holder is using, and the
+/// first waiter would hold the name beside it.
+#[test]
+fn an_earlier_request_arriving_late_changes_nothing_a_later_one_got() {
+    let t0 = Instant::now();
+    let mut t = serving("a", t0);
+    let until = Wait::Until(t0 + LEASE * 5);
+    t.acquire_attempt(t0, "a", holder(1), 2, Wait::No, 1);
+    let token = granted(&mut t);
+    t.acquire_attempt(t0, "a", holder(2), 1, until, 2);
+    assert!(drain(&mut t).is_empty());
+    // Holder 1's first request, and its second delivered twice.
+    t.acquire_attempt(t0, "a", holder(1), 1, until, 3);
+    t.acquire_attempt(t0, "a", holder(1), 2, Wait::No, 4);
+    assert_eq!(
+        drain(&mut t),
+        [reply(3, Answer::Cancelled), reply(4, Answer::Cancelled)]
+    );
+    assert_eq!(t.holder("a"), Some((holder(1), token)));
+    assert_eq!(t.waiting("a"), 1);
+    // A waiter's earlier request keeps its place and its latest request.
+    t.acquire_attempt(t0, "a", holder(2), 1, until, 5);
+    assert_eq!(drain(&mut t), [reply(5, Answer::Cancelled)]);
+    // Its third request replaces the queued one, which is told so.
+    t.acquire_attempt(t0, "a", holder(2), 3, until, 6);
+    assert_eq!(drain(&mut t), [reply(2, Answer::Cancelled)]);
+    // A later request of the holder's gives the grant back, as before attempts were numbered.
+    t.acquire_attempt(t0, "a", holder(1), 3, until, 7);
+    assert!(matches!(
+        drain(&mut t)[..],
+        [Output::Reply { request: 6, answer: Answer::Granted { token: next, .. } }] if next > token
+    ));
+    assert_eq!(t.holder("a").map(|(h, _)| h), Some(holder(2)));
+}
+
 #[test]
 fn a_released_name_goes_to_the_first_waiter_with_a_higher_token() {
     let t0 = Instant::now();
@@ -343,6 +379,7 @@ fn hand_over(generation: u64, token: u64, left_ms: u64) -> Output {
                 holder: holder(1),
                 token,
                 left_ms,
+                attempt: 0,
             }],
         },
     }
@@ -473,6 +510,7 @@ fn the_next_owner_serves_a_received_table_and_asks_the_group_to_record_it() {
                 holder: holder(1),
                 token: 77,
                 left_ms: 500,
+                attempt: 0,
             }],
         },
     );
@@ -584,6 +622,7 @@ fn a_table_that_arrives_before_the_move_is_applied_is_taken_once_it_is() {
                 holder: holder(1),
                 token: 77,
                 left_ms: 500,
+                attempt: 0,
             }],
         },
     );

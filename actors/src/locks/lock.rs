@@ -108,6 +108,7 @@ impl ClusterLock {
                 name: self.key.clone(),
                 holder,
                 wait_ms: Attempt::wait_ms(wait),
+                attempt: attempt.number(),
             };
             let sent_at = Instant::now();
             let answer = ask(node, op, timeout).await;

@@ -29,6 +29,10 @@ pub enum LockRequest {
         holder: Holder,
         /// How long the owner may queue the request, in milliseconds.
         wait_ms: u64,
+        /// The guard's request number, increasing (see `LockTable::acquire_attempt`); 0 from
+        /// a node that numbers none.
+        #[serde(default)]
+        attempt: u64,
     },
     /// Renew a lease.
     Renew {

@@ -21,6 +21,7 @@ pub fn serve(
             name,
             holder,
             wait_ms,
+            attempt,
         } => {
             let wait_ms = wait_ms.min(MAX_WAIT.as_millis() as u64);
             let wait = if wait_ms == 0 {
@@ -28,7 +29,7 @@ pub fn serve(
             } else {
                 Wait::Until(now + Duration::from_millis(wait_ms))
             };
-            table.acquire(now, &name, holder, wait, id);
+            table.acquire_attempt(now, &name, holder, attempt, wait, id);
         }
         LockRequest::Renew {
             name,

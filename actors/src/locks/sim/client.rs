@@ -159,13 +159,14 @@ fn ask(node: &mut LockNode, ctx: &mut Ctx<'_, LockNode>, i: usize) {
     else {
         return;
     };
-    let (name, guard, attempt, give_up) = (name.clone(), *guard, attempt.clone(), *give_up);
+    let (name, guard, mut attempt, give_up) = (name.clone(), *guard, attempt.clone(), *give_up);
     let wait = attempt.wait(ctx.now);
     let timeout = Attempt::timeout(wait);
     let request = LockRequest::Acquire {
         name: name.clone(),
         holder: holder(node, guard),
         wait_ms: Attempt::wait_ms(wait),
+        attempt: attempt.number(),
     };
     let sent_at = ctx.now;
     // No owner known: the shell's `ask` answers at once, with nothing.
