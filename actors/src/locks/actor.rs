@@ -324,22 +324,12 @@ async fn renew(
     timeout: Duration,
 ) {
     let sent_at = Instant::now();
-    let mut route = core::RenewRoute::new(&node.group().status().state, &name);
     let request = LockRequest::Renew {
         name,
         holder,
         token,
     };
-    let mut answer = None;
-    let mut next = route.next(None);
-    while let Some(replica) = next {
-        answer = match node_of(&node, replica) {
-            Some(to) => call(&node, to, &request, timeout).await,
-            // Not in this node's view: as if it no longer served the slot.
-            None => Some(Answer::NotOwner),
-        };
-        next = route.next(answer.as_ref());
-    }
+    let answer = ask_holder(&node, &request, timeout).await;
     if !matches!(answer, Some(Answer::Renewed { .. })) {
         tracing::debug!(guard = holder.guard, ?answer, elapsed = ?sent_at.elapsed(), "lock renewal failed");
     }
@@ -378,6 +368,29 @@ fn node_of(node: &Node, replica: ReplicaId) -> Option<NodeId> {
 pub(crate) async fn ask(node: &Node, request: LockRequest, timeout: Duration) -> Option<Answer> {
     let owner = owner_of(node, request.name()?)?;
     call(node, owner, &request, timeout).await
+}
+
+/// Sends a request about a hold (a renewal or a release) along the name's [`core::RenewRoute`]:
+/// the previous owner first while a hand-over is pending, then the owner, and the next owner an
+/// old one names; the last answer.
+pub(crate) async fn ask_holder(
+    node: &Node,
+    request: &LockRequest,
+    timeout: Duration,
+) -> Option<Answer> {
+    let name = request.name()?;
+    let mut route = core::RenewRoute::new(&node.group().status().state, name);
+    let mut answer = None;
+    let mut next = route.next(None);
+    while let Some(replica) = next {
+        answer = match node_of(node, replica) {
+            Some(to) => call(node, to, request, timeout).await,
+            // Not in this node's view: as if it no longer served the slot.
+            None => Some(Answer::NotOwner),
+        };
+        next = route.next(answer.as_ref());
+    }
+    answer
 }
 
 async fn call(node: &Node, to: NodeId, request: &LockRequest, timeout: Duration) -> Option<Answer> {

@@ -809,9 +809,12 @@ impl LockTable {
     ) {
         let slot = slot_of(name.as_bytes());
         let lent = self.lending.contains_key(&slot);
-        if !lent && !matches!(self.own.view(slot), SlotView::Serving { .. }) {
-            self.reply(request, Answer::NotOwner);
-            return;
+        match self.own.view(slot) {
+            _ if lent => {}
+            SlotView::Serving { .. } => {}
+            // The table has left: the holder asks the next owner, as a renewal would.
+            SlotView::HandingOver { to, .. } => return self.reply(request, Answer::Moved { to }),
+            _ => return self.reply(request, Answer::NotOwner),
         }
         let released = match self.entries.get_mut(name) {
             Some(e)

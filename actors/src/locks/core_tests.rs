@@ -412,6 +412,24 @@ fn a_slot_that_moves_away_renews_its_holds_until_the_next_owner_asks_for_them() 
     assert_eq!(t.poll_timeout(), Some(t2 + Duration::from_millis(300)));
 }
 
+/// A release sent once the slot's table has left is told where the slot went, as a renewal
+/// is, so that the holder's node asks the next owner instead of leaving the name held there
+/// until its lease ends.
+#[test]
+fn a_release_after_the_table_left_is_told_where_the_slot_went() {
+    let t0 = Instant::now();
+    let (mut t, token, moved, generation) = held_then_moved(t0);
+    let t1 = t0 + Duration::from_millis(100);
+    t.set_group(t1, Arc::new(moved), Some(1), entitled(t1, LEASE * 10));
+    t.fetch(t1, slot_of(b"a"), generation);
+    assert_eq!(drain(&mut t), [hand_over(generation, token, 901)]);
+    t.release(t1, "a", holder(1), token, 2);
+    assert_eq!(
+        drain(&mut t),
+        [reply(2, Answer::Moved { to: ReplicaId(2) })]
+    );
+}
+
 #[test]
 fn a_loan_the_next_owner_never_asks_for_ends_after_a_lease() {
     let t0 = Instant::now();

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::actor::{Lease, LockInput, ask};
+use super::actor::{Lease, LockInput, ask_holder};
 use super::core::{Answer, Holder};
 use super::error::UnlockError;
 use super::msg::LockRequest;
@@ -145,7 +145,8 @@ async fn release(
         holder,
         token,
     };
-    match ask(&shared.node, op, Duration::from_secs(2)).await {
+    // The renewals' route: a release during a hand-over reaches whichever node serves the hold.
+    match ask_holder(&shared.node, &op, Duration::from_secs(2)).await {
         Some(Answer::Released) => Ok(()),
         Some(Answer::NotHeld) => Err(UnlockError::Lost {
             name: name.to_owned(),

@@ -9,7 +9,7 @@ use rand::RngExt;
 
 use super::{Cause, Ctx, LockNode, Lost, NAMES, Purpose, us};
 use crate::locks::attempt::{Attempt, Mode, Next, WIRE_SLACK};
-use crate::locks::core::{Answer, Holder};
+use crate::locks::core::{Answer, Holder, RenewRoute};
 use crate::locks::msg::LockRequest;
 
 /// Where one client stands.
@@ -348,13 +348,14 @@ fn release(node: &mut LockNode, ctx: &mut Ctx<'_, LockNode>, i: usize) {
     h.end_us = h.end_us.min(us(ctx.world));
     if !lost {
         ctx.record.releases += 1;
-        if let Some(to) = node.owner(&name) {
+        let mut route = RenewRoute::from(node.table.renew_route(&name));
+        if let Some(to) = route.next(None) {
             let request = LockRequest::Release {
                 name,
                 holder: holder(node, guard),
                 token,
             };
-            node.call(ctx, to, &request, Purpose::Other, Duration::from_secs(2));
+            node.release_at(ctx, to, route, request);
         }
     }
     idle(node, ctx, i);

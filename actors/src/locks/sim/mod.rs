@@ -116,6 +116,11 @@ enum Purpose {
         route: RenewRoute,
         request: LockRequest,
     },
+    /// A release, along the renewals' route.
+    Release {
+        route: RenewRoute,
+        request: LockRequest,
+    },
     Other,
 }
 
@@ -224,6 +229,11 @@ impl LockNode {
                 Some(to) => self.renew_at(ctx, to, guard, sent_at, route, request),
                 None => self.renewal_answered(ctx, guard, sent_at, answer),
             },
+            Purpose::Release { mut route, request } => {
+                if let Some(to) = answer.as_ref().and_then(|a| route.next(Some(a))) {
+                    self.release_at(ctx, to, route, request);
+                }
+            }
             Purpose::Other => {}
         }
     }
@@ -269,6 +279,25 @@ impl LockNode {
         };
         let timeout = self.renew_timeout;
         self.call(ctx, to, &call, purpose, timeout);
+    }
+
+    /// Asks `to` to release a hold (`request`), the next members of `route` after it, as the
+    /// shell's `ask_holder` does.
+    fn release_at(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        to: ReplicaId,
+        route: RenewRoute,
+        request: LockRequest,
+    ) {
+        let call = request.clone();
+        self.call(
+            ctx,
+            to,
+            &call,
+            Purpose::Release { route, request },
+            Duration::from_secs(2),
+        );
     }
 
     /// Carries out the cores' outputs, the table's first, as the shell's flush does.
