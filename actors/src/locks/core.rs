@@ -849,7 +849,9 @@ impl LockTable {
             .collect();
         entry.waiters.retain(|w| w.holder != holder);
         let held = entry.hold.as_ref().is_some_and(|h| h.holder == holder);
-        let serving = matches!(self.own.view(entry.slot), SlotView::Serving { .. });
+        // As a release: the owner, or an old owner still lending the slot's holds.
+        let serving = self.lending.contains_key(&entry.slot)
+            || matches!(self.own.view(entry.slot), SlotView::Serving { .. });
         if held && serving {
             entry.hold = None;
         }

@@ -430,6 +430,25 @@ fn a_release_after_the_table_left_is_told_where_the_slot_went() {
     );
 }
 
+/// A cancel while the old owner lends the slot's holds drops the grant the holder never saw,
+/// as a release does: the table then leaves without it.
+#[test]
+fn a_cancel_during_a_loan_drops_the_grant_and_the_table_leaves_without_it() {
+    let t0 = Instant::now();
+    let (mut t, _token, moved, generation) = held_then_moved(t0);
+    let t1 = t0 + Duration::from_millis(100);
+    t.set_group(t1, Arc::new(moved), Some(1), entitled(t1, LEASE * 10));
+    assert!(drain(&mut t).is_empty());
+    t.cancel(t1, "a", holder(1), 2);
+    assert_eq!(drain(&mut t), [reply(2, Answer::Cancelled)]);
+    assert_eq!(t.holder("a"), None);
+    t.fetch(t1, slot_of(b"a"), generation);
+    assert!(matches!(
+        &drain(&mut t)[..],
+        [Output::HandOver { table, .. }] if table.holds.is_empty()
+    ));
+}
+
 #[test]
 fn a_loan_the_next_owner_never_asks_for_ends_after_a_lease() {
     let t0 = Instant::now();
