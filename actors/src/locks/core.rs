@@ -808,13 +808,9 @@ impl LockTable {
         request: RequestId,
     ) {
         let slot = slot_of(name.as_bytes());
-        let lent = self.lending.contains_key(&slot);
-        match self.own.view(slot) {
-            _ if lent => {}
-            SlotView::Serving { .. } => {}
+        if !self.frees_holds(slot) {
             // The table has left: the holder asks the next owner, as a renewal would.
-            SlotView::HandingOver { to, .. } => return self.reply(request, Answer::Moved { to }),
-            _ => return self.reply(request, Answer::NotOwner),
+            return self.reply(request, self.refusal(slot));
         }
         let released = match self.entries.get_mut(name) {
             Some(e)
@@ -849,11 +845,9 @@ impl LockTable {
             .collect();
         entry.waiters.retain(|w| w.holder != holder);
         let held = entry.hold.as_ref().is_some_and(|h| h.holder == holder);
-        // As a release: the owner, or an old owner still lending the slot's holds.
-        let serving = self.lending.contains_key(&entry.slot)
-            || matches!(self.own.view(entry.slot), SlotView::Serving { .. });
-        if held && serving {
-            entry.hold = None;
+        let slot = entry.slot;
+        if held && self.frees_holds(slot) {
+            self.entry(name).hold = None;
         }
         for r in withdrawn {
             self.reply(r, Answer::Cancelled);
@@ -940,9 +934,23 @@ impl LockTable {
                 request,
                 op: op(),
             }),
-            SlotView::HandingOver { to, .. } => self.reply(request, Answer::Moved { to }),
-            _ => self.reply(request, Answer::NotOwner),
+            _ => self.reply(request, self.refusal(slot)),
         }
+    }
+
+    /// What this node answers a request for `slot` it does not serve: where the slot went, if
+    /// this node handed its table over, else `NotOwner`.
+    fn refusal(&self, slot: u16) -> Answer {
+        match self.own.view(slot) {
+            SlotView::HandingOver { to, .. } => Answer::Moved { to },
+            _ => Answer::NotOwner,
+        }
+    }
+
+    /// Whether this node may end `slot`'s holds (a release, a cancel): it serves the slot, or
+    /// still lends the holds of a slot that moved.
+    fn frees_holds(&self, slot: u16) -> bool {
+        self.lending.contains_key(&slot) || matches!(self.own.view(slot), SlotView::Serving { .. })
     }
 
     /// Answers the held requests whose slot this node now serves (or no longer awaits), and
