@@ -343,6 +343,11 @@ enum ParkedOp {
         holder: Holder,
         token: u64,
     },
+    Release {
+        name: String,
+        holder: Holder,
+        token: u64,
+    },
 }
 
 /// Whether a holder's request numbered `attempt` replaces one numbered `seen`: a later one
@@ -809,8 +814,13 @@ impl LockTable {
     ) {
         let slot = slot_of(name.as_bytes());
         if !self.frees_holds(slot) {
-            // The table has left: the holder asks the next owner, as a renewal would.
-            return self.reply(request, self.refusal(slot));
+            // Held while the table is on its way here, as a renewal is; refused otherwise (once
+            // the table has left, with where it went).
+            return self.park_or_refuse(now, slot, request, || ParkedOp::Release {
+                name: name.to_owned(),
+                holder,
+                token,
+            });
         }
         let released = match self.entries.get_mut(name) {
             Some(e)
@@ -983,6 +993,11 @@ impl LockTable {
                     holder,
                     token,
                 } => self.renew(now, &name, holder, token, p.request),
+                ParkedOp::Release {
+                    name,
+                    holder,
+                    token,
+                } => self.release(now, &name, holder, token, p.request),
             }
         }
     }

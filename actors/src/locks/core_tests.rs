@@ -533,22 +533,37 @@ fn the_next_owner_serves_a_received_table_and_asks_the_group_to_record_it() {
     let t0 = t0 + Duration::from_millis(300);
     next.handle_timeout(t0);
     assert_eq!(drain(&mut next), [fetch]);
-    // Not served before the table arrives: held until then (a renewal of the moved hold too).
+    // Not served before the table arrives: held until then (a renewal of the moved hold too,
+    // and the release of another moved hold).
     next.acquire(t0, "a", holder(5), Wait::No, 1);
     next.renew(t0, "a", holder(1), 77, 9);
+    let other = (0..)
+        .map(|i| format!("n{i}"))
+        .find(|n| slot_of(n.as_bytes()) == slot)
+        .expect("a name in the same slot");
+    next.release(t0, &other, holder(2), 78, 10);
     assert!(drain(&mut next).is_empty());
     next.received(
         t0,
         SlotTable {
             slot,
             generation,
-            holds: vec![MovedHold {
-                name: "a".into(),
-                holder: holder(1),
-                token: 77,
-                left_ms: 500,
-                attempt: 0,
-            }],
+            holds: vec![
+                MovedHold {
+                    name: "a".into(),
+                    holder: holder(1),
+                    token: 77,
+                    left_ms: 500,
+                    attempt: 0,
+                },
+                MovedHold {
+                    name: other.clone(),
+                    holder: holder(2),
+                    token: 78,
+                    left_ms: 500,
+                    attempt: 0,
+                },
+            ],
         },
     );
     assert_eq!(
@@ -561,9 +576,15 @@ fn the_next_owner_serves_a_received_table_and_asks_the_group_to_record_it() {
             }),
             reply(1, Answer::Busy),
             reply(9, Answer::Renewed { lease_ms: 1000 }),
+            reply(10, Answer::Released),
         ]
     );
     assert_eq!(next.holder("a"), Some((holder(1), 77)));
+    assert_eq!(
+        next.holder(&other),
+        None,
+        "released as soon as the table came"
+    );
     next.acquire(t0, "a", holder(5), Wait::No, 2);
     assert_eq!(drain(&mut next), [reply(2, Answer::Busy)]);
     // The renewed hold ends a lease after the renewal.
