@@ -348,6 +348,10 @@ enum ParkedOp {
         holder: Holder,
         token: u64,
     },
+    Cancel {
+        name: String,
+        holder: Holder,
+    },
 }
 
 /// Whether a holder's request numbered `attempt` replaces one numbered `seen`: a later one
@@ -843,6 +847,28 @@ impl LockTable {
 
     /// `holder` withdraws its wait for `name` (or gives back a grant it never saw).
     pub fn cancel(&mut self, now: Instant, name: &str, holder: Holder, request: RequestId) {
+        let slot = slot_of(name.as_bytes());
+        if matches!(self.own.view(slot), SlotView::Awaiting { .. }) {
+            // Its requests held here end now; a grant it never saw may come with the table,
+            // so the cancel waits for the table too.
+            let mut withdrawn = Vec::new();
+            self.parked.retain(|p| match &p.op {
+                ParkedOp::Acquire {
+                    name: n, holder: h, ..
+                } if n == name && *h == holder => {
+                    withdrawn.push(p.request);
+                    false
+                }
+                _ => true,
+            });
+            for r in withdrawn {
+                self.reply(r, Answer::Cancelled);
+            }
+            return self.park_or_refuse(now, slot, request, || ParkedOp::Cancel {
+                name: name.to_owned(),
+                holder,
+            });
+        }
         let Some(entry) = self.entries.get_mut(name) else {
             self.reply(request, Answer::Cancelled);
             return;
@@ -998,6 +1024,7 @@ impl LockTable {
                     holder,
                     token,
                 } => self.release(now, &name, holder, token, p.request),
+                ParkedOp::Cancel { name, holder } => self.cancel(now, &name, holder, p.request),
             }
         }
     }

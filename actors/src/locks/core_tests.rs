@@ -600,6 +600,52 @@ fn the_next_owner_serves_a_received_table_and_asks_the_group_to_record_it() {
     ));
 }
 
+/// A guard that gives up while its slot moves sends its cancel to the new owner, which may
+/// get it before the slot's table: the guard's held requests end at once, and the grant it
+/// never saw, which comes with the table, is dropped when the table comes (before, it stayed
+/// a lease and the name with it).
+#[test]
+fn a_cancel_that_reaches_the_new_owner_before_the_table_ends_the_guards_requests_and_grant() {
+    let t0 = Instant::now();
+    let mut next = LockTable::new(ReplicaId(2), config());
+    let moved = state_with("a", &[1, 2]);
+    let slot = slot_of(b"a");
+    let generation = moved.slot(Domain::Locks, slot).unwrap().generation;
+    next.set_group(t0, Arc::new(moved), Some(1), entitled(t0, LEASE * 10));
+    assert!(matches!(drain(&mut next)[..], [Output::Fetch { .. }]));
+    next.acquire(t0, "a", holder(5), Wait::Until(t0 + LEASE * 5), 1);
+    next.acquire(t0, "a", holder(6), Wait::Until(t0 + LEASE * 5), 2);
+    next.cancel(t0, "a", holder(5), 3);
+    assert_eq!(drain(&mut next), [reply(1, Answer::Cancelled)]);
+    next.cancel(t0, "a", holder(1), 4);
+    assert!(drain(&mut next).is_empty(), "held for the table");
+    next.received(
+        t0,
+        SlotTable {
+            slot,
+            generation,
+            holds: vec![MovedHold {
+                name: "a".into(),
+                holder: holder(1),
+                token: 77,
+                left_ms: 500,
+                attempt: 0,
+            }],
+        },
+    );
+    let out = drain(&mut next);
+    assert!(out.contains(&reply(3, Answer::Cancelled)), "{out:?}");
+    assert!(out.contains(&reply(4, Answer::Cancelled)), "{out:?}");
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Reply { request: 2, answer: Answer::Granted { token, .. } } if *token > 77
+        )),
+        "the grant holder 1 gave up goes to the next in line: {out:?}"
+    );
+    assert_eq!(next.holder("a").map(|(h, _)| h), Some(holder(6)));
+}
+
 /// Found by the lock simulator (edge-drift chaos seed 10407 spun without time passing): a
 /// group without a leader fails a proposal at once, and the status reporting that asked again.
 #[test]
