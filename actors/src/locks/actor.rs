@@ -393,6 +393,24 @@ pub(crate) async fn ask_holder(
     answer
 }
 
+/// Tells every member along the name's [`core::RenewRoute`] of a cancel, whatever each
+/// answers: during a move the previous owner may still lend the guard's grant while the next
+/// one holds its wait for the table, and an old owner whose table left names where it went.
+pub(crate) async fn tell_holders(node: &Node, request: &LockRequest, timeout: Duration) {
+    let Some(name) = request.name() else {
+        return;
+    };
+    let mut route = core::RenewRoute::new(&node.group().status().state, name);
+    let mut next = route.next_to_tell(None);
+    while let Some(replica) = next {
+        let answer = match node_of(node, replica) {
+            Some(to) => call(node, to, request, timeout).await,
+            None => None,
+        };
+        next = route.next_to_tell(answer.as_ref());
+    }
+}
+
 async fn call(node: &Node, to: NodeId, request: &LockRequest, timeout: Duration) -> Option<Answer> {
     node.request(to, SERVICE, KIND, request, Some(timeout))
         .await

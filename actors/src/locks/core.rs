@@ -138,6 +138,12 @@ pub fn renew_route(state: &ClusterState, name: &str) -> Vec<ReplicaId> {
 /// let moved = Answer::Moved { to: ReplicaId(2) };
 /// assert_eq!(route.next(Some(&moved)), Some(ReplicaId(2)));
 /// assert_eq!(route.next(Some(&Answer::NotOwner)), None);
+/// // A cancel is told to every member, whatever each answers.
+/// let mut route = RenewRoute::from(vec![ReplicaId(1), ReplicaId(3)]);
+/// assert_eq!(route.next_to_tell(None), Some(ReplicaId(1)));
+/// assert_eq!(route.next_to_tell(Some(&Answer::Cancelled)), Some(ReplicaId(3)));
+/// assert_eq!(route.next_to_tell(Some(&moved)), Some(ReplicaId(2)));
+/// assert_eq!(route.next_to_tell(None), None);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RenewRoute {
@@ -169,6 +175,19 @@ impl RenewRoute {
             Some(Answer::Moved { to }) => self.left.push_front(*to),
             Some(_) => return None,
         }
+        self.unasked()
+    }
+
+    /// The member to tell next after `answer` from the last one, whatever it was (a cancel
+    /// goes to every member that may hold the guard's wait or grant), or `None` at the end.
+    pub fn next_to_tell(&mut self, answer: Option<&Answer>) -> Option<ReplicaId> {
+        if let Some(Answer::Moved { to }) = answer {
+            self.left.push_front(*to);
+        }
+        self.unasked()
+    }
+
+    fn unasked(&mut self) -> Option<ReplicaId> {
         while let Some(member) = self.left.pop_front() {
             if !self.asked.contains(&member) {
                 self.asked.push(member);
@@ -869,8 +888,15 @@ impl LockTable {
                 holder,
             });
         }
+        // A node that neither serves nor lends the slot says where it went, so the cancel
+        // reaches the node that holds the grant now.
+        let answer = if self.frees_holds(slot) {
+            Answer::Cancelled
+        } else {
+            self.refusal(slot)
+        };
         let Some(entry) = self.entries.get_mut(name) else {
-            self.reply(request, Answer::Cancelled);
+            self.reply(request, answer);
             return;
         };
         let withdrawn: Vec<RequestId> = entry
@@ -881,14 +907,13 @@ impl LockTable {
             .collect();
         entry.waiters.retain(|w| w.holder != holder);
         let held = entry.hold.as_ref().is_some_and(|h| h.holder == holder);
-        let slot = entry.slot;
-        if held && self.frees_holds(slot) {
+        if held && answer == Answer::Cancelled {
             self.entry(name).hold = None;
         }
         for r in withdrawn {
             self.reply(r, Answer::Cancelled);
         }
-        self.reply(request, Answer::Cancelled);
+        self.reply(request, answer);
         self.promote(now, name);
     }
 

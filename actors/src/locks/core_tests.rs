@@ -412,11 +412,11 @@ fn a_slot_that_moves_away_renews_its_holds_until_the_next_owner_asks_for_them() 
     assert_eq!(t.poll_timeout(), Some(t2 + Duration::from_millis(300)));
 }
 
-/// A release sent once the slot's table has left is told where the slot went, as a renewal
-/// is, so that the holder's node asks the next owner instead of leaving the name held there
-/// until its lease ends.
+/// A release or a cancel sent once the slot's table has left is told where the slot went, as a
+/// renewal is, so that the holder's node asks the next owner instead of leaving the name held
+/// there until its lease ends.
 #[test]
-fn a_release_after_the_table_left_is_told_where_the_slot_went() {
+fn a_release_or_a_cancel_after_the_table_left_is_told_where_the_slot_went() {
     let t0 = Instant::now();
     let (mut t, token, moved, generation) = held_then_moved(t0);
     let t1 = t0 + Duration::from_millis(100);
@@ -424,9 +424,13 @@ fn a_release_after_the_table_left_is_told_where_the_slot_went() {
     t.fetch(t1, slot_of(b"a"), generation);
     assert_eq!(drain(&mut t), [hand_over(generation, token, 901)]);
     t.release(t1, "a", holder(1), token, 2);
+    t.cancel(t1, "a", holder(1), 3);
     assert_eq!(
         drain(&mut t),
-        [reply(2, Answer::Moved { to: ReplicaId(2) })]
+        [
+            reply(2, Answer::Moved { to: ReplicaId(2) }),
+            reply(3, Answer::Moved { to: ReplicaId(2) })
+        ]
     );
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::actor::{Lease, LockInput, ask};
+use super::actor::{Lease, LockInput, ask, tell_holders};
 use super::attempt::{Attempt, Failure, Mode, Next, WIRE_SLACK};
 use super::core::Holder;
 use super::error::LockError;
@@ -206,7 +206,7 @@ impl Drop for Withdraw {
         };
         let node = self.shared.node.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { ask(&node, op, WIRE_SLACK).await });
+            runtime.spawn(async move { tell_holders(&node, &op, WIRE_SLACK).await });
         }
     }
 }

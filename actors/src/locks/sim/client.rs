@@ -8,7 +8,7 @@ use colony_runtime::testkit::check::Hold;
 use rand::RngExt;
 
 use super::{Cause, Ctx, LockNode, Lost, NAMES, Purpose, us};
-use crate::locks::attempt::{Attempt, Mode, Next, WIRE_SLACK};
+use crate::locks::attempt::{Attempt, Mode, Next};
 use crate::locks::core::{Answer, Holder, RenewRoute};
 use crate::locks::msg::LockRequest;
 
@@ -307,7 +307,8 @@ fn granted(
     };
 }
 
-/// Withdraws client `i`'s wait at the owner, as a dropped acquire does.
+/// Withdraws client `i`'s wait at every member along the name's route, as a dropped acquire
+/// does (`tell_holders` in the shell).
 fn withdraw(node: &mut LockNode, ctx: &mut Ctx<'_, LockNode>, i: usize) {
     let (State::Asking { name, guard, .. } | State::Backoff { name, guard, .. }) =
         &node.clients[i].state
@@ -316,12 +317,13 @@ fn withdraw(node: &mut LockNode, ctx: &mut Ctx<'_, LockNode>, i: usize) {
     };
     let (name, guard) = (name.clone(), *guard);
     ctx.record.cancels += 1;
-    if let Some(to) = node.owner(&name) {
+    let mut route = RenewRoute::from(node.table.renew_route(&name));
+    if let Some(to) = route.next_to_tell(None) {
         let request = LockRequest::Cancel {
             holder: holder(node, guard),
             name,
         };
-        node.call(ctx, to, &request, Purpose::Other, WIRE_SLACK);
+        node.along_route(ctx, to, Purpose::Cancel { route, request });
     }
 }
 
@@ -355,7 +357,7 @@ fn release(node: &mut LockNode, ctx: &mut Ctx<'_, LockNode>, i: usize) {
                 holder: holder(node, guard),
                 token,
             };
-            node.release_at(ctx, to, route, request);
+            node.along_route(ctx, to, Purpose::Release { route, request });
         }
     }
     idle(node, ctx, i);

@@ -30,6 +30,7 @@ use colony_runtime::sim::group::{Ctx, Service};
 use colony_runtime::testkit::check::{Entitled, Grant, Hold};
 use colony_runtime::wire;
 
+use super::attempt::WIRE_SLACK;
 use super::core::{self, Answer, LockTable, RenewRoute, RequestId, TableConfig};
 use super::holdings::{self, Holdings, HoldingsConfig, RenewFailure};
 use super::msg::LockRequest;
@@ -118,6 +119,11 @@ enum Purpose {
     },
     /// A release, along the renewals' route.
     Release {
+        route: RenewRoute,
+        request: LockRequest,
+    },
+    /// A cancel, told to every member along the renewals' route.
+    Cancel {
         route: RenewRoute,
         request: LockRequest,
     },
@@ -231,7 +237,12 @@ impl LockNode {
             },
             Purpose::Release { mut route, request } => {
                 if let Some(to) = answer.as_ref().and_then(|a| route.next(Some(a))) {
-                    self.release_at(ctx, to, route, request);
+                    self.along_route(ctx, to, Purpose::Release { route, request });
+                }
+            }
+            Purpose::Cancel { mut route, request } => {
+                if let Some(to) = route.next_to_tell(answer.as_ref()) {
+                    self.along_route(ctx, to, Purpose::Cancel { route, request });
                 }
             }
             Purpose::Other => {}
@@ -281,23 +292,15 @@ impl LockNode {
         self.call(ctx, to, &call, purpose, timeout);
     }
 
-    /// Asks `to` to release a hold (`request`), the next members of `route` after it, as the
-    /// shell's `ask_holder` does.
-    fn release_at(
-        &mut self,
-        ctx: &mut Ctx<'_, Self>,
-        to: ReplicaId,
-        route: RenewRoute,
-        request: LockRequest,
-    ) {
-        let call = request.clone();
-        self.call(
-            ctx,
-            to,
-            &call,
-            Purpose::Release { route, request },
-            Duration::from_secs(2),
-        );
+    /// Sends a release or a cancel (`purpose` holds it) to `to`, then the next members of its
+    /// route, as the shell's `ask_holder` and `tell_holders` do.
+    fn along_route(&mut self, ctx: &mut Ctx<'_, Self>, to: ReplicaId, purpose: Purpose) {
+        let (request, timeout) = match &purpose {
+            Purpose::Release { request, .. } => (request.clone(), Duration::from_secs(2)),
+            Purpose::Cancel { request, .. } => (request.clone(), WIRE_SLACK),
+            _ => return,
+        };
+        self.call(ctx, to, &request, purpose, timeout);
     }
 
     /// Carries out the cores' outputs, the table's first, as the shell's flush does.
