@@ -151,7 +151,9 @@ impl Attempt {
                 // A grant whose request was held up on the way (a paused owner, say) may come
                 // with so little of its lease left, as this node must count it, that it would
                 // be lost before a renewal could come back. Asking again gives it back: the
-                // owner grants afresh, or queues the caller.
+                // owner grants afresh, or queues the caller. After a backoff, as after any
+                // answer that came too late: an owner whose grants keep arriving unusable is
+                // asked at the backoff's pace, not the round trip's.
                 if self
                     .holdings
                     .usable(now, self.holdings.valid_until(start, lease_ms))
@@ -162,7 +164,9 @@ impl Attempt {
                         lease_ms,
                     };
                 }
-                None
+                Some(Failure::Unreachable {
+                    after: now.saturating_duration_since(sent_at),
+                })
             }
             Some(Answer::Busy) => return Next::Busy,
             Some(Answer::TimedOut) => None,
@@ -243,7 +247,7 @@ mod tests {
     /// but the caller must count the lease from its send time; it was declared lost 10 ms
     /// after it was held, before its first renewal came back.
     #[test]
-    fn a_grant_too_short_to_renew_is_given_back_by_asking_again() {
+    fn a_grant_too_short_to_renew_is_given_back_by_asking_again_after_a_backoff() {
         let t0 = Instant::now();
         let holdings = HoldingsConfig {
             lease: Duration::from_secs(1),
@@ -258,9 +262,23 @@ mod tests {
         });
         let timeout = Attempt::timeout(attempt.wait(t0));
         let late = t0 + Duration::from_millis(770);
+        let slow = Failure::Unreachable {
+            after: Duration::from_millis(770),
+        };
         assert_eq!(
             attempt.answer(late, t0, timeout, granted.clone(), true),
-            Next::Again
+            Next::Retry {
+                after: Duration::from_millis(5),
+                failure: slow
+            }
+        );
+        // Late again: the backoff grows, as after any slow answer.
+        assert_eq!(
+            attempt.answer(late, t0, timeout, granted.clone(), true),
+            Next::Retry {
+                after: Duration::from_millis(10),
+                failure: slow
+            }
         );
         let prompt = t0 + Duration::from_millis(100);
         assert!(matches!(
