@@ -378,37 +378,36 @@ pub(crate) async fn ask_holder(
     request: &LockRequest,
     timeout: Duration,
 ) -> Option<Answer> {
-    let name = request.name()?;
-    let mut route = core::RenewRoute::new(&node.group().status().state, name);
-    let mut answer = None;
-    let mut next = route.next(None);
-    while let Some(replica) = next {
-        answer = match node_of(node, replica) {
-            Some(to) => call(node, to, request, timeout).await,
-            // Not in this node's view: as if it no longer served the slot.
-            None => Some(Answer::NotOwner),
-        };
-        next = route.next(answer.as_ref());
-    }
-    answer
+    along_route(node, request, timeout, core::RenewRoute::next).await
 }
 
 /// Tells every member along the name's [`core::RenewRoute`] of a cancel, whatever each
 /// answers: during a move the previous owner may still lend the guard's grant while the next
 /// one holds its wait for the table, and an old owner whose table left names where it went.
 pub(crate) async fn tell_holders(node: &Node, request: &LockRequest, timeout: Duration) {
-    let Some(name) = request.name() else {
-        return;
-    };
+    along_route(node, request, timeout, core::RenewRoute::next_to_tell).await;
+}
+
+/// Walks the name's route, asking each member `next` picks after the last answer; the last
+/// answer. A member not in this node's view counts as no longer serving the slot.
+async fn along_route(
+    node: &Node,
+    request: &LockRequest,
+    timeout: Duration,
+    next: fn(&mut core::RenewRoute, Option<&Answer>) -> Option<ReplicaId>,
+) -> Option<Answer> {
+    let name = request.name()?;
     let mut route = core::RenewRoute::new(&node.group().status().state, name);
-    let mut next = route.next_to_tell(None);
-    while let Some(replica) = next {
-        let answer = match node_of(node, replica) {
-            Some(to) => call(node, to, request, timeout).await,
-            None => None,
+    let mut answer = None;
+    let mut to = next(&mut route, None);
+    while let Some(replica) = to {
+        answer = match node_of(node, replica) {
+            Some(peer) => call(node, peer, request, timeout).await,
+            None => Some(Answer::NotOwner),
         };
-        next = route.next_to_tell(answer.as_ref());
+        to = next(&mut route, answer.as_ref());
     }
+    answer
 }
 
 async fn call(node: &Node, to: NodeId, request: &LockRequest, timeout: Duration) -> Option<Answer> {

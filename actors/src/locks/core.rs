@@ -890,7 +890,8 @@ impl LockTable {
         }
         // A node that neither serves nor lends the slot says where it went, so the cancel
         // reaches the node that holds the grant now.
-        let answer = if self.frees_holds(slot) {
+        let frees = self.frees_holds(slot);
+        let answer = if frees {
             Answer::Cancelled
         } else {
             self.refusal(slot)
@@ -907,7 +908,7 @@ impl LockTable {
             .collect();
         entry.waiters.retain(|w| w.holder != holder);
         let held = entry.hold.as_ref().is_some_and(|h| h.holder == holder);
-        if held && answer == Answer::Cancelled {
+        if held && frees {
             self.entry(name).hold = None;
         }
         for r in withdrawn {

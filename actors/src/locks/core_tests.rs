@@ -368,19 +368,35 @@ fn held_then_moved(t0: Instant) -> (LockTable, u64, ClusterState, u64) {
 }
 
 /// A table holding `a` for `holder(1)` with `token`, `left_ms` left, to replica 2.
+/// A hold of `holder(guard)` as it travels to the next owner.
+fn moved_hold(name: &str, guard: u64, token: u64, left_ms: u64) -> MovedHold {
+    MovedHold {
+        name: name.into(),
+        holder: holder(guard),
+        token,
+        left_ms,
+        attempt: 0,
+    }
+}
+
+/// Replica 2 at `t0`, given name `a`'s slot by replica 1 and awaiting its table; the slot and
+/// the move's generation.
+fn awaiting_next(t0: Instant) -> (LockTable, u16, u64) {
+    let mut next = LockTable::new(ReplicaId(2), config());
+    let moved = state_with("a", &[1, 2]);
+    let slot = slot_of(b"a");
+    let generation = moved.slot(Domain::Locks, slot).unwrap().generation;
+    next.set_group(t0, Arc::new(moved), Some(1), entitled(t0, LEASE * 10));
+    (next, slot, generation)
+}
+
 fn hand_over(generation: u64, token: u64, left_ms: u64) -> Output {
     Output::HandOver {
         to: ReplicaId(2),
         table: SlotTable {
             slot: slot_of(b"a"),
             generation,
-            holds: vec![MovedHold {
-                name: "a".into(),
-                holder: holder(1),
-                token,
-                left_ms,
-                attempt: 0,
-            }],
+            holds: vec![moved_hold("a", 1, token, left_ms)],
         },
     }
 }
@@ -522,11 +538,7 @@ fn a_slot_with_no_hold_is_handed_over_at_once_and_a_fetch_before_the_move_is_kep
 #[test]
 fn the_next_owner_serves_a_received_table_and_asks_the_group_to_record_it() {
     let t0 = Instant::now();
-    let mut next = LockTable::new(ReplicaId(2), config());
-    let moved = state_with("a", &[1, 2]);
-    let slot = slot_of(b"a");
-    let generation = moved.slot(Domain::Locks, slot).unwrap().generation;
-    next.set_group(t0, Arc::new(moved), Some(1), entitled(t0, LEASE * 10));
+    let (mut next, slot, generation) = awaiting_next(t0);
     // It asks the previous owner for the table, again until it comes.
     let fetch = Output::Fetch {
         from: ReplicaId(1),
@@ -552,22 +564,7 @@ fn the_next_owner_serves_a_received_table_and_asks_the_group_to_record_it() {
         SlotTable {
             slot,
             generation,
-            holds: vec![
-                MovedHold {
-                    name: "a".into(),
-                    holder: holder(1),
-                    token: 77,
-                    left_ms: 500,
-                    attempt: 0,
-                },
-                MovedHold {
-                    name: other.clone(),
-                    holder: holder(2),
-                    token: 78,
-                    left_ms: 500,
-                    attempt: 0,
-                },
-            ],
+            holds: vec![moved_hold("a", 1, 77, 500), moved_hold(&other, 2, 78, 500)],
         },
     );
     assert_eq!(
@@ -611,11 +608,7 @@ fn the_next_owner_serves_a_received_table_and_asks_the_group_to_record_it() {
 #[test]
 fn a_cancel_that_reaches_the_new_owner_before_the_table_ends_the_guards_requests_and_grant() {
     let t0 = Instant::now();
-    let mut next = LockTable::new(ReplicaId(2), config());
-    let moved = state_with("a", &[1, 2]);
-    let slot = slot_of(b"a");
-    let generation = moved.slot(Domain::Locks, slot).unwrap().generation;
-    next.set_group(t0, Arc::new(moved), Some(1), entitled(t0, LEASE * 10));
+    let (mut next, slot, generation) = awaiting_next(t0);
     assert!(matches!(drain(&mut next)[..], [Output::Fetch { .. }]));
     next.acquire(t0, "a", holder(5), Wait::Until(t0 + LEASE * 5), 1);
     next.acquire(t0, "a", holder(6), Wait::Until(t0 + LEASE * 5), 2);
@@ -628,13 +621,7 @@ fn a_cancel_that_reaches_the_new_owner_before_the_table_ends_the_guards_requests
         SlotTable {
             slot,
             generation,
-            holds: vec![MovedHold {
-                name: "a".into(),
-                holder: holder(1),
-                token: 77,
-                left_ms: 500,
-                attempt: 0,
-            }],
+            holds: vec![moved_hold("a", 1, 77, 500)],
         },
     );
     let out = drain(&mut next);
@@ -725,13 +712,7 @@ fn a_table_that_arrives_before_the_move_is_applied_is_taken_once_it_is() {
         SlotTable {
             slot,
             generation,
-            holds: vec![MovedHold {
-                name: "a".into(),
-                holder: holder(1),
-                token: 77,
-                left_ms: 500,
-                attempt: 0,
-            }],
+            holds: vec![moved_hold("a", 1, 77, 500)],
         },
     );
     assert_eq!(drain(&mut next), []);

@@ -295,12 +295,11 @@ impl LockNode {
     /// Sends a release or a cancel (`purpose` holds it) to `to`, then the next members of its
     /// route, as the shell's `ask_holder` and `tell_holders` do.
     fn along_route(&mut self, ctx: &mut Ctx<'_, Self>, to: ReplicaId, purpose: Purpose) {
-        let (request, timeout) = match &purpose {
-            Purpose::Release { request, .. } => (request.clone(), Duration::from_secs(2)),
-            Purpose::Cancel { request, .. } => (request.clone(), WIRE_SLACK),
-            _ => return,
+        let (Purpose::Release { request, .. } | Purpose::Cancel { request, .. }) = &purpose else {
+            return;
         };
-        self.call(ctx, to, &request, purpose, timeout);
+        let request = request.clone();
+        self.call(ctx, to, &request, purpose, WIRE_SLACK);
     }
 
     /// Carries out the cores' outputs, the table's first, as the shell's flush does.
