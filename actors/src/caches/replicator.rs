@@ -72,25 +72,35 @@ impl Replicator {
         // A peer whose link did not open within the timeout, or whose cache service is not
         // registered yet (it just joined), is tried again until the deadline: skipping it would
         // leave it stale.
-        let retries = targets.iter().zip(answers).map(|(&peer, answer)| {
-            let payload = &payload;
-            async move {
-                let answer = match answer {
-                    Err(e) if not_yet_connected(&e) && is_reachable(&self.node, peer) => {
-                        deliver(&self.node, peer, payload, deadline).await
-                    }
-                    answer => answer.map(drop),
-                };
-                (peer, answer)
-            }
-        });
         let mut unacked = Vec::new();
-        for (peer, answer) in futures_util::future::join_all(retries).await {
-            if let Err(e) = answer {
-                unacked.push(peer);
-                tracing::warn!(peer = %self.node.member_name(peer), id = %peer, error = %e, "cache change not acknowledged");
+        let mut again = Vec::new();
+        for (&peer, answer) in targets.iter().zip(answers) {
+            match answer {
+                Ok(_) => {}
+                Err(e) if not_yet_connected(&e) && is_reachable(&self.node, peer) => {
+                    again.push(peer)
+                }
+                Err(e) => unacked.push((peer, e)),
             }
         }
+        if !again.is_empty() {
+            let retried = again
+                .iter()
+                .map(|&peer| deliver(&self.node, peer, &payload, deadline));
+            let answers = futures_util::future::join_all(retried).await;
+            for (peer, answer) in again.into_iter().zip(answers) {
+                if let Err(e) = answer {
+                    unacked.push((peer, e));
+                }
+            }
+        }
+        let unacked: Vec<NodeId> = unacked
+            .into_iter()
+            .map(|(peer, e)| {
+                tracing::warn!(peer = %self.node.member_name(peer), id = %peer, error = %e, "cache change not acknowledged");
+                peer
+            })
+            .collect();
         // A peer that did not acknowledge may still serve under a lease granted before this
         // change: return only once that lease has run out, so it clears before serving again.
         if let Some(until) = write.hold_until(&unacked).filter(|t| *t > Instant::now()) {

@@ -88,6 +88,13 @@ pub(crate) enum Sender {
 }
 
 impl Sender {
+    /// The node the connection speaks for.
+    fn id(self) -> NodeId {
+        match self {
+            Sender::Local(id) | Sender::Link(id) => id,
+        }
+    }
+
     /// The sender, if `claimed` agrees with the connection; else why not.
     fn check(self, claimed: NodeId) -> Result<NodeId, String> {
         match self {
@@ -144,7 +151,7 @@ impl Dispatcher {
             Ok(e) => e,
             Err(e) => {
                 self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(service = %self.service_name, error = %e, "undecodable request answered with an error");
+                tracing::warn!(service = %self.service_name, peer = %sender.id(), error = %e, "undecodable request answered with an error");
                 return Answer::Now(encode(
                     Reply::error(0, ErrorCode::BadRequest, e.to_string()),
                     limit,
@@ -182,35 +189,42 @@ impl Dispatcher {
         };
         self.stats.handled.fetch_add(1, Ordering::Relaxed);
         let id = envelope.request_id;
-        let future = self.service.call(Request {
+        let mut future = self.service.call(Request {
             from,
             version: envelope.version,
             kind: envelope.kind,
             payload: envelope.payload,
         });
-        let mut answer: Pin<Box<dyn Future<Output = Vec<u8>> + Send>> = Box::pin(async move {
-            let answer = match future.await {
-                Ok(payload) => Reply::ok(id, payload),
-                Err(ServiceError::UnknownKind(k)) => Reply::error(
-                    id,
-                    ErrorCode::UnknownKind,
-                    format!("unknown request kind `{k}`"),
-                ),
-                Err(e @ ServiceError::BadPayload(_)) => {
-                    Reply::error(id, ErrorCode::BadRequest, e.to_string())
-                }
-                Err(ServiceError::Failed(m)) => Reply::error(id, ErrorCode::Failed, m),
-            };
-            drop(permit);
-            encode(answer, limit)
-        });
         // Most services answer without waiting: polled once here, such an answer goes back
-        // without a task or a second turn of the caller's loop. A pending one keeps no state
-        // from this poll: whoever awaits it next registers its own waker.
-        match (&mut answer).now_or_never() {
-            Some(reply) => Answer::Now(reply),
-            None => Answer::Later(answer),
+        // without a task, a second allocation or a second turn of the caller's loop. A pending
+        // one keeps no state from this poll: whoever awaits it next registers its own waker.
+        match (&mut future).now_or_never() {
+            Some(answer) => {
+                drop(permit);
+                Answer::Now(encode(reply(id, answer), limit))
+            }
+            None => Answer::Later(Box::pin(async move {
+                let answer = future.await;
+                drop(permit);
+                encode(reply(id, answer), limit)
+            })),
         }
+    }
+}
+
+/// The reply to request `id` carrying what its service answered.
+fn reply(id: u64, answer: Result<Vec<u8>, ServiceError>) -> Reply {
+    match answer {
+        Ok(payload) => Reply::ok(id, payload),
+        Err(ServiceError::UnknownKind(k)) => Reply::error(
+            id,
+            ErrorCode::UnknownKind,
+            format!("unknown request kind `{k}`"),
+        ),
+        Err(e @ ServiceError::BadPayload(_)) => {
+            Reply::error(id, ErrorCode::BadRequest, e.to_string())
+        }
+        Err(ServiceError::Failed(m)) => Reply::error(id, ErrorCode::Failed, m),
     }
 }
 

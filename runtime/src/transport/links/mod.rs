@@ -28,7 +28,6 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::Instrument;
 
 use super::admission::Permit;
 use super::dispatch::Dispatcher;
@@ -214,7 +213,6 @@ impl Links {
         if self.cut.is_cut(peer) {
             return;
         }
-        let span = self.cut.span(peer);
         server::serve(
             stream,
             peer,
@@ -223,7 +221,6 @@ impl Links {
             self.cut.clone(),
             self.stats.clone(),
         )
-        .instrument(span)
         .await;
     }
 
