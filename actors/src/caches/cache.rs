@@ -398,11 +398,13 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
                     .replicator
                     .send_sync(&targets, &write, ops, deadline)
                     .await;
-                inner
-                    .store
-                    .counters
-                    .unacknowledged
-                    .fetch_add(unacked, std::sync::atomic::Ordering::Relaxed);
+                if unacked > 0 {
+                    inner
+                        .store
+                        .counters
+                        .unacknowledged
+                        .fetch_add(unacked, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             Begun::Async { targets, .. } => {
                 inner

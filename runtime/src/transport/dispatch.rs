@@ -15,7 +15,8 @@ use tokio::sync::Semaphore;
 use crate::NodeId;
 use crate::wire::{self, Envelope, ErrorCode, MIN_PROTOCOL_VERSION, Reply};
 
-/// Requests one service handles at once; beyond that callers get [`ErrorCode::Busy`].
+/// Requests of one service that may wait at once (a request answered as it arrives never
+/// waits); while that many wait, callers get [`ErrorCode::Busy`].
 const MAX_IN_FLIGHT: usize = 1024;
 
 /// A decoded request handed to a [`Service`].
@@ -144,6 +145,11 @@ impl Dispatcher {
         }
     }
 
+    /// The name the service is registered under.
+    pub(crate) fn name(&self) -> &str {
+        &self.service_name
+    }
+
     /// Decodes and checks one request from `sender`, then hands it to the service.
     pub(crate) fn dispatch(&self, bytes: &[u8], sender: Sender) -> Answer {
         let limit = self.max_message_bytes;
@@ -179,14 +185,14 @@ impl Dispatcher {
                 ));
             }
         };
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        if self.slots.available_permits() == 0 {
             self.stats.busy.fetch_add(1, Ordering::Relaxed);
             let msg = format!("{MAX_IN_FLIGHT} requests already in flight");
             return Answer::Now(encode(
                 Reply::error(envelope.request_id, ErrorCode::Busy, msg),
                 limit,
             ));
-        };
+        }
         self.stats.handled.fetch_add(1, Ordering::Relaxed);
         let id = envelope.request_id;
         let mut future = self.service.call(Request {
@@ -196,18 +202,22 @@ impl Dispatcher {
             payload: envelope.payload,
         });
         // Most services answer without waiting: polled once here, such an answer goes back
-        // without a task, a second allocation or a second turn of the caller's loop. A pending
-        // one keeps no state from this poll: whoever awaits it next registers its own waker.
+        // without a task, a slot, a second allocation or a second turn of the caller's loop. A
+        // pending one keeps no state from this poll: whoever awaits it next registers its own
+        // waker.
         match (&mut future).now_or_never() {
-            Some(answer) => {
-                drop(permit);
-                Answer::Now(encode(reply(id, answer), limit))
+            Some(answer) => Answer::Now(encode(reply(id, answer), limit)),
+            None => {
+                // Taken after the check above: dispatches running at that same moment on other
+                // threads may let as many requests past the bound, never more. A request that
+                // already ran must not be dropped halfway for want of a slot.
+                let slot = self.slots.clone().try_acquire_owned().ok();
+                Answer::Later(Box::pin(async move {
+                    let answer = future.await;
+                    drop(slot);
+                    encode(reply(id, answer), limit)
+                }))
             }
-            None => Answer::Later(Box::pin(async move {
-                let answer = future.await;
-                drop(permit);
-                encode(reply(id, answer), limit)
-            })),
         }
     }
 }
@@ -235,4 +245,66 @@ fn encode(reply: Reply, limit: usize) -> Vec<u8> {
         let fallback = Reply::error(id, ErrorCode::TooLarge, e.to_string());
         wire::encode(&fallback, usize::MAX).unwrap_or_default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Envelope, PROTOCOL_VERSION};
+
+    /// Waits forever on `wait`, answers `now` at once.
+    struct Waits;
+
+    impl Service for Waits {
+        fn call(&self, request: Request) -> ServiceFuture {
+            match request.kind.as_str() {
+                "wait" => Box::pin(std::future::pending()),
+                _ => Box::pin(async { Ok(Vec::new()) }),
+            }
+        }
+    }
+
+    fn request(id: u64, kind: &str) -> Vec<u8> {
+        let envelope = Envelope {
+            version: PROTOCOL_VERSION,
+            request_id: id,
+            from: NodeId::from_u128(7),
+            kind: kind.into(),
+            payload: Vec::new(),
+        };
+        wire::encode(&envelope, 1024).unwrap()
+    }
+
+    fn error_of(answer: &Answer) -> Option<ErrorCode> {
+        let Answer::Now(bytes) = answer else {
+            return None;
+        };
+        let reply: Reply = wire::decode(bytes, 4096).unwrap();
+        reply.error.map(|e| e.code())
+    }
+
+    #[test]
+    fn only_requests_that_wait_hold_a_slot_and_past_the_bound_callers_are_told_busy() {
+        let stats = Arc::new(DispatchStats::default());
+        let dispatcher = Dispatcher::new("w", Arc::new(Waits), 4096, stats.clone());
+        let sender = Sender::Link(NodeId::from_u128(7));
+        // Answers given at once take no slot, however many.
+        for id in 0..2 * MAX_IN_FLIGHT as u64 {
+            let answer = dispatcher.dispatch(&request(id, "now"), sender);
+            assert!(matches!(answer, Answer::Now(_)) && error_of(&answer).is_none());
+        }
+        let mut waiting: Vec<Answer> = (0..MAX_IN_FLIGHT as u64)
+            .map(|id| dispatcher.dispatch(&request(id, "wait"), sender))
+            .collect();
+        assert!(waiting.iter().all(|a| matches!(a, Answer::Later(_))));
+        for kind in ["wait", "now"] {
+            let refused = dispatcher.dispatch(&request(9, kind), sender);
+            assert_eq!(error_of(&refused), Some(ErrorCode::Busy), "{kind}");
+        }
+        assert_eq!(stats.busy.load(Ordering::Relaxed), 2);
+        // A request that ends gives its slot back.
+        waiting.pop();
+        let answer = dispatcher.dispatch(&request(10, "now"), sender);
+        assert!(error_of(&answer).is_none());
+    }
 }

@@ -64,22 +64,26 @@ pub(crate) struct Call {
     link: Link,
     id: u64,
     reply: oneshot::Receiver<Vec<u8>>,
+    /// Whether the reply came: the reader took the slot then, and nothing is left to forget.
+    answered: bool,
 }
 
 impl Future for Call {
     type Output = Result<Vec<u8>, CallError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.reply)
-            .poll(cx)
-            .map(|reply| reply.map_err(|_| CallError::Lost))
+        let reply = std::task::ready!(Pin::new(&mut self.reply).poll(cx));
+        self.answered = reply.is_ok();
+        Poll::Ready(reply.map_err(|_| CallError::Lost))
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        let pending = &self.link.inner.pending;
-        pending.lock().expect("pending lock").remove(&self.id);
+        if !self.answered {
+            let pending = &self.link.inner.pending;
+            pending.lock().expect("pending lock").remove(&self.id);
+        }
     }
 }
 
@@ -201,6 +205,7 @@ impl Link {
             link: self.clone(),
             id,
             reply,
+            answered: false,
         };
         let mut bytes = Vec::with_capacity(envelope.len() + service.len() + 16);
         frame::put_request(&mut bytes, id, service, envelope);

@@ -40,6 +40,7 @@ pub(crate) async fn serve(
     let mut reader = FrameReader::new(read, frame_limit).counted(stats.clone());
     let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut out = Vec::new();
+    let mut known = Known::default();
     // One future for the whole connection: it looks at membership only when that changes, not
     // once per frame.
     let ended = cut.wait(peer);
@@ -79,8 +80,8 @@ pub(crate) async fn serve(
             }
             frame = reader.next() => match frame {
                 Ok(Some(Frame::Request { id, service, envelope })) => {
-                    let dispatched = services
-                        .get(service.as_str())
+                    let dispatched = known
+                        .find(&services, &service)
                         .map(|d| d.dispatch(&envelope, Sender::Link(peer)));
                     match dispatched {
                         Some(Answer::Now(reply)) => frame::put_reply(&mut out, id, &reply),
@@ -111,6 +112,29 @@ pub(crate) async fn serve(
     // must not be cancelled halfway because its caller went away.
     if !in_flight.is_empty() {
         tokio::spawn(async move { while in_flight.next().await.is_some() {} }.instrument(span));
+    }
+}
+
+/// The services this link has reached, kept by the link so that a request does not go through
+/// the node's shared map. Services are only ever added, so what it keeps stays right; it holds
+/// at most every service of the node, whatever the peer asks for.
+#[derive(Default)]
+struct Known(Vec<Dispatcher>);
+
+impl Known {
+    fn find(
+        &mut self,
+        services: &DashMap<Arc<str>, Dispatcher>,
+        name: &str,
+    ) -> Option<&Dispatcher> {
+        let at = match self.0.iter().position(|d| d.name() == name) {
+            Some(at) => at,
+            None => {
+                self.0.push(services.get(name)?.clone());
+                self.0.len() - 1
+            }
+        };
+        Some(&self.0[at])
     }
 }
 
