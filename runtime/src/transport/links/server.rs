@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::Cut;
@@ -30,7 +31,7 @@ pub(crate) async fn serve(
     peer: NodeId,
     services: Arc<DashMap<Arc<str>, Dispatcher>>,
     frame_limit: usize,
-    mut cut: Cut,
+    cut: Cut,
     stats: Arc<TransportStats>,
 ) {
     // Lines about the link name the peer through this span. It is not entered around each
@@ -41,10 +42,15 @@ pub(crate) async fn serve(
     let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut out = Vec::new();
     let mut known = Known::default();
-    // One future for the whole connection: it looks at membership only when that changes, not
-    // once per frame.
-    let ended = cut.wait(peer);
-    tokio::pin!(ended);
+    // The link ends once the peer is cut off or counted out, or this node stops. A task of its
+    // own watches for that: polled in this loop, the three watches would each lock their waiter
+    // list, shared with every other link, on every request.
+    let (end, mut ended) = oneshot::channel::<()>();
+    let watcher = Watcher(tokio::spawn(async move {
+        let mut cut = cut;
+        cut.wait(peer).await;
+        let _ = end.send(());
+    }));
     loop {
         if !out.is_empty() {
             // Replies almost always fit the socket at once: written with no future to poll.
@@ -60,7 +66,7 @@ pub(crate) async fn serve(
                 // A peer that stopped reading holds the rest up; being cut off ends it.
                 let written = tokio::select! {
                     biased;
-                    () = &mut ended => break,
+                    _ = &mut ended => break,
                     written = write.write_all(&out[sent..]) => written,
                 };
                 if let Err(e) = written {
@@ -102,16 +108,26 @@ pub(crate) async fn serve(
                     break;
                 }
             },
-            () = &mut ended => {
+            _ = &mut ended => {
                 tracing::debug!(parent: &span, "link closed: peer cut off by the fault filter");
                 break;
             }
         }
     }
+    drop(watcher);
     // Requests already accepted run to their end, as a local caller's would: a service
     // must not be cancelled halfway because its caller went away.
     if !in_flight.is_empty() {
         tokio::spawn(async move { while in_flight.next().await.is_some() {} }.instrument(span));
+    }
+}
+
+/// Ends the watching task of a link when the link ends, however it ends.
+struct Watcher(tokio::task::JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
