@@ -4,7 +4,8 @@
 //! Run with `cargo bench --bench caches` (options after `--`: `--rounds N`, `--calls N` per
 //! batch of writes, requests or loopback round trips, `--hits N` runs of 1000 local gets per batch, `--redis-calls N`,
 //! `--depth N` and `--pipelines N` for the pipelined GETs, `--warmup N`, `--redis no`, `--only
-//! step,step` to make only some of the measurements, for profiling). Results
+//! step,step` to make only some of the measurements, for profiling, `--settle MS` of quiet
+//! before every batch, to see what one batch leaves to the next). Results
 //! are in `docs/benchmarks.md`. Under `cargo test --benches` it makes a quick smoke run without
 //! Redis, and judges nothing.
 //!
@@ -94,6 +95,8 @@ pub struct Options {
     pub pipelines: usize,
     /// Untimed operations of each kind before the first round.
     pub warmup: usize,
+    /// Milliseconds of quiet before each batch (`--settle`).
+    pub settle: u64,
     /// Whether to run Redis.
     pub redis: bool,
     /// Whether this is a measurement (`cargo bench`) rather than a smoke run.
@@ -120,6 +123,7 @@ impl Options {
             depth: 64,
             pipelines: 200,
             warmup: 2_000,
+            settle: 0,
             redis: true,
             measuring: true,
             cookie: ClusterSpec::new("colony", 1).cookie,
@@ -151,6 +155,7 @@ impl Options {
                 "--depth" => options.depth = number()?,
                 "--pipelines" => options.pipelines = number()?,
                 "--warmup" => options.warmup = number()?,
+                "--settle" => options.settle = number()? as u64,
                 "--redis" => options.redis = value != "no",
                 "--cookie" => options.cookie = value,
                 "--mode" => {
@@ -361,6 +366,7 @@ fn orchestrate(options: &Options) -> anyhow::Result<()> {
             if !options.runs(Step::ALL[s]) {
                 continue;
             }
+            std::thread::sleep(Duration::from_millis(options.settle));
             round[s] = systems.run(Step::ALL[s], options)?;
         }
         rounds.push(round);
