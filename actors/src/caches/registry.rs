@@ -88,6 +88,9 @@ struct Published {
 }
 
 impl Published {
+    /// Publishes `lease`. Called only under the coherence lock, so a load then a store is
+    /// enough; most changes leave the lease as it was, and then the readers' cache line is not
+    /// written at all.
     fn set(&self, lease: Lease) {
         let until = match lease {
             Lease::Unbounded => u64::MAX,
@@ -96,7 +99,8 @@ impl Published {
                 .unwrap_or(u64::MAX - 1)
                 .max(1),
         };
-        if self.until.swap(until, Ordering::AcqRel) != until {
+        if self.until.load(Ordering::Acquire) != until {
+            self.until.store(until, Ordering::Release);
             self.changed.send_replace(());
         }
     }
