@@ -58,7 +58,9 @@ struct Batch {
 
 impl Batch {
     /// Writes under the token (refused: recorded as `fenced`, and an error), then records the
-    /// batch as run.
+    /// batch as run. With a sink, the batch ends when its write took effect (see
+    /// [`FencedSink::write_at`]): a worker paused inside the write is ordered where it took the
+    /// sink's lock, not where it woke.
     fn write(self, ran: &History, sink: Option<&FencedSink>) -> std::io::Result<()> {
         let Batch {
             me,
@@ -67,18 +69,22 @@ impl Batch {
             tasks,
             start_us,
         } = self;
-        if let Some(sink) = sink
-            && !sink.write(&bucket, token)?
-        {
-            ran.record(&json!({
-                "event": "fenced", "node": me, "bucket": bucket, "token": token,
-                "at_us": wall_us(),
-            }));
-            return Err(std::io::Error::other("fenced: a later token wrote"));
-        }
+        let end_us = match sink {
+            None => wall_us(),
+            Some(sink) => match sink.write_at(&bucket, token)? {
+                Some(at) => at,
+                None => {
+                    ran.record(&json!({
+                        "event": "fenced", "node": me, "bucket": bucket, "token": token,
+                        "at_us": wall_us(),
+                    }));
+                    return Err(std::io::Error::other("fenced: a later token wrote"));
+                }
+            },
+        };
         ran.record(&json!({
             "event": "batch", "node": me, "bucket": bucket, "token": token,
-            "tasks": tasks, "start_us": start_us, "end_us": wall_us(),
+            "tasks": tasks, "start_us": start_us, "end_us": end_us,
         }));
         Ok(())
     }

@@ -27,6 +27,14 @@ impl FencedSink {
 
     /// Writes under `token`: `Ok(true)` accepted, `Ok(false)` refused as stale.
     pub fn write(&self, name: &str, token: u64) -> std::io::Result<bool> {
+        self.write_at(name, token).map(|at| at.is_some())
+    }
+
+    /// Writes under `token`; when accepted, says when the write took effect: the wall-clock
+    /// microsecond its check-and-set took the lock. A writer paused while it holds the lock
+    /// (SIGSTOP) has its write ordered there, before any writer it kept waiting, however late
+    /// it finishes.
+    pub fn write_at(&self, name: &str, token: u64) -> std::io::Result<Option<u64>> {
         let safe: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -39,15 +47,16 @@ impl FencedSink {
             .open(self.dir.join(format!("{safe}.token")))?;
         // Writers in several processes: the OS lock makes check-and-set atomic.
         file.lock()?;
+        let at = super::history::wall_us();
         let mut text = String::new();
         file.read_to_string(&mut text)?;
         let last: u64 = text.trim().parse().unwrap_or(0);
         if token < last {
-            return Ok(false);
+            return Ok(None);
         }
         file.seek(SeekFrom::Start(0))?;
         file.set_len(0)?;
         file.write_all(token.to_string().as_bytes())?;
-        Ok(true)
+        Ok(Some(at))
     }
 }
