@@ -73,6 +73,10 @@ impl Replicator {
         // registered yet (it just joined), is tried again until the deadline: skipping it would
         // leave it stale.
         let mut unacked = Vec::new();
+        let mut refused = |peer: NodeId, e: RequestError| {
+            tracing::warn!(peer = %self.node.member_name(peer), id = %peer, error = %e, "cache change not acknowledged");
+            unacked.push(peer);
+        };
         let mut again = Vec::new();
         for (&peer, answer) in targets.iter().zip(answers) {
             match answer {
@@ -80,7 +84,7 @@ impl Replicator {
                 Err(e) if not_yet_connected(&e) && is_reachable(&self.node, peer) => {
                     again.push(peer)
                 }
-                Err(e) => unacked.push((peer, e)),
+                Err(e) => refused(peer, e),
             }
         }
         if !again.is_empty() {
@@ -90,17 +94,10 @@ impl Replicator {
             let answers = futures_util::future::join_all(retried).await;
             for (peer, answer) in again.into_iter().zip(answers) {
                 if let Err(e) = answer {
-                    unacked.push((peer, e));
+                    refused(peer, e);
                 }
             }
         }
-        let unacked: Vec<NodeId> = unacked
-            .into_iter()
-            .map(|(peer, e)| {
-                tracing::warn!(peer = %self.node.member_name(peer), id = %peer, error = %e, "cache change not acknowledged");
-                peer
-            })
-            .collect();
         // A peer that did not acknowledge may still serve under a lease granted before this
         // change: return only once that lease has run out, so it clears before serving again.
         if let Some(until) = write.hold_until(&unacked).filter(|t| *t > Instant::now()) {
