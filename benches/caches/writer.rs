@@ -154,6 +154,7 @@ impl Writer {
             "put" => self.puts(n as usize).await.to_json(),
             "echo" => self.echoes(n as usize, false).await?.to_json(),
             "echo2" => self.echoes(n as usize, true).await?.to_json(),
+            "pair" => self.pairs(n as usize).await?.to_json(),
             "request" => self.requests(n as usize, false).await.to_json(),
             "fanout" => self.requests(n as usize, true).await.to_json(),
             "hit" => self.hits(n as usize).await.to_json(),
@@ -180,6 +181,22 @@ impl Writer {
         }
         batch.errors += (self.replicated.stats().unacknowledged - unacknowledged) as usize;
         batch
+    }
+
+    /// Times `n` writes as [`Self::puts`] does, each right after a round trip to both echo
+    /// servers at once, timed too. A write and the raw fan-out before it see the machine in the
+    /// same state: on a shared 2-vCPU machine, how fast a batch runs depends on what ran just
+    /// before it, more than on what it does (see `docs/benchmarks.md`, "Paired").
+    async fn pairs(&mut self, n: usize) -> anyhow::Result<Batch> {
+        let mut paired = Batch::default();
+        for _ in 0..n {
+            let raw = self.echoes(1, true).await?;
+            let write = self.puts(1).await;
+            paired.reference.extend(raw.samples);
+            paired.samples.extend(write.samples);
+            paired.errors += raw.errors + write.errors;
+        }
+        Ok(paired)
     }
 
     /// Times `n` asynchronous copy puts, each of a new value under the next key: each returns

@@ -41,6 +41,9 @@ pub struct Batch {
     pub samples: Vec<Duration>,
     /// Timed operations that failed.
     pub errors: usize,
+    /// In a paired batch, the times of the reference operation timed alternately with these,
+    /// one before each, so that both see the machine in the same state; empty otherwise.
+    pub reference: Vec<Duration>,
 }
 
 impl Batch {
@@ -56,8 +59,15 @@ impl Batch {
 
     /// One line of JSON.
     pub fn to_json(&self) -> String {
-        let nanos: Vec<u64> = self.samples.iter().map(|d| d.as_nanos() as u64).collect();
-        serde_json::json!({ "samples_ns": nanos, "errors": self.errors }).to_string()
+        let nanos = |samples: &[Duration]| -> Vec<u64> {
+            samples.iter().map(|d| d.as_nanos() as u64).collect()
+        };
+        let mut value =
+            serde_json::json!({ "samples_ns": nanos(&self.samples), "errors": self.errors });
+        if !self.reference.is_empty() {
+            value["reference_ns"] = nanos(&self.reference).into();
+        }
+        value.to_string()
     }
 
     /// Reads what [`Self::to_json`] wrote.
@@ -66,14 +76,30 @@ impl Batch {
     /// `line` is not such a batch.
     pub fn from_json(line: &str) -> anyhow::Result<Batch> {
         let value: serde_json::Value = serde_json::from_str(line).context("batch output")?;
-        let samples = value["samples_ns"]
-            .as_array()
-            .context("samples_ns")?
-            .iter()
-            .map(|n| n.as_u64().map(Duration::from_nanos).context("a sample"))
-            .collect::<anyhow::Result<_>>()?;
+        // Every batch has samples; only a paired one has a reference.
+        let durations = |field: &str| -> anyhow::Result<Vec<Duration>> {
+            let Some(nanos) = value.get(field) else {
+                return if field == "reference_ns" {
+                    Ok(Vec::new())
+                } else {
+                    anyhow::bail!("no {field} in the batch")
+                };
+            };
+            nanos
+                .as_array()
+                .with_context(|| field.to_owned())?
+                .iter()
+                .map(|n| n.as_u64().map(Duration::from_nanos).context("a sample"))
+                .collect()
+        };
+        let samples = durations("samples_ns")?;
+        let reference = durations("reference_ns")?;
         let errors = value["errors"].as_u64().context("errors")? as usize;
-        Ok(Batch { samples, errors })
+        Ok(Batch {
+            samples,
+            errors,
+            reference,
+        })
     }
 }
 

@@ -192,7 +192,7 @@ where
         while commands.next_line().await?.is_some() {
             let mut batch = Batch {
                 samples: Vec::with_capacity(calls),
-                errors: 0,
+                ..Batch::default()
             };
             for _ in 0..calls {
                 let start = Instant::now();
