@@ -617,7 +617,7 @@ fn report(
         let verdict = if !options.measuring {
             "not judged (smoke run)".to_owned()
         } else if worst.is_nan() {
-            "not judged (no Redis)".to_owned()
+            "not judged (a step it needs did not run: --redis no or --only)".to_owned()
         } else if (*at_least && worst >= *bound) || (!*at_least && worst <= *bound) {
             "met".to_owned()
         } else {
