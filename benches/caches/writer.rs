@@ -186,7 +186,7 @@ impl Writer {
     /// Times `n` writes as [`Self::puts`] does, each right after a round trip to both echo
     /// servers at once, timed too. A write and the raw fan-out before it see the machine in the
     /// same state: on a shared 2-vCPU machine, how fast a batch runs depends on what ran just
-    /// before it, more than on what it does (see `docs/benchmarks.md`, "Paired").
+    /// before it, more than on what it does (see `docs/benchmarks.md`, section 5, "Paired writes").
     async fn pairs(&mut self, n: usize) -> anyhow::Result<Batch> {
         let mut paired = Batch::default();
         for _ in 0..n {

@@ -76,24 +76,20 @@ impl Batch {
     /// `line` is not such a batch.
     pub fn from_json(line: &str) -> anyhow::Result<Batch> {
         let value: serde_json::Value = serde_json::from_str(line).context("batch output")?;
-        // Every batch has samples; only a paired one has a reference.
-        let durations = |field: &str| -> anyhow::Result<Vec<Duration>> {
-            let Some(nanos) = value.get(field) else {
-                return if field == "reference_ns" {
-                    Ok(Vec::new())
-                } else {
-                    anyhow::bail!("no {field} in the batch")
-                };
-            };
-            nanos
-                .as_array()
-                .with_context(|| field.to_owned())?
-                .iter()
-                .map(|n| n.as_u64().map(Duration::from_nanos).context("a sample"))
-                .collect()
+        let durations = |field: &str, required: bool| -> anyhow::Result<Vec<Duration>> {
+            match value.get(field) {
+                None if !required => Ok(Vec::new()),
+                nanos => nanos
+                    .and_then(serde_json::Value::as_array)
+                    .with_context(|| field.to_owned())?
+                    .iter()
+                    .map(|n| n.as_u64().map(Duration::from_nanos).context("a sample"))
+                    .collect(),
+            }
         };
-        let samples = durations("samples_ns")?;
-        let reference = durations("reference_ns")?;
+        // Every batch has samples; only a paired one has a reference.
+        let samples = durations("samples_ns", true)?;
+        let reference = durations("reference_ns", false)?;
         let errors = value["errors"].as_u64().context("errors")? as usize;
         Ok(Batch {
             samples,
