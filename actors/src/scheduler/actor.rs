@@ -15,7 +15,7 @@ use colony_runtime::Node;
 use colony_runtime::clock::WallClock;
 use colony_runtime::consensus::jobs::{JobCommand, JobOutcome as Applied, RunEnd, RunOutcome};
 use colony_runtime::consensus::{Command, Entitlement, GroupStatus, Outcome, ProposeError};
-use colony_runtime::shell::{Caster, Driven, Shell};
+use colony_runtime::shell::{AbortOnDrop, Caster, Driven, Shell};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::AbortHandle;
 
@@ -59,15 +59,6 @@ pub(crate) enum SchedInput {
 struct Running {
     run: Run,
     abort: AbortHandle,
-}
-
-/// Aborts a task when dropped: the runner's own task goes with the run that awaits it.
-struct AbortOnDrop(AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 pub(crate) struct SchedDriver {

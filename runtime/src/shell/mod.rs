@@ -18,6 +18,27 @@ use tokio::sync::watch;
 
 use crate::membership::View;
 
+/// Aborts a task when dropped: a task that serves something else's lifetime (a watcher of a
+/// link, a runner awaited by a run) ends with it, however its owner ends.
+///
+/// # Examples
+/// ```
+/// use colony_runtime::shell::AbortOnDrop;
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let task = tokio::spawn(std::future::pending::<()>());
+/// let handle = task.abort_handle();
+/// drop(AbortOnDrop(handle));
+/// assert!(task.await.unwrap_err().is_cancelled());
+/// # });
+/// ```
+pub struct AbortOnDrop(pub tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A core with its IO, as the shell drives it.
 pub trait Driven: Send + 'static {
     /// What callers hand the core.

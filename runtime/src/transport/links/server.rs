@@ -19,6 +19,7 @@ use tracing::Instrument;
 use super::Cut;
 use super::frame::{self, Frame, FrameReader};
 use crate::NodeId;
+use crate::shell::AbortOnDrop;
 use crate::transport::TransportStats;
 use crate::transport::dispatch::{Answer, Dispatcher, Sender};
 use crate::wire::{self, ErrorCode, Reply};
@@ -46,11 +47,14 @@ pub(crate) async fn serve(
     // own watches for that: polled in this loop, the three watches would each lock their waiter
     // list, shared with every other link, on every request.
     let (end, mut ended) = oneshot::channel::<()>();
-    let watcher = Watcher(tokio::spawn(async move {
-        let mut cut = cut;
-        cut.wait(peer).await;
-        let _ = end.send(());
-    }));
+    let watcher = AbortOnDrop(
+        tokio::spawn(async move {
+            let mut cut = cut;
+            cut.wait(peer).await;
+            let _ = end.send(());
+        })
+        .abort_handle(),
+    );
     loop {
         if !out.is_empty() {
             // Replies almost always fit the socket at once: written with no future to poll.
@@ -119,15 +123,6 @@ pub(crate) async fn serve(
     // must not be cancelled halfway because its caller went away.
     if !in_flight.is_empty() {
         tokio::spawn(async move { while in_flight.next().await.is_some() {} }.instrument(span));
-    }
-}
-
-/// Ends the watching task of a link when the link ends, however it ends.
-struct Watcher(tokio::task::JoinHandle<()>);
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
